@@ -1,0 +1,150 @@
+"""Backbones by name: the paper's three ViT-B/16 models (timm names) and small ViTs for the embedded preset.
+
+``create_model(name)`` returns a :class:`~spot.models.SPoTViT` (``wrap=False``: the plain timm ViT). Weights come
+from a local file (``checkpoint=``) or, with ``pretrained=True``, from the Hugging Face hub / its local cache. When
+the hub cannot be reached the lookup is made offline at once, so a missing file fails within a second with a
+message naming what to provide, instead of timm's ~45 s of retries.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from .models import SPoTViT
+
+__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "hub_reachable"]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A named backbone: a timm architecture (+ pretrained tag) and the keyword config that differs from it."""
+
+    timm_name: str
+    label: str
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+
+BACKBONES: dict[str, Backbone] = {
+    # the paper's three backbones (Section 4, Table 7)
+    "cls_in1k": Backbone("vit_base_patch16_224.augreg_in1k", "CLS-IN1k",
+                         description="supervised ViT-B/16, ImageNet-1k (Steiner et al. 2021)"),
+    "cls_in21k": Backbone("vit_base_patch16_224.augreg2_in21k_ft_in1k", "CLS-IN21k",
+                          description="supervised ViT-B/16, ImageNet-21k, fine-tuned on ImageNet-1k"),
+    "mae_in1k": Backbone("vit_base_patch16_224.mae", "MAE-IN1k",
+                         kwargs=dict(global_pool="avg", fc_norm=True, num_classes=1000),
+                         description="MAE ViT-B/16 encoder with MAE's fine-tuning head (global pool + fc_norm); "
+                                     "the hub holds the pre-trained encoder only, fine-tuned weights come from a file"),
+    # small ViTs for the embedded (CPU) preset: 8 px patches, one grey channel, 10 classes by default
+    "vit_nano_patch8": Backbone("vit_tiny_patch16_224", "ViT-N/8", kwargs=dict(
+        img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=3)),
+    "vit_micro_patch8": Backbone("vit_tiny_patch16_224", "ViT-μ/8", kwargs=dict(
+        img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=128, depth=6, num_heads=4)),
+    "vit_mini_patch8": Backbone("vit_tiny_patch16_224", "ViT-m/8", kwargs=dict(
+        img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3)),
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are neither in a given file nor reachable (hub offline and not cached)."""
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` s (cached per process)."""
+    import huggingface_hub.constants as hf
+
+    if hf.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if host not in _REACHABLE:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
+def _resolve(name: str) -> Backbone:
+    if name in BACKBONES:
+        return BACKBONES[name]
+    for b in BACKBONES.values():
+        if name in (b.timm_name, b.label):
+            return b
+    if timm.is_model(name) and name.startswith(("vit_", "deit", "eva")):
+        return Backbone(name, name)
+    raise ValueError(f"unknown backbone {name!r}; accepted: {', '.join(BACKBONES)}, their timm names or labels, "
+                     f"or any timm VisionTransformer name")
+
+
+def _load_file(model: VisionTransformer, path: Path, strict: bool) -> None:
+    if not path.is_file():
+        raise MissingWeightsError(f"checkpoint file {str(path)!r} does not exist; check the path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "state_dict", "model_ema"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    result = model.load_state_dict(state, strict=False)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise ValueError(
+            f"checkpoint {str(path)!r} does not match the architecture: missing keys {result.missing_keys[:10]}"
+            f"{' …' if len(result.missing_keys) > 10 else ''}, unexpected keys {result.unexpected_keys[:10]}"
+            f"{' …' if len(result.unexpected_keys) > 10 else ''}")
+
+
+def create_backbone(name: str, *, pretrained: bool = False, checkpoint: str | os.PathLike | None = None,
+                    strict: bool = True, **kwargs) -> VisionTransformer:
+    """The timm ``VisionTransformer`` for ``name`` (a key of ``BACKBONES``, a timm name, or a paper label).
+
+    Args:
+        pretrained: load the pretrained weights of the timm tag from the hub (or its local cache).
+        checkpoint: load weights from this local file instead (``.safetensors``, or a ``.pth``/``.pt`` state dict,
+            possibly under ``"model"``/``"state_dict"``); missing/unexpected keys are an error unless ``strict=False``.
+        **kwargs: timm keyword config overriding the backbone's (``num_classes``, ``img_size``, ``drop_path_rate`` …).
+    """
+    b = _resolve(name)
+    cfg = {**b.kwargs, **kwargs}
+    if checkpoint is not None:
+        model = timm.create_model(b.timm_name, pretrained=False, **cfg)
+        _load_file(model, Path(checkpoint), strict)
+        return model
+    if not pretrained:
+        return timm.create_model(b.timm_name, pretrained=False, **cfg)
+    import huggingface_hub.constants as hf
+
+    was_offline = hf.HF_HUB_OFFLINE
+    hf.HF_HUB_OFFLINE = was_offline or not hub_reachable()
+    try:
+        return timm.create_model(b.timm_name, pretrained=True, **cfg)
+    except OSError as err:  # LocalEntryNotFoundError and friends
+        hub_id = timm.models.get_pretrained_cfg(b.timm_name).hf_hub_id if "." in b.timm_name else b.timm_name
+        raise MissingWeightsError(
+            f"pretrained weights for {name!r} ({b.timm_name}) are not available: the hub is "
+            f"{'offline' if hf.HF_HUB_OFFLINE else 'unreachable'} and they are not in the local cache. Either download "
+            f"`model.safetensors` of https://huggingface.co/{hub_id} on a machine with internet and pass its path as "
+            f"checkpoint= (CLI: --checkpoint PATH), or copy the Hugging Face cache there (HF_HOME)."
+        ) from err
+    finally:
+        hf.HF_HUB_OFFLINE = was_offline
+
+
+def create_model(name: str, *, pretrained: bool = False, checkpoint=None, wrap: bool = True, window=None,
+                 pe_sigma: float = 0.5, strict: bool = True, **kwargs):
+    """A SPoT model on the named backbone (``wrap=False``: the timm ViT itself); see :func:`create_backbone`."""
+    vit = create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, strict=strict, **kwargs)
+    return SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma) if wrap else vit

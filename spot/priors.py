@@ -1,0 +1,268 @@
+"""Spatial priors: where to place ``m`` tokens in an image before (or without) any search.
+
+Each prior is a small frozen dataclass whose fields are its settings (the workflow's config sets them; the defaults
+are the authors' values), and ``sample_positions`` is the one entry point::
+
+    positions = spot.sample_positions("center", num_tokens=25, batch_size=8, image_size=(224, 224), generator=g)
+
+All samplers return (B, m, 2) positions (y, x) in [0, 1] and are deterministic given a ``torch.Generator``
+(without one they use torch's global RNG, so ``torch.manual_seed`` makes them reproducible).
+
+=============  ===========  ============================================================================
+paper name     release      what it does
+=============  ===========  ============================================================================
+Uniform        uniform      i.i.d. U[0, 1)² per token and image
+Gaussian       gauss        i.i.d. N(½, std²) per axis, truncated to [0, 1] (the release clamps instead,
+                            which piles ~12 % of coordinates onto the image border)
+Sobol          sobol        a freshly scrambled 2-D Sobol block of m points per image (scipy ``qmc``),
+                            seeded from the generator (the release is unseeded)
+Isotropic      grid_uniform deterministic even coverage for any m: ``r ≈ √(m·H/W)`` rows, the m points
+                            spread over them as evenly as possible; the patch grid when m is a grid count
+Center         grid_center  the Isotropic layout warped towards the centre per axis,
+                            ``δ' = δ·(1 − exp(−(δ/scale)²))`` with ``δ = c − ½``
+Salient        —            pixels drawn from the saliency map's distribution + U[0, 1) sub-pixel jitter
+Background     —            the same from the inverted map ``max(M) − M``
+Boundary       edge         per axis ``v = sign(u)(1 − |u|^exponent)``, ``u ~ U(−1, 1)``, mapped to [0, 1]
+                            and clamped to [margin, 1 − margin]
+=============  ===========  ============================================================================
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from . import _checks
+
+__all__ = [
+    "Prior", "Uniform", "Gaussian", "Sobol", "Isotropic", "Center", "Salient", "Background", "Boundary",
+    "PRIORS", "make_prior", "sample_positions", "isotropic_layout",
+]
+
+
+def _rand(shape, generator, dtype=torch.float64) -> torch.Tensor:
+    device = generator.device if generator is not None else "cpu"
+    return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Base class: ``sample`` returns float64 positions (B, m, 2) on the generator's device (CPU without one)."""
+
+    name: ClassVar[str] = ""
+    deterministic: ClassVar[bool] = False  # True: same positions for every image and every call
+    needs_saliency: ClassVar[bool] = False
+
+    def sample(self, num_tokens: int, batch_size: int, image_size: tuple[int, int], generator=None,
+               saliency: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Uniform(Prior):
+    name: ClassVar[str] = "uniform"
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        return _rand((batch_size, num_tokens, 2), generator)
+
+
+@dataclass(frozen=True)
+class Gaussian(Prior):
+    """Central bias: N(½, std²) per axis truncated to [0, 1] (inverse-CDF sampling, so still one draw per value)."""
+
+    name: ClassVar[str] = "gaussian"
+    std: float = 1.0 / math.pi
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        if not self.std > 0:
+            raise ValueError(f"Gaussian prior: std must be > 0, got {self.std}")
+        lo = torch.special.ndtr(torch.tensor(-0.5 / self.std, dtype=torch.float64))
+        hi = 1.0 - lo
+        u = lo + (hi - lo) * _rand((batch_size, num_tokens, 2), generator)
+        return (0.5 + self.std * torch.special.ndtri(u)).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Sobol(Prior):
+    """A fresh Owen-scrambled Sobol block of m points per image, seeded from the torch generator."""
+
+    name: ClassVar[str] = "sobol"
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        from scipy.stats import qmc
+
+        device = generator.device if generator is not None else "cpu"
+        seeds = torch.randint(0, 2**62, (batch_size,), generator=generator, device=device).tolist()
+        blocks = []
+        with warnings.catch_warnings():  # "balance properties of Sobol' points require n to be a power of 2"
+            warnings.simplefilter("ignore", UserWarning)
+            for seed in seeds:
+                blocks.append(qmc.Sobol(d=2, scramble=True, seed=np.random.default_rng(seed)).random(num_tokens))
+        return torch.from_numpy(np.stack(blocks)).to(device)
+
+
+def isotropic_layout(num_tokens: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """Deterministic even coverage with any number of points: (m, 2) float64.
+
+    ``r = round(√(m·H/W))`` rows at heights ``(i + ½)/r``; row ``i`` holds ``n_i = ⌊(i+1)m/r⌋ − ⌊im/r⌋`` points at
+    ``(j + ½)/n_i``. When ``m = rows·cols`` of a square-patch grid this is exactly that grid's cell centres.
+    """
+    H, W = image_size
+    m = num_tokens
+    rows = min(m, max(1, round(math.sqrt(m * H / W))))
+    pts = []
+    for i in range(rows):
+        n_i = (i + 1) * m // rows - i * m // rows
+        y = (i + 0.5) / rows
+        pts.extend((y, (j + 0.5) / n_i) for j in range(n_i))
+    return torch.tensor(pts, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Isotropic(Prior):
+    name: ClassVar[str] = "isotropic"
+    deterministic: ClassVar[bool] = True
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        device = generator.device if generator is not None else "cpu"
+        return isotropic_layout(num_tokens, image_size).to(device).expand(batch_size, -1, -1)
+
+
+@dataclass(frozen=True)
+class Center(Prior):
+    """The Isotropic layout pulled towards the image centre: ``δ' = δ·(1 − exp(−(δ/scale)²))`` per axis."""
+
+    name: ClassVar[str] = "center"
+    deterministic: ClassVar[bool] = True
+    scale: float = 0.2
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        if not self.scale > 0:
+            raise ValueError(f"Center prior: scale must be > 0, got {self.scale}")
+        base = Isotropic().sample(num_tokens, batch_size, image_size, generator)
+        d = base - 0.5
+        return 0.5 + d * (1.0 - torch.exp(-((d / self.scale) ** 2)))
+
+
+def _saliency_maps(saliency, batch_size: int, image_size) -> torch.Tensor:
+    if saliency is None:
+        raise ValueError("this prior samples from a saliency map: pass saliency=(H, W) or (B, H, W) tensor")
+    if not isinstance(saliency, torch.Tensor):
+        raise ValueError(f"saliency must be a torch.Tensor of shape (H, W) or (B, H, W), got {type(saliency).__name__}")
+    maps = saliency.detach().to(torch.float64)
+    if maps.dim() == 2:
+        maps = maps.unsqueeze(0)
+    if maps.dim() != 3 or tuple(maps.shape[-2:]) != tuple(image_size):
+        raise ValueError(
+            f"saliency must have shape {tuple(image_size)} or (B, {image_size[0]}, {image_size[1]}) to match "
+            f"image_size, got {tuple(saliency.shape)}; resize the map to the image first"
+        )
+    if maps.shape[0] not in (1, batch_size):
+        raise ValueError(f"saliency has {maps.shape[0]} maps for a batch of {batch_size}; give one map or one per image")
+    if not torch.isfinite(maps).all() or (maps < 0).any():
+        raise ValueError("saliency values must be finite and ≥ 0")
+    return maps.expand(batch_size, -1, -1)
+
+
+def _sample_from_maps(weights: torch.Tensor, num_tokens: int, generator) -> torch.Tensor:
+    """Draw pixels ∝ weights (B, H, W) with replacement, plus U[0, 1) jitter inside the pixel."""
+    B, H, W = weights.shape
+    flat = weights.reshape(B, H * W)
+    empty = flat.sum(1, keepdim=True) <= 0
+    flat = torch.where(empty, torch.ones_like(flat), flat)  # an all-zero map gives uniform placement
+    device = generator.device if generator is not None else "cpu"
+    idx = torch.multinomial(flat.to(device), num_tokens, replacement=True, generator=generator)
+    rows = torch.div(idx, W, rounding_mode="floor")
+    cols = idx % W
+    jitter = _rand((B, num_tokens, 2), generator)
+    return torch.stack(((rows + jitter[..., 0]) / H, (cols + jitter[..., 1]) / W), dim=-1)
+
+
+@dataclass(frozen=True)
+class Salient(Prior):
+    name: ClassVar[str] = "salient"
+    needs_saliency: ClassVar[bool] = True
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        return _sample_from_maps(_saliency_maps(saliency, batch_size, image_size), num_tokens, generator)
+
+
+@dataclass(frozen=True)
+class Background(Prior):
+    name: ClassVar[str] = "background"
+    needs_saliency: ClassVar[bool] = True
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        maps = _saliency_maps(saliency, batch_size, image_size)
+        inverted = maps.amax(dim=(1, 2), keepdim=True) - maps
+        return _sample_from_maps(inverted, num_tokens, generator)
+
+
+@dataclass(frozen=True)
+class Boundary(Prior):
+    """Edge bias (Table 6): per axis ``sign(u)(1 − |u|^exponent)`` mapped to [0, 1], clamped to [margin, 1 − margin]."""
+
+    name: ClassVar[str] = "boundary"
+    exponent: float = 10.0
+    margin: float = 0.01
+
+    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+        if not self.exponent > 0 or not 0 <= self.margin < 0.5:
+            raise ValueError(f"Boundary prior: need exponent > 0 and 0 ≤ margin < 0.5, got {self.exponent}, {self.margin}")
+        u = 2.0 * _rand((batch_size, num_tokens, 2), generator) - 1.0
+        v = torch.sign(u) * (1.0 - u.abs() ** self.exponent)
+        return ((v + 1.0) / 2.0).clamp(self.margin, 1.0 - self.margin)
+
+
+PRIORS: dict[str, type[Prior]] = {
+    p.name: p for p in (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary)
+}
+
+
+def make_prior(prior, **settings) -> Prior:
+    """A prior by name (case-insensitive, e.g. ``"Center"``) with optional settings, or a ``Prior`` as is."""
+    if isinstance(prior, Prior):
+        if settings:
+            raise ValueError("settings can only be given with a prior name, not with a Prior instance")
+        return prior
+    if not isinstance(prior, str) or prior.lower() not in PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; accepted: {', '.join(PRIORS)}")
+    cls = PRIORS[prior.lower()]
+    try:
+        return cls(**settings)
+    except TypeError as err:
+        fields = [f for f in cls.__dataclass_fields__]
+        raise ValueError(f"prior {cls.name!r} accepts settings {fields or 'none'}, got {sorted(settings)}") from err
+
+
+def sample_positions(prior, num_tokens: int, batch_size: int, image_size, generator: torch.Generator | None = None,
+                     saliency: torch.Tensor | None = None, *, device=None, dtype: torch.dtype = torch.float64,
+                     **settings) -> torch.Tensor:
+    """Sample (B, m, 2) token positions (y, x) in [0, 1] from a spatial prior.
+
+    Args:
+        prior: a name from ``PRIORS`` (``uniform, gaussian, sobol, isotropic, center, salient, background, boundary``)
+            or a ``Prior`` instance; ``**settings`` are that prior's fields (e.g. ``scale=0.3`` for Center).
+        num_tokens: m ≥ 1.
+        batch_size: B ≥ 1.
+        image_size: (H, W) or an int; the Isotropic/Center layouts follow its aspect ratio and saliency maps must
+            have this size.
+        generator: a ``torch.Generator``; the same generator state gives the same positions.
+        saliency: (H, W) or (B, H, W) non-negative map, required by Salient and Background.
+        device, dtype: of the result (default: the generator's device, float64 like all positions in ``spot``).
+    """
+    p = make_prior(prior, **settings)
+    _checks.num_tokens_value(num_tokens)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
+    size = _checks.image_size_of(image_size)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if saliency is not None and not p.needs_saliency:
+        raise ValueError(f"prior {p.name!r} does not use a saliency map; pass saliency only to salient/background")
+    out = p.sample(num_tokens, batch_size, size, generator, saliency)
+    return out.to(device=device if device is not None else out.device, dtype=dtype)

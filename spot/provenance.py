@@ -1,0 +1,89 @@
+"""Provenance records and atomic writes: every result file says where it came from, and is never half-written."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["code_version", "software_versions", "device_description", "provenance", "sha256_file",
+           "atomic_write_text", "atomic_write_json"]
+
+
+def code_version() -> dict:
+    """The package version and, when run from a git checkout, its commit and whether the tree has local changes."""
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    info = {"package": __version__}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        info.update(git_commit=commit, git_dirty=bool(dirty))
+    except (OSError, subprocess.SubprocessError):
+        info.update(git_commit=None, git_dirty=None)
+    return info
+
+
+def software_versions() -> dict:
+    import numpy
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": numpy.__version__, "cuda": torch.version.cuda, "platform": platform.platform()}
+
+
+def device_description(device=None) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
+    return {"type": device.type, "name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def provenance(config: dict | None = None, *, seed=None, device=None, inputs: dict | None = None) -> dict:
+    """A provenance block: code version, config, seed, inputs' checksums, software, device and time (UTC)."""
+    return {
+        "code": code_version(),
+        "config": config or {},
+        "seed": seed,
+        "inputs": inputs or {},
+        "software": software_versions(),
+        "device": device_description(device),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,97 @@
+"""The subpixel tokenizer: k×k bilinear windows at continuous positions.
+
+Coordinate convention (used everywhere in ``spot``): a position is ``(y, x)`` in ``[0, 1]²`` where 0 and 1
+are the outer edges of the image. Position ``p`` is the continuous pixel coordinate ``p·H`` (rows) and
+``p·W`` (columns); pixel ``i`` spans ``[i, i + 1)`` and its centre is ``i + ½``.
+
+A window of size ``k`` centred at a position samples the image at the pixel-centre offsets
+``j + ½ − k/2`` (``j = 0 … k−1``) from the centre, so a window centred on a patch-grid cell reads exactly the
+pixels of that cell, and patch tokenization is the special case ``positions = grid_positions(...)``.
+Sampling is bilinear with zeros outside the image (a window crossing the border blends towards 0 over the
+last half pixel, like ``grid_sample(padding_mode="zeros")``), and differentiable in the images and the
+positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _checks
+
+__all__ = ["extract_windows", "WindowEmbedding"]
+
+
+def extract_windows(images: torch.Tensor, positions: torch.Tensor, window) -> torch.Tensor:
+    """Extract a ``window``×``window`` bilinear patch at every position.
+
+    Args:
+        images: (B, C, H, W) floating-point images (any H×W).
+        positions: (B, m, 2) or (m, 2) positions (y, x) in [0, 1] (values outside are allowed: the window
+            then reads zeros outside the image).
+        window: k, or (kh, kw); at most the image size.
+
+    Returns:
+        (B, m, C, kh, kw) windows; equal to ``grid_sample(mode="bilinear", padding_mode="zeros",
+        align_corners=False)`` at the pixel-centre offsets ``j + ½ − k/2``.
+
+    How: the k samples of a window are one pixel apart, so they share one fractional offset ``(fy, fx)``; a window
+    is the bilinear blend of four integer-shifted k×k crops. We gather one (k+1)×(k+1) integer crop per window (one
+    batched ``gather``) and blend it, with the coordinate arithmetic in float64. Pass float64 positions (the
+    default of ``grid_positions`` and the priors) for exactness: a window centred on a grid cell then returns that
+    cell's pixels exactly, whereas a float32 position is only good to ~1e-5 px at 224 px.
+    """
+    _checks.images_tensor(images)
+    B, C, H, W = images.shape
+    kh, kw = _checks.pair(window, "window")
+    if kh > H or kw > W:
+        raise ValueError(f"window {(kh, kw)} is larger than the image {(H, W)}; use a window of at most {(H, W)}")
+    positions = _checks.positions_tensor(positions, batch_size=B).to(images.device).expand(B, -1, -1)
+    m = positions.shape[1]
+    # pixel-index coordinate (pixel i has its centre at index i) of the window's first sample, per axis
+    start = positions.to(torch.float64) * positions.new_tensor([H, W], dtype=torch.float64) - \
+        positions.new_tensor([kh / 2.0, kw / 2.0], dtype=torch.float64)  # (B, m, 2)
+    origin = torch.floor(start.detach())
+    frac = (start - origin).to(images.dtype)  # shared by every sample of the window; carries d/d positions
+    origin = origin.long()
+    rows = origin[..., 0, None] + torch.arange(kh + 1, device=images.device)  # (B, m, kh+1)
+    cols = origin[..., 1, None] + torch.arange(kw + 1, device=images.device)  # (B, m, kw+1)
+    inside = ((rows >= 0) & (rows < H))[..., :, None] & ((cols >= 0) & (cols < W))[..., None, :]
+    index = rows.clamp(0, H - 1)[..., :, None] * W + cols.clamp(0, W - 1)[..., None, :]  # (B, m, kh+1, kw+1)
+    crop = torch.gather(images.flatten(2), 2, index.view(B, 1, -1).expand(B, C, -1))
+    crop = crop.view(B, C, m, kh + 1, kw + 1) * inside[:, None].to(images.dtype)  # zeros outside the image
+    fy = frac[..., 0].view(B, 1, m, 1, 1)
+    fx = frac[..., 1].view(B, 1, m, 1, 1)
+    crop = crop[..., :kh, :] * (1 - fy) + crop[..., 1:, :] * fy  # blend along y: (B, C, m, kh, kw+1)
+    crop = crop[..., :kw] * (1 - fx) + crop[..., 1:] * fx  # blend along x: (B, C, m, kh, kw)
+    return crop.permute(0, 2, 1, 3, 4)
+
+
+class WindowEmbedding(nn.Module):
+    """Windows at positions → token embeddings: ``extract_windows`` then the (patch) projection.
+
+    ``proj`` is a ``Conv2d(C, D, kernel=k)`` as in a ViT's patch embedding; it is applied to each window as
+    one linear map of the flattened (C, k, k) window, which on grid positions is exactly the strided patch
+    convolution. ``norm`` is the patch embedding's optional norm (``Identity`` for most ViTs).
+    """
+
+    def __init__(self, proj: nn.Conv2d, norm: nn.Module | None = None):
+        super().__init__()
+        if not isinstance(proj, nn.Conv2d):
+            raise ValueError(f"proj must be an nn.Conv2d patch projection, got {type(proj).__name__}")
+        self.proj = proj
+        self.norm = norm if norm is not None else nn.Identity()
+
+    @property
+    def window(self) -> tuple[int, int]:
+        return tuple(self.proj.kernel_size)
+
+    @property
+    def in_chans(self) -> int:
+        return self.proj.in_channels
+
+    def forward(self, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        _checks.images_tensor(images, self.in_chans)
+        windows = extract_windows(images, positions, self.window)  # (B, m, C, kh, kw)
+        tokens = F.linear(windows.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
+        return self.norm(tokens)

@@ -1,0 +1,154 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import kstest, qmc, truncnorm
+
+import spot
+from spot.priors import PRIORS
+
+SIZE = (64, 64)
+
+
+def _sample(name, m=25, b=8, size=SIZE, seed=0, **kw):
+    sal = torch.rand(size, generator=torch.Generator().manual_seed(99)) if PRIORS[name].needs_saliency else None
+    return spot.sample_positions(name, m, b, size, generator=torch.Generator().manual_seed(seed), saliency=sal, **kw)
+
+
+@pytest.mark.parametrize("name", list(PRIORS))
+@pytest.mark.parametrize("m", [1, 7, 25, 64])
+def test_count_range_and_determinism(name, m):
+    a = _sample(name, m)
+    assert a.shape == (8, m, 2) and a.dtype == torch.float64
+    assert (a >= 0).all() and (a <= 1).all()
+    assert torch.equal(a, _sample(name, m))  # same generator state → same positions
+    if not PRIORS[name].deterministic and m > 1:
+        assert not torch.equal(a, _sample(name, m, seed=1))
+        assert not torch.equal(a[0], a[1])  # a fresh draw per image
+    if PRIORS[name].deterministic:
+        assert torch.equal(a[0], a[-1])
+
+
+def test_global_rng_makes_it_reproducible_without_a_generator():
+    torch.manual_seed(5)
+    a = spot.sample_positions("sobol", 10, 2, SIZE)
+    torch.manual_seed(5)
+    assert torch.equal(a, spot.sample_positions("sobol", 10, 2, SIZE))
+
+
+@pytest.mark.parametrize("size,patch", [((224, 224), 16), ((224, 224), 32), ((48, 64), 8), ((96, 32), 8), ((64, 64), 8)])
+def test_isotropic_is_the_patch_grid_for_grid_counts(size, patch):
+    grid = spot.grid_positions(size, patch)
+    iso = spot.sample_positions("isotropic", len(grid), 1, size)[0]
+    assert torch.equal(iso, grid)
+
+
+@pytest.mark.parametrize("m", list(range(1, 80)) + [137, 196])
+def test_isotropic_covers_evenly_for_any_count(m):
+    pts = spot.isotropic_layout(m, (224, 224))
+    assert pts.shape == (m, 2)
+    d = torch.cdist(pts, pts) + torch.eye(m) * 9
+    # even coverage: no two points much closer than the spacing of an m-point square grid (1/√m), and the largest
+    # empty gap (distance from a fine probe grid to the nearest point) not much larger than it
+    assert d.min().item() > 0.45 / math.sqrt(m) or m == 1
+    probe = spot.grid_positions((100, 100), 1)
+    assert torch.cdist(probe, pts).min(1).values.max().item() < 1.1 / math.sqrt(m)
+
+
+@pytest.mark.parametrize("m", [9, 25, 49, 100])
+def test_center_is_nearer_the_centre_than_isotropic(m):
+    c = _sample("center", m)[0]
+    i = _sample("isotropic", m)[0]
+    dist = lambda p: (p - 0.5).norm(dim=-1).mean().item()
+    assert dist(c) < (0.9 if m >= 25 else 0.98) * dist(i)
+    # the same layout, only warped: order along each axis is kept
+    assert torch.equal(c[:, 0].argsort(stable=True), i[:, 0].argsort(stable=True))
+
+
+def test_center_strength_setting():
+    weak = _sample("center", 25, scale=0.05)[0]
+    strong = _sample("center", 25, scale=0.4)[0]
+    assert (strong - 0.5).norm(dim=-1).mean() < (weak - 0.5).norm(dim=-1).mean()
+
+
+def test_boundary_hugs_the_edges():
+    edge = lambda p: torch.minimum(p, 1 - p).min(dim=-1).values.mean().item()
+    assert edge(_sample("boundary", 64, 16)) < 0.05 < edge(_sample("uniform", 64, 16))
+
+
+def test_gaussian_is_central_and_truncated():
+    std = 1 / math.pi
+    g = _sample("gaussian", 500, 8)
+    assert ((g == 0) | (g == 1)).float().mean().item() == 0.0  # truncated, not clamped onto the border
+    # the coordinates follow N(½, std²) truncated to [0, 1] (Kolmogorov–Smirnov), which is centre-biased
+    law = truncnorm(-0.5 / std, 0.5 / std, loc=0.5, scale=std)
+    assert kstest(g.flatten().numpy(), law.cdf).pvalue > 1e-3
+    assert kstest(_sample("uniform", 500, 8).flatten().numpy(), law.cdf).pvalue < 1e-6
+    assert law.std() < 0.9 * math.sqrt(1 / 12)
+
+
+def test_sobol_has_lower_discrepancy_than_uniform():
+    disc = lambda p: np.mean([qmc.discrepancy(x.numpy()) for x in p])
+    assert disc(_sample("sobol", 64, 32)) < 0.5 * disc(_sample("uniform", 64, 32))
+
+
+def test_salient_follows_the_map_and_background_avoids_it():
+    sal = torch.ones(32, 32)
+    sal[:16, :16] = 9.0  # top-left quadrant holds 9 / (9 + 3) = 75 % of the mass
+    g = torch.Generator().manual_seed(0)
+    pos = spot.sample_positions("salient", 400, 10, (32, 32), generator=g, saliency=sal)
+    in_quadrant = ((pos[..., 0] < 0.5) & (pos[..., 1] < 0.5)).float().mean().item()
+    assert in_quadrant == pytest.approx(0.75, abs=0.03)
+    back = spot.sample_positions("background", 400, 10, (32, 32), generator=g, saliency=sal)
+    assert ((back[..., 0] < 0.5) & (back[..., 1] < 0.5)).float().mean().item() == 0.0
+    # a single bright pixel: every token lands inside it (sub-pixel jitter within the pixel)
+    point = torch.zeros(1, 32, 32)
+    point[0, 5, 20] = 1.0
+    p = spot.sample_positions("salient", 50, 1, (32, 32), generator=g, saliency=point)[0]
+    assert ((p[:, 0] * 32).floor() == 5).all() and ((p[:, 1] * 32).floor() == 20).all()
+    assert p.std(0).min() > 0  # jittered, not all on one point
+
+
+def test_per_image_saliency_maps():
+    maps = torch.zeros(2, 16, 16)
+    maps[0, 0, 0] = 1
+    maps[1, 15, 15] = 1
+    p = spot.sample_positions("salient", 5, 2, (16, 16), saliency=maps)
+    assert (p[0] < 1 / 16).all() and (p[1] > 15 / 16).all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prior="nope"), "unknown prior"),
+    (dict(prior="uniform", num_tokens=0), "num_tokens"),
+    (dict(prior="uniform", batch_size=0), "batch_size"),
+    (dict(prior="salient"), "saliency"),
+    (dict(prior="salient", saliency=torch.rand(10, 10)), "shape"),
+    (dict(prior="salient", saliency=-torch.rand(32, 32)), "≥ 0"),
+    (dict(prior="uniform", saliency=torch.rand(32, 32)), "does not use a saliency"),
+    (dict(prior="center", scale=-1.0), "scale"),
+    (dict(prior="center", sharpness=2.0), "accepts settings"),
+    (dict(prior="uniform", image_size=(0, 32)), "image_size"),
+])
+def test_bad_input(kwargs, match):
+    args = dict(prior="uniform", num_tokens=4, batch_size=2, image_size=(32, 32)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        spot.sample_positions(**args)
+
+
+def test_prior_names_are_case_insensitive_and_instances_work():
+    a = spot.sample_positions("Center", 9, 1, SIZE)
+    b = spot.sample_positions(spot.priors.Center(), 9, 1, SIZE)
+    assert torch.equal(a, b)
+
+
+def test_snap_to_grid_lands_on_the_nearest_centre(gen):
+    size, patch = (48, 64), 8
+    pos = torch.rand(3, 50, 2, dtype=torch.float64, generator=gen) * 1.2 - 0.1
+    snapped = spot.snap_to_grid(pos, size, patch)
+    centres = spot.grid_positions(size, patch)
+    # every snapped point is a grid centre, and it is the nearest one in pixel distance
+    scale = torch.tensor(size, dtype=torch.float64)
+    d = torch.cdist((pos * scale).reshape(-1, 2), centres * scale)
+    assert torch.equal(snapped.reshape(-1, 2), centres[d.argmin(1)])
+    assert torch.equal(spot.snap_to_grid(snapped, size, patch), snapped)
