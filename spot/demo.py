@@ -7,7 +7,7 @@ with :class:`spot.SPoTViT` (no retraining) and evaluated on held-out digits with
 baseline (random grid patches). It also checks grid equivalence (SPoT on the grid = the ViT).
 
 Two SPoT models are shown: the ViT wrapped as it is (off-grid tokens are new to it, so it only works on the grid),
-and a copy briefly retrofitted (a few epochs on uniformly placed tokens at random budgets), the idea of the paper's
+and a copy briefly retrofitted (a few epochs on jittered Isotropic tokens at random budgets), the idea of the paper's
 50-epoch retrofitting (the real recipe is the training stage's).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .factory import create_backbone
 from .models import PatchDropoutViT, SPoTViT
 from .positions import grid_positions
+from .priors import sample_positions
 from .provenance import atomic_write_json, atomic_write_text, provenance
 
 IMAGE_SIZE = 32
@@ -40,46 +41,39 @@ def load_digits_tensors(seed: int, test_fraction: float):
     return (x[order[n_test:]], y[order[n_test:]]), (x[order[:n_test]], y[order[:n_test]])
 
 
-def train_grid_vit(vit, train, epochs: int, batch_size: int, lr: float, seed: int, log=print):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(vit.parameters(), lr=lr, weight_decay=0.05)
-    steps = epochs * ((len(train[1]) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    vit.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(train[1]), generator=g)
-        total = 0.0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(vit(train[0][idx]), train[1][idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        log(f"  epoch {epoch + 1:2d}/{epochs}  train loss {total / len(perm):.3f}")
-    return vit.eval()
-
-
-def retrofit(model: SPoTViT, train, epochs: int, batch_size: int, lr: float, max_tokens: int, seed: int, log=print):
-    """Fine-tune a wrapped ViT on tokens at U[0,1)² positions, a random budget 2…max_tokens per batch."""
+def fit(model, train, epochs: int, batch_size: int, lr: float, seed: int, forward, label: str, log=print):
+    """AdamW + one-cycle schedule, label-smoothed cross-entropy; ``forward(model, images, generator)`` → logits."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * ((len(train[1]) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     model.train()
     for epoch in range(epochs):
         perm = torch.randperm(len(train[1]), generator=g)
         total = 0.0
         for i in range(0, len(perm), batch_size):
             idx = perm[i:i + batch_size]
-            m = int(torch.randint(2, max_tokens + 1, (1,), generator=g))
-            logits = model(train[0][idx], prior="uniform", num_tokens=m, generator=g)
-            loss = F.cross_entropy(logits, train[1][idx], label_smoothing=0.1)
+            loss = F.cross_entropy(forward(model, train[0][idx], g), train[1][idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             total += loss.item() * len(idx)
-        log(f"  retrofit epoch {epoch + 1:2d}/{epochs}  train loss {total / len(perm):.3f}")
+        log(f"  {label} epoch {epoch + 1:2d}/{epochs}  train loss {total / len(perm):.3f}")
     return model.eval()
+
+
+def grid_forward(vit, images, generator):
+    return vit(images)
+
+
+def subpixel_forward(model: SPoTViT, images, generator, max_tokens: int = 16):
+    """The demo's stand-in for retrofitting: a random budget 2…max_tokens per batch, tokens on the Isotropic layout
+    each jittered uniformly within ±½ of the layout spacing (1/√m), independently per image."""
+    m = int(torch.randint(2, max_tokens + 1, (1,), generator=generator))
+    base = sample_positions("isotropic", m, len(images), tuple(images.shape[-2:]))
+    jitter = (torch.rand(base.shape, generator=generator, dtype=base.dtype) - 0.5) / m ** 0.5
+    return model(images, (base + jitter).clamp(0, 1))
 
 
 @torch.no_grad()
@@ -99,12 +93,12 @@ def run_demo(out: Path, *, epochs: int = 15, retrofit_epochs: int = 10, seed: in
     log(f"digits: {len(train[1])} train / {len(test[1])} test images, {IMAGE_SIZE}×{IMAGE_SIZE}, patch 8 → 16 grid tokens")
     vit = create_backbone("vit_nano_patch8", img_size=IMAGE_SIZE, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
     log(f"training a grid ViT (timm, {sum(p.numel() for p in vit.parameters()) / 1e3:.0f} k parameters) for {epochs} epochs")
-    train_grid_vit(vit, train, epochs, batch_size=64, lr=2e-3, seed=seed, log=log)
+    fit(vit, train, epochs, batch_size=64, lr=2e-3, seed=seed, forward=grid_forward, label="grid", log=log)
 
     model = SPoTViT.from_timm(vit).eval()
     log(f"retrofitting a copy with subpixel tokens for {retrofit_epochs} epochs")
-    retrofitted = retrofit(SPoTViT.from_timm(copy.deepcopy(vit)), train, retrofit_epochs, batch_size=64, lr=5e-4,
-                           max_tokens=16, seed=seed + 1, log=log)
+    retrofitted = fit(SPoTViT.from_timm(copy.deepcopy(vit)), train, retrofit_epochs, batch_size=64, lr=5e-4,
+                      seed=seed + 1, forward=subpixel_forward, label="retrofit", log=log)
     baseline = PatchDropoutViT(vit).eval()
     grid = grid_positions((IMAGE_SIZE, IMAGE_SIZE), 8)
     with torch.no_grad():
@@ -153,7 +147,6 @@ def _figure(path: Path, image: torch.Tensor, model: SPoTViT) -> None:
     import matplotlib.pyplot as plt
 
     from .plotting import plot_positions
-    from .priors import sample_positions
 
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
     size = tuple(image.shape)
