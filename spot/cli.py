@@ -13,6 +13,34 @@ def _demo(args) -> int:
     return 0
 
 
+def _data_fmnist(args) -> int:
+    from .data.fmnist import CanvasConfig, build_canvas_dataset, build_plain_dataset
+
+    if args.variant == "plain":
+        build_plain_dataset(args.out, val_size=args.val_size, seed=args.seed, fmnist_dir=args.fmnist,
+                            download=args.download)
+    else:
+        cfg = CanvasConfig(canvas_size=args.canvas_size, placement_std=args.placement_std, max_offset=args.max_offset,
+                           fragments=args.fragments, val_size=args.val_size)
+        build_canvas_dataset(args.out, cfg, seed=args.seed, fmnist_dir=args.fmnist, download=args.download)
+    print(f"dataset in {args.out} (manifest.json lists files and checksums)")
+    return 0
+
+
+def _data_imagenet(args) -> int:
+    from .data.imagenet import run_from_args
+
+    return run_from_args(args)
+
+
+def _checkpoints_fetch(args) -> int:
+    from .checkpoints import fetch_checkpoint
+
+    info = fetch_checkpoint(args.name, args.dir, source_file=args.source_file)
+    print(f"{args.name}: {info['sha256']} ({info['size'] / 1e6:.1f} MB) from {info['origin']}")
+    return 0
+
+
 def _version(args) -> int:
     import json
 
@@ -32,6 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_demo)
+    data = sub.add_parser("data", help="prepare datasets").add_subparsers(dest="dataset", required=True)
+    from .data.fmnist import CanvasConfig
+
+    d = CanvasConfig()
+    p = data.add_parser("fmnist", help="build the Fashion-MNIST canvas benchmark (or plain Fashion-MNIST)")
+    p.add_argument("--out", required=True, help="output folder ({train,val,test}.npz + manifest.json)")
+    p.add_argument("--variant", choices=("canvas", "plain"), default="canvas")
+    p.add_argument("--fmnist", default=None, help="folder with the Fashion-MNIST IDX files "
+                                                  "(default: /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--download", action="store_true", help="download with torchvision into --fmnist (needs internet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--canvas-size", type=int, default=d.canvas_size)
+    p.add_argument("--placement-std", type=float, default=d.placement_std)
+    p.add_argument("--max-offset", type=float, default=d.max_offset)
+    p.add_argument("--fragments", type=int, default=d.fragments)
+    p.add_argument("--val-size", type=int, default=d.val_size)
+    p.set_defaults(func=_data_fmnist)
+    try:
+        from .data.imagenet import configure_parser
+    except ImportError:  # pragma: no cover
+        configure_parser = None
+    if configure_parser is not None:
+        p = data.add_parser("imagenet", help="prepare ImageNet (ILSVRC-2012) from the raw archives")
+        configure_parser(p)
+        p.set_defaults(func=_data_imagenet)
+    ck = sub.add_parser("checkpoints", help="backbone checkpoints").add_subparsers(dest="action", required=True)
+    p = ck.add_parser("fetch", help="fetch a backbone checkpoint into DIR as safetensors + a record")
+    p.add_argument("name", help="cls_in1k, cls_in21k or mae_in1k")
+    p.add_argument("--dir", default="checkpoints", help="target folder (default: %(default)s)")
+    p.add_argument("--from", dest="source_file", default=None, help="use this downloaded file instead of the network")
+    p.set_defaults(func=_checkpoints_fetch)
     p = sub.add_parser("version", help="print the code and software versions")
     p.set_defaults(func=_version)
     return parser

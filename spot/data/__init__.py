@@ -1,0 +1,1 @@
+"""Data stage: raw ImageNet preparation, the embedded Fashion-MNIST canvas benchmark, and transforms."""
