@@ -16,6 +16,7 @@ Quick start::
 from .embedding import KernelizedPositionalEmbedding
 from .factory import BACKBONES, MissingWeightsError, create_backbone, create_model
 from .models import PatchDropoutViT, SPoTViT, random_patch_subset
+from .official import load_official
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
 from .priors import PRIORS, Prior, isotropic_layout, make_prior, sample_positions
 from .tokenizer import WindowEmbedding, extract_windows
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
     "SPoTViT", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
-    "grid_positions", "grid_shape", "isotropic_layout", "make_prior", "random_patch_subset", "sample_positions",
+    "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",
     "snap_to_grid", "to_pixels", "plot_positions",
 ]
 

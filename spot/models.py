@@ -67,7 +67,7 @@ class SPoTViT(_TimmHead):
     full patch grid (patch tokenization, identical to the wrapped ViT).
     """
 
-    def __init__(self, vit: VisionTransformer, window=None, pe_sigma: float = 0.5):
+    def __init__(self, vit: VisionTransformer, window=None, pe_sigma: float = 0.5, geometry: str = "spot"):
         super().__init__()
         vit = _check_vit(vit)
         pe = vit.patch_embed
@@ -84,7 +84,7 @@ class SPoTViT(_TimmHead):
                 proj.weight.copy_(resample_patch_embed(pe.proj.weight, list(window)))
                 if pe.proj.bias is not None:
                     proj.bias.copy_(pe.proj.bias)
-        self.window_embed = WindowEmbedding(proj, getattr(pe, "norm", None))
+        self.window_embed = WindowEmbedding(proj, getattr(pe, "norm", None), geometry=geometry)
 
         # positional term: kernelized PE on the ViT's patch grid, plus timm's learned prefix-token terms
         grid = tuple(pe.grid_size)
@@ -108,11 +108,20 @@ class SPoTViT(_TimmHead):
         self.norm = vit.norm
         self._init_head(vit)
         self.pretrained_cfg = dict(getattr(vit, "pretrained_cfg", {}) or {})
+        # what ``model(images)`` samples when called without positions and without a prior (None: the full grid)
+        self.default_prior = None
+        self.default_num_tokens = None
 
     @classmethod
-    def from_timm(cls, vit: VisionTransformer, window=None, pe_sigma: float = 0.5) -> "SPoTViT":
-        """Wrap a timm ``VisionTransformer`` (shares its blocks, norms and head; see the class docs)."""
-        return cls(vit, window=window, pe_sigma=pe_sigma)
+    def from_timm(cls, vit: VisionTransformer, window=None, pe_sigma: float = 0.5, geometry: str = "spot") -> "SPoTViT":
+        """Wrap a timm ``VisionTransformer`` (shares its blocks, norms and head; see the class docs).
+
+        ``geometry`` is the window geometry of :func:`~spot.tokenizer.extract_windows` (``"release"``: the authors'
+        release, used by :func:`spot.official.load_official`, which also replaces ``pos_embed`` by the release's
+        :class:`~spot.embedding.ReleaseHeatmapEmbedding`; any module called as ``pos_embed(positions, image_size=)``
+        can be put there).
+        """
+        return cls(vit, window=window, pe_sigma=pe_sigma, geometry=geometry)
 
     @property
     def window(self) -> tuple[int, int]:
@@ -124,12 +133,19 @@ class SPoTViT(_TimmHead):
 
     def resolve_positions(self, images: torch.Tensor, positions=None, *, prior=None, num_tokens=None,
                           generator=None, saliency=None) -> torch.Tensor:
-        """The (B or 1, m, 2) positions a forward pass uses: given, sampled from a prior, or the full grid."""
+        """The (B or 1, m, 2) positions a forward pass uses: given, sampled from a prior, or the full grid.
+
+        Without positions, a missing ``prior``/``num_tokens`` is taken from ``default_prior``/``default_num_tokens``
+        when those are set (as :func:`spot.official.load_official` does); with neither, the full patch grid.
+        """
         B, _, H, W = images.shape
         if positions is not None:
             if prior is not None or num_tokens is not None:
                 raise ValueError("give either positions or prior + num_tokens, not both")
             return _checks.positions_tensor(positions, batch_size=B).to(images.device)
+        if self.default_prior is not None or self.default_num_tokens is not None:
+            prior = self.default_prior if prior is None else prior
+            num_tokens = self.default_num_tokens if num_tokens is None else num_tokens
         if prior is None and num_tokens is None:
             return grid_positions((H, W), self.patch_size, device=images.device)[None]
         if prior is None or num_tokens is None:
@@ -141,7 +157,7 @@ class SPoTViT(_TimmHead):
         """Images + positions → the input sequence (B, prefix + m, D), before ``norm_pre`` and the blocks."""
         x = self.window_embed(images, positions)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(positions.to(x.dtype))
+            x = x + self.pos_embed(positions.to(x.dtype), image_size=tuple(images.shape[-2:]))
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         if prefix:
             prefix = torch.cat(prefix, dim=1)

@@ -25,6 +25,13 @@ Background     —            the same from the inverted map ``max(M) − M``
 Boundary       edge         per axis ``v = sign(u)(1 − |u|^exponent)``, ``u ~ U(−1, 1)``, mapped to [0, 1]
                             and clamped to [margin, 1 − margin]
 =============  ===========  ============================================================================
+
+The release's names are accepted too (``RELEASE_PRIOR_NAMES``), and select the release's exact behaviour where it
+differs from ours: ``gauss`` → ``Gaussian(clamp=True)``; ``grid_uniform`` → ``Isotropic(layout="release")`` and
+``grid_center`` → ``Center(layout="release")``, the release's grid of step ``round(√(HW/m))`` px starting at
+``step//2`` px (a pixel coordinate ``c`` is the position ``c/size``; e.g. 22, 67, 112, 157, 202 px for m = 25 at 224,
+where our layout has the cell centres 22.4, 67.2, …; it exists only when both axes hold a whole number of steps
+whose product is m).
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ from . import _checks
 
 __all__ = [
     "Prior", "Uniform", "Gaussian", "Sobol", "Isotropic", "Center", "Salient", "Background", "Boundary",
-    "PRIORS", "make_prior", "sample_positions", "isotropic_layout",
+    "PRIORS", "RELEASE_PRIOR_NAMES", "make_prior", "sample_positions", "isotropic_layout", "release_grid_layout",
 ]
 
 
@@ -72,14 +79,22 @@ class Uniform(Prior):
 
 @dataclass(frozen=True)
 class Gaussian(Prior):
-    """Central bias: N(½, std²) per axis truncated to [0, 1] (inverse-CDF sampling, so still one draw per value)."""
+    """Central bias: N(½, std²) per axis truncated to [0, 1] (inverse-CDF sampling, so still one draw per value).
+
+    ``clamp=True`` is the release's variant: N(½, std²) clamped to [0, 1] (values outside land on the border).
+    """
 
     name: ClassVar[str] = "gaussian"
     std: float = 1.0 / math.pi
+    clamp: bool = False
 
     def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
         if not self.std > 0:
             raise ValueError(f"Gaussian prior: std must be > 0, got {self.std}")
+        if self.clamp:
+            device = generator.device if generator is not None else "cpu"
+            z = torch.randn((batch_size, num_tokens, 2), generator=generator, dtype=torch.float64, device=device)
+            return (0.5 + self.std * z).clamp(0.0, 1.0)
         lo = torch.special.ndtr(torch.tensor(-0.5 / self.std, dtype=torch.float64))
         hi = 1.0 - lo
         u = lo + (hi - lo) * _rand((batch_size, num_tokens, 2), generator)
@@ -122,14 +137,43 @@ def isotropic_layout(num_tokens: int, image_size: tuple[int, int]) -> torch.Tens
     return torch.tensor(pts, dtype=torch.float64)
 
 
+def release_grid_layout(num_tokens: int, image_size: tuple[int, int]) -> torch.Tensor:
+    """The release's ``grid_uniform`` layout: (m, 2) float64, row-major.
+
+    ``step = round(√(H·W/m))`` px; pixel coordinates ``step//2, step//2 + step, …`` below H (rows) and W (columns),
+    as positions ``c/H`` and ``c/W`` (the release's pixel coordinate of a position is ``y·H``). Raises a ValueError
+    when that grid does not hold exactly m points (the release only works for grid counts: 25, 49, 100, 196 … at 224²).
+    """
+    H, W = image_size
+    step = max(1, round(math.sqrt(H * W / num_tokens)))
+    ys = [c / H for c in range(step // 2, H, step)]
+    xs = [c / W for c in range(step // 2, W, step)]
+    if len(ys) * len(xs) != num_tokens:
+        raise ValueError(f"the release grid of step {step} px on {H}×{W} has {len(ys)}×{len(xs)} points, not "
+                         f"num_tokens={num_tokens}; use a grid count (e.g. 25, 49, 100, 196 at 224²) or layout='spot'")
+    return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.float64)
+
+
+_LAYOUTS = {"spot": isotropic_layout, "release": release_grid_layout}
+
+
+def _layout(layout: str, num_tokens: int, image_size, generator, batch_size: int) -> torch.Tensor:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"unknown grid layout {layout!r}; accepted: {', '.join(_LAYOUTS)}")
+    device = generator.device if generator is not None else "cpu"
+    return _LAYOUTS[layout](num_tokens, image_size).to(device).expand(batch_size, -1, -1)
+
+
 @dataclass(frozen=True)
 class Isotropic(Prior):
+    """Even coverage: ``layout="spot"`` is :func:`isotropic_layout` (any m), ``"release"`` :func:`release_grid_layout`."""
+
     name: ClassVar[str] = "isotropic"
     deterministic: ClassVar[bool] = True
+    layout: str = "spot"
 
     def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        device = generator.device if generator is not None else "cpu"
-        return isotropic_layout(num_tokens, image_size).to(device).expand(batch_size, -1, -1)
+        return _layout(self.layout, num_tokens, image_size, generator, batch_size)
 
 
 @dataclass(frozen=True)
@@ -139,11 +183,12 @@ class Center(Prior):
     name: ClassVar[str] = "center"
     deterministic: ClassVar[bool] = True
     scale: float = 0.2
+    layout: str = "spot"  # the Isotropic layout that is warped ("release": the release's grid)
 
     def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
         if not self.scale > 0:
             raise ValueError(f"Center prior: scale must be > 0, got {self.scale}")
-        base = Isotropic().sample(num_tokens, batch_size, image_size, generator)
+        base = _layout(self.layout, num_tokens, image_size, generator, batch_size)
         d = base - 0.5
         return 0.5 + d * (1.0 - torch.exp(-((d / self.scale) ** 2)))
 
@@ -223,14 +268,33 @@ PRIORS: dict[str, type[Prior]] = {
 }
 
 
+# the release's prior names → (our prior, the settings that reproduce the release's behaviour)
+RELEASE_PRIOR_NAMES: dict[str, tuple[str, dict]] = {
+    "uniform": ("uniform", {}),
+    "gauss": ("gaussian", {"clamp": True, "std": 1.0 / math.pi}),
+    "sobol": ("sobol", {}),
+    "grid_uniform": ("isotropic", {"layout": "release"}),
+    "grid_center": ("center", {"layout": "release", "scale": 0.2}),
+    "edge": ("boundary", {}),
+}
+
+
 def make_prior(prior, **settings) -> Prior:
-    """A prior by name (case-insensitive, e.g. ``"Center"``) with optional settings, or a ``Prior`` as is."""
+    """A prior by name (case-insensitive, e.g. ``"Center"``) with optional settings, or a ``Prior`` as is.
+
+    The release's names (``RELEASE_PRIOR_NAMES``: gauss, grid_uniform, grid_center, edge, …) give our prior with
+    the release's settings (which ``settings`` may override).
+    """
     if isinstance(prior, Prior):
         if settings:
             raise ValueError("settings can only be given with a prior name, not with a Prior instance")
         return prior
+    if isinstance(prior, str) and prior.lower() not in PRIORS and prior.lower() in RELEASE_PRIOR_NAMES:
+        name, release_settings = RELEASE_PRIOR_NAMES[prior.lower()]
+        prior, settings = name, {**release_settings, **settings}
     if not isinstance(prior, str) or prior.lower() not in PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; accepted: {', '.join(PRIORS)}")
+        raise ValueError(f"unknown prior {prior!r}; accepted: {', '.join(PRIORS)} "
+                         f"(or the release's names {', '.join(RELEASE_PRIOR_NAMES)})")
     cls = PRIORS[prior.lower()]
     try:
         return cls(**settings)

@@ -10,6 +10,9 @@ pixels of that cell, and patch tokenization is the special case ``positions = gr
 Sampling is bilinear with zeros outside the image (a window crossing the border blends towards 0 over the
 last half pixel, like ``grid_sample(padding_mode="zeros")``), and differentiable in the images and the
 positions.
+
+``geometry="release"`` selects the authors' release instead (needed to reproduce the released checkpoints exactly,
+see :func:`extract_windows`); ``"spot"`` (the default) is the convention above.
 """
 from __future__ import annotations
 
@@ -19,11 +22,25 @@ from torch import nn
 
 from . import _checks
 
-__all__ = ["extract_windows", "WindowEmbedding"]
+__all__ = ["extract_windows", "WindowEmbedding", "GEOMETRIES"]
+
+GEOMETRIES = ("spot", "release")
 
 
-def extract_windows(images: torch.Tensor, positions: torch.Tensor, window) -> torch.Tensor:
+def _check_geometry(geometry) -> str:
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown window geometry {geometry!r}; accepted: {', '.join(GEOMETRIES)}")
+    return geometry
+
+
+def extract_windows(images: torch.Tensor, positions: torch.Tensor, window, geometry: str = "spot") -> torch.Tensor:
     """Extract a ``window``×``window`` bilinear patch at every position.
+
+    ``geometry="spot"`` (default) is the pixel-centre window described below and in the module docs.
+    ``geometry="release"`` reproduces the authors' release (:func:`_release_windows`): the samples sit at the
+    continuous pixel coordinates ``(μ + linspace(−s, s, k))·size`` with ``s = k/(H + W)``, an integer coordinate
+    being a pixel centre, bilinear between ``floor(c)`` and ``floor(c) + 1`` clamped to the image, and a sample with
+    ``c < 0`` or ``c ≥ size − 1`` on either axis is exactly 0 (a hard cut).
 
     Args:
         images: (B, C, H, W) floating-point images (any H×W).
@@ -47,6 +64,8 @@ def extract_windows(images: torch.Tensor, positions: torch.Tensor, window) -> to
     if kh > H or kw > W:
         raise ValueError(f"window {(kh, kw)} is larger than the image {(H, W)}; use a window of at most {(H, W)}")
     positions = _checks.positions_tensor(positions, batch_size=B).to(images.device).expand(B, -1, -1)
+    if _check_geometry(geometry) == "release":
+        return _release_windows(images, positions, kh, kw)
     m = positions.shape[1]
     # pixel-index coordinate (pixel i has its centre at index i) of the window's first sample, per axis
     start = positions.to(torch.float64) * positions.new_tensor([H, W], dtype=torch.float64) - \
@@ -67,16 +86,52 @@ def extract_windows(images: torch.Tensor, positions: torch.Tensor, window) -> to
     return crop.permute(0, 2, 1, 3, 4)
 
 
+def _release_windows(images: torch.Tensor, positions: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """The release's window geometry (see :func:`extract_windows`), one batched 4-neighbour gather.
+
+    Per axis the k sample coordinates are ``c = (μ + linspace(−s, s, k))·size``, ``s = k/(H + W)`` (the same ``s``
+    for both axes, so the window spans ``2s·H`` rows and ``2s·W`` columns: 16 px with spacing 16/15 px for k = 16 at
+    224²). Coordinates are computed in float64; the result is differentiable in images and positions.
+    """
+    B, C, H, W = images.shape
+    m = positions.shape[1]
+    # the release only has square windows (s = k/(H+W)); s_y = kh/(H+W), s_x = kw/(H+W) generalises it
+    sy, sx = kh / (H + W), kw / (H + W)
+    pos = positions.to(torch.float64)
+    ly = torch.linspace(-sy, sy, kh, dtype=torch.float64, device=images.device)
+    lx = torch.linspace(-sx, sx, kw, dtype=torch.float64, device=images.device)
+    cy = (pos[..., 0, None] + ly) * H  # (B, m, kh) continuous pixel coordinates, integer = pixel centre
+    cx = (pos[..., 1, None] + lx) * W  # (B, m, kw)
+    y0, x0 = torch.floor(cy.detach()), torch.floor(cx.detach())
+    fy, fx = (cy - y0).to(images.dtype), (cx - x0).to(images.dtype)  # carry d/d positions
+    in_y, in_x = (cy >= 0) & (cy < H - 1), (cx >= 0) & (cx < W - 1)  # the hard cut
+    y0, x0 = y0.long(), x0.long()
+    ys = torch.stack((y0, y0 + 1)).clamp(0, H - 1)  # (2, B, m, kh)
+    xs = torch.stack((x0, x0 + 1)).clamp(0, W - 1)  # (2, B, m, kw)
+    # the four neighbours of every sample: (2, 2, B, m, kh, kw) flat pixel indices, gathered at once
+    index = ys[:, None, :, :, :, None] * W + xs[None, :, :, :, None, :]
+    index = index.permute(2, 0, 1, 3, 4, 5).reshape(B, 1, -1).expand(B, C, -1)
+    vals = torch.gather(images.flatten(2), 2, index).view(B, C, 2, 2, m, kh, kw)
+    wy = torch.stack((1 - fy, fy))[:, :, :, :, None]  # (2, B, m, kh, 1)
+    wx = torch.stack((1 - fx, fx))[:, :, :, None, :]  # (2, B, m, 1, kw)
+    weight = wy[:, None] * wx[None, :]  # (2, 2, B, m, kh, kw)
+    weight = weight * (in_y[..., :, None] & in_x[..., None, :]).to(images.dtype)
+    out = (vals * weight.permute(2, 0, 1, 3, 4, 5)[:, None]).sum(dim=(2, 3))  # (B, C, m, kh, kw)
+    return out.permute(0, 2, 1, 3, 4)
+
+
 class WindowEmbedding(nn.Module):
     """Windows at positions → token embeddings: ``extract_windows`` then the (patch) projection.
 
     ``proj`` is a ``Conv2d(C, D, kernel=k)`` as in a ViT's patch embedding; it is applied to each window as
     one linear map of the flattened (C, k, k) window, which on grid positions is exactly the strided patch
-    convolution. ``norm`` is the patch embedding's optional norm (``Identity`` for most ViTs).
+    convolution. ``norm`` is the patch embedding's optional norm (``Identity`` for most ViTs). ``geometry`` is the
+    window geometry of :func:`extract_windows` (``"spot"``, or ``"release"`` for the authors' checkpoints).
     """
 
-    def __init__(self, proj: nn.Conv2d, norm: nn.Module | None = None):
+    def __init__(self, proj: nn.Conv2d, norm: nn.Module | None = None, geometry: str = "spot"):
         super().__init__()
+        self.geometry = _check_geometry(geometry)
         if not isinstance(proj, nn.Conv2d):
             raise ValueError(f"proj must be an nn.Conv2d patch projection, got {type(proj).__name__}")
         self.proj = proj
@@ -92,6 +147,9 @@ class WindowEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         _checks.images_tensor(images, self.in_chans)
-        windows = extract_windows(images, positions, self.window)  # (B, m, C, kh, kw)
+        windows = extract_windows(images, positions, self.window, self.geometry)  # (B, m, C, kh, kw)
         tokens = F.linear(windows.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
         return self.norm(tokens)
+
+    def extra_repr(self) -> str:
+        return f"geometry={self.geometry!r}"

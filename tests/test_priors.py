@@ -152,3 +152,35 @@ def test_snap_to_grid_lands_on_the_nearest_centre(gen):
     d = torch.cdist((pos * scale).reshape(-1, 2), centres * scale)
     assert torch.equal(snapped.reshape(-1, 2), centres[d.argmin(1)])
     assert torch.equal(spot.snap_to_grid(snapped, size, patch), snapped)
+
+
+def test_release_prior_names_and_settings():
+    from spot.priors import RELEASE_PRIOR_NAMES, Boundary, Center, Gaussian, Isotropic, make_prior
+
+    assert set(RELEASE_PRIOR_NAMES) == {"uniform", "gauss", "sobol", "grid_uniform", "grid_center", "edge"}
+    assert make_prior("gauss") == Gaussian(clamp=True)
+    assert make_prior("grid_uniform") == Isotropic(layout="release")
+    assert make_prior("grid_center") == Center(scale=0.2, layout="release")
+    assert make_prior("grid_center", scale=0.3).scale == 0.3 and make_prior("edge") == Boundary()
+
+
+def test_release_grid_layout_and_clamped_gaussian():
+    from spot.priors import sample_positions
+
+    px = sample_positions("grid_uniform", 25, 2, (224, 224))[0] * 224
+    assert torch.equal(px[:5, 1], torch.tensor([22.0, 67, 112, 157, 202], dtype=torch.float64))
+    assert torch.equal(px[::5, 0], px[:5, 1])
+    for m in (49, 100, 196):
+        step = round((224 * 224 / m) ** 0.5)
+        got = sample_positions("grid_uniform", m, 1, 224)[0, :, 1] * 224
+        assert got.shape == (m,) and got[0] == step // 2 and got[1] - got[0] == step
+    with pytest.raises(ValueError, match="grid"):
+        sample_positions("grid_uniform", 30, 1, 224)
+    c = sample_positions("grid_center", 25, 1, 224)[0] - 0.5
+    d = px[:, :] / 224 - 0.5
+    assert torch.allclose(c, d * (1 - torch.exp(-(d / 0.2) ** 2)))
+    g = torch.Generator().manual_seed(0)
+    z = sample_positions("gauss", 4000, 1, 224, generator=g)
+    assert z.min() == 0 and z.max() == 1 and 0.08 < ((z == 0) | (z == 1)).double().mean() < 0.16
+    t = sample_positions("gaussian", 4000, 1, 224, generator=torch.Generator().manual_seed(0))
+    assert ((t == 0) | (t == 1)).double().mean() < 0.01
