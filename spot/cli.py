@@ -77,14 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragments", type=int, default=d.fragments)
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.set_defaults(func=_data_fmnist)
-    try:
-        from .data.imagenet import configure_parser
-    except ImportError:  # pragma: no cover
-        configure_parser = None
-    if configure_parser is not None:
-        p = data.add_parser("imagenet", help="prepare ImageNet (ILSVRC-2012) from the raw archives")
-        configure_parser(p)
-        p.set_defaults(func=_data_imagenet)
+    from .data.imagenet import configure_parser
+
+    p = data.add_parser("imagenet", help="prepare ImageNet (ILSVRC-2012) from the raw archives")
+    configure_parser(p)
+    p.set_defaults(func=_data_imagenet)
     ck = sub.add_parser("checkpoints", help="backbone checkpoints").add_subparsers(dest="action", required=True)
     p = ck.add_parser("fetch", help="fetch a backbone checkpoint into DIR as safetensors + a record")
     p.add_argument("name", help="cls_in1k, cls_in21k or mae_in1k")
