@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .factory import MissingWeightsError, hub_reachable
+from .factory import MissingWeightsError, hub_reachable, read_state_dict
 from .provenance import atomic_write_json, sha256_file
 
 __all__ = ["CheckpointSource", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths"]
@@ -54,22 +54,6 @@ def checkpoint_paths(name: str, directory) -> tuple[Path, Path]:
     return d / f"{name}.safetensors", d / f"{name}.json"
 
 
-def _state_dict_of(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 — any unpickling failure means a bad file
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err}); re-download it") from err
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict of tensors")
-    return obj
-
-
 def _store(src: Path, source: CheckpointSource, target: Path, record: Path, origin: str) -> dict:
     from safetensors.torch import save_file
 
@@ -77,7 +61,7 @@ def _store(src: Path, source: CheckpointSource, target: Path, record: Path, orig
     if source.sha256 and src_sha != source.sha256:
         raise ValueError(f"{src} has sha256 {src_sha}, expected {source.sha256} for {source.url}: "
                          f"truncated or a different file; download it again")
-    state = {k: v.contiguous() for k, v in _state_dict_of(src).items()}
+    state = {k: v.contiguous() for k, v in read_state_dict(src).items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:

@@ -19,7 +19,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .models import SPoTViT
 
-__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "hub_reachable"]
+__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "hub_reachable",
+           "read_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -87,19 +88,34 @@ def _resolve(name: str) -> Backbone:
                      f"or any timm VisionTransformer name")
 
 
-def _load_file(model: VisionTransformer, path: Path, strict: bool) -> None:
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """The tensors of a weight file: ``.safetensors``, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
+    (no arbitrary unpickling), unwrapped from ``"model"``/``"state_dict"``/``"model_ema"`` when nested there.
+
+    A missing file is a ``MissingWeightsError``; an unreadable one or one without a dict of tensors a ``ValueError``.
+    """
+    path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"checkpoint file {str(path)!r} does not exist; check the path")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict", "model_ema"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    result = model.load_state_dict(state, strict=False)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 — any decoding failure means a bad file
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint ({err}); download it again") from err
+    for key in ("model", "state_dict", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} holds no state dict of tensors")
+    return state
+
+
+def _load_file(model: VisionTransformer, path: Path, strict: bool) -> None:
+    result = model.load_state_dict(read_state_dict(path), strict=False)
     if strict and (result.missing_keys or result.unexpected_keys):
         raise ValueError(
             f"checkpoint {str(path)!r} does not match the architecture: missing keys {result.missing_keys[:10]}"

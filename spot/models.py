@@ -18,7 +18,7 @@ from timm.models.vision_transformer import VisionTransformer, global_pool_nlc
 from . import _checks
 from .embedding import KernelizedPositionalEmbedding
 from .positions import grid_positions, grid_shape
-from .priors import sample_positions
+from .priors import generator_device, sample_positions
 from .tokenizer import WindowEmbedding
 
 __all__ = ["SPoTViT", "PatchDropoutViT", "random_patch_subset"]
@@ -186,7 +186,7 @@ def random_patch_subset(batch_size: int, num_patches: int, num_tokens: int, gene
                         device=None) -> torch.Tensor:
     """Indices (B, m) of m distinct patches per image, uniformly at random, sorted; deterministic given a generator."""
     _checks.num_tokens_value(num_tokens, num_patches, f" (the grid has {num_patches} patches)")
-    gen_device = generator.device if generator is not None else "cpu"
+    gen_device = generator_device(generator)
     scores = torch.rand(batch_size, num_patches, generator=generator, device=gen_device)
     return scores.argsort(dim=1)[:, :num_tokens].sort(dim=1).values.to(device or gen_device)
 

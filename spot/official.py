@@ -26,7 +26,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from .embedding import ReleaseHeatmapEmbedding
-from .factory import MissingWeightsError
+from .factory import read_state_dict
 from .models import SPoTViT
 from .priors import make_prior
 
@@ -54,15 +54,7 @@ def _expected_keys(depth: int, mae: bool) -> list[str]:
 
 
 def _read(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"checkpoint file {str(path)!r} does not exist; check the path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} holds no state dict (got {type(state).__name__})")
-    return {k: v for k, v in state.items() if k not in IGNORED_KEYS}
+    return {k: v for k, v in read_state_dict(path).items() if k not in IGNORED_KEYS}
 
 
 def _config(state: dict, num_heads: int | None) -> dict:

@@ -51,9 +51,13 @@ __all__ = [
 ]
 
 
+def generator_device(generator: torch.Generator | None):
+    """Where a generator draws (torch's global CPU RNG without one): samplers draw there, then move the result."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def _rand(shape, generator, dtype=torch.float64) -> torch.Tensor:
-    device = generator.device if generator is not None else "cpu"
-    return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    return torch.rand(shape, generator=generator, dtype=dtype, device=generator_device(generator))
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ class Gaussian(Prior):
         if not self.std > 0:
             raise ValueError(f"Gaussian prior: std must be > 0, got {self.std}")
         if self.clamp:
-            device = generator.device if generator is not None else "cpu"
-            z = torch.randn((batch_size, num_tokens, 2), generator=generator, dtype=torch.float64, device=device)
+            z = torch.randn((batch_size, num_tokens, 2), generator=generator, dtype=torch.float64,
+                            device=generator_device(generator))
             return (0.5 + self.std * z).clamp(0.0, 1.0)
         lo = torch.special.ndtr(torch.tensor(-0.5 / self.std, dtype=torch.float64))
         hi = 1.0 - lo
@@ -110,7 +114,7 @@ class Sobol(Prior):
     def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
         from scipy.stats import qmc
 
-        device = generator.device if generator is not None else "cpu"
+        device = generator_device(generator)
         seeds = torch.randint(0, 2**62, (batch_size,), generator=generator, device=device).tolist()
         blocks = []
         with warnings.catch_warnings():  # "balance properties of Sobol' points require n to be a power of 2"
@@ -160,8 +164,7 @@ _LAYOUTS = {"spot": isotropic_layout, "release": release_grid_layout}
 def _layout(layout: str, num_tokens: int, image_size, generator, batch_size: int) -> torch.Tensor:
     if layout not in _LAYOUTS:
         raise ValueError(f"unknown grid layout {layout!r}; accepted: {', '.join(_LAYOUTS)}")
-    device = generator.device if generator is not None else "cpu"
-    return _LAYOUTS[layout](num_tokens, image_size).to(device).expand(batch_size, -1, -1)
+    return _LAYOUTS[layout](num_tokens, image_size).to(generator_device(generator)).expand(batch_size, -1, -1)
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,7 @@ def _sample_from_maps(weights: torch.Tensor, num_tokens: int, generator) -> torc
     flat = weights.reshape(B, H * W)
     empty = flat.sum(1, keepdim=True) <= 0
     flat = torch.where(empty, torch.ones_like(flat), flat)  # an all-zero map gives uniform placement
-    device = generator.device if generator is not None else "cpu"
-    idx = torch.multinomial(flat.to(device), num_tokens, replacement=True, generator=generator)
+    idx = torch.multinomial(flat.to(generator_device(generator)), num_tokens, replacement=True, generator=generator)
     rows = torch.div(idx, W, rounding_mode="floor")
     cols = idx % W
     jitter = _rand((B, num_tokens, 2), generator)
