@@ -41,6 +41,41 @@ def _checkpoints_fetch(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import yaml
+
+    from .recipes import load_recipe
+    from .train import NonFiniteLossError, TrainingInterrupted, train
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE (e.g. epochs=2 or optimizer.lr=1e-3), got {item!r}")
+        node = overrides
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    recipe = load_recipe(args.config, args.recipe, overrides)
+    out = Path(args.out)
+    state_dir = Path(args.state_dir) if args.state_dir else Path("runs") / "state" / out.stem
+    try:
+        train(recipe, data_root=args.data, out=out, state_dir=state_dir, parent=args.parent,
+              device=args.device, progress=not args.no_progress, config_source=str(args.config))
+    except TrainingInterrupted as err:
+        print(f"spot train: {err}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as err:
+        print(f"spot train: error: {err}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _version(args) -> int:
     import json
 
@@ -88,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="checkpoints", help="target folder (default: %(default)s)")
     p.add_argument("--from", dest="source_file", default=None, help="use this downloaded file instead of the network")
     p.set_defaults(func=_checkpoints_fetch)
+    p = sub.add_parser("train", help="run a training recipe of the config (pre-training, SPoT retrofitting, its grid "
+                                      "control, MAE); resumable; DDP under torchrun")
+    p.add_argument("--config", required=True, help="the workflow config (YAML) holding `recipes:`")
+    p.add_argument("--recipe", required=True, help="name of the recipe under `recipes:`")
+    p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
+    p.add_argument("--out", required=True, help="output weights (.safetensors); a .json record and .log.jsonl go beside")
+    p.add_argument("--parent", default=None, help="checkpoint to start from (recipes with init: parent)")
+    p.add_argument("--state-dir", default=None, help="resumable state folder (default: runs/state/<out name>); keep "
+                                                       "it outside the workflow's outputs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key, e.g. --set epochs=2")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available, under torchrun "
+                                                  "cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.set_defaults(func=_train)
     p = sub.add_parser("version", help="print the code and software versions")
     p.set_defaults(func=_version)
     return parser

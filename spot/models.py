@@ -127,6 +127,17 @@ class SPoTViT(_TimmHead):
     def window(self) -> tuple[int, int]:
         return self.window_embed.window
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for timm's layer-wise lr decay, as timm's ViT: the stem (prefix tokens, window
+        projection, positional embedding) first, then one group per block, the final norm, and — unmatched — the
+        head last."""
+        return dict(stem=r"^cls_token|^reg_token|^prefix_pos_embed|^pos_embed|^window_embed|^norm_pre",
+                    blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    def no_weight_decay(self) -> set[str]:
+        """Tokens and positional embeddings are not weight-decayed (timm's ViT convention)."""
+        return {"cls_token", "reg_token", "prefix_pos_embed", "pos_embed.weight"}
+
     def grid_positions(self, image_size=None, device=None) -> torch.Tensor:
         """The patch-grid centres of this model's patch size for ``image_size`` (default: its own input size)."""
         return grid_positions(image_size or self.image_size, self.patch_size, device=device)

@@ -1,0 +1,265 @@
+"""Training recipes: typed, validated settings read from ``config.yaml`` (no constant of a recipe lives in code).
+
+A recipe is a mapping under ``recipes:`` in the workflow config; ``spot train --config config.yaml --recipe NAME``
+runs it. Every key is a field below (an unknown or misspelt key is an error naming the accepted ones); a recipe may
+``extends: OTHER`` to start from another recipe and override some keys (nested mappings are merged).
+
+The tasks:
+
+* ``classify`` — supervised training of a classifier. With ``tokens.mode: grid`` it is ordinary ViT training (the
+  embedded preset's backbones); with ``subpixel`` it is SPoT retrofitting (Table 7a/b, and the MAE fine-tune of
+  §5.2 with ``model.global_pool: avg``); with ``grid_subset`` it is the *grid control* of a retrofit: the same
+  recipe and budget schedule on random subsets of grid patches.
+* ``mae`` — masked auto-encoding (Table 7c): on the grid (standard MAE pre-training) or with subpixel windows
+  (MAE retrofitting); ``mae.mask_ratio`` of each image's tokens are hidden from the encoder.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Recipe", "ModelSettings", "DataSettings", "TokenSampling", "OptimizerSettings", "ScheduleSettings",
+           "MixupSettings", "MAESettings", "load_recipe", "recipe_from_dict", "recipe_to_dict", "load_config"]
+
+
+@dataclass
+class ModelSettings:
+    backbone: str = "vit_nano_patch8"  # a key of spot.BACKBONES or a timm name
+    img_size: int | None = None  # None: the backbone's own
+    num_classes: int | None = None  # None: the backbone's own
+    in_chans: int | None = None
+    global_pool: str | None = None  # None: the backbone's own ("token" = CLS, "avg" = MAE's global pool)
+    fc_norm: bool | None = None
+    drop_path: float = 0.0
+    window: int | None = None  # SPoT window size; None = the patch size
+    pe_sigma: float = 0.5  # kernel width of the kernelized PE, in lattice spacings
+    timm_kwargs: dict = field(default_factory=dict)  # any other timm keyword config (embed_dim, depth, …)
+
+
+@dataclass
+class DataSettings:
+    kind: str = "fmnist"  # "fmnist" (a folder built by `spot data fmnist`) or "imagenet" (`spot data imagenet`)
+    train_split: str = "train"
+    val_split: str = "val"
+    mean: list = field(default_factory=lambda: [0.5])  # normalisation (fmnist); imagenet uses the model's own
+    std: list = field(default_factory=lambda: [0.5])
+    hflip: float = 0.0  # fmnist: probability of a horizontal flip
+    translate: int = 0  # fmnist: random shift by up to ± this many pixels (zero fill)
+    randaug: str | None = "rand-m15-mstd0.5-inc1"  # imagenet: timm RandAugment spec (None: RRC + flip only)
+    rrc_scale: list = field(default_factory=lambda: [0.08, 1.0])  # imagenet RandomResizedCrop scale
+    workers: int = 8  # imagenet data-loader workers per process
+    limit: int | None = None  # use only the first N training images (smoke tests)
+
+
+@dataclass
+class TokenSampling:
+    """Where the tokens of a training batch are. One budget m per batch (all images of a batch share it).
+
+    ``grid``: the full patch grid (m = N). ``subpixel``: m from the budget schedule, positions from ``prior``
+    (Isotropic: the even layout for m) moved by a uniform jitter of ± ``jitter``/2 of the layout spacing, drawn per
+    token and image, then clamped to the image — so tokens cover continuous positions. ``grid_subset``: m from the same
+    schedule, a uniformly random subset of m grid patches per image (the grid control).
+    """
+
+    mode: str = "grid"  # grid | subpixel | grid_subset
+    budget: str = "uniform"  # uniform: m uniform in [min_tokens, max_tokens]; choices: m uniform over `choices`
+    min_tokens: int = 1
+    max_tokens: int | None = None  # None: the full grid
+    choices: list | None = None
+    prior: str = "isotropic"
+    jitter: float = 1.0  # fraction of the layout spacing (1.0: anywhere in the token's own cell)
+
+
+@dataclass
+class OptimizerSettings:
+    name: str = "adamw"  # any timm optimizer name
+    lr: float | None = None  # absolute learning rate; or give blr (scaled by batch/256, as MAE does)
+    blr: float | None = None
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+    layer_decay: float | None = None  # layer-wise lr decay: block i of L gets lr·decay^(L−i); head gets lr
+    clip_grad: float | None = None  # max gradient norm
+
+
+@dataclass
+class ScheduleSettings:
+    name: str = "cosine"  # any timm scheduler name
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-6
+
+
+@dataclass
+class MixupSettings:
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+@dataclass
+class MAESettings:
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    task: str = "classify"  # classify | mae
+    description: str = ""
+    init: str = "parent"  # parent: start from the parent checkpoint (required); scratch: random init
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    tokens: TokenSampling = field(default_factory=TokenSampling)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    mixup: MixupSettings = field(default_factory=MixupSettings)
+    mae: MAESettings = field(default_factory=MAESettings)
+    epochs: int = 1
+    batch_size: int = 128  # global batch (split over DDP processes)
+    label_smoothing: float = 0.0
+    amp: str = "bf16"  # autocast dtype on CUDA: bf16 | fp16 | none (always off on CPU)
+    eval_budgets: list = field(default_factory=list)  # extra validation budgets (subpixel/grid_subset), besides full
+    eval_batch_size: int = 500
+    seed: int = 0
+
+    def validate(self) -> "Recipe":
+        def bad(key, value, accepted):
+            raise ValueError(f"recipe {self.name!r}: {key} = {value!r} is not valid; accepted: {accepted}")
+
+        if self.task not in ("classify", "mae"):
+            bad("task", self.task, "classify, mae")
+        if self.init not in ("parent", "scratch"):
+            bad("init", self.init, "parent, scratch")
+        if self.tokens.mode not in ("grid", "subpixel", "grid_subset"):
+            bad("tokens.mode", self.tokens.mode, "grid, subpixel, grid_subset")
+        if self.tokens.budget not in ("uniform", "choices"):
+            bad("tokens.budget", self.tokens.budget, "uniform, choices")
+        if self.tokens.budget == "choices" and not self.tokens.choices:
+            bad("tokens.choices", self.tokens.choices, "a non-empty list of token counts")
+        if self.tokens.min_tokens < 1:
+            bad("tokens.min_tokens", self.tokens.min_tokens, "≥ 1")
+        if not 0 <= self.tokens.jitter <= 2:
+            bad("tokens.jitter", self.tokens.jitter, "0 … 2 (fraction of the layout spacing)")
+        if self.data.kind not in ("fmnist", "imagenet"):
+            bad("data.kind", self.data.kind, "fmnist, imagenet")
+        if (self.optimizer.lr is None) == (self.optimizer.blr is None):
+            bad("optimizer.lr/blr", (self.optimizer.lr, self.optimizer.blr), "exactly one of lr and blr")
+        if self.optimizer.layer_decay is not None and not 0 < self.optimizer.layer_decay <= 1:
+            bad("optimizer.layer_decay", self.optimizer.layer_decay, "0 < layer_decay ≤ 1, or null")
+        if self.amp not in ("bf16", "fp16", "none"):
+            bad("amp", self.amp, "bf16, fp16, none")
+        if self.epochs < 1 or self.batch_size < 1:
+            bad("epochs/batch_size", (self.epochs, self.batch_size), "≥ 1")
+        if not 0 <= self.mae.mask_ratio < 1:
+            bad("mae.mask_ratio", self.mae.mask_ratio, "0 ≤ mask_ratio < 1")
+        if self.task == "mae" and self.mixup.active:
+            bad("mixup", "active", "no mixup/cutmix for the mae task")
+        return self
+
+    @property
+    def lr(self) -> float:
+        """The absolute peak learning rate (``blr · batch_size / 256`` when given as a base rate, MAE's rule)."""
+        o = self.optimizer
+        return o.lr if o.lr is not None else o.blr * self.batch_size / 256
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, where: str):
+    """YAML reads ``3e-3`` as a string; turn such numbers into floats where the field is a float."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{where} must not be null")
+    if float in args and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where} must be a number, got {value!r}") from None
+    return value
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _resolve(recipes: dict, name: str, seen=()) -> dict:
+    if name not in recipes:
+        raise ValueError(f"no recipe {name!r} in the config; recipes: {', '.join(sorted(recipes))}")
+    if name in seen:
+        raise ValueError(f"recipe {name!r} extends itself (cycle: {' → '.join((*seen, name))})")
+    raw = dict(recipes[name] or {})
+    parent = raw.pop("extends", None)
+    return _merge(_resolve(recipes, parent, (*seen, name)), raw) if parent else raw
+
+
+def recipe_from_dict(values: dict, name: str = "recipe") -> Recipe:
+    values = dict(values)
+    values.setdefault("name", name)
+    return _build(Recipe, values, f"recipe {name!r}").validate()
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)
+
+
+def load_config(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} not found")
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the config must be a mapping")
+    return config
+
+
+def load_recipe(config, name: str, overrides: dict | None = None) -> Recipe:
+    """Recipe ``name`` from a config mapping (or a YAML file path), resolving ``extends`` and applying overrides."""
+    if not isinstance(config, dict):
+        config = load_config(config)
+    recipes = config.get("recipes")
+    if not isinstance(recipes, dict) or not recipes:
+        raise ValueError("the config has no `recipes:` mapping")
+    values = _resolve(recipes, name)
+    if overrides:
+        values = _merge(values, overrides)
+    values["name"] = name
+    return recipe_from_dict(values, name)

@@ -1,0 +1,272 @@
+"""Training: recipes, token sampling, LLRD, mixup switch, resume equivalence, non-finite stop, a tiny real train."""
+import gzip
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from spot.data import fmnist
+from spot.data.fmnist import CanvasConfig, build_canvas_dataset
+from spot.recipes import load_recipe, recipe_from_dict
+from spot.train import (NonFiniteLossError, TokenSampler, TrainingInterrupted, build_optimizer, build_scheduler,
+                        build_training_model, train)
+
+QUIET = dict(log=lambda *_: None, progress=False)
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def canvas(tmp_path_factory):
+    """A few hundred canvas images built from the real Fashion-MNIST when installed (else class-shaped stand-ins)."""
+    src = tmp_path_factory.mktemp("fmnist_src")
+    try:
+        splits, _ = fmnist.load_fmnist()
+        real = "real Fashion-MNIST"
+        parts = {"train": tuple(a[:2200] for a in splits["train"]), "t10k": tuple(a[:200] for a in splits["test"])}
+    except FileNotFoundError:  # no Fashion-MNIST here: bars whose length encodes the class
+        real = "synthetic stand-in articles"
+        parts = {}
+        for prefix, n in (("train", 2200), ("t10k", 200)):
+            labels = np.arange(n) % 10
+            images = np.zeros((n, 28, 28), np.uint8)
+            for i, c in enumerate(labels):
+                images[i, 4:24, 12:16] = 200
+                images[i, 4:6 + 2 * c, 4:24] = 255
+            parts[prefix] = (images, labels)
+    for prefix, (images, labels) in parts.items():
+        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", np.asarray(images))
+        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels))
+    out = tmp_path_factory.mktemp("canvas") / "c"
+    build_canvas_dataset(out, CanvasConfig(val_size=200), seed=0, fmnist_dir=src, log=lambda *_: None)
+    out.joinpath("SOURCE").write_text(str(real))
+    return out
+
+
+def tiny(**changes) -> dict:
+    base = dict(task="classify", init="scratch",
+                model=dict(backbone="vit_nano_patch8", img_size=48, timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+                data=dict(kind="fmnist", mean=[0.1], std=[0.25], hflip=0.5, translate=2, limit=500),
+                tokens=dict(mode="grid"), epochs=2, batch_size=50,
+                optimizer=dict(lr=2e-3, betas=[0.9, 0.99], weight_decay=0.05),
+                schedule=dict(warmup_epochs=0.5, min_lr=1e-5), label_smoothing=0.1, eval_batch_size=100)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+def run(tmp_path, name, recipe, canvas, **kw):
+    return train(recipe_from_dict(recipe, name), data_root=canvas, out=tmp_path / f"{name}.safetensors",
+                 state_dir=tmp_path / f"state_{name}", **QUIET, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+def test_recipe_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown key.*'lrr'"):
+        recipe_from_dict(tiny(optimizer=dict(lrr=1)))
+    with pytest.raises(ValueError, match="tokens.mode"):
+        recipe_from_dict(tiny(tokens=dict(mode="diagonal")))
+    with pytest.raises(ValueError, match="exactly one of lr and blr"):
+        recipe_from_dict(tiny(optimizer=dict(lr=None)))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        recipe_from_dict(tiny(task="mae", mae=dict(mask_ratio=1.0)))
+
+
+def test_config_recipes_resolve_with_extends_and_overrides():
+    r = load_recipe("config.yaml", "retrofit_cls_grid", {"epochs": 7})
+    assert r.tokens.mode == "grid_subset" and r.optimizer.layer_decay == 0.65 and r.epochs == 7
+    assert r.init == "parent" and r.data.kind == "fmnist"
+    with pytest.raises(ValueError, match="no recipe 'nope'"):
+        load_recipe("config.yaml", "nope")
+    # every recipe of the shipped config is valid
+    import yaml
+
+    for name in yaml.safe_load(open("config.yaml"))["recipes"]:
+        load_recipe("config.yaml", name)
+
+
+def test_blr_is_scaled_by_batch_size():
+    r = recipe_from_dict(tiny(optimizer=dict(lr=None, blr=1e-3), batch_size=512))
+    assert r.lr == pytest.approx(2e-3)
+
+
+# ------------------------------------------------------------------------------------------------ token sampling
+
+def _sampler(**tokens):
+    r = recipe_from_dict(tiny(tokens={**dict(mode="subpixel", min_tokens=4, max_tokens=36), **tokens}))
+    return TokenSampler(r.tokens, (48, 48), (8, 8))
+
+
+def test_subpixel_sampler_budgets_and_jitter_within_cells():
+    s = _sampler()
+    g = torch.Generator().manual_seed(0)
+    budgets = set()
+    for _ in range(200):
+        pos, m = s(3, g)
+        budgets.add(m)
+        assert pos.shape == (3, m, 2) and pos.dtype == torch.float64 and 0 <= pos.min() and pos.max() <= 1
+    assert min(budgets) == 4 and max(budgets) == 36 and len(budgets) > 25
+    s9 = _sampler(budget="choices", choices=[9])
+    base, cell = s9._layout(9)
+    pos, m = s9(500, torch.Generator().manual_seed(1))
+    assert m == 9 and torch.allclose(cell, torch.full_like(cell, 1 / 3))
+    off = (pos - base) / cell
+    assert off.abs().max() <= 0.5 + 1e-9 and off.abs().max() > 0.45  # anywhere within the own cell
+    assert not torch.allclose(pos[0], pos[1])  # per-image jitter
+
+
+def test_grid_subset_sampler_gives_distinct_grid_patches():
+    s = _sampler(mode="grid_subset")
+    pos, m = s(4, torch.Generator().manual_seed(3))
+    grid = s.grid
+    for b in range(4):
+        matches = (pos[b][:, None] == grid[None]).all(-1)
+        assert matches.any(1).all() and matches.sum(0).max() == 1  # on the grid, no patch twice
+    with pytest.raises(ValueError, match="max_tokens"):
+        _sampler(mode="grid_subset", max_tokens=50)
+
+
+# ------------------------------------------------------------------------------------------------ optimiser
+
+def test_llrd_deeper_blocks_get_larger_rates_and_head_the_largest():
+    r = recipe_from_dict(tiny(tokens=dict(mode="subpixel"), optimizer=dict(layer_decay=0.65),
+                              schedule=dict(warmup_epochs=0)))
+    model = build_training_model(r)
+    opt = build_optimizer(model, r)
+    build_scheduler(opt, r, updates_per_epoch=10).step_update(0)
+    lr_of = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            lr_of[p] = group["lr"]
+    named = dict(model.named_parameters())
+    block_lrs = [lr_of[named[f"blocks.{i}.attn.qkv.weight"]] for i in range(2)]
+    stem = lr_of[named["window_embed.proj.weight"]]
+    head = lr_of[named["head.weight"]]
+    assert stem < block_lrs[0] < block_lrs[1] < head
+    assert head == pytest.approx(r.lr)
+    assert block_lrs[1] / head == pytest.approx(0.65)  # as BEiT/MAE: the last block one step below norm + head
+    assert block_lrs[0] / block_lrs[1] == pytest.approx(0.65) and stem / block_lrs[0] == pytest.approx(0.65)
+    assert lr_of[named["pos_embed.weight"]] == stem
+    wd = {p: g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert wd[named["pos_embed.weight"]] == 0 and wd[named["cls_token"]] == 0 and wd[named["head.weight"]] > 0
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+def test_mixup_is_applied_only_when_configured(tmp_path, canvas, monkeypatch):
+    import timm.data
+
+    calls = []
+    real = timm.data.Mixup
+
+    class Counting(real):
+        def __call__(self, x, target):
+            calls.append(len(x))
+            return super().__call__(x, target)
+
+    monkeypatch.setattr(timm.data, "Mixup", Counting)
+    run(tmp_path, "plain", tiny(epochs=1), canvas)
+    assert calls == []
+    run(tmp_path, "mixed", tiny(epochs=1, mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0)), canvas)
+    assert len(calls) == 500 // 50 and set(calls) == {50}
+
+
+def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, canvas):
+    recipe = tiny(tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36), model=dict(drop_path=0.1),
+                  mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.5), epochs=2, eval_budgets=[9])
+    full = run(tmp_path, "full", recipe, canvas)
+
+    def kill(step):
+        if step == 13:  # mid second epoch (10 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="resume"):
+        run(tmp_path, "cut", recipe, canvas, on_step=kill)
+    assert (tmp_path / "state_cut" / "state.pt").is_file() and not (tmp_path / "cut.safetensors").exists()
+    resumed = run(tmp_path, "cut", recipe, canvas)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "full.safetensors"), load_file(tmp_path / "cut.safetensors")
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff <= 1e-6, diff
+    assert [h["val_acc1"] for h in full["history"]] == [h["val_acc1"] for h in resumed["history"]]
+
+
+def test_state_of_another_recipe_is_refused(tmp_path, canvas):
+    run(tmp_path, "a", tiny(epochs=1), canvas)
+    with pytest.raises(ValueError, match="another run"):
+        train(recipe_from_dict(tiny(epochs=1, seed=5), "a"), data_root=canvas, out=tmp_path / "a.safetensors",
+              state_dir=tmp_path / "state_a", **QUIET)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, canvas):
+    recipe = recipe_from_dict(tiny(epochs=2), "nan")
+    state_dir = tmp_path / "state_nan"
+    poison = {"on": False}
+
+    def on_step(step):
+        if step == 10:  # end of epoch 1: poison the weights so the next loss is NaN
+            poison["on"] = True
+
+    import spot.train as T
+
+    original = T.F.cross_entropy
+
+    def maybe_nan(*args, **kw):
+        loss = original(*args, **kw)
+        return loss * float("nan") if poison["on"] else loss
+
+    T.F.cross_entropy = maybe_nan
+    try:
+        with pytest.raises(NonFiniteLossError, match="last good state"):
+            train(recipe, data_root=canvas, out=tmp_path / "nan.safetensors", state_dir=state_dir, on_step=on_step,
+                  **QUIET)
+    finally:
+        T.F.cross_entropy = original
+    state = torch.load(state_dir / "state.pt", weights_only=False)
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
+def test_tiny_training_on_canvas_images_beats_chance_and_writes_a_record(tmp_path, canvas):
+    record = run(tmp_path, "e2e", tiny(epochs=8, data=dict(limit=None)), canvas)  # 2 000 canvases
+    acc = record["final"]["val_acc1"]
+    # chance is 10 %; on 200 validation images its standard deviation is 2.1 points: 22 % is > 5 sigma above it
+    assert acc >= 22.0, f"val accuracy {acc:.1f} % is not clearly above chance (10 %) [{(canvas / 'SOURCE').read_text()}]"
+    rec = json.loads((tmp_path / "e2e.json").read_text())
+    assert rec["format"] == "timm_vit" and rec["sha256"] and rec["data"]["manifest"]["splits"]["train"]["sha256"]
+    assert rec["provenance"]["code"] and rec["recipe"]["epochs"] == 8
+    assert len((tmp_path / "e2e.log.jsonl").read_text().splitlines()) == 8
+    # the file is a timm ViT state dict: loadable by create_backbone like a downloaded checkpoint
+    from spot.factory import create_backbone
+
+    vit = create_backbone("vit_nano_patch8", checkpoint=tmp_path / "e2e.safetensors", img_size=48, embed_dim=32,
+                          depth=2, num_heads=2)
+    assert vit.num_classes == 10
+
+
+def test_retrofit_from_parent_and_grid_control(tmp_path, canvas):
+    parent = tmp_path / "parent.safetensors"
+    run(tmp_path, "parent", tiny(epochs=1), canvas)
+    base = tiny(init="parent", epochs=1, tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36), eval_budgets=[4, 9])
+    spot_rec = run(tmp_path, "retro", base, canvas, parent=parent)
+    grid_rec = run(tmp_path, "ctrl", {**base, "tokens": dict(mode="grid_subset", min_tokens=4, max_tokens=36)},
+                   canvas, parent=parent)
+    for rec in (spot_rec, grid_rec):
+        assert rec["format"] == "spot_vit" and rec["parent"]["sha256"]
+        assert {"val_acc1", "val_acc1@4", "val_acc1@9"} <= set(rec["final"])
+    with pytest.raises(ValueError, match="--parent"):
+        run(tmp_path, "orphan", base, canvas)
