@@ -15,6 +15,7 @@ Quick start::
 """
 from .embedding import KernelizedPositionalEmbedding
 from .factory import BACKBONES, MissingWeightsError, create_backbone, create_model
+from .mae import SubpixelMAE, sincos_pos_embed_2d
 from .models import PatchDropoutViT, SPoTViT, random_patch_subset
 from .official import load_official
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
@@ -25,9 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
-    "SPoTViT", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
+    "SPoTViT", "SubpixelMAE", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
     "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",
-    "snap_to_grid", "to_pixels", "plot_positions",
+    "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions",
 ]
 
 

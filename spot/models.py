@@ -168,7 +168,8 @@ class SPoTViT(_TimmHead):
         """Images + positions → the input sequence (B, prefix + m, D), before ``norm_pre`` and the blocks."""
         x = self.window_embed(images, positions)
         if self.pos_embed is not None:
-            x = x + self.pos_embed(positions.to(x.dtype), image_size=tuple(images.shape[-2:]))
+            # positions stay float64 (a bf16 cast would move them by up to ~1 px at 224²); the PE casts to its weight
+            x = x + self.pos_embed(positions, image_size=tuple(images.shape[-2:])).to(x.dtype)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         if prefix:
             prefix = torch.cat(prefix, dim=1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Recipe", "ModelSettings", "DataSettings", "TokenSampling", "OptimizerSettings", "ScheduleSettings",
-           "MixupSettings", "MAESettings", "load_recipe", "recipe_from_dict", "recipe_to_dict", "load_config"]
+           "MixupSettings", "MAESettings", "load_recipe", "merge_configs", "recipe_from_dict", "recipe_to_dict", "load_config"]
 
 
 @dataclass
@@ -113,6 +113,7 @@ class MAESettings:
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
+    fixed_sincos_pe: bool = False  # from scratch: MAE's fixed 2-D sin-cos encoder PE (frozen), as MAE pre-trains
 
 
 @dataclass
@@ -215,6 +216,14 @@ def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in override.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def merge_configs(*configs: dict) -> dict:
+    """Later configs override earlier ones key by key (nested mappings merged), as Snakemake merges --configfile."""
+    out: dict = {}
+    for config in configs:
+        out = _merge(out, config)
     return out
 
 

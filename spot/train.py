@@ -114,11 +114,8 @@ class TokenSampler:
 # ------------------------------------------------------------------------------------------------ model & optimiser
 
 def _is_spot_state(state: dict) -> bool:
-    return any(k.startswith("window_embed.") for k in state)
-
-
-def _is_mae_state(state: dict) -> bool:
-    return "decoder_embed.weight" in state
+    """A SPoTViT / SubpixelMAE ``state_dict`` (as opposed to timm-ViT or MAE-repo key names)."""
+    return any(k.startswith(("window_embed.", "encoder.window_embed.")) for k in state)
 
 
 def _timm_kwargs(recipe: Recipe) -> dict:
@@ -165,7 +162,8 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
 
         cfg = recipe.mae
         model = SubpixelMAE.from_backbone(vit, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
-                                          decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss, **spot_kw)
+                                          decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss,
+                                          fixed_sincos_pe=cfg.fixed_sincos_pe and state is None, **spot_kw)
         if state is not None:
             if _is_spot_state(state):
                 model.load_state_dict(state)
@@ -300,7 +298,7 @@ class _Batches:
         sampler = [perm[s * self.recipe.batch_size:][self.rank * lb:(self.rank + 1) * lb].tolist()
                    for s in range(start_step, n // self.recipe.batch_size)]
         loader = torch.utils.data.DataLoader(self.data.train_set, batch_sampler=sampler,
-                                             num_workers=self.recipe.data.workers, pin_memory=True,
+                                             num_workers=self.recipe.data.workers, pin_memory=torch.cuda.is_available(),
                                              persistent_workers=False)
         yield from loader
 
@@ -336,7 +334,9 @@ def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # an MAE is stored in the MAE repository's layout (timm encoder names + decoder), like the official file
+    weights = model.mae_state_dict() if hasattr(model, "mae_state_dict") else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"format": record.get("format", "")})
     os.replace(tmp, path)

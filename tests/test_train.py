@@ -270,3 +270,94 @@ def test_retrofit_from_parent_and_grid_control(tmp_path, canvas):
         assert {"val_acc1", "val_acc1@4", "val_acc1@9"} <= set(rec["final"])
     with pytest.raises(ValueError, match="--parent"):
         run(tmp_path, "orphan", base, canvas)
+
+
+def test_mae_pretrain_retrofit_and_finetune_chain(tmp_path, canvas):
+    mae = dict(task="mae", epochs=1, label_smoothing=0.0,
+               mae=dict(mask_ratio=0.75, decoder_dim=16, decoder_depth=1, decoder_heads=2))
+    pre = run(tmp_path, "mae_pre", tiny(**mae), canvas)
+    assert pre["format"] == "mae" and pre["final"]["val_loss"] > 0
+    from safetensors.torch import load_file
+
+    keys = load_file(tmp_path / "mae_pre.safetensors").keys()
+    assert "decoder_embed.weight" in keys and "blocks.0.attn.qkv.weight" in keys  # the MAE repository's layout
+    retro = run(tmp_path, "mae_retro", tiny(**{**mae, "init": "parent"},
+                                            tokens=dict(mode="subpixel", min_tokens=8, max_tokens=36)),
+                canvas, parent=tmp_path / "mae_pre.safetensors")
+    assert retro["format"] == "mae"
+    ft = run(tmp_path, "mae_ft", tiny(init="parent", epochs=1, tokens=dict(mode="subpixel", min_tokens=4),
+                                      model=dict(global_pool="avg", fc_norm=True), optimizer=dict(clip_grad=3.0)),
+             canvas, parent=tmp_path / "mae_retro.safetensors")
+    assert ft["format"] == "spot_vit" and "val_acc1" in ft["final"]
+
+
+def test_ddp_under_torchrun_on_cpu(tmp_path, canvas):
+    """The same command under torchrun: 2 processes (gloo on CPU), the global batch split, rank 0 writes the files."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"recipes": {"ddp": tiny(epochs=1, tokens=dict(mode="subpixel", min_tokens=4))}}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "spot", "train", "--config", str(cfg), "--recipe",
+           "ddp", "--data", str(canvas), "--out", str(tmp_path / "ddp.safetensors"), "--state-dir",
+           str(tmp_path / "state"), "--no-progress", "--threads", "1"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp.json").read_text())
+    assert record["world_size"] == 2 and record["images_seen"] == 500 and "val_acc1" in record["final"]
+
+
+def test_paper_recipes_follow_table_7():
+    from spot.recipes import load_config, merge_configs
+
+    config = merge_configs(load_config("config.yaml"), load_config("config/paper.yaml"))
+    a, b = load_recipe(config, "retrofit_cls_in1k"), load_recipe(config, "retrofit_cls_in21k")
+    mae, ft = load_recipe(config, "retrofit_mae"), load_recipe(config, "finetune_mae")
+    assert (a.batch_size, a.epochs, a.lr, a.optimizer.betas, a.optimizer.layer_decay) == (2048, 50, 6e-5, [0.9, 0.99], 0.65)
+    assert (a.model.drop_path, b.model.drop_path, a.label_smoothing, a.schedule.warmup_epochs) == (0.1, 0.2, 0.1, 5)
+    assert (a.mixup.mixup_alpha, a.mixup.cutmix_alpha, a.data.kind, a.tokens.mode) == (0.8, 1.0, "imagenet", "subpixel")
+    assert (mae.task, mae.batch_size, mae.lr, mae.optimizer.betas, mae.optimizer.layer_decay) == ("mae", 4096, 3e-3,
+                                                                                                  [0.9, 0.95], 0.75)
+    assert mae.model.drop_path == 0 and mae.data.randaug is None
+    assert (ft.epochs, ft.lr, ft.schedule.warmup_lr, ft.optimizer.clip_grad, ft.model.global_pool) == (100, 1e-3, 1e-7,
+                                                                                                      3.0, "avg")
+    assert load_recipe(config, "retrofit_cls_in1k_grid").tokens.mode == "grid_subset"
+
+
+def test_paper_retrofit_recipe_runs_on_fake_imagenet(tmp_path):
+    """Table 7a's recipe (timm RRC + RandAugment, mixup/cutmix, LLRD) end to end on tiny archives in the real
+    ILSVRC-2012 layout, with the model and batch scaled down."""
+    from test_imagenet import make_devkit, make_train, make_val
+
+    from spot.data.imagenet import prepare_imagenet
+    from spot.factory import create_backbone
+    from spot.recipes import load_config, merge_configs
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    make_devkit(raw / "ILSVRC2012_devkit_t12.tar.gz")
+    make_train(raw / "ILSVRC2012_img_train.tar")
+    make_val(raw / "ILSVRC2012_img_val.tar")
+    prepare_imagenet(raw, tmp_path / "imagenet", verify_md5=False, log=lambda *_: None)
+    small = dict(backbone="vit_nano_patch8", img_size=32, in_chans=3, num_classes=1000,
+                 timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2))
+    parent = tmp_path / "parent.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(create_backbone("vit_nano_patch8", **{k: v for k, v in small.items() if k not in ("backbone", "timm_kwargs")},
+                              **small["timm_kwargs"]).state_dict(), str(parent))
+    config = merge_configs(load_config("config.yaml"), load_config("config/paper.yaml"))
+    recipe = load_recipe(config, "retrofit_cls_in1k", {
+        "model": small, "batch_size": 2, "epochs": 1, "eval_batch_size": 3, "eval_budgets": [4],
+        "data": {"workers": 0}, "tokens": {"min_tokens": 4, "max_tokens": 16}, "amp": "bf16"})
+    record = train(recipe, data_root=tmp_path / "imagenet", out=tmp_path / "spot.safetensors",
+                   state_dir=tmp_path / "state", parent=parent, **QUIET)
+    assert record["format"] == "spot_vit" and record["images_seen"] == 6  # 7 images, batch 2: 3 full steps
+    assert {"val_acc1", "val_acc1@4"} <= set(record["final"])
