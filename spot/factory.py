@@ -20,7 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from .models import SPoTViT
 
 __all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "hub_reachable",
-           "read_state_dict"]
+           "read_state_dict", "load_trained", "checkpoint_record"]
 
 
 @dataclass(frozen=True)
@@ -164,3 +164,52 @@ def create_model(name: str, *, pretrained: bool = False, checkpoint=None, wrap: 
     """A SPoT model on the named backbone (``wrap=False``: the timm ViT itself); see :func:`create_backbone`."""
     vit = create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, strict=strict, **kwargs)
     return SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma) if wrap else vit
+
+
+def checkpoint_record(path) -> dict:
+    """The JSON record stored beside a checkpoint (``X.safetensors`` → ``X.json``); ``{}`` when there is none."""
+    import json
+
+    record = Path(path).with_suffix(".json")
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm_kwargs):
+    """A model from any checkpoint this project writes or fetches, rebuilt from its record.
+
+    * ``spot train`` outputs: the record names the backbone and timm config; ``format`` is ``timm_vit`` (returned as
+      a :class:`SPoTViT` wrapping it, or the plain ViT with ``wrap=False``), ``spot_vit`` (a retrofitted SPoT model)
+      or ``mae`` (a :class:`~spot.mae.SubpixelMAE`).
+    * ``spot checkpoints fetch`` outputs: the record's ``name`` is the backbone key (``cls_in1k`` …).
+    * any other file: give ``backbone=`` (and timm keyword config).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
+                                "(`spot checkpoints fetch`)")
+    record = checkpoint_record(path)
+    fmt = record.get("format", "timm_vit")
+    name = backbone or record.get("backbone") or record.get("name")
+    if name is None:
+        raise ValueError(f"{path} has no record naming its backbone ({path.with_suffix('.json')}); pass backbone=")
+    kwargs = {**record.get("timm_kwargs", {}), **timm_kwargs}
+    spot_cfg = record.get("spot") or {}
+    if fmt == "mae":
+        from .mae import SubpixelMAE
+
+        mae_cfg = record.get("mae") or {}
+        model = SubpixelMAE.from_backbone(
+            create_backbone(name, **kwargs), window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5),
+            decoder_dim=mae_cfg.get("decoder_dim", 512), decoder_depth=mae_cfg.get("decoder_depth", 8),
+            decoder_heads=mae_cfg.get("decoder_heads", 16), norm_pix_loss=mae_cfg.get("norm_pix_loss", True))
+        return model.load_mae_state_dict(read_state_dict(path)).eval()
+    if fmt == "spot_vit":
+        model = SPoTViT.from_timm(create_backbone(name, **kwargs), window=spot_cfg.get("window"),
+                                  pe_sigma=spot_cfg.get("pe_sigma", 0.5))
+        result = model.load_state_dict(read_state_dict(path), strict=True)
+        del result
+        if not wrap:
+            raise ValueError(f"{path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
+        return model.eval()
+    vit = create_backbone(name, checkpoint=path, **kwargs)
+    return (SPoTViT.from_timm(vit) if wrap else vit).eval()

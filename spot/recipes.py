@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Recipe", "ModelSettings", "DataSettings", "TokenSampling", "OptimizerSettings", "ScheduleSettings",
-           "MixupSettings", "MAESettings", "load_recipe", "merge_configs", "recipe_from_dict", "recipe_to_dict", "load_config"]
+           "MixupSettings", "MAESettings", "load_recipe", "merge_configs", "settings_from_dict", "recipe_from_dict", "recipe_to_dict", "load_config"]
 
 
 @dataclass
@@ -176,6 +176,12 @@ class Recipe:
         """The absolute peak learning rate (``blr · batch_size / 256`` when given as a base rate, MAE's rule)."""
         o = self.optimizer
         return o.lr if o.lr is not None else o.blr * self.batch_size / 256
+
+
+def settings_from_dict(cls, values: dict | None, where: str):
+    """A settings dataclass from a config mapping: unknown keys are an error naming the accepted ones, nested
+    dataclass fields are built recursively, YAML number strings become floats where the field is a float."""
+    return _build(cls, values or {}, where)
 
 
 def _build(cls, values: dict, where: str):
