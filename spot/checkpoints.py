@@ -45,6 +45,10 @@ CHECKPOINTS: dict[str, CheckpointSource] = {
                     "retrofitting)",
         "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base_full.pth",
         "mae_pretrain_vit_base_full.pth"),
+    "mae_in1k_ft": CheckpointSource(
+        "mae_in1k_ft", "official MAE ViT-B/16 fine-tuned on ImageNet-1k (the paper's MAE ViT-B/16 baseline rows)",
+        "https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
+        "mae_finetuned_vit_base.pth"),
 }
 
 

@@ -43,6 +43,9 @@ BACKBONES: dict[str, Backbone] = {
                          kwargs=dict(global_pool="avg", fc_norm=True, num_classes=1000),
                          description="MAE ViT-B/16 encoder with MAE's fine-tuning head (global pool + fc_norm); "
                                      "the hub holds the pre-trained encoder only, fine-tuned weights come from a file"),
+    "mae_in1k_ft": Backbone("vit_base_patch16_224.mae", "MAE-IN1k (fine-tuned)",
+                            kwargs=dict(global_pool="avg", fc_norm=True, num_classes=1000),
+                            description="the official MAE fine-tuned ViT-B/16 classifier (weights from a file)"),
     # small ViTs for the embedded (CPU) preset: 8 px patches, one grey channel, 10 classes by default
     "vit_nano_patch8": Backbone("vit_tiny_patch16_224", "ViT-N/8", kwargs=dict(
         img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=3)),

@@ -1,0 +1,24 @@
+# spot — the workflow from raw data to every table and figure of the paper.
+#
+#   snakemake --cores 2                                   # the embedded default (config.yaml): CPU, Fashion-MNIST canvas
+#   snakemake --cores 2 --configfile config/smoke.yaml    # a tiny end-to-end run (CI)
+#   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml   # the paper: ImageNet, ViT-B/16, SLURM
+#   snakemake --cores 2 paper_figures/embedded/figure5.pdf   # one figure (and only what it needs)
+#
+# Rules per stage live in workflow/rules/; helpers in workflow/rules/common.smk; the config is validated against
+# workflow/schemas/config.schema.yaml.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/experiments.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,108 @@
+# Helpers shared by the rules: config validation, paths per preset, recipes, model chains.
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+PRESET = config["preset"]
+RESULTS = f"results/{PRESET}"
+FIGURES = f"paper_figures/{PRESET}"
+STATE = f"runs/{PRESET}/state"  # resumable training state: deliberately not a declared output
+DATA = config["data"]["root"] or f"{RESULTS}/data"
+MODELS = list(config["backbones"])
+
+
+def _check_recipes():
+    """Fail at DAG-build time, with spot's own message, on any recipe the DAG uses that is invalid."""
+    from spot.recipes import load_recipe
+
+    used = set()
+    for name, b in config["backbones"].items():
+        for spec in (b.get("classifier"), b.get("pretrained")):
+            if spec and spec.startswith("train:"):
+                used.add(spec.split(":", 1)[1])
+        used.update(b.get("retrofit", []) + b.get("grid_control", []))
+    for recipe in sorted(used):
+        try:
+            load_recipe(config, recipe)
+        except ValueError as err:
+            raise WorkflowError(f"config: {err}")
+
+
+_check_recipes()
+
+# The merged configuration (config.yaml + presets + --config overrides) that the `spot` commands read. Rewritten
+# only when it changes; rules record the sections that change their results in `params`, so editing a setting
+# re-runs exactly the jobs it affects (and editing workers/threads/paths re-runs nothing).
+MERGED_CONFIG = f"{RESULTS}/config.yaml"
+_text = yaml.safe_dump(config, sort_keys=False)
+if not Path(MERGED_CONFIG).is_file() or Path(MERGED_CONFIG).read_text() != _text:
+    Path(MERGED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    Path(MERGED_CONFIG + ".tmp").write_text(_text)
+    Path(MERGED_CONFIG + ".tmp").replace(MERGED_CONFIG)
+
+
+def recipe_params(name):
+    """The resolved recipe as a plain dict: the params of a training job (a change re-trains)."""
+    from spot.recipes import load_recipe, recipe_to_dict
+
+    return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
+
+
+def spec_path(model, role):
+    """Checkpoint of a backbone's `classifier` or `pretrained` spec (`train:RECIPE` or `fetch:NAME`)."""
+    spec = config["backbones"][model][role]
+    kind, name = spec.split(":", 1)
+    if kind == "fetch":
+        return f"{RESULTS}/checkpoints/{name}.safetensors"
+    return f"{RESULTS}/models/{model}_{role}.safetensors"
+
+
+def recipe_chain(model, variant):
+    """The recipes of a retrofit chain: variant `spot` (retrofit) or `gridctl` (its grid control)."""
+    b = config["backbones"][model]
+    return b["retrofit"] if variant == "spot" else b["grid_control"]
+
+
+def chain_output(model, variant, stage=None):
+    recipes = recipe_chain(model, variant)
+    stage = len(recipes) - 1 if stage is None else stage
+    return f"{RESULTS}/models/{model}_{variant}{stage}.safetensors"
+
+
+def chain_parent(wildcards):
+    stage = int(wildcards.stage)
+    if stage > 0:
+        return chain_output(wildcards.model, wildcards.variant, stage - 1)
+    return spec_path(wildcards.model, config["backbones"][wildcards.model].get("start", "classifier"))
+
+
+def spot_model(model):
+    """The retrofitted SPoT model of a backbone: trained here, or the authors' released weights (retrofit: official)."""
+    if config["retrofit"] == "official":
+        return f"{RESULTS}/models/{model}_official.json"
+    return chain_output(model, "spot")
+
+
+def model_args(model):
+    """--model NAME=PATH arguments of the experiment commands for one backbone family."""
+    return {f"{model}:vit": spec_path(model, "classifier"), f"{model}:spot": spot_model(model),
+            f"{model}:gridctl": chain_output(model, "gridctl")}
+
+
+def launcher():
+    return config["train_launcher"]
+
+
+def all_outputs():
+    from itertools import chain as _concat
+
+    return list(_concat(
+        [f"{FIGURES}/table{i}.csv" for i in range(1, 9)],
+        [f"{FIGURES}/figure{i}.pdf" for i in range(1, 6)],
+    ))

@@ -1,0 +1,72 @@
+# Models: the embedded preset's backbones trained here, SPoT retrofitting chains and their grid controls.
+
+
+def _train_shell(recipe_key):
+    return (
+        "{params.launcher} --config {params.config} --recipe {params.recipe_name} --data {params.data}"
+        " --out {output.weights} --state-dir {params.state} --no-progress {params.parent} > {log} 2>&1"
+    )
+
+
+rule train_backbone:
+    """A backbone of the embedded preset (spec `train:RECIPE`): supervised grid ViT, MAE pre-training or its
+    grid fine-tune. Resumable: the state lives in runs/<preset>/state, outside the declared outputs."""
+    input:
+        data=data_manifest(),
+        parent=lambda w: spec_path(w.model, "pretrained") if w.role == "classifier"
+        and config["backbones"][w.model].get("pretrained") else [],
+    output:
+        weights=f"{RESULTS}/models/{{model}}_{{role}}.safetensors",
+        record=f"{RESULTS}/models/{{model}}_{{role}}.json",
+    wildcard_constraints:
+        role="classifier|pretrained",
+    params:
+        recipe=lambda w: recipe_params(config["backbones"][w.model][w.role].split(":", 1)[1]),
+        recipe_name=lambda w: config["backbones"][w.model][w.role].split(":", 1)[1],
+        launcher=launcher(),
+        config=MERGED_CONFIG,
+        data=lambda w: data_root(),
+        state=lambda w: f"{STATE}/{w.model}_{w.role}",
+        parent=lambda w, input: f"--parent {input.parent}" if input.parent else "",
+    log:
+        f"{RESULTS}/logs/train_{{model}}_{{role}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_{{model}}_{{role}}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=config["resources"]["train_gpus"],
+        runtime=config["resources"]["train_minutes"],
+    shell:
+        _train_shell("recipe")
+
+
+rule train_chain_stage:
+    """One stage of a retrofit chain (variant `spot`) or of its grid control (variant `gridctl`): e.g. SPoT
+    retrofitting, or MAE retrofitting then the classification fine-tune."""
+    input:
+        data=data_manifest(),
+        parent=chain_parent,
+    output:
+        weights=f"{RESULTS}/models/{{model}}_{{variant}}{{stage}}.safetensors",
+        record=f"{RESULTS}/models/{{model}}_{{variant}}{{stage}}.json",
+    wildcard_constraints:
+        variant="spot|gridctl",
+        stage=r"\d+",
+    params:
+        recipe=lambda w: recipe_params(recipe_chain(w.model, w.variant)[int(w.stage)]),
+        recipe_name=lambda w: recipe_chain(w.model, w.variant)[int(w.stage)],
+        launcher=launcher(),
+        config=MERGED_CONFIG,
+        data=lambda w: data_root(),
+        state=lambda w: f"{STATE}/{w.model}_{w.variant}{w.stage}",
+        parent=lambda w, input: f"--parent {input.parent}",
+    log:
+        f"{RESULTS}/logs/train_{{model}}_{{variant}}{{stage}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_{{model}}_{{variant}}{{stage}}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=config["resources"]["train_gpus"],
+        runtime=config["resources"]["train_minutes"],
+    shell:
+        _train_shell("recipe")
