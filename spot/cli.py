@@ -143,6 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_train)
+    from . import audit, evaluate, oracle, throughput
+
+    p = sub.add_parser("evaluate", help="Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with "
+                                        "PatchDropout, grid-control and snapped-prior rows")
+    evaluate.configure_parser(p)
+    p.set_defaults(func=evaluate.run_from_args)
+
+    p = sub.add_parser("oracle", help="SPoT-ON: per-image gradient search over token positions (Tables 1, 2, 3, "
+                                      "5, 6; Figure 4 trajectories)")
+    oracle.configure_parser(p)
+    p.set_defaults(func=oracle.run_from_args)
+    p = sub.add_parser("transfer", help="oracle positions of one model evaluated on the others (Table 4)")
+    oracle.configure_transfer_parser(p)
+    p.set_defaults(func=oracle.run_transfer_from_args)
+
+    p = sub.add_parser("throughput", help="images/s and GFLOPs per model × token budget (Figure 5)")
+    throughput.configure_parser(p)
+    p.set_defaults(func=throughput.run_from_args)
+
+    p = sub.add_parser("audit", help="the provenance chain of a table or figure, every link re-hashed (exit 1 if "
+                                     "a file changed or is missing)")
+    audit.configure_parser(p)
+    p.set_defaults(func=audit.run_from_args)
     p = sub.add_parser("version", help="print the code and software versions")
     p.set_defaults(func=_version)
     return parser

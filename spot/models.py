@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer, global_pool_nlc
 
 from . import _checks
 from .embedding import KernelizedPositionalEmbedding
-from .positions import grid_positions, grid_shape
+from .positions import grid_positions
 from .priors import generator_device, sample_positions
 from .tokenizer import WindowEmbedding
 

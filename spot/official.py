@@ -20,9 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from pathlib import Path
 
-import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from .embedding import ReleaseHeatmapEmbedding

@@ -13,18 +13,49 @@ from pathlib import Path
 
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
-__all__ = ["write_table", "read_table", "input_checksums"]
+__all__ = ["write_table", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments"]
+
+
+def parse_model_args(items) -> dict[str, Path]:
+    """``--model NAME=PATH`` values → ``{NAME: Path}`` (names unique, at least one)."""
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model expects NAME=PATH (e.g. cls_in1k=checkpoints/retrofit_cls.safetensors), "
+                             f"got {item!r}")
+        if name in out:
+            raise ValueError(f"--model {name!r} is given twice; give every model a distinct name")
+        out[name] = Path(path)
+    if not out:
+        raise ValueError("give at least one --model NAME=PATH")
+    return out
+
+
+def add_experiment_arguments(p, section: str) -> None:
+    """The arguments every experiment command shares: configs, models, data, output, limit, device, threads."""
+    p.add_argument("--config", required=True, action="append",
+                   help=f"workflow config (YAML) with `{section}:`; repeat to merge a preset over it "
+                        "(--config config.yaml --config config/paper.yaml)")
+    p.add_argument("--model", required=True, action="append", metavar="NAME=PATH",
+                   help="a classifier checkpoint (its .json record beside it) and its name in the table; repeatable")
+    p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
+    p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
+    p.add_argument("--limit", type=int, default=None, help=f"only the first N images (overrides {section}.limit)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def input_checksums(checkpoints: dict | None = None, data_root=None) -> dict:
-    """sha256 of each checkpoint file (name → digest) and of the data manifest (``data:manifest``)."""
+    """``{"checkpoint:NAME": {"path", "sha256"}, "data:manifest": {"path", "sha256"}}`` for the provenance block:
+    the path lets ``spot audit`` follow the chain, the checksum tells whether the file changed since."""
     out = {}
     for name, path in (checkpoints or {}).items():
-        out[f"checkpoint:{name}"] = sha256_file(path)
+        out[f"checkpoint:{name}"] = {"path": str(path), "sha256": sha256_file(path)}
     if data_root is not None:
         manifest = Path(data_root) / "manifest.json"
         if manifest.is_file():
-            out["data:manifest"] = sha256_file(manifest)
+            out["data:manifest"] = {"path": str(manifest), "sha256": sha256_file(manifest)}
     return out
 
 
@@ -37,6 +68,11 @@ def write_table(rows: list[dict], out, *, config: dict, inputs: dict | None = No
     if out.suffix != ".csv":
         raise ValueError(f"result tables are CSV files: {out} should end in .csv")
     frame = pd.DataFrame(rows)
+    for column in frame.columns:  # integer columns with gaps (e.g. seed of deterministic rows) stay integers
+        values = frame[column]
+        if values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all() and \
+                values.isna().any():
+            frame[column] = values.astype("Int64")
     atomic_write_text(out, frame.to_csv(index=False))
     meta = {"table": out.name, "rows": len(frame), "columns": list(frame.columns),
             "wall_time_s": None if started is None else time.time() - started,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import signal
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .positions import grid_positions, grid_shape
+from .positions import grid_positions
 from .priors import sample_positions
 from .provenance import atomic_write_json, provenance, sha256_file
 from .recipes import Recipe, recipe_to_dict
@@ -609,9 +608,10 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
 
 def _final_record(model, recipe, recipe_dict, parent, data_root, data, history, device, world, images_seen,
                   train_time, wall_time, config_source) -> dict:
-    inputs = {f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v}
-    if parent:
-        inputs["parent"] = sha256_file(parent)
+    from .results import input_checksums
+
+    inputs = input_checksums({"parent": parent} if parent else None, data_root)
+    inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
     fmt = _model_format(model)
     timm_kwargs = _timm_kwargs(recipe)
     timm_kwargs.pop("drop_path_rate", None)
@@ -624,7 +624,7 @@ def _final_record(model, recipe, recipe_dict, parent, data_root, data, history, 
         "mae": recipe_dict["mae"] if fmt == "mae" else None,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "recipe": recipe_dict,
-        "parent": {"path": str(parent), "sha256": inputs["parent"]} if parent else None,
+        "parent": inputs["checkpoint:parent"] if parent else None,
         "data": {"root": str(data_root), "kind": recipe.data.kind, "manifest": data.manifest,
                  "train_images": data.train_len},
         "history": history,

@@ -4,15 +4,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_idx
 
 from spot.data import fmnist
-from spot.data.fmnist import CanvasConfig, FashionMNISTNotFound, build_canvas_dataset, build_plain_dataset, load_split
-
-
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+from spot.data.fmnist import (
+    CanvasConfig,
+    FashionMNISTNotFound,
+    build_canvas_dataset,
+    build_plain_dataset,
+    load_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def fake_fmnist(tmp_path_factory):
     for prefix, n in (("train", 600), ("t10k", 100)):
         images = np.zeros((n, 28, 28), np.uint8)
         images[:, 8:20, 6:22] = rng.integers(100, 256, size=(n, 12, 16))
-        _write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        _write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return d
 
 

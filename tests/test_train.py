@@ -1,52 +1,32 @@
 """Training: recipes, token sampling, LLRD, mixup switch, resume equivalence, non-finite stop, a tiny real train."""
-import gzip
 import json
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
+from helpers import make_canvas
 
-from spot.data import fmnist
-from spot.data.fmnist import CanvasConfig, build_canvas_dataset
+from spot.data.fmnist import CanvasConfig
 from spot.recipes import load_recipe, recipe_from_dict
-from spot.train import (NonFiniteLossError, TokenSampler, TrainingInterrupted, build_optimizer, build_scheduler,
-                        build_training_model, train)
+from spot.train import (
+    NonFiniteLossError,
+    TokenSampler,
+    TrainingInterrupted,
+    build_optimizer,
+    build_scheduler,
+    build_training_model,
+    train,
+)
 
 QUIET = dict(log=lambda *_: None, progress=False)
 
 
-def _write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def canvas(tmp_path_factory):
-    """A few hundred canvas images built from the real Fashion-MNIST when installed (else class-shaped stand-ins)."""
-    src = tmp_path_factory.mktemp("fmnist_src")
-    try:
-        splits, _ = fmnist.load_fmnist()
-        real = "real Fashion-MNIST"
-        parts = {"train": tuple(a[:2200] for a in splits["train"]), "t10k": tuple(a[:200] for a in splits["test"])}
-    except FileNotFoundError:  # no Fashion-MNIST here: bars whose length encodes the class
-        real = "synthetic stand-in articles"
-        parts = {}
-        for prefix, n in (("train", 2200), ("t10k", 200)):
-            labels = np.arange(n) % 10
-            images = np.zeros((n, 28, 28), np.uint8)
-            for i, c in enumerate(labels):
-                images[i, 4:24, 12:16] = 200
-                images[i, 4:6 + 2 * c, 4:24] = 255
-            parts[prefix] = (images, labels)
-    for prefix, (images, labels) in parts.items():
-        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", np.asarray(images))
-        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels))
-    out = tmp_path_factory.mktemp("canvas") / "c"
-    build_canvas_dataset(out, CanvasConfig(val_size=200), seed=0, fmnist_dir=src, log=lambda *_: None)
-    out.joinpath("SOURCE").write_text(str(real))
+    """2 200 canvas images (real Fashion-MNIST articles when installed, else class-shaped stand-ins)."""
+    out, source = make_canvas(tmp_path_factory, 2200, 200, CanvasConfig(val_size=200))
+    out.joinpath("SOURCE").write_text(source)
     return out
 
 

@@ -38,6 +38,8 @@ class EvalData:
     dataset: object = None  # imagenet: a torchvision dataset with the evaluation transform
     workers: int = 8
     extras: dict = field(default_factory=dict)  # fmnist: top_left / source_index arrays (article masks)
+    mean: tuple = (0.5,)  # the normalisation applied to the images (undone by saliency sources that need pixels)
+    std: tuple = (0.5,)
 
     @classmethod
     def open(cls, root, split: str = "test", *, mean=(0.5,), std=(0.5,), limit: int | None = None,
@@ -66,7 +68,8 @@ class EvalData:
                         extras[key] = arrays[key][:n]
                 if "source_split" in arrays:
                     extras["source_split"] = str(arrays["source_split"])
-            return cls("fmnist", root, split, n, manifest, images=(x[:n] - m) / s, labels=y[:n], extras=extras)
+            return cls("fmnist", root, split, n, manifest, images=(x[:n] - m) / s, labels=y[:n], extras=extras,
+                       mean=tuple(mean), std=tuple(std))
         from .imagenet import imagenet_dataset
         from .transforms import eval_transform
 
@@ -74,7 +77,8 @@ class EvalData:
         n = len(dataset) if limit is None else min(limit, len(dataset))
         if n < len(dataset):
             dataset = torch.utils.data.Subset(dataset, range(n))
-        return cls("imagenet", root, split, n, manifest, dataset=dataset, workers=workers)
+        return cls("imagenet", root, split, n, manifest, dataset=dataset, workers=workers, mean=tuple(mean),
+                   std=tuple(std))
 
     def batches(self, batch_size: int):
         """``(images, labels, indices)`` batches in the split's order."""

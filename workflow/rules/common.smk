@@ -1,5 +1,7 @@
 # Helpers shared by the rules: config validation, paths per preset, recipes, model chains.
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -9,6 +11,9 @@ min_version("9.0")
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+# the spot command of the Python that runs Snakemake (works without activating the virtual environment)
+SPOT = f"{shlex.quote(sys.executable)} -m spot"
+PAPERMILL = f"{shlex.quote(sys.executable)} -m papermill"
 PRESET = config["preset"]
 RESULTS = f"results/{PRESET}"
 FIGURES = f"paper_figures/{PRESET}"
@@ -96,7 +101,9 @@ def model_args(model):
 
 
 def launcher():
-    return config["train_launcher"]
+    """`train_launcher` with a leading `spot` resolved to this Python's spot (torchrun launchers are kept as given)."""
+    cmd = config["train_launcher"]
+    return SPOT + cmd[len("spot"):] if cmd.split()[0] == "spot" else cmd
 
 
 def all_outputs():

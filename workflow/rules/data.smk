@@ -15,7 +15,7 @@ rule data_fmnist:
     benchmark:
         f"{RESULTS}/benchmarks/data_fmnist.tsv"
     shell:
-        "spot data fmnist --out {params.out} --seed {params.seed} {params.fmnist}"
+        "{SPOT} data fmnist --out {params.out} --seed {params.seed} {params.fmnist}"
         " --canvas-size {params.canvas[canvas_size]} --placement-std {params.canvas[placement_std]}"
         " --max-offset {params.canvas[max_offset]} --fragments {params.canvas[fragments]}"
         " --val-size {params.canvas[val_size]} > {log} 2>&1"
@@ -35,7 +35,7 @@ rule data_imagenet:
     resources:
         runtime=600,
     shell:
-        "spot data imagenet --raw {params.raw} --out {params.out} > {log} 2>&1"
+        "{SPOT} data imagenet --raw {params.raw} --out {params.out} > {log} 2>&1"
 
 
 rule fetch_checkpoint:
@@ -48,7 +48,7 @@ rule fetch_checkpoint:
     log:
         f"{RESULTS}/logs/fetch_{{name}}.log",
     shell:
-        "spot checkpoints fetch {wildcards.name} --dir {params.out} > {log} 2>&1"
+        "{SPOT} checkpoints fetch {wildcards.name} --dir {params.out} > {log} 2>&1"
 
 
 def data_manifest():

@@ -28,7 +28,7 @@ rule evaluate:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot evaluate --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "{SPOT} evaluate --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule oracle:
@@ -53,7 +53,7 @@ rule oracle:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot oracle --config {params.config} --model {wildcards.model}={input.model} --data {params.data}"
+        "{SPOT} oracle --config {params.config} --model {wildcards.model}={input.model} --data {params.data}"
         " --out {output.table} > {log} 2>&1"
 
 
@@ -79,7 +79,7 @@ rule transfer:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot transfer --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "{SPOT} transfer --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule throughput:
@@ -103,4 +103,4 @@ rule throughput:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot throughput --config {params.config} {params.flags} --out {output.table} > {log} 2>&1"
+        "{SPOT} throughput --config {params.config} {params.flags} --out {output.table} > {log} 2>&1"

@@ -50,7 +50,7 @@ rule table:
     log:
         f"{RESULTS}/logs/table{{n}}.log",
     shell:
-        "papermill {input.notebook} {output.notebook} -p table {wildcards.n} -r results {params.results:q}"
+        "{PAPERMILL} {input.notebook} {output.notebook} -p table {wildcards.n} -r results {params.results:q}"
         " -r config {params.config} -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
 
 
@@ -74,5 +74,5 @@ rule figure:
     log:
         f"{RESULTS}/logs/figure{{n}}.log",
     shell:
-        "papermill {input.notebook} {output.notebook} -p figure {wildcards.n} -r results {params.results:q}"
+        "{PAPERMILL} {input.notebook} {output.notebook} -p figure {wildcards.n} -r results {params.results:q}"
         " -r config {params.config} -r out_dir {params.out_dir} -r data {params.data} --cwd . > {log} 2>&1"

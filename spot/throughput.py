@@ -1,0 +1,318 @@
+"""Inference throughput and FLOPs per token budget (Figure 5: accuracy vs throughput).
+
+``measure_throughput(model, budgets, …)`` times, on random images of the model's input size, one row per method and
+budget:
+
+* ``SPoT`` — :class:`~spot.models.SPoTViT` on the Isotropic prior's positions for m tokens (the paper's default
+  layout): the cost includes the subpixel tokenizer (bilinear windows + kernelized positional embedding);
+* ``PatchDropout`` — :class:`~spot.models.PatchDropoutViT` keeping m random grid patches (the subset is drawn in every
+  timed call, as at inference);
+* ``ViT (grid)`` — the plain timm ViT on its full patch grid (one row, budget = the grid's N tokens).
+
+Timing protocol: ``torch.inference_mode()``, ``warmup`` untimed batches, then ``repeats`` timed batches, each between
+two ``torch.cuda.synchronize()`` calls on CUDA, measured with ``time.perf_counter``; images/s and ms per batch are the
+median over repeats (min / max beside). ``dtype`` ``bfloat16``/``float16`` run under ``torch.autocast`` (fp16 on CUDA
+only); positions stay float64 (the tokenizer does its coordinate arithmetic in float64). GFLOPs per image come from
+``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of one image at that budget (matrix products,
+convolutions and attention; element-wise work such as the bilinear window sampling, softmax and norms is not counted).
+Throughput does not depend on image content, so the images are random (seeded) and weights may be untrained.
+
+CLI (``spot throughput``): ``--config config.yaml [--config preset.yaml] (--model NAME=PATH … | --backbone NAME …)
+--out results/throughput.csv [--device D] [--budgets 25,49]`` writes the rows with :func:`spot.results.write_table`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from .models import PatchDropoutViT, SPoTViT
+from .priors import isotropic_layout
+
+__all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "count_gflops", "configure_parser",
+           "run_from_args"]
+
+METHODS = ("SPoT", "ViT (grid)", "PatchDropout")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ThroughputSettings:
+    """The ``throughput:`` section of the workflow config."""
+
+    budgets: list = field(default_factory=lambda: [4, 9, 18, 36])
+    batch_size: int = 256
+    warmup: int = 3
+    repeats: int = 10
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 on CUDA only)
+    methods: list = field(default_factory=lambda: list(METHODS))
+    seed: int = 0  # of the random input images and PatchDropout's subsets
+
+    def validate(self) -> "ThroughputSettings":
+        _check_budgets(self.budgets)
+        for name in ("batch_size", "repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"throughput.{name} must be an int ≥ 1, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"throughput.warmup must be an int ≥ 0, got {self.warmup!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"throughput.dtype = {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"throughput.methods: unknown {unknown or 'empty list'}; accepted: {', '.join(METHODS)}")
+        return self
+
+
+def _check_budgets(budgets) -> list[int]:
+    if not isinstance(budgets, (list, tuple)) or not budgets:
+        raise ValueError(f"budgets must be a non-empty list of token counts, got {budgets!r}")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"every budget must be an int ≥ 1 (tokens per image), got {b!r} in {list(budgets)}")
+    return [int(b) for b in budgets]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    if dtype == "float16" and device.type != "cuda":
+        raise ValueError("dtype float16 needs a CUDA device (CPU autocast supports bfloat16); use float32 or bfloat16")
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_gflops(fn, images: torch.Tensor) -> float:
+    """GFLOPs of ``fn(images)`` per image, counted by ``FlopCounterMode`` (one forward pass).
+
+    FLOPs count 2 per multiply–add (ViT-B/16 at 224²: ≈ 35 GFLOPs, the "17.6 GFLOPs" of papers that count MACs).
+    torch's counter knows the CUDA attention kernels; the CPU one (``_scaled_dot_product_flash_attention_for_cpu``)
+    is added here with the same formula, so the count does not depend on the device.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    custom = {}
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is not None:
+        custom[cpu_attention] = _cpu_attention_flops
+    counter = FlopCounterMode(display=False, custom_mapping=custom)
+    with torch.inference_mode(), counter:
+        fn(images)
+    return counter.get_total_flops() / 1e9 / images.shape[0]
+
+
+def _time(fn, images: torch.Tensor, device: torch.device, dtype: str, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``fn(images)`` for each of ``repeats`` timed calls, after ``warmup`` untimed ones."""
+    times = []
+    with torch.inference_mode(), _autocast(device, dtype):
+        for _ in range(warmup):
+            fn(images)
+        _sync(device)
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            fn(images)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def _device_text(device: torch.device) -> str:
+    from .provenance import device_description
+
+    d = device_description(device)
+    extra = f", {d['threads']} threads" if "threads" in d else ""
+    return f"{d['type']}: {d['name']}{extra}"
+
+
+def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in_chans: int | None = None,
+                       device=None, dtype: str = "float32", warmup: int = 3, repeats: int = 10, *,
+                       methods=METHODS, vit: VisionTransformer | None = None, seed: int = 0,
+                       label: str | None = None) -> list[dict]:
+    """Throughput rows (one per method and budget; ``ViT (grid)`` once, at the full grid) of a ViT architecture.
+
+    Args:
+        model: a timm ``VisionTransformer`` (all three methods are built on it) or a :class:`SPoTViT` (then the
+            ``ViT (grid)`` and ``PatchDropout`` rows need ``vit=``, a timm ViT of the same architecture).
+        budgets: token counts m ≥ 1 (SPoT accepts any m, PatchDropout at most the grid's N).
+        image_size: (H, W) or an int; default: the model's input size. ``in_chans``: default the model's.
+        device: default CUDA when available. ``dtype``: float32, bfloat16 or float16 (autocast).
+        methods: a subset of ``METHODS``. ``seed``: of the random images and PatchDropout's subsets.
+
+    Returns rows with: model, method, budget, tokens, fraction (of the grid), sequence_length (+ prefix tokens),
+    images_per_s (median) with _min/_max, ms_per_batch (median) with _min/_max, gflops_per_image, batch_size, dtype,
+    device, image_size, warmup, repeats.
+    """
+    budgets = _check_budgets(budgets)
+    methods = list(methods)
+    ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
+                       methods=methods, seed=seed).validate()
+    if isinstance(model, VisionTransformer):
+        vit = model
+        spot = SPoTViT.from_timm(vit)
+    elif isinstance(model, SPoTViT):
+        spot = model
+    else:
+        raise ValueError(f"model must be a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")
+    needs_vit = [m for m in methods if m != "SPoT"]
+    if needs_vit and vit is None:
+        raise ValueError(f"methods {needs_vit} need the plain ViT: pass vit= (a timm VisionTransformer of the same "
+                         f"architecture; untrained weights time the same) or methods=['SPoT']")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _autocast(device, dtype)  # fails early for float16 on the CPU
+    from . import _checks
+
+    H, W = _checks.image_size_of(image_size if image_size is not None else spot.image_size)
+    C = in_chans or spot.in_chans
+    grid = (H // spot.patch_size[0]) * (W // spot.patch_size[1])
+    if vit is not None:
+        vit_grid = tuple(vit.patch_embed.grid_size)
+        if vit_grid[0] * vit_grid[1] != grid:
+            raise ValueError(f"the ViT's patch grid {vit_grid} does not match image_size {(H, W)}; build the ViT at "
+                             f"that size (img_size=)")
+    if "PatchDropout" in methods and max(budgets) > grid:
+        raise ValueError(f"PatchDropout keeps at most the grid's {grid} patches; budgets {budgets} exceed it (drop "
+                         f"PatchDropout from methods or use budgets ≤ {grid})")
+    spot = spot.eval().to(device)
+    dropout = PatchDropoutViT(vit).eval().to(device) if vit is not None else None
+    if vit is not None:
+        vit.eval().to(device)
+    npt = spot.num_prefix_tokens
+    images = torch.randn(batch_size, C, H, W, generator=torch.Generator().manual_seed(seed)).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    common = dict(model=label or type(spot).__name__, batch_size=batch_size, dtype=dtype, device=_device_text(device),
+                  image_size=f"{H}x{W}", warmup=warmup, repeats=repeats)
+
+    runs = []  # (method, budget, tokens, forward)
+    for m in budgets:
+        if "SPoT" in methods:
+            positions = isotropic_layout(m, (H, W)).to(device)  # float64
+            runs.append(("SPoT", m, lambda x, p=positions: spot(x, p)))
+        if "PatchDropout" in methods:
+            runs.append(("PatchDropout", m, lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
+    if "ViT (grid)" in methods:
+        runs.append(("ViT (grid)", grid, vit))
+    rows = []
+    for method, m, forward in runs:
+        gflops = count_gflops(forward, images[:1])
+        times = _time(forward, images, device, dtype, warmup, repeats)
+        rates = [batch_size / t for t in times]
+        rows.append({**common, "method": method, "budget": m, "tokens": m, "fraction": m / grid,
+                     "sequence_length": m + npt,
+                     "images_per_s": statistics.median(rates), "images_per_s_min": min(rates),
+                     "images_per_s_max": max(rates), "ms_per_batch": 1e3 * statistics.median(times),
+                     "ms_per_batch_min": 1e3 * min(times), "ms_per_batch_max": 1e3 * max(times),
+                     "gflops_per_image": gflops})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``spot throughput`` options to ``p`` (the caller sets ``func=run_from_args``)."""
+    p.add_argument("--config", required=True, action="append",
+                   help="workflow config (YAML) with a `throughput:` section; repeat to merge a preset over it")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="a trained checkpoint (spot train / spot checkpoints fetch) labelled NAME; repeatable")
+    p.add_argument("--backbone", action="append", default=[], metavar="NAME",
+                   help="an untrained backbone by name (a key of spot.BACKBONES or a timm ViT name, e.g. "
+                        "vit_base_patch16_224 for the paper's scale); repeatable")
+    p.add_argument("--img-size", type=int, default=None, help="input size for --backbone (default: the backbone's)")
+    p.add_argument("--out", required=True, help="output table (.csv; a .json provenance record goes beside)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--budgets", default=None, help="comma-separated token budgets, e.g. 25,49 (default: the config's)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: the config's")
+    p.add_argument("--warmup", type=int, default=None, help="default: the config's")
+    p.add_argument("--repeats", type=int, default=None, help="default: the config's")
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)}")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def _parse_budgets(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--budgets must be comma-separated integers, e.g. 25,49; got {text!r}") from None
+
+
+def _models_from_args(args):
+    """[(label, model, vit, checkpoint path or None)] for every --model and --backbone."""
+    from pathlib import Path
+
+    from .factory import checkpoint_record, create_backbone, load_trained
+
+    out = []
+    for spec in args.model:
+        if "=" not in spec:
+            raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
+        label, path = spec.split("=", 1)
+        record = checkpoint_record(path)
+        fmt = record.get("format", "timm_vit")
+        if fmt == "mae":
+            raise ValueError(f"{path} is an MAE (pixel reconstruction) checkpoint; throughput is measured for "
+                             f"classifiers: give its fine-tuned classifier")
+        if fmt == "spot_vit":  # retrofitted: the grid baselines run on a plain ViT of the same architecture
+            model = load_trained(path)
+            name = record.get("backbone") or record.get("name")
+            vit = create_backbone(name, **record.get("timm_kwargs", {}))
+        else:
+            vit = load_trained(path, wrap=False)
+            model = vit
+        out.append((label, model, vit, Path(path)))
+    for name in args.backbone:
+        kwargs = {"img_size": args.img_size} if args.img_size else {}
+        vit = create_backbone(name, **kwargs)
+        out.append((name, vit, vit, None))
+    if not out:
+        raise ValueError("give at least one --model NAME=PATH or --backbone NAME")
+    return out
+
+
+def run_from_args(args) -> int:
+    """``spot throughput``: measure every model and write the table; returns 0."""
+    from .recipes import load_config, merge_configs, settings_from_dict
+    from .results import input_checksums, write_table
+
+    started = time.time()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = merge_configs(*(load_config(path) for path in args.config))
+    values = dict(config.get("throughput") or {})
+    overrides = {"budgets": _parse_budgets(args.budgets) if args.budgets else None, "batch_size": args.batch_size,
+                 "dtype": args.dtype, "warmup": args.warmup, "repeats": args.repeats,
+                 "methods": [m.strip() for m in args.methods.split(",")] if args.methods else None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = settings_from_dict(ThroughputSettings, values, "throughput").validate()
+    models = _models_from_args(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for label, model, vit, _ in models:
+        measured = measure_throughput(model, settings.budgets, settings.batch_size, device=device,
+                                      dtype=settings.dtype, warmup=settings.warmup, repeats=settings.repeats,
+                                      methods=settings.methods, vit=vit, seed=settings.seed, label=label)
+        rows += measured
+        for r in measured:
+            print(f"{label:>20s} {r['method']:>12s} m={r['budget']:<4d} {r['images_per_s']:10.1f} im/s  "
+                  f"{r['gflops_per_image']:8.3f} GFLOPs/im")
+    checkpoints = {label: path for label, _, _, path in models if path is not None}
+    write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": list(args.config)},
+                inputs=input_checksums(checkpoints), seed=settings.seed, device=device, started=started)
+    print(f"wrote {args.out} ({len(rows)} rows)")
+    return 0

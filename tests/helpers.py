@@ -1,0 +1,42 @@
+"""Shared test helpers: Fashion-MNIST IDX files and small canvas datasets built from them."""
+import gzip
+
+import numpy as np
+
+from spot.data import fmnist
+from spot.data.fmnist import CanvasConfig, build_canvas_dataset
+
+
+def write_idx(path, array):
+    """An IDX file (the Fashion-MNIST format), gzipped."""
+    array = np.asarray(array)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_canvas(tmp_path_factory, n_train: int, n_test: int, config: CanvasConfig) -> tuple:
+    """A small canvas dataset from the first images of the real Fashion-MNIST when installed, else from class-shaped
+    stand-in articles (bars whose length encodes the class). Returns (folder, description of the source)."""
+    src = tmp_path_factory.mktemp("fmnist_src")
+    try:
+        splits, _ = fmnist.load_fmnist()
+        source = "real Fashion-MNIST"
+        parts = {"train": tuple(a[:n_train] for a in splits["train"]),
+                 "t10k": tuple(a[:n_test] for a in splits["test"])}
+    except FileNotFoundError:
+        source = "synthetic stand-in articles"
+        parts = {}
+        for prefix, n in (("train", n_train), ("t10k", n_test)):
+            labels = np.arange(n) % 10
+            images = np.zeros((n, 28, 28), np.uint8)
+            for i, c in enumerate(labels):
+                images[i, 4:24, 12:16] = 200
+                images[i, 4:6 + 2 * c, 4:24] = 255
+            parts[prefix] = (images, labels)
+    for prefix, (images, labels) in parts.items():
+        write_idx(src / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    out = tmp_path_factory.mktemp("canvas") / "c"
+    build_canvas_dataset(out, config, seed=0, fmnist_dir=src, log=lambda *_: None)
+    return out, source

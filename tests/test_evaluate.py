@@ -1,0 +1,315 @@
+"""spot evaluate: kNN as DINO, the sweep's rows, reproducibility, snapped / grid-subset / PatchDropout baselines,
+errors, and the command line — on tiny ViTs trained here on real Fashion-MNIST canvases."""
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_canvas
+
+from spot.data.fmnist import CanvasConfig
+from spot.evaluate import (
+    EvaluationSettings,
+    KnnSettings,
+    configure_parser,
+    evaluate_models,
+    even_grid_cells,
+    knn_classify,
+    prior_positions,
+    random_grid_cells,
+    run_from_args,
+    summarise,
+    token_positions,
+)
+from spot.positions import grid_positions
+from spot.recipes import recipe_from_dict
+from spot.saliency import SaliencySettings
+from spot.train import train
+
+QUIET = dict(log=lambda *_: None, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is as fast, and immune to the stalls of a second thread on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def canvas(tmp_path_factory):
+    """A few hundred 48×48 canvases (real Fashion-MNIST articles when installed)."""
+    return make_canvas(tmp_path_factory, 500, 120, CanvasConfig(val_size=100))[0]
+
+
+def _recipe(**changes) -> dict:
+    base = dict(task="classify", init="scratch",
+                model=dict(backbone="vit_nano_patch8", img_size=48,
+                           timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+                data=dict(kind="fmnist", mean=[0.1], std=[0.25], limit=400), tokens=dict(mode="grid"), epochs=2,
+                batch_size=50, optimizer=dict(lr=2e-3, betas=[0.9, 0.99], weight_decay=0.05),
+                schedule=dict(warmup_epochs=0.5, min_lr=1e-5), label_smoothing=0.1, eval_batch_size=100)
+    base.update(changes)
+    return base
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, canvas):
+    """Real checkpoints + records: a grid ViT (timm_vit), its SPoT retrofit and grid control (spot_vit), and an MAE
+    record (format mae)."""
+    d = tmp_path_factory.mktemp("models")
+
+    def run(name, recipe, parent=None):
+        train(recipe_from_dict(recipe, name), data_root=canvas, out=d / f"{name}.safetensors",
+              state_dir=d / f"state_{name}", parent=parent, **QUIET)
+        return d / f"{name}.safetensors"
+
+    vit = run("vit", _recipe())
+    retro = dict(init="parent", epochs=1, tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36))
+    spot = run("spot", _recipe(**retro), parent=vit)
+    ctrl = run("ctrl", _recipe(**{**retro, "tokens": dict(mode="grid_subset", min_tokens=4, max_tokens=36)}),
+               parent=vit)
+    mae = d / "mae.safetensors"
+    shutil.copy(vit, mae)
+    record = json.loads(vit.with_suffix(".json").read_text())
+    mae.with_suffix(".json").write_text(json.dumps({**record, "format": "mae"}))
+    return {"vit": vit, "spot": spot, "ctrl": ctrl, "mae": mae}
+
+
+def _settings(**changes) -> EvaluationSettings:
+    s = EvaluationSettings(split="test", limit=40, batch_size=64, priors=["uniform", "isotropic", "salient"],
+                           budgets=[4, 36], extra_budgets=[9, 4], seeds=[0, 1],
+                           knn=KnnSettings(k=5, temperature=0.07, train_split="train", train_limit=60, chunk_size=7),
+                           patchdropout=True, grid_subsets=["random", "even"], snapped=True)
+    return EvaluationSettings(**{**s.__dict__, **changes})
+
+
+@pytest.fixture(scope="module")
+def sweep(models, canvas):
+    rows = evaluate_models({"vit": models["vit"], "ctrl": models["ctrl"]}, canvas, _settings(),
+                           SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------------------ kNN
+
+def test_knn_equals_an_independent_weighted_vote():
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(0)
+    train_x = rng.normal(size=(120, 16)).astype(np.float32)
+    train_y = rng.integers(0, 5, size=120)
+    query = rng.normal(size=(33, 16)).astype(np.float32)
+    k, T = 7, 0.07
+    ours = knn_classify(torch.from_numpy(train_x) * 3.0, torch.from_numpy(train_y), torch.from_numpy(query), k=k,
+                        temperature=T, num_classes=5, chunk_size=4).numpy()
+    dist, idx = NearestNeighbors(n_neighbors=k, metric="cosine").fit(train_x).kneighbors(query)
+    votes = np.zeros((len(query), 5))
+    for q in range(len(query)):
+        for d, i in zip(dist[q], idx[q]):
+            votes[q, train_y[i]] += np.exp((1.0 - d) / T)
+    assert (ours == votes.argmax(1)).all()
+    # k larger than the memory bank: every training feature votes
+    few = knn_classify(torch.from_numpy(train_x[:3]), torch.tensor([0, 1, 1]), torch.from_numpy(query), k=20)
+    assert few.shape == (33,) and set(few.tolist()) <= {0, 1}
+
+
+# ------------------------------------------------------------------------------------------------------ positions
+
+def test_positions_are_per_image_so_batches_do_not_matter():
+    idx = torch.arange(10, 20)
+    whole = prior_positions("uniform", 9, idx, (48, 48), seed=3, stream="test")
+    parts = torch.cat([prior_positions("uniform", 9, idx[:4], (48, 48), seed=3, stream="test"),
+                       prior_positions("uniform", 9, idx[4:], (48, 48), seed=3, stream="test")])
+    assert torch.equal(whole, parts) and not torch.equal(whole[0], whole[1])
+    assert not torch.equal(whole, prior_positions("uniform", 9, idx, (48, 48), seed=4, stream="test"))
+    assert not torch.equal(whole, prior_positions("uniform", 9, idx, (48, 48), seed=3, stream="train"))
+    assert prior_positions("isotropic", 9, idx, (48, 48), seed=None, stream="test").shape == (1, 9, 2)
+
+
+def test_snapped_positions_lie_on_grid_centres_and_keep_every_token():
+    grid = grid_positions((48, 48), 8)
+    idx = torch.arange(6)
+    for prior in ("uniform", "gaussian", "center", "boundary"):
+        snapped = token_positions("SPoT (snapped)", prior, 13, idx, (48, 48), 8, seed=0, stream="test")
+        raw = token_positions("SPoT", prior, 13, idx, (48, 48), 8, seed=0, stream="test")
+        assert snapped.shape == raw.shape and snapped.shape[1] == 13  # duplicates kept: still 13 tokens
+        on_grid = (snapped[..., None, :] == grid).all(-1).any(-1)
+        assert on_grid.all()
+        # each snapped token is the centre of the cell holding the raw token
+        assert ((snapped - raw).abs() <= torch.tensor([4 / 48, 4 / 48], dtype=torch.float64) + 1e-12).all()
+
+
+def test_grid_subsets_give_distinct_grid_patches():
+    grid = grid_positions((48, 48), 8)
+    for m in (1, 4, 5, 9, 13, 22, 27, 31, 36):
+        cells = even_grid_cells(m, (48, 48), 8)
+        assert len(cells) == m and len(set(cells.tolist())) == m and cells.min() >= 0 and cells.max() < 36
+        pos = token_positions("grid subset (even)", None, m, torch.arange(3), (48, 48), 8, seed=None, stream="test")
+        assert pos.shape == (1, m, 2) and (pos[0][:, None] == grid[None]).all(-1).any(1).all()
+    # 9 of 6×6: the layout's points lie on cell borders (8, 24, 40 px) and go, as snap_to_grid sends them, to the
+    # cell below/right: every other row and column
+    assert even_grid_cells(9, (48, 48), 8).tolist() == [7, 9, 11, 19, 21, 23, 31, 33, 35]
+    assert even_grid_cells(36, (48, 48), 8).tolist() == list(range(36))
+    keep = random_grid_cells(9, 36, torch.arange(5), seed=1, stream="test")
+    assert keep.shape == (5, 9) and all(len(set(r.tolist())) == 9 for r in keep)
+    with pytest.raises(ValueError, match="outside"):
+        even_grid_cells(37, (48, 48), 8)
+
+
+# ------------------------------------------------------------------------------------------------------- the sweep
+
+def test_sweep_has_exactly_the_requested_rows(sweep):
+    s = _settings()
+    budgets = [(4, "main"), (36, "main"), (9, "extra")]  # extra 4 is already a main budget
+    expected = set()
+    for model in ("vit", "ctrl"):
+        for prior in s.priors:
+            seeds = [None] if prior == "isotropic" else s.seeds
+            for m, setting in budgets:
+                for seed in seeds:
+                    for method in ("SPoT", "SPoT (snapped)"):
+                        expected |= {(model, method, prior, m, setting, seed, metric) for metric in ("acc1", "knn")}
+    grid_methods = {"vit": [("PatchDropout", "random")],
+                    "ctrl": [("grid subset (random)", "random"), ("grid subset (even)", "even")]}
+    for model, methods in grid_methods.items():
+        for method, prior in methods:
+            for m, setting in budgets:
+                seeds = [None] if (prior == "even" or m == 36) else s.seeds
+                for seed in seeds:
+                    expected |= {(model, method, prior, m, setting, seed, metric) for metric in ("acc1", "knn")}
+    got = [(r.model, r.method, r.prior, r.budget, r.setting, None if pd_isna(r.seed) else int(r.seed), r.metric)
+           for r in sweep.itertuples()]
+    assert len(got) == len(set(got)) == len(expected) == 146
+    assert set(got) == expected
+    assert set(sweep.model_format[sweep.model == "vit"]) == {"timm_vit"}
+    assert set(sweep.tokens_mode[sweep.model == "ctrl"]) == {"grid_subset"}
+    assert (sweep.n_images == 40).all() and (sweep.grid_tokens == 36).all()
+    assert (sweep.knn_train_images[sweep.metric == "knn"] == 60).all()
+    assert sweep.value.between(0, 100).all()
+    # the summary has one line per configuration, with n_seeds runs
+    summary = summarise(sweep)
+    assert len(summary) == len(sweep.drop(columns="seed").drop_duplicates(
+        ["model", "method", "prior", "budget", "setting", "metric"]))
+    uni = summary[(summary.model == "vit") & (summary.method == "SPoT") & (summary.prior == "uniform")]
+    assert (uni.n_seeds == 2).all() and (summary[summary.prior == "isotropic"].n_seeds == 1).all()
+    assert (summary[summary.prior == "isotropic"]["std"] == 0).all()
+    pair = sweep[(sweep.model == "vit") & (sweep.method == "SPoT") & (sweep.prior == "uniform") & (sweep.budget == 4)
+                 & (sweep.metric == "acc1")].value
+    line = uni[(uni.budget == 4) & (uni.metric == "acc1")].iloc[0]
+    assert line["mean"] == pytest.approx(pair.mean()) and line["std"] == pytest.approx(pair.std(ddof=1))
+
+
+def test_a_seed_gives_the_same_numbers_alone_or_among_others(sweep, models, canvas):
+    rows = evaluate_models({"ctrl": models["ctrl"]}, canvas,
+                           _settings(priors=["salient"], budgets=[9], extra_budgets=[], seeds=[1],
+                                     grid_subsets=["random"]),
+                           SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
+    assert len(rows) == 2 * 2 + 2  # salient (SPoT, snapped) × 2 metrics + grid subset (random)
+    for r in rows:
+        same = sweep[(sweep.model == "ctrl") & (sweep.method == r["method"]) & (sweep.prior == r["prior"])
+                     & (sweep.budget == 9) & (sweep.seed == 1) & (sweep.metric == r["metric"])]
+        assert same.value.tolist() == [r["value"]], r
+
+
+def pd_isna(value):
+    import pandas as pd
+
+    return pd.isna(value)
+
+
+def _values(frame, **where):
+    sel = frame
+    for key, value in where.items():
+        sel = sel[sel[key] == value]
+    return sel.sort_values(["model", "metric"])["value"].tolist()
+
+
+def test_snapped_isotropic_at_the_full_grid_equals_plain_isotropic(sweep):
+    for model in ("vit", "ctrl"):
+        plain = _values(sweep, model=model, method="SPoT", prior="isotropic", budget=36)
+        snapped = _values(sweep, model=model, method="SPoT (snapped)", prior="isotropic", budget=36)
+        assert len(plain) == 2 and plain == snapped
+
+
+def test_full_budget_grid_methods_equal_the_plain_models(sweep, models, canvas):
+    from spot.data.evaluation import EvalData, normalisation_of
+    from spot.factory import checkpoint_record, load_trained
+
+    record = checkpoint_record(models["vit"])
+    mean, std = normalisation_of(record)
+    data = EvalData.open(canvas, "test", mean=mean, std=std, limit=40)
+    vit = load_trained(models["vit"], wrap=False)
+    with torch.no_grad():
+        acc = 100.0 * int((vit(data.images).argmax(-1) == data.labels).sum()) / len(data.labels)
+    full = _values(sweep, model="vit", method="PatchDropout", budget=36, metric="acc1")
+    assert full == [acc]
+    # on the full grid, the random and even subsets of the grid control are the whole grid, as is Isotropic
+    iso = _values(sweep, model="ctrl", method="SPoT", prior="isotropic", budget=36)
+    assert _values(sweep, model="ctrl", method="grid subset (random)", budget=36) == iso
+    assert _values(sweep, model="ctrl", method="grid subset (even)", budget=36) == iso
+
+
+# ----------------------------------------------------------------------------------------------------------- errors
+
+def test_clear_errors(models, canvas, tmp_path):
+    quiet = dict(device="cpu", log=lambda *_: None)
+    with pytest.raises(ValueError, match="unknown prior 'diagonal'.*accepted: uniform"):
+        evaluate_models({"vit": models["vit"]}, canvas, _settings(priors=["uniform", "diagonal"]), **quiet)
+    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'vit'"):
+        evaluate_models({"vit": models["vit"]}, canvas, _settings(extra_budgets=[50]), **quiet)
+    # SPoT itself accepts any budget: the same budget without the grid baselines passes validation
+    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'ctrl'"):
+        evaluate_models({"ctrl": models["ctrl"]}, canvas, _settings(extra_budgets=[50], patchdropout=False), **quiet)
+    with pytest.raises(ValueError, match="budget 0 < 1"):
+        evaluate_models({"vit": models["vit"]}, canvas, _settings(budgets=[0]), **quiet)
+    with pytest.raises(ValueError, match="MAE checkpoint"):
+        evaluate_models({"vit": models["vit"], "mae": models["mae"]}, canvas, _settings(), **quiet)
+    with pytest.raises(FileNotFoundError, match="'gone'.*not found"):
+        evaluate_models({"gone": tmp_path / "gone.safetensors"}, canvas, _settings(), **quiet)
+    with pytest.raises(ValueError, match="each query would find itself"):
+        evaluate_models({"vit": models["vit"]}, canvas, _settings(knn=KnnSettings(train_split="test")), **quiet)
+    with pytest.raises(ValueError, match="grid_subsets"):
+        evaluate_models({"vit": models["vit"]}, canvas, _settings(grid_subsets=["diagonal"]), **quiet)
+
+
+# ------------------------------------------------------------------------------------------------ the command line
+
+def test_command_line_run_is_reproducible_and_records_provenance(models, canvas, tmp_path):
+    import pandas as pd
+    import yaml
+
+    preset = tmp_path / "quick.yaml"
+    preset.write_text(yaml.safe_dump({"evaluation": {
+        "priors": ["gaussian", "center"], "budgets": [5], "extra_budgets": [], "seeds": [7], "batch_size": 8,
+        "grid_subsets": [], "knn": {"train_limit": 30, "k": 3}}}))
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    frames = []
+    for run in ("a", "b"):
+        args = parser.parse_args(["--config", "config.yaml", "--config", str(preset),
+                                  "--model", f"vit={models['vit']}", "--model", f"spot={models['spot']}",
+                                  "--data", str(canvas), "--out", str(tmp_path / run / "eval.csv"),
+                                  "--limit", "20", "--device", "cpu", "--threads", "1"])
+        assert run_from_args(args) == 0
+        frames.append(pd.read_csv(tmp_path / run / "eval.csv"))
+    a, b = frames
+    assert len(a) == 2 * 2 * 2 * 2 + 2  # 2 models × 2 priors × (SPoT, snapped) × 2 metrics + PatchDropout of vit
+    assert a.equals(b)
+    assert (a.n_images == 20).all() and set(a.seed.dropna()) == {7}
+    assert set(a.method[a.model == "spot"]) == {"SPoT", "SPoT (snapped)"}  # no grid subsets: not a grid control
+    meta = json.loads((tmp_path / "a" / "eval.json").read_text())
+    prov = meta["provenance"]
+    assert prov["config"]["evaluation"]["limit"] == 20 and prov["config"]["evaluation"]["knn"]["train_limit"] == 30
+    assert prov["config"]["saliency"]["source"] == "article_mask"
+    assert {"checkpoint:vit", "checkpoint:spot", "data:manifest"} <= set(prov["inputs"])
+    assert meta["wall_time_s"] > 0 and prov["device"]["type"] == "cpu"
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        run_from_args(parser.parse_args(["--config", "config.yaml", "--model", str(models["vit"]), "--data",
+                                         str(canvas), "--out", str(tmp_path / "x.csv")]))

@@ -1,0 +1,354 @@
+"""SPoT-ON (spot.oracle): the search itself, the table runners, the CLI, transfer, and the errors."""
+import argparse
+import itertools
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import make_canvas
+
+from spot import create_backbone, grid_positions, sample_positions, snap_to_grid
+from spot.data.evaluation import EvalData
+from spot.data.fmnist import CanvasConfig
+from spot.models import SPoTViT
+from spot.oracle import (
+    OracleSettings,
+    TransferSettings,
+    configure_parser,
+    configure_transfer_parser,
+    load_classifier,
+    oracle_experiments,
+    oracle_search,
+    relative_saliency_gain,
+    run_from_args,
+    run_transfer_from_args,
+    saliency_scores,
+    transfer,
+)
+from spot.recipes import recipe_from_dict
+from spot.train import train
+
+SIZE = 32
+MEAN, STD = [0.1], [0.25]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one intra-op thread is fastest, and far more so on a busy machine (no thread barriers
+    waiting for a core); the caller's setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(seed=0) -> SPoTViT:
+    torch.manual_seed(seed)
+    vit = create_backbone("vit_nano_patch8", img_size=SIZE, in_chans=1, embed_dim=32, depth=2, num_heads=2)
+    return SPoTViT.from_timm(vit).eval()
+
+
+@pytest.fixture(scope="module")
+def canvas(tmp_path_factory):
+    """32×32 canvases of real Fashion-MNIST articles when installed: 350 train, 50 val, 100 test."""
+    return make_canvas(tmp_path_factory, 400, 100,
+                       CanvasConfig(canvas_size=SIZE, placement_std=1.0, max_offset=2.0, val_size=50))[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(canvas, tmp_path_factory):
+    """Two tiny SPoT classifiers really trained by `spot.train` (1 epoch, subpixel tokens) + an MAE-format file."""
+    d = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        recipe = recipe_from_dict(dict(
+            task="classify", init="scratch", seed=seed,
+            model=dict(backbone="vit_nano_patch8", img_size=SIZE, timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+            data=dict(kind="fmnist", mean=MEAN, std=STD, limit=200),
+            tokens=dict(mode="subpixel", min_tokens=4, max_tokens=16),
+            epochs=1, batch_size=50, optimizer=dict(lr=3e-3, weight_decay=0.05), eval_batch_size=100,
+            eval_budgets=[4]), name)
+        train(recipe, data_root=canvas, out=d / f"{name}.safetensors", state_dir=d / f"state_{name}",
+              log=lambda *_: None, progress=False)
+        paths[name] = d / f"{name}.safetensors"
+    shutil.copy(paths["a"], d / "mae.safetensors")
+    record = json.loads(paths["a"].with_suffix(".json").read_text())
+    (d / "mae.json").write_text(json.dumps({**record, "format": "mae"}))
+    paths["mae"] = d / "mae.safetensors"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def batch(canvas):
+    data = EvalData.open(canvas, "test", mean=MEAN, std=STD, limit=16)
+    images, labels, _ = next(data.batches(16))
+    return images, labels
+
+
+def _loss(model, images, labels, positions):
+    with torch.no_grad():
+        return F.cross_entropy(model(images, positions), labels).item()
+
+
+# ------------------------------------------------------------------------------------------------ the search
+
+def test_oracle_lowers_the_loss_and_ascent_raises_it(checkpoints, batch):
+    model, _ = load_classifier(checkpoints["a"])
+    images, labels = batch
+    init = sample_positions("isotropic", 4, len(labels), (SIZE, SIZE))
+    before = _loss(model, images, labels, init)
+    down = oracle_search(model, images, labels, init, lr=3e-2, steps=10)
+    up = oracle_search(model, images, labels, init, lr=3e-2, steps=10, ascent=True)
+    # (a 1-epoch model: mean loss 2.23 → 2.14 descending, → 2.47 ascending)
+    assert _loss(model, images, labels, down) < before - 0.04
+    assert _loss(model, images, labels, up) > before + 0.1
+    assert down.dtype == torch.float64 and down.shape == (len(labels), 4, 2) and not down.requires_grad
+    assert 0 <= down.min() and down.max() <= 1 and 0 <= up.min() and up.max() <= 1
+    # each image is its own problem: the batched search equals the search of every image alone
+    alone = torch.cat([oracle_search(model, images[i:i + 1], labels[i:i + 1], init[:1], 3e-2, 10) for i in range(4)])
+    assert torch.allclose(down[:4], alone, atol=1e-6)
+
+
+def test_only_the_positions_change(batch):
+    model = tiny_model().train()
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    flags["blocks.0.attn.qkv.weight"] = False
+    model.get_parameter("blocks.0.attn.qkv.weight").requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    images, labels = batch
+    init = sample_positions("uniform", 5, len(labels), (SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+    init_copy = init.clone()
+    final = oracle_search(model, images, labels, init, lr=3e-2, steps=3)
+    assert not torch.equal(final, init)  # the positions moved …
+    assert torch.equal(init, init_copy)  # … as a copy: the caller's init is untouched
+    for n, p in model.named_parameters():  # … and nothing else did
+        assert torch.equal(p, before[n]), n
+        assert p.grad is None, n
+        assert p.requires_grad == flags[n], n  # the caller's requires_grad flags are restored
+    assert model.training  # and the caller's mode
+
+
+def test_trajectory_has_every_step_and_starts_at_the_init(batch):
+    model = tiny_model()
+    images, labels = batch
+    init = sample_positions("isotropic", 4, 1, (SIZE, SIZE))[0]  # (m, 2): shared by every image
+    final, traj = oracle_search(model, images, labels, init, lr=1e-2, steps=7, record_trajectory=True)
+    assert traj.shape == (8, len(labels), 4, 2)
+    assert torch.equal(traj[0], init.expand(len(labels), -1, -1))
+    assert torch.equal(traj[-1], final)
+    assert (traj[1:] != traj[:-1]).any(dim=(1, 2, 3)).all()  # every step moves something
+    assert torch.equal(final, oracle_search(model, images, labels, init, lr=1e-2, steps=7))
+
+
+# ------------------------------------------------------------------------------------------------ saliency gain
+
+def test_saliency_score_and_rsg_by_hand():
+    maps = torch.zeros(1, SIZE, SIZE)
+    maps[..., SIZE // 2:] = 1.0  # salient right half
+    init = torch.tensor([[[0.5, 0.25], [0.5, 0.75]]], dtype=torch.float64)  # one token on 0, one on 1
+    final = torch.tensor([[[0.5, 0.75], [0.5, 0.75]]], dtype=torch.float64)  # both on 1
+    s0, s1 = saliency_scores(maps, init, 8), saliency_scores(maps, final, 8)
+    assert torch.allclose(s0, torch.tensor([[0.0, 1.0]])) and torch.allclose(s1, torch.ones(1, 2))
+    assert relative_saliency_gain(s0.mean().item(), s1.mean().item()) == pytest.approx(100.0)
+    # a 8×8 window at the straddling x = 0.5 reads half of each side; at a corner only a quarter of the image
+    assert saliency_scores(maps, torch.tensor([[[0.5, 0.5]]], dtype=torch.float64), 8).item() == pytest.approx(0.5)
+    ones = torch.ones(SIZE, SIZE)
+    assert saliency_scores(ones, torch.tensor([[[0.0, 0.0]]], dtype=torch.float64), 8).item() == pytest.approx(0.25)
+    assert np.isnan(relative_saliency_gain(0.0, 0.5))
+
+
+# ------------------------------------------------------------------------------------------------ the tables
+
+SMALL = dict(split="test", limit=24, batch_size=10, sparse_budget=4, budgets=[4, 16],
+             settings=[{"lr": 1e-2, "steps": 2}, {"lr": 3e-2, "steps": 3}], main_setting=1,
+             priors=["uniform", "isotropic", "salient"], trajectories={"images": 3}, saliency_window=8, seed=0)
+
+
+def _settings(**changes) -> OracleSettings:
+    from spot.recipes import settings_from_dict
+
+    return settings_from_dict(OracleSettings, {**SMALL, **changes}, "oracle").validate()
+
+
+def _value(rows, **match):
+    hits = [r["value"] for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(hits) == 1, (match, hits)
+    return hits[0]
+
+
+def test_tables_match_hand_computations(checkpoints, canvas):
+    model, (mean, std) = load_classifier(checkpoints["a"])
+    assert [list(mean), list(std)] == [MEAN, STD]  # the record's normalisation
+    s = _settings()
+    data = EvalData.open(canvas, "test", mean=mean, std=std, limit=s.limit)
+    rows, traj = oracle_experiments(model, data, s, name="a")
+    assert {r["experiment"] for r in rows} == {"table1", "table2", "table3", "table5", "table6"}
+    assert all(r["n_images"] == 24 for r in rows)
+
+    # Table 1 by hand: oracle from Isotropic at 4 tokens, accuracy at the subpixel and at the snapped positions
+    x, y = data.images, data.labels
+    init = sample_positions("isotropic", 4, len(y), (SIZE, SIZE))
+    grid = grid_positions((SIZE, SIZE), 8)
+    for st in s.search_settings():
+        final = torch.cat([oracle_search(model, x[i:i + 10], y[i:i + 10], init[:1], st.lr, st.steps)
+                           for i in range(0, 24, 10)])
+        snapped = snap_to_grid(final, (SIZE, SIZE), 8)
+        assert (snapped[..., None, :] == grid).all(-1).any(-1).all()  # snapped tokens sit on grid-cell centres
+        with torch.no_grad():
+            acc = 100 * (model(x, final).argmax(-1) == y).double().mean().item()
+            acc_snap = 100 * (model(x, snapped).argmax(-1) == y).double().mean().item()
+        key = dict(experiment="table1", method="spot_on", setting=st.label, metric="acc1")
+        assert _value(rows, positions="subpixel", **key) == pytest.approx(acc)
+        assert _value(rows, positions="snapped", **key) == pytest.approx(acc_snap)
+        move = ((final - init) * SIZE).norm(dim=-1).mean().item()
+        assert _value(rows, experiment="table1", setting=st.label, metric="displacement_px") == pytest.approx(move)
+
+    # derived metrics are what they say
+    for prior in SMALL["priors"]:
+        spot = _value(rows, experiment="table2", prior=prior, method="spot", metric="acc1")
+        on = _value(rows, experiment="table2", prior=prior, method="spot_on", metric="acc1")
+        assert _value(rows, experiment="table2", prior=prior, metric="oracle_delta") == pytest.approx(on - spot)
+    assert [r["seed"] for r in rows if r["experiment"] == "table2" and r["metric"] == "acc1"
+            and r["method"] == "spot"] == [0, None, 0]  # seeds on the stochastic priors' rows only
+    for b in SMALL["budgets"]:
+        s0 = _value(rows, experiment="table3", budget=b, metric="saliency_init")
+        s1 = _value(rows, experiment="table3", budget=b, metric="saliency_final")
+        assert _value(rows, experiment="table3", budget=b, metric="rsg") == pytest.approx(100 * (s1 - s0) / s0)
+        assert 0 < s0 < 1
+    iso = _value(rows, experiment="table6", method="spot", prior="isotropic", metric="acc1")
+    assert iso == _value(rows, experiment="table1", method="spot", positions="subpixel", metric="acc1")
+    for method, prior in (("ascent", "isotropic"), ("label_obfuscation", "isotropic"), ("spot", "background"),
+                          ("spot", "boundary")):
+        acc = _value(rows, experiment="table6", method=method, prior=prior, metric="acc1")
+        assert _value(rows, experiment="table6", method=method, prior=prior,
+                      metric="drop_vs_isotropic") == pytest.approx(iso - acc)
+    # Table 5's SPoT-ON at the sparse budget is Table 1's main setting
+    assert _value(rows, experiment="table5", method="spot_on", budget=4, metric="acc1") == \
+        _value(rows, experiment="table1", method="spot_on", positions="subpixel", setting="lr=0.03,steps=3",
+               metric="acc1")
+
+    # Figure 4: the first 3 images, every step, starting at the Isotropic init
+    assert traj["positions"].shape == (4, 3, 4, 2) and traj["positions"].dtype == np.float32
+    assert np.array_equal(traj["indices"], [0, 1, 2]) and np.array_equal(traj["labels"], y[:3].numpy())
+    assert np.allclose(traj["positions"][0], init[:3].numpy())
+
+
+def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path):
+    import yaml
+
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({"oracle": SMALL}))
+    p = argparse.ArgumentParser()
+    configure_parser(p)
+    outs = []
+    for run in (1, 2):
+        out = tmp_path / f"run{run}" / "oracle.csv"
+        args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--model", f"a={checkpoints['a']}",
+                             "--data", str(canvas), "--out", str(out), "--limit", "20", "--tables", "1,2,6",
+                             "--device", "cpu"])
+        assert run_from_args(args) == 0
+        outs.append(out)
+    first, second = pd.read_csv(outs[0]), pd.read_csv(outs[1])
+    pd.testing.assert_frame_equal(first, second)
+    assert set(first.experiment) == {"table1", "table2", "table6"} and (first.n_images == 20).all()
+    assert list(first.columns) == ["model", "experiment", "method", "prior", "budget", "setting", "positions",
+                                   "metric", "value", "n_images", "seed"]
+    meta = json.loads(outs[0].with_suffix(".json").read_text())
+    assert meta["provenance"]["config"]["oracle"]["limit"] == 20
+    assert {"checkpoint:a", "data:manifest"} <= set(meta["provenance"]["inputs"])
+    assert meta["normalisation"]["a"] == [MEAN, STD]
+    with np.load(outs[0].with_suffix(".trajectories.npz")) as t:
+        assert t["positions"].shape == (1, 4, 3, 4, 2) and list(t["models"]) == ["a"]
+        assert int(t["steps"]) == 3 and float(t["lr"]) == pytest.approx(3e-2)
+
+
+def test_transfer_covers_every_ordered_pair(checkpoints, canvas, tmp_path):
+    import yaml
+
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({"oracle": SMALL, "transfer": {"budget": 4, "prior": "isotropic"}}))
+    p = argparse.ArgumentParser()
+    configure_transfer_parser(p)
+    out = tmp_path / "transfer.csv"
+    args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--model", f"a={checkpoints['a']}",
+                         "--model", f"b={checkpoints['b']}", "--model", f"c={checkpoints['a']}", "--data", str(canvas),
+                         "--out", str(out), "--limit", "12"])
+    assert run_transfer_from_args(args) == 0
+    rows = pd.read_csv(out)
+    delta = rows[rows.metric == "transfer_delta"]
+    assert sorted(zip(delta.source, delta.target)) == sorted(itertools.permutations("abc", 2))
+    for (src, tgt), g in rows[rows.source != rows.target].groupby(["source", "target"]):
+        v = dict(zip(g.metric, g.value))
+        assert v["transfer_delta"] == pytest.approx(v["transfer_acc1"] - v["original_acc1"])
+    # c is a copy of a: a's positions on c score a's own oracle accuracy; the original accuracy depends on the target
+    own = rows[(rows.metric == "oracle_acc1")].set_index("source").value
+    assert rows[(rows.source == "a") & (rows.target == "c") & (rows.metric == "transfer_acc1")].value.item() == own["a"]
+    assert rows[rows.metric == "original_acc1"].groupby("target").value.nunique().eq(1).all()
+    assert (rows.n_images == 12).all()
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+def test_shipped_config_sections_parse():
+    from spot.recipes import load_config, merge_configs, settings_from_dict
+
+    for files in (["config.yaml"], ["config.yaml", "config/paper.yaml"]):
+        config = merge_configs(*(load_config(f) for f in files))
+        o = settings_from_dict(OracleSettings, config["oracle"], "oracle").validate()
+        t = settings_from_dict(TransferSettings, config["transfer"], "transfer").validate()
+        assert [s.label for s in o.search_settings()] == ["lr=0.003,steps=5", "lr=0.01,steps=10"]
+        assert o.main.label == "lr=0.01,steps=10" and t.budget == o.sparse_budget
+    assert o.sparse_budget == 25 and o.saliency_window == 16 and o.limit is None
+
+
+
+def test_clear_errors(checkpoints, canvas, batch, tmp_path):
+    model = tiny_model()
+    images, labels = batch
+    init = sample_positions("isotropic", 4, len(labels), (SIZE, SIZE))
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
+        oracle_search(model, images, labels, init, lr=0.0, steps=3)
+    with pytest.raises(ValueError, match="steps must be an int ≥ 1"):
+        oracle_search(model, images, labels, init, lr=1e-2, steps=0)
+    with pytest.raises(ValueError, match="unknown prior 'nope'"):
+        _settings(priors=["isotropic", "nope"])
+    with pytest.raises(ValueError, match="unknown prior"):
+        TransferSettings(prior="nope").validate()
+    with pytest.raises(ValueError, match="token budget must be an int ≥ 1"):
+        _settings(sparse_budget=0)
+    with pytest.raises(ValueError, match="token budget must be an int ≥ 1"):
+        _settings(budgets=[4, 0])
+    with pytest.raises(ValueError, match="token budget must be an int ≥ 1"):
+        TransferSettings(budget=0).validate()
+    with pytest.raises(ValueError, match=r"oracle.settings\[1\]: lr must be"):
+        _settings(settings=[{"lr": 1e-2, "steps": 2}, {"lr": -1, "steps": 2}])
+    with pytest.raises(ValueError, match=r"oracle.settings\[0\]: steps must be"):
+        _settings(settings=[{"lr": 1e-2, "steps": 0}], main_setting=0)
+    with pytest.raises(ValueError, match="unknown key"):
+        _settings(settings=[{"lr": 1e-2, "step": 2}], main_setting=0)
+    with pytest.raises(ValueError, match="main_setting"):
+        _settings(main_setting=2)
+    with pytest.raises(ValueError, match="MAE checkpoint"):
+        load_classifier(checkpoints["mae"])
+    with pytest.raises(ValueError, match="at least 2 models"):
+        transfer({"a": model}, None, TransferSettings(), OracleSettings())
+    p = argparse.ArgumentParser()
+    configure_transfer_parser(p)
+    args = p.parse_args(["--config", "config.yaml", "--model", f"a={checkpoints['a']}", "--data", str(canvas),
+                         "--out", str(tmp_path / "t.csv")])
+    with pytest.raises(ValueError, match="at least 2 models"):
+        run_transfer_from_args(args)
+    p = argparse.ArgumentParser()
+    configure_parser(p)
+    base = ["--config", "config.yaml", "--data", str(canvas), "--out", str(tmp_path / "o.csv")]
+    with pytest.raises(ValueError, match="MAE checkpoint"):
+        run_from_args(p.parse_args(base + ["--model", f"m={checkpoints['mae']}"]))
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        run_from_args(p.parse_args(base + ["--model", str(checkpoints["a"])]))
+    with pytest.raises(ValueError, match="unknown table"):
+        run_from_args(p.parse_args(base + ["--model", f"a={checkpoints['a']}", "--tables", "1,4"]))
+    assert not (tmp_path / "o.csv").exists()

@@ -1,0 +1,120 @@
+import argparse
+import json
+
+import pytest
+import torch
+
+from spot.factory import create_backbone
+from spot.models import SPoTViT
+from spot.throughput import METHODS, ThroughputSettings, configure_parser, measure_throughput, run_from_args
+
+TINY = dict(img_size=32)  # vit_nano_patch8 at 32 px: a 4×4 grid of 16 tokens
+FAST = dict(batch_size=2, device="cpu", warmup=1, repeats=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # timings are not asserted; one thread keeps these tests quick on a machine shared with a training job
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return create_backbone("vit_nano_patch8", **TINY).eval()
+
+
+def test_rows_for_every_method_and_budget(vit):
+    rows = measure_throughput(vit, [4, 9, 16], label="nano", **FAST)
+    got = sorted((r["method"], r["budget"]) for r in rows)
+    assert got == sorted([(m, b) for m in ("SPoT", "PatchDropout") for b in (4, 9, 16)] + [("ViT (grid)", 16)])
+    for r in rows:
+        assert r["model"] == "nano" and r["batch_size"] == 2 and r["dtype"] == "float32" and r["repeats"] == 3
+        assert r["device"].startswith("cpu") and r["image_size"] == "32x32"
+        assert r["tokens"] == r["budget"] and r["sequence_length"] == r["budget"] + 1  # + the CLS token
+        assert r["fraction"] == r["budget"] / 16
+        assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+        assert r["ms_per_batch_min"] <= r["ms_per_batch"] <= r["ms_per_batch_max"]
+        assert r["images_per_s"] > 0 and r["gflops_per_image"] > 0
+
+    flops = {(r["method"], r["budget"]): r["gflops_per_image"] for r in rows}
+    for method in ("SPoT", "PatchDropout"):
+        assert flops[method, 4] < flops[method, 9] < flops[method, 16]
+    grid = flops["ViT (grid)", 16]
+    assert flops["PatchDropout", 16] == pytest.approx(grid)  # all patches kept: the ViT's own computation
+    assert grid <= flops["SPoT", 16] <= 1.03 * grid  # the subpixel tokenizer adds little
+    assert flops["SPoT", 4] < flops["PatchDropout", 4]  # PatchDropout embeds every patch before dropping
+
+
+def test_attention_flops_are_counted_on_the_cpu():
+    from spot.throughput import count_gflops
+
+    vit = create_backbone("vit_nano_patch8", **TINY).eval()
+    D, L, depth, N, C, p = 96, 17, 4, 16, 1, 8
+    per_block = 2 * L * D * 3 * D + 2 * 2 * L * L * D + 2 * L * D * D + 2 * 2 * L * D * 4 * D
+    expected = depth * per_block + 2 * N * D * C * p * p + 2 * D * 10  # blocks + patch conv + head (CLS only)
+    assert count_gflops(vit, torch.zeros(1, 1, 32, 32)) * 1e9 == pytest.approx(expected, rel=1e-6)
+
+
+def test_spot_model_alone_and_bfloat16_autocast(vit):
+    spot = SPoTViT.from_timm(vit)
+    rows = measure_throughput(spot, [20], methods=["SPoT"], dtype="bfloat16", **FAST)  # SPoT may exceed the grid
+    assert [(r["method"], r["budget"], r["dtype"]) for r in rows] == [("SPoT", 20, "bfloat16")]
+    with pytest.raises(ValueError, match="vit="):
+        measure_throughput(spot, [4], **FAST)
+
+
+@pytest.mark.parametrize("budgets, match", [([0], "≥ 1"), ([4, -1], "≥ 1"), ([2.5], "int"), (4, "list"),
+                                            ([], "list"), ([4, 17], "PatchDropout keeps at most the grid's 16")])
+def test_bad_budgets_are_clear_errors(vit, budgets, match):
+    with pytest.raises(ValueError, match=match):
+        measure_throughput(vit, budgets, **FAST)
+
+
+def test_bad_settings_are_clear_errors(vit):
+    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
+        measure_throughput(vit, [4], **{**FAST, "dtype": "float16"})
+    with pytest.raises(ValueError, match="accepted: SPoT, ViT \\(grid\\), PatchDropout"):
+        measure_throughput(vit, [4], methods=["ToMe"], **FAST)
+    with pytest.raises(ValueError, match="repeats"):
+        measure_throughput(vit, [4], **{**FAST, "repeats": 0})
+    with pytest.raises(ValueError, match="dtype"):
+        ThroughputSettings(dtype="fp8").validate()
+    assert ThroughputSettings().methods == list(METHODS)
+
+
+def test_command_line(tmp_path, vit):
+    from spot.train import save_model
+
+    config = tmp_path / "config.yaml"
+    config.write_text("throughput:\n  budgets: [4, 16]\n  batch_size: 2\n  warmup: 1\n  repeats: 2\n  dtype: float32\n")
+    plain = tmp_path / "plain.safetensors"
+    save_model(vit, plain, {"format": "timm_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY})
+    spot = tmp_path / "spot.safetensors"
+    save_model(SPoTViT.from_timm(create_backbone("vit_nano_patch8", **TINY)), spot,
+               {"format": "spot_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY,
+                "spot": {"window": None, "pe_sigma": 0.5}})
+    parser = configure_parser(argparse.ArgumentParser())
+    out = tmp_path / "results" / "throughput.csv"
+    args = parser.parse_args(["--config", str(config), "--model", f"grid={plain}", "--model", f"retro={spot}",
+                              "--backbone", "vit_nano_patch8", "--img-size", "32", "--out", str(out),
+                              "--device", "cpu", "--budgets", "4,9", "--repeats", "1"])
+    assert run_from_args(args) == 0
+    from spot.results import read_table
+
+    table = read_table(out)
+    assert len(table) == 3 * 5  # per model: SPoT ×2, PatchDropout ×2, ViT (grid)
+    assert set(table["model"]) == {"grid", "retro", "vit_nano_patch8"} and set(table["budget"]) == {4, 9, 16}
+    assert (table["repeats"] == 1).all() and (table["batch_size"] == 2).all()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["provenance"]["config"]["throughput"]["budgets"] == [4, 9]
+    assert set(meta["provenance"]["inputs"]) == {"checkpoint:grid", "checkpoint:retro"}
+
+    with pytest.raises(ValueError, match="--model NAME=PATH or --backbone"):
+        run_from_args(parser.parse_args(["--config", str(config), "--out", str(out)]))
+    with pytest.raises(ValueError, match="comma-separated"):
+        run_from_args(parser.parse_args(["--config", str(config), "--backbone", "vit_nano_patch8",
+                                         "--out", str(out), "--budgets", "4;9"]))
