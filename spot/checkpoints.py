@@ -18,7 +18,7 @@ import torch
 from .factory import MissingWeightsError, hub_reachable, read_state_dict
 from .provenance import atomic_write_json, sha256_file
 
-__all__ = ["CheckpointSource", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths"]
+__all__ = ["CheckpointSource", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths", "register_official"]
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,22 @@ def _url_reachable(url: str, timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def register_official(path, out, backbone: str) -> dict:
+    """A record (``out``, JSON) pointing at one of the authors' released SPoT checkpoints (``spot_1k_b16.pth`` …), so
+    that the workflow's experiments load it like a model trained here (``retrofit: official``). The file is opened
+    once with :func:`spot.official.load_official` to fail early on a wrong file."""
+    from .official import load_official
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"released checkpoint {str(path)!r} not found: download spot_1k_b16.pth / "
+                                "spot_21k_b16.pth / spot_mae_b16.pth from the authors' release and set its path in "
+                                "the config's `official:` section")
+    load_official(path)
+    info = {"format": "official", "path": str(path), "backbone": backbone, "sha256": sha256_file(path),
+            "size": path.stat().st_size, "origin": "the authors' released SPoT checkpoint",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(out, info)
+    return info

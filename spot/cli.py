@@ -79,6 +79,14 @@ def _train(args) -> int:
     return 0
 
 
+def _checkpoints_official(args) -> int:
+    from .checkpoints import register_official
+
+    info = register_official(args.file, args.out, args.backbone)
+    print(f"{args.out}: {info['path']} ({info['sha256'][:12]}…)")
+    return 0
+
+
 def _version(args) -> int:
     import json
 
@@ -166,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a file changed or is missing)")
     audit.configure_parser(p)
     p.set_defaults(func=audit.run_from_args)
+    p = ck.add_parser("official", help="register one of the authors' released SPoT checkpoints for the workflow "
+                                       "(retrofit: official): checks it loads, writes a record pointing at it")
+    p.add_argument("file", help="spot_1k_b16.pth, spot_21k_b16.pth or spot_mae_b16.pth")
+    p.add_argument("--out", required=True, help="the record to write (.json)")
+    p.add_argument("--backbone", required=True, help="the backbone it retrofits (cls_in1k, cls_in21k, mae_in1k)")
+    p.set_defaults(func=_checkpoints_official)
     p = sub.add_parser("version", help="print the code and software versions")
     p.set_defaults(func=_version)
     return parser

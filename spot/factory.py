@@ -184,6 +184,8 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
       a :class:`SPoTViT` wrapping it, or the plain ViT with ``wrap=False``), ``spot_vit`` (a retrofitted SPoT model)
       or ``mae`` (a :class:`~spot.mae.SubpixelMAE`).
     * ``spot checkpoints fetch`` outputs: the record's ``name`` is the backbone key (``cls_in1k`` …).
+    * ``spot checkpoints official`` records (``format: official``): the authors' released file they point at,
+      loaded with :func:`spot.official.load_official`.
     * any other file: give ``backbone=`` (and timm keyword config).
     """
     path = Path(path)
@@ -192,6 +194,10 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
                                 "(`spot checkpoints fetch`)")
     record = checkpoint_record(path)
     fmt = record.get("format", "timm_vit")
+    if fmt == "official":  # a record pointing at one of the authors' released checkpoints (retrofit: official)
+        from .official import load_official
+
+        return load_official(record["path"])
     name = backbone or record.get("backbone") or record.get("name")
     if name is None:
         raise ValueError(f"{path} has no record naming its backbone ({path.with_suffix('.json')}); pass backbone=")

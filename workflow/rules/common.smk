@@ -1,6 +1,6 @@
 # Helpers shared by the rules: config validation, paths per preset, recipes, model chains.
 import json
-import shlex
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +11,15 @@ min_version("9.0")
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# the spot command of the Python that runs Snakemake (works without activating the virtual environment)
-SPOT = f"{shlex.quote(sys.executable)} -m spot"
-PAPERMILL = f"{shlex.quote(sys.executable)} -m papermill"
+envvars:
+    "PATH",
+
+
+# jobs find `spot` and `papermill` of the Python that runs Snakemake, also without an activated virtual environment;
+# training jobs start with `train_launcher` (e.g. torchrun): an environment variable, not a param, because it does
+# not change results and must not trigger re-training
+os.environ.update(SPOT_TRAIN=config["train_launcher"])
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 PRESET = config["preset"]
 RESULTS = f"results/{PRESET}"
 FIGURES = f"paper_figures/{PRESET}"
@@ -48,8 +54,9 @@ MERGED_CONFIG = f"{RESULTS}/config.yaml"
 _text = yaml.safe_dump(config, sort_keys=False)
 if not Path(MERGED_CONFIG).is_file() or Path(MERGED_CONFIG).read_text() != _text:
     Path(MERGED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
-    Path(MERGED_CONFIG + ".tmp").write_text(_text)
-    Path(MERGED_CONFIG + ".tmp").replace(MERGED_CONFIG)
+    _tmp = Path(MERGED_CONFIG).with_suffix(".yaml.tmp")
+    _tmp.write_text(_text)
+    _tmp.replace(MERGED_CONFIG)
 
 
 def recipe_params(name):
@@ -100,12 +107,6 @@ def model_args(model):
             f"{model}:gridctl": chain_output(model, "gridctl")}
 
 
-def launcher():
-    """`train_launcher` with a leading `spot` resolved to this Python's spot (torchrun launchers are kept as given)."""
-    cmd = config["train_launcher"]
-    return SPOT + cmd[len("spot"):] if cmd.split()[0] == "spot" else cmd
-
-
 def all_outputs():
     from itertools import chain as _concat
 
@@ -113,3 +114,58 @@ def all_outputs():
         [f"{FIGURES}/table{i}.csv" for i in range(1, 9)],
         [f"{FIGURES}/figure{i}.pdf" for i in range(1, 6)],
     ))
+
+
+def data_manifest():
+    """The prepared dataset's manifest (what every stage reads): built by a rule unless data.root points elsewhere."""
+    if config["data"]["root"]:
+        return f"{config['data']['root']}/manifest.json"
+    return f"{RESULTS}/data/imagenet/manifest.json" if config["data"]["kind"] == "imagenet" \
+        else f"{RESULTS}/data/manifest.json"
+
+
+def data_root():
+    return str(Path(data_manifest()).parent)
+
+
+def _train_shell(recipe_key):
+    return (
+        "$SPOT_TRAIN --config {params.config} --recipe {params.recipe_name} --data {params.data}"
+        " --out {output.weights} --state-dir {params.state} --no-progress {params.parent} > {log} 2>&1"
+    )
+
+
+def _model_flags(models):
+    return " ".join(f"--model {name}={path}" for name, path in models.items())
+
+
+def _evaluations():
+    return [f"{RESULTS}/evaluation/{m}.csv" for m in MODELS]
+
+
+def _oracles():
+    return [f"{RESULTS}/oracle/{m}.csv" for m in MODELS]
+
+
+# what each table/figure is computed from (result tables; the notebooks read their provenance sidecars too)
+
+
+TABLE_INPUTS = {
+    1: _oracles,
+    2: lambda: _evaluations() + _oracles(),
+    3: _oracles,
+    4: lambda: [f"{RESULTS}/transfer.csv"],
+    5: lambda: _evaluations() + _oracles(),
+    6: _oracles,
+    7: lambda: [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"],
+    8: _evaluations,
+}
+
+
+FIGURE_INPUTS = {
+    1: lambda: [data_manifest()],
+    2: lambda: [data_manifest()],
+    3: lambda: [data_manifest()],
+    4: lambda: [f"{RESULTS}/oracle/{m}.trajectories.npz" for m in MODELS],
+    5: lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),
+}

@@ -2,12 +2,10 @@
 # throughput (Figure 5). Each writes a tidy CSV + a JSON provenance sidecar.
 
 
-def _model_flags(models):
-    return " ".join(f"--model {name}={path}" for name, path in models.items())
-
-
 rule evaluate:
     """Acc@1 and kNN of one backbone family (grid ViT + PatchDropout, SPoT, grid control) × priors × budgets."""
+    conda:
+        "../envs/spot.yaml"
     input:
         data=data_manifest(),
         models=lambda w: list(model_args(w.model).values()),
@@ -28,11 +26,13 @@ rule evaluate:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "{SPOT} evaluate --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "spot evaluate --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule oracle:
     """SPoT-ON on the retrofitted SPoT model of one backbone: Tables 1, 2, 3, 5 (SPoT-ON rows), 6 and Figure 4."""
+    conda:
+        "../envs/spot.yaml"
     input:
         data=data_manifest(),
         model=lambda w: spot_model(w.model),
@@ -53,12 +53,14 @@ rule oracle:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "{SPOT} oracle --config {params.config} --model {wildcards.model}={input.model} --data {params.data}"
+        "spot oracle --config {params.config} --model {wildcards.model}={input.model} --data {params.data}"
         " --out {output.table} > {log} 2>&1"
 
 
 rule transfer:
     """Oracle positions found on one SPoT model evaluated on the others (Table 4)."""
+    conda:
+        "../envs/spot.yaml"
     input:
         data=data_manifest(),
         models=[spot_model(m) for m in MODELS],
@@ -79,11 +81,13 @@ rule transfer:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "{SPOT} transfer --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "spot transfer --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule throughput:
     """Images/s and GFLOPs per model × budget (Figure 5); device-dependent, measured where the workflow runs."""
+    conda:
+        "../envs/spot.yaml"
     input:
         models=[spot_model(m) for m in MODELS] + [spec_path(m, "classifier") for m in MODELS],
     output:
@@ -103,4 +107,4 @@ rule throughput:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "{SPOT} throughput --config {params.config} {params.flags} --out {output.table} > {log} 2>&1"
+        "spot throughput --config {params.config} {params.flags} --out {output.table} > {log} 2>&1"

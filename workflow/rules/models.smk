@@ -1,16 +1,11 @@
 # Models: the embedded preset's backbones trained here, SPoT retrofitting chains and their grid controls.
 
 
-def _train_shell(recipe_key):
-    return (
-        "{params.launcher} --config {params.config} --recipe {params.recipe_name} --data {params.data}"
-        " --out {output.weights} --state-dir {params.state} --no-progress {params.parent} > {log} 2>&1"
-    )
-
-
 rule train_backbone:
     """A backbone of the embedded preset (spec `train:RECIPE`): supervised grid ViT, MAE pre-training or its
     grid fine-tune. Resumable: the state lives in runs/<preset>/state, outside the declared outputs."""
+    conda:
+        "../envs/spot.yaml"
     input:
         data=data_manifest(),
         parent=lambda w: spec_path(w.model, "pretrained") if w.role == "classifier"
@@ -23,7 +18,6 @@ rule train_backbone:
     params:
         recipe=lambda w: recipe_params(config["backbones"][w.model][w.role].split(":", 1)[1]),
         recipe_name=lambda w: config["backbones"][w.model][w.role].split(":", 1)[1],
-        launcher=launcher(),
         config=MERGED_CONFIG,
         data=lambda w: data_root(),
         state=lambda w: f"{STATE}/{w.model}_{w.role}",
@@ -43,6 +37,8 @@ rule train_backbone:
 rule train_chain_stage:
     """One stage of a retrofit chain (variant `spot`) or of its grid control (variant `gridctl`): e.g. SPoT
     retrofitting, or MAE retrofitting then the classification fine-tune."""
+    conda:
+        "../envs/spot.yaml"
     input:
         data=data_manifest(),
         parent=chain_parent,
@@ -55,7 +51,6 @@ rule train_chain_stage:
     params:
         recipe=lambda w: recipe_params(recipe_chain(w.model, w.variant)[int(w.stage)]),
         recipe_name=lambda w: recipe_chain(w.model, w.variant)[int(w.stage)],
-        launcher=launcher(),
         config=MERGED_CONFIG,
         data=lambda w: data_root(),
         state=lambda w: f"{STATE}/{w.model}_{w.variant}{w.stage}",
