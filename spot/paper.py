@@ -30,10 +30,20 @@ def _config(config) -> dict:
     return load_config(config)
 
 
-def _read(paths, suffix=".csv") -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in paths if str(p).endswith(suffix)]
+# which result table a CSV is, told by a column only that command writes
+_KINDS = {"evaluation": "model_format", "oracle": "experiment", "transfer": "source", "throughput": "images_per_s"}
+
+
+def _read(paths, kind: str) -> pd.DataFrame:
+    """The rows of every ``kind`` result table among ``paths`` (evaluation, oracle, transfer or throughput)."""
+    frames = []
+    for p in paths:
+        if str(p).endswith(".csv"):
+            frame = pd.read_csv(p)
+            if _KINDS[kind] in frame.columns and (kind != "oracle" or "source" not in frame.columns):
+                frames.append(frame)
     if not frames:
-        raise ValueError(f"no {suffix} result files given")
+        raise ValueError(f"no {kind} result table among {list(map(str, paths))}")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -256,13 +266,13 @@ def _family(model: str) -> str:
 
 
 def _oracle(results) -> pd.DataFrame:
-    frame = _read([p for p in results if "oracle" in str(p)])
+    frame = _read(results, "oracle")
     frame["family"] = frame["model"].map(_family)
     return frame
 
 
 def _evaluation(results) -> pd.DataFrame:
-    frame = _read([p for p in results if "evaluation" in str(p)])
+    frame = _read(results, "evaluation")
     frame["family"] = frame["model"].map(_family)
     frame["variant"] = frame["model"].map(lambda m: str(m).split(":")[1] if ":" in str(m) else "")
     return frame
@@ -334,7 +344,7 @@ def table3(results, config) -> pd.DataFrame:
 def table4(results, config) -> pd.DataFrame:
     """Table 4: SPoT-ON positions of a source model evaluated on a target model (original, transfer, Δ)."""
     config = _config(config)
-    t = _read([p for p in results if "transfer" in Path(p).name])
+    t = _read(results, "transfer")
     rows = []
     for (src, tgt), f in t.groupby(["source", "target"], sort=False):
         val = {m: float(f[f.metric == m]["value"].iloc[0]) for m in f.metric.unique()}
@@ -475,7 +485,7 @@ def figure5(results, config, data):
     import matplotlib.pyplot as plt
 
     config = _config(config)
-    tp = _read([p for p in results if "throughput" in Path(p).name])
+    tp = _read(results, "throughput")
     tp["family"] = tp["model"].map(_family)
     e = _evaluation(results)
     acc = _mean_std(e[e.metric == "acc1"], ["family", "variant", "method", "prior", "budget"])

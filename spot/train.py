@@ -65,14 +65,12 @@ class TokenSampler:
         hi = tokens.max_tokens or self.num_patches
         lo = tokens.min_tokens
         if tokens.mode != "grid":
-            if tokens.budget == "choices":
-                bad = [m for m in tokens.choices if not 1 <= int(m) <= (self.num_patches if tokens.mode == "grid_subset"
-                                                                       else 10 ** 9)]
-                if bad:
-                    raise ValueError(f"tokens.choices {bad} out of range 1 … {self.num_patches} (the grid's patches)")
-            elif not 1 <= lo <= hi or (tokens.mode == "grid_subset" and hi > self.num_patches):
-                raise ValueError(f"token budget range [{lo}, {hi}] is invalid for a grid of {self.num_patches} patches "
-                                 f"(need 1 ≤ min_tokens ≤ max_tokens ≤ {self.num_patches} for grid_subset)")
+            cap = self.num_patches if tokens.mode == "grid_subset" else None  # grid subsets cannot exceed the grid
+            budgets = [int(m) for m in tokens.choices] if tokens.budget == "choices" else [lo, hi]
+            if lo > hi or any(m < 1 or (cap is not None and m > cap) for m in budgets):
+                raise ValueError(f"token budgets {budgets if tokens.budget == 'choices' else [lo, hi]} are invalid "
+                                 f"for a grid of {self.num_patches} patches: need 1 ≤ min_tokens ≤ max_tokens"
+                                 + (f" ≤ {cap} for grid_subset" if cap else ""))
         self.lo, self.hi = lo, hi
         self._cells: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -104,7 +102,7 @@ class TokenSampler:
             keep = torch.rand(batch_size, self.num_patches, generator=generator).argsort(1)[:, :m].sort(1).values
             return self.grid[keep], m
         base, cell = self._layout(m)
-        if self.cfg.prior == "isotropic" or self.cfg.jitter > 0:
+        if self.cfg.jitter > 0:
             noise = torch.rand((batch_size, m, 2), generator=generator, dtype=base.dtype) - 0.5
             return (base + noise * cell * self.cfg.jitter).clamp(0.0, 1.0), m
         return base.expand(batch_size, -1, -1), m

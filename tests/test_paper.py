@@ -1,0 +1,122 @@
+"""spot.paper (tables from result rows) and spot.audit (the provenance chain) on small hand-made result files."""
+import json
+
+import pandas as pd
+import pytest
+
+from spot import paper
+from spot.audit import audit, run_from_args
+from spot.provenance import sha256_file
+from spot.recipes import load_config
+from spot.results import input_checksums, write_table
+
+
+@pytest.fixture
+def config():
+    return load_config("config.yaml")
+
+
+def _eval_rows():
+    rows = []
+    for seed, acc, knn in ((0, 40.0, 44.0), (1, 42.0, 46.0)):  # a stochastic prior: two seeds
+        for metric, value in (("acc1", acc), ("knn", knn)):
+            rows.append(dict(model="cls_in1k:spot", model_format="spot_vit", method="SPoT", prior="uniform", budget=4,
+                             setting="main", seed=seed, metric=metric, value=value, n_images=100))
+    for metric, value in (("acc1", 50.0), ("knn", 51.0)):
+        rows.append(dict(model="cls_in1k:spot", model_format="spot_vit", method="SPoT", prior="isotropic", budget=4,
+                         setting="main", seed=None, metric=metric, value=value, n_images=100))
+        rows.append(dict(model="cls_in1k:vit", model_format="timm_vit", method="PatchDropout", prior="random",
+                         budget=4, setting="main", seed=0, metric=metric, value=value - 20, n_images=100))
+    return rows
+
+
+def _oracle_rows():
+    return [dict(model="cls_in1k", experiment="table2", method="spot_on", prior=p, budget=4,
+                 setting="lr=0.003,steps=5", positions="subpixel", metric="oracle_delta", value=v, n_images=100,
+                 seed=None) for p, v in (("uniform", 7.0), ("isotropic", 9.0))]
+
+
+def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain(tmp_path, config):
+    e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
+    pd.DataFrame(_eval_rows()).to_csv(e, index=False)
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    t = paper.build_table(2, [e, o], config).set_index("Prior")
+    assert t.loc["Uniform", "Acc@1 (%)"] == "41.00 ± 1.41" and t.loc["Uniform", "k-NN (%)"] == "45.00 ± 1.41"
+    assert t.loc["Isotropic", "Acc@1 (%)"] == "50.00" and t.loc["Isotropic", "Oracle Δ"] == 9.0
+    assert set(t["Model"]) == {"SPoT CLS-IN1k"}
+
+
+def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
+    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4]}}
+    e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
+    pd.DataFrame(_eval_rows()).to_csv(e, index=False)
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    t = paper.build_table(5, [e, o], config)
+    row = t[t.Prior == "Patch grid (PatchDropout)"].iloc[0]
+    assert row["4 Tok. Acc@1"] == 30.0 and row["4 Tok. kNN"] == 31.0
+    assert t[t.Prior == "Uniform"].iloc[0]["4 Tok. Acc@1"] == 41.0
+
+
+def test_table4_transfer_rows(tmp_path, config):
+    t = tmp_path / "transfer.csv"
+    rows = [dict(experiment="table4", source="cls_in1k", target="mae_in1k", prior="isotropic", budget=4,
+                 setting="s", metric=m, value=v, n_images=10, seed=None)
+            for m, v in (("original_acc1", 30.0), ("transfer_acc1", 36.0), ("transfer_delta", 6.0))]
+    pd.DataFrame(rows).to_csv(t, index=False)
+    table = paper.build_table(4, [t], config)
+    assert table.iloc[0].to_dict() == {"Source": "CLS-IN1k", "Target": "MAE-IN1k", "Original (%)": 30.0,
+                                       "Transfer (%)": 36.0, "Δ": 6.0}
+
+
+def test_written_tables_and_unknown_table(tmp_path, config):
+    frame = paper.build_table(7, [], config)
+    paths = paper.write_table_files(frame, tmp_path, "table7")
+    assert [p.suffix for p in paths] == [".csv", ".md", ".tex", ".json"]
+    assert "\\begin{tabular}" in paths[2].read_text() and "| config" in paths[1].read_text()
+    with pytest.raises(ValueError, match="no builder for table 9"):
+        paper.build_table(9, [], config)
+    with pytest.raises(ValueError, match="no evaluation result table"):
+        paper.build_table(2, [], config)
+
+
+def _chain(tmp_path):
+    """manifest → checkpoint (+ record naming its parent) → result table (+ sidecar) → paper table (+ sidecar)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.npz").write_bytes(b"images")
+    (data / "manifest.json").write_text(json.dumps({"splits": {"test": {"file": "test.npz",
+                                                                        "sha256": sha256_file(data / "test.npz")}}}))
+    parent = tmp_path / "parent.safetensors"
+    parent.write_bytes(b"parent weights")
+    (tmp_path / "parent.json").write_text(json.dumps({"name": "cls_in1k", "source": "https://example.org/w"}))
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"weights")
+    (tmp_path / "model.json").write_text(json.dumps(
+        {"recipe": {"name": "retrofit_cls"}, "provenance": {"inputs": input_checksums({"parent": parent}, data)}}))
+    result = write_table([{"model": "m", "value": 1.0}], tmp_path / "evaluation.csv", config={},
+                         inputs=input_checksums({"m": ckpt}, data))
+    table = pd.DataFrame({"Prior": ["Isotropic"], "Acc@1": [1.0]})
+    out = paper.write_table_files(table, tmp_path / "figs", "table5", inputs=[result])
+    return out[0], parent, data
+
+
+def test_audit_follows_the_chain_and_flags_a_changed_file(tmp_path, capsys):
+    table, parent, data = _chain(tmp_path)
+    links, value = audit(table, row=0, column="Acc@1")
+    assert value == "1.0" and not [link for link in links if link.broken]
+    kinds = [link.kind for link in links]
+    assert {"output", "result table", "checkpoint", "checkpoint record", "data manifest", "data (test)"} <= set(kinds)
+    assert str(parent) in {link.path for link in links}  # followed through the checkpoint's record to its parent
+
+    class Args:
+        path, row, column = str(table), None, None
+
+    assert run_from_args(Args) == 0
+    capsys.readouterr()
+    parent.write_bytes(b"tampered")
+    assert run_from_args(Args) == 1
+    out = capsys.readouterr().out
+    assert f"CHANGED checkpoint: {parent}" in out and "the chain is broken" in out
+    (data / "test.npz").unlink()
+    links, _ = audit(table)
+    assert any(link.status == "missing" and link.path.endswith("test.npz") for link in links)
