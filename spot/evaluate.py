@@ -326,8 +326,9 @@ def _load_entry(name: str, path) -> _Entry:
     if fmt == "mae":
         raise ValueError(f"model {name!r}: {path} is an MAE checkpoint (format 'mae': encoder + pixel decoder), not a "
                          f"classifier; fine-tune it first (e.g. recipe finetune_mae) and evaluate the result")
-    if fmt not in ("timm_vit", "spot_vit"):
-        raise ValueError(f"model {name!r}: {path} has unknown format {fmt!r}; accepted: timm_vit, spot_vit")
+    if fmt not in ("timm_vit", "spot_vit", "official"):
+        raise ValueError(f"model {name!r}: {path} has unknown format {fmt!r}; accepted: timm_vit, spot_vit, "
+                         "official (the authors' released weights)")
     model = load_trained(path)
     mode = ((record.get("recipe") or {}).get("tokens") or {}).get("mode") or ("grid" if fmt == "timm_vit" else
                                                                               "subpixel")

@@ -195,7 +195,9 @@ def figure2(results, config, data):
     image, d = _example(data)
     size = tuple(image.shape[-2:])
     if "top_left" in d.extras:  # the canvas benchmark knows where the article is: its centre
-        centre = (torch.tensor(d.extras["top_left"][0], dtype=torch.float64) + 14.0) / torch.tensor(size)
+        from .data.fmnist import ARTICLE
+
+        centre = (torch.tensor(d.extras["top_left"][0], dtype=torch.float64) + ARTICLE / 2) / torch.tensor(size)
     else:  # otherwise the image's centre of mass of |x|
         w = image.abs().sum(0) if image.dim() == 3 else image.abs()
         ys, xs = torch.meshgrid(torch.arange(size[0]) + 0.5, torch.arange(size[1]) + 0.5, indexing="ij")
