@@ -349,6 +349,8 @@ def table4(results, config) -> pd.DataFrame:
     t = _read(results, "transfer")
     rows = []
     for (src, tgt), f in t.groupby(["source", "target"], sort=False):
+        if src == tgt:  # the source's own oracle accuracy, not a transfer
+            continue
         val = {m: float(f[f.metric == m]["value"].iloc[0]) for m in f.metric.unique()}
         rows.append({"Source": _label(config, src), "Target": _label(config, tgt),
                      "Original (%)": val.get("original_acc1"), "Transfer (%)": val.get("transfer_acc1"),
