@@ -122,3 +122,7 @@ def test_smoke_preset_end_to_end(workdir):
     # a second run has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # the HTML report, with a caption per table and figure
+    report = snakemake("--configfile", "config/smoke.yaml", "--report", "report.html", cwd=workdir)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 100_000

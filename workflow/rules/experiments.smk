@@ -22,7 +22,7 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate_{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_{{model}}.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
@@ -49,7 +49,7 @@ rule oracle:
         f"{RESULTS}/logs/oracle_{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/oracle_{{model}}.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
@@ -77,7 +77,7 @@ rule transfer:
         f"{RESULTS}/logs/transfer.log",
     benchmark:
         f"{RESULTS}/benchmarks/transfer.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
@@ -103,7 +103,7 @@ rule throughput:
         f"{RESULTS}/logs/throughput.log",
     benchmark:
         f"{RESULTS}/benchmarks/throughput.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:

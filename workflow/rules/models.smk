@@ -26,7 +26,7 @@ rule train_backbone:
         f"{RESULTS}/logs/train_{{model}}_{{role}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_{{model}}_{{role}}.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["train_gpus"],
         runtime=config["resources"]["train_minutes"],
@@ -59,7 +59,7 @@ rule train_chain_stage:
         f"{RESULTS}/logs/train_{{model}}_{{variant}}{{stage}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_{{model}}_{{variant}}{{stage}}.tsv"
-    threads: workflow.cores
+    threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["train_gpus"],
         runtime=config["resources"]["train_minutes"],
