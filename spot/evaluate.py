@@ -622,23 +622,13 @@ def configure_parser(parser) -> None:
 
 def run_from_args(args) -> int:
     """Run ``spot evaluate`` from parsed arguments (see :func:`configure_parser`); writes ``args.out``."""
-    from .recipes import load_config, merge_configs, settings_from_dict
-    from .results import input_checksums, parse_model_args, write_table
-    from .saliency import SaliencySettings
+    from .results import experiment_settings, input_checksums, parse_model_args, write_table
 
     started = time.time()
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     if not str(args.out).endswith(".csv"):
         raise ValueError(f"--out must be a .csv file, got {args.out}")
     models = {name: str(path) for name, path in parse_model_args(args.model).items()}
-    config = merge_configs(*(load_config(path) for path in args.config))
-    settings = settings_from_dict(EvaluationSettings, config.get("evaluation"), "evaluation")
-    if args.limit is not None:
-        settings.limit = args.limit
-    settings.validate()
-    saliency = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config, settings, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
     rows = evaluate_models(models, args.data, settings, saliency, device=device)
     provenance_config = {"evaluation": dataclasses.asdict(settings), "saliency": dataclasses.asdict(saliency),
                          "models": {k: str(v) for k, v in models.items()}, "data": str(args.data),

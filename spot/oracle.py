@@ -684,19 +684,7 @@ def configure_transfer_parser(p) -> None:
 
 
 def _setup(args):
-    from .recipes import load_config, merge_configs, settings_from_dict
-    from .saliency import SaliencySettings
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    config = merge_configs(*(load_config(path) for path in args.config))
-    oracle = settings_from_dict(OracleSettings, config.get("oracle"), "oracle")
-    if args.limit is not None:
-        oracle.limit = args.limit
-    oracle.validate()
-    saliency = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return config, oracle, saliency, device
+    return _results.experiment_settings(args, OracleSettings, "oracle")
 
 
 def _open_models(paths: dict, oracle: OracleSettings, data_root, device):

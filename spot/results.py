@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
-__all__ = ["write_table", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments"]
+__all__ = ["write_table", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments",
+           "experiment_settings"]
 
 
 def parse_model_args(items) -> dict[str, Path]:
@@ -91,3 +92,24 @@ def read_table(path):
     if sidecar.is_file():
         frame.attrs.update(json.loads(sidecar.read_text()))
     return frame
+
+
+def experiment_settings(args, settings_cls, section: str):
+    """What every experiment command sets up from its arguments: torch threads, the merged configs, the typed
+    ``section`` settings (``--limit`` overriding ``limit``; validated), the saliency settings and the device.
+    Returns ``(config, settings, saliency, device)``."""
+    import torch
+
+    from .recipes import load_config, merge_configs, settings_from_dict
+    from .saliency import SaliencySettings
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    config = merge_configs(*(load_config(path) for path in args.config))
+    settings = settings_from_dict(settings_cls, config.get(section), section)
+    if getattr(args, "limit", None) is not None:
+        settings.limit = args.limit
+    settings.validate()
+    saliency = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return config, settings, saliency, device
