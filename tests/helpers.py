@@ -15,6 +15,18 @@ def write_idx(path, array):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
+def write_block_fmnist(directory, counts=(("train", 600), ("t10k", 100))):
+    """Fashion-MNIST-shaped IDX files in ``directory`` whose articles are bright 12×16 blocks at rows 8–19, columns
+    6–21 (so their footprint is known); labels cycle 0…9."""
+    rng = np.random.default_rng(0)
+    for prefix, n in counts:
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[:, 8:20, 6:22] = rng.integers(100, 256, size=(n, 12, 16))
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return directory
+
+
 def make_canvas(tmp_path_factory, n_train: int, n_test: int, config: CanvasConfig) -> tuple:
     """A small canvas dataset from the first images of the real Fashion-MNIST when installed, else from class-shaped
     stand-in articles (bars whose length encodes the class). Returns (folder, description of the source)."""

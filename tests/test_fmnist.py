@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import write_idx
+from helpers import write_block_fmnist
 
 from spot.data import fmnist
 from spot.data.fmnist import (
@@ -19,14 +19,7 @@ from spot.data.fmnist import (
 @pytest.fixture(scope="module")
 def fake_fmnist(tmp_path_factory):
     """Fashion-MNIST-shaped IDX files: articles are bright 12×16 blocks (so their footprint is known)."""
-    d = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 600), ("t10k", 100)):
-        images = np.zeros((n, 28, 28), np.uint8)
-        images[:, 8:20, 6:22] = rng.integers(100, 256, size=(n, 12, 16))
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    return d
+    return write_block_fmnist(tmp_path_factory.mktemp("fmnist"))
 
 
 def test_builds_splits_with_manifest_and_heldout_validation(fake_fmnist, tmp_path):

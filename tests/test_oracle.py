@@ -36,14 +36,7 @@ SIZE = 32
 MEAN, STD = [0.1], [0.25]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is fastest, and far more so on a busy machine (no thread barriers
-    waiting for a core); the caller's setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0) -> SPoTViT:

@@ -155,7 +155,14 @@ def test_snap_to_grid_lands_on_the_nearest_centre(gen):
 
 
 def test_release_prior_names_and_settings():
-    from spot.priors import RELEASE_PRIOR_NAMES, Boundary, Center, Gaussian, Isotropic, make_prior
+    from spot.priors import (
+        RELEASE_PRIOR_NAMES,
+        Boundary,
+        Center,
+        Gaussian,
+        Isotropic,
+        make_prior,
+    )
 
     assert set(RELEASE_PRIOR_NAMES) == {"uniform", "gauss", "sobol", "grid_uniform", "grid_center", "edge"}
     assert make_prior("gauss") == Gaussian(clamp=True)

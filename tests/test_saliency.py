@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from helpers import write_idx
+from helpers import write_block_fmnist
 
 from spot import saliency
 from spot.data.evaluation import EvalData
@@ -25,13 +25,7 @@ MEAN, STD = (0.108,), (0.240,)
 @pytest.fixture(scope="module")
 def canvas_root(tmp_path_factory):
     """A tiny canvas benchmark from fake Fashion-MNIST IDX files (articles: bright 12×16 blocks, no clutter)."""
-    d = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 12)):
-        images = np.zeros((n, 28, 28), np.uint8)
-        images[:, 8:20, 6:22] = rng.integers(100, 256, size=(n, 12, 16))
-        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    d = write_block_fmnist(tmp_path_factory.mktemp("fmnist"), (("train", 40), ("t10k", 12)))
     root = tmp_path_factory.mktemp("canvas") / "c"
     build_canvas_dataset(root, CanvasConfig(val_size=10, fragments=0), seed=0, fmnist_dir=d, log=lambda *_: None)
     return root

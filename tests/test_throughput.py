@@ -6,19 +6,19 @@ import torch
 
 from spot.factory import create_backbone
 from spot.models import SPoTViT
-from spot.throughput import METHODS, ThroughputSettings, configure_parser, measure_throughput, run_from_args
+from spot.throughput import (
+    METHODS,
+    ThroughputSettings,
+    configure_parser,
+    measure_throughput,
+    run_from_args,
+)
 
 TINY = dict(img_size=32)  # vit_nano_patch8 at 32 px: a 4×4 grid of 16 tokens
 FAST = dict(batch_size=2, device="cpu", warmup=1, repeats=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # timings are not asserted; one thread keeps these tests quick on a machine shared with a training job
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
