@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .priors import PRIORS
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
 __all__ = ["build_table", "build_figure", "write_table_files", "write_figure_files", "ELASTICVIT_TABLE8"]
@@ -225,11 +226,12 @@ def figure3(results, config, data):
     image, d = _example(data)
     size = tuple(image.shape[-2:])
     m = config["evaluation"]["budgets"][1] if len(config["evaluation"]["budgets"]) > 1 else n // 4
-    priors = ["uniform", "gaussian", "sobol", "isotropic", "center", "salient", "background", "boundary"]
+    priors = list(PRIOR_ORDER)
     saliency = None
     try:
-        settings = SaliencySettings(**{k: v for k, v in config.get("saliency", {}).items()
-                                       if k in ("source", "clipseg", "cache_dir")})
+        from .recipes import settings_from_dict
+
+        settings = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
         saliency = saliency_maps(d, torch.arange(1), settings)[0]
     except (ValueError, FileNotFoundError, ImportError) as err:  # drawn without the saliency priors, said in the title
         priors = priors[:5] + ["boundary"]
@@ -248,7 +250,7 @@ def figure3(results, config, data):
 
 # ------------------------------------------------------------------------------------------------------ tables 1–6, 8
 
-PRIOR_ORDER = ["uniform", "gaussian", "sobol", "isotropic", "center", "salient", "background", "boundary"]
+PRIOR_ORDER = list(PRIORS)  # the paper's order: Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary
 
 
 def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
