@@ -100,9 +100,3 @@ class EvalData:
             return tuple(self.images.shape[-2:])
         x, _ = self.dataset[0]
         return tuple(x.shape[-2:])
-
-    def manifest_checksum(self) -> str | None:
-        from ..provenance import sha256_file
-
-        path = self.root / "manifest.json"
-        return sha256_file(path) if path.is_file() else None
