@@ -94,7 +94,12 @@ class EvaluationSettings:
     knn: KnnSettings = field(default_factory=KnnSettings)
     patchdropout: bool = True
     grid_subsets: list = field(default_factory=lambda: ["random", "even"])
-    snapped: bool = True
+    # which SPoT measurements to make beyond "every prior × budget × seed on the SPoT models" (each a list of priors,
+    # read as a filter on ``priors``; true / null = all of ``priors``, false / [] = none): the same positions snapped to grid-cell centres, the SPoT
+    # tokenizer on models trained on the grid (the ViT parents and the grid controls), and the ``extra_budgets``
+    snapped: bool | list = True
+    grid_model_priors: list | None = None
+    extra_budget_priors: list | None = None
 
     def validate(self) -> "EvaluationSettings":
         def bad(key, value, accepted):
@@ -145,12 +150,25 @@ class EvaluationSettings:
             bad("knn.chunk_size", k.chunk_size, "an int ≥ 1")
         if not isinstance(self.patchdropout, bool):
             bad("patchdropout", self.patchdropout, "true, false")
-        if not isinstance(self.snapped, bool):
-            bad("snapped", self.snapped, "true, false")
+        for key in ("snapped", "grid_model_priors", "extra_budget_priors"):
+            value = getattr(self, key)
+            if value is None or isinstance(value, bool):
+                continue
+            if not isinstance(value, list) or len(set(value)) != len(value):
+                bad(key, value, "true / null (every prior), false / [] (none), or a list of distinct prior names")
+            for name in value:
+                prior_of(name)  # a typo is an error; a known prior outside evaluation.priors is simply not evaluated
         if not isinstance(self.grid_subsets, list) or not set(self.grid_subsets) <= set(GRID_SUBSETS) \
                 or len(set(self.grid_subsets)) != len(self.grid_subsets):
             bad("grid_subsets", self.grid_subsets, f"a list of distinct values from {sorted(GRID_SUBSETS)}")
         return self
+
+    def priors_for(self, key: str) -> list[str]:
+        """The priors a sweep option (``snapped``, ``grid_model_priors``, ``extra_budget_priors``) selects."""
+        value = getattr(self, key)
+        if value is None or value is True:
+            return list(self.priors)
+        return [] if value is False else [p for p in self.priors if p in value]
 
     def all_budgets(self) -> list[tuple[int, str]]:
         """(budget, setting) in order: ``budgets`` (setting ``main``), then the ``extra_budgets`` not among them."""
@@ -453,16 +471,21 @@ def _groups(measurements: list[_Measurement]) -> list[list[_Measurement]]:
 def _spot_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Measurement]:
     out = []
     patch = entry.model.patch_size
-    methods = (SPOT, SNAPPED) if settings.snapped else (SPOT,)
-    for name in settings.priors:
+    grid_trained = entry.tokens_mode in ("grid", "grid_subset")
+    priors = settings.priors_for("grid_model_priors") if grid_trained else settings.priors
+    snapped, extra = settings.priors_for("snapped"), settings.priors_for("extra_budget_priors")
+    for name in priors:
         prior = prior_of(name)
+        methods = (SPOT, SNAPPED) if name in snapped else (SPOT,)
         for m, setting in settings.all_budgets():
+            if setting == "extra" and name not in extra:
+                continue
             for seed in ([None] if prior.deterministic else settings.seeds):
-                def tokens(images, indices, data, saliency, prior=prior, m=m, seed=seed):
+                def tokens(images, indices, data, saliency, prior=prior, m=m, seed=seed, methods=methods):
                     size = tuple(images.shape[-2:])
                     pos = prior_positions(prior, m, indices, size, seed=seed, stream=data.split, saliency=saliency)
                     out = {SPOT: {"positions": pos}}
-                    if settings.snapped:
+                    if SNAPPED in methods:
                         out[SNAPPED] = {"positions": snap_to_grid(pos, size, patch)}
                     return out
 

@@ -401,12 +401,14 @@ def table5(results, config) -> pd.DataFrame:
             g = grid[grid.method == method]
             if len(g):
                 add(family, "Grid control", method.replace("grid subset ", "grid patches "), "", picker(g))
-        g = grid[(grid.method == "SPoT") & (grid.prior == "isotropic")]
-        if len(g):
-            add(family, "Grid control", "Isotropic (subpixel)", "", picker(g))
-        snapped = s[(s.variant == "spot") & (s.method == "SPoT (snapped)") & (s.prior == "isotropic")]
-        if len(snapped):
-            add(family, "SPoT", "Isotropic, snapped to grid", "", picker(snapped))
+        # the grid control given subpixel prior positions, and SPoT's positions snapped to the grid: whatever priors
+        # the sweep measured (evaluation.grid_model_priors, evaluation.snapped)
+        g = grid[grid.method == "SPoT"]
+        for prior in [p for p in PRIOR_ORDER if p in set(g.prior)]:
+            add(family, "Grid control", f"{prior.capitalize()} (subpixel)", "", picker(g[g.prior == prior]))
+        snapped = s[(s.variant == "spot") & (s.method == "SPoT (snapped)")]
+        for prior in [p for p in PRIOR_ORDER if p in set(snapped.prior)]:
+            add(family, "SPoT", f"{prior.capitalize()}, snapped to grid", "", picker(snapped[snapped.prior == prior]))
     return pd.DataFrame(rows)
 
 

@@ -62,7 +62,9 @@ class TokenSampling:
     ``grid``: the full patch grid (m = N). ``subpixel``: m from the budget schedule, positions from ``prior``
     (Isotropic: the even layout for m) moved by a uniform jitter of ± ``jitter``/2 of the layout spacing, drawn per
     token and image, then clamped to the image — so tokens cover continuous positions. ``grid_subset``: m from the same
-    schedule, a uniformly random subset of m grid patches per image (the grid control).
+    schedule, a uniformly random subset of m grid patches per image (the grid control). ``full_share``: that share of
+    batches (drawn per batch) is the exact full patch grid instead — for either mode the plain ViT's input, so
+    retrofitting keeps rehearsing the parent's full budget.
     """
 
     mode: str = "grid"  # grid | subpixel | grid_subset
@@ -72,6 +74,7 @@ class TokenSampling:
     choices: list | None = None
     prior: str = "isotropic"
     jitter: float = 1.0  # fraction of the layout spacing (1.0: anywhere in the token's own cell)
+    full_share: float = 0.0  # share of batches on the exact full patch grid (no jitter), the rest from the schedule
 
 
 @dataclass
@@ -155,6 +158,8 @@ class Recipe:
             bad("tokens.min_tokens", self.tokens.min_tokens, "≥ 1")
         if not 0 <= self.tokens.jitter <= 2:
             bad("tokens.jitter", self.tokens.jitter, "0 … 2 (fraction of the layout spacing)")
+        if not (isinstance(self.tokens.full_share, (int, float)) and 0 <= self.tokens.full_share <= 1):
+            bad("tokens.full_share", self.tokens.full_share, "0 … 1 (share of batches on the full patch grid)")
         if self.data.kind not in ("fmnist", "imagenet"):
             bad("data.kind", self.data.kind, "fmnist, imagenet")
         if (self.optimizer.lr is None) == (self.optimizer.blr is None):

@@ -94,8 +94,11 @@ class TokenSampler:
         return self._cells[m]
 
     def __call__(self, batch_size: int, generator) -> tuple[torch.Tensor | None, int]:
-        m = self.draw_budget(generator)
         mode = self.cfg.mode
+        if mode != "grid" and self.cfg.full_share > 0 and \
+                float(torch.rand((), generator=generator, dtype=torch.float64)) < self.cfg.full_share:
+            return self.grid.expand(batch_size, -1, -1).clone(), self.num_patches  # rehearsal: the exact full grid
+        m = self.draw_budget(generator)
         if mode == "grid":
             return None, m
         if mode == "grid_subset":
@@ -115,11 +118,23 @@ def _is_spot_state(state: dict) -> bool:
     return any(k.startswith(("window_embed.", "encoder.window_embed.")) for k in state)
 
 
-def _timm_kwargs(recipe: Recipe) -> dict:
+def _timm_kwargs(recipe: Recipe, parent=None) -> dict:
+    """timm keyword config of the recipe's model. The pooling head (``global_pool``, ``fc_norm``) is an architectural
+    property of a classifier: unset in the recipe, it is the parent classifier's (from its record), else the
+    backbone's own — so retrofitting a global-pool parent keeps its head."""
+    from .factory import checkpoint_record
+
     m = recipe.model
     kw = dict(m.timm_kwargs)
+    inherited = {}
+    if parent is not None and (m.global_pool is None or m.fc_norm is None):
+        record = checkpoint_record(parent) or {}
+        if record.get("format") in ("timm_vit", "spot_vit"):
+            inherited = {k: v for k, v in (record.get("timm_kwargs") or {}).items() if k in ("global_pool", "fc_norm")}
     for key, value in (("img_size", m.img_size), ("num_classes", m.num_classes), ("in_chans", m.in_chans),
                        ("global_pool", m.global_pool), ("fc_norm", m.fc_norm)):
+        if value is None:
+            value = inherited.get(key)
         if value is not None:
             kw[key] = value
     kw["drop_path_rate"] = m.drop_path
@@ -152,7 +167,7 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
     if recipe.init == "scratch" and parent is not None:
         raise ValueError(f"recipe {recipe.name!r} trains from scratch (init: scratch) but a parent was given")
     state = read_state_dict(parent) if parent is not None else None
-    vit = create_backbone(recipe.model.backbone, **_timm_kwargs(recipe))
+    vit = create_backbone(recipe.model.backbone, **_timm_kwargs(recipe, parent))
     spot_kw = dict(window=recipe.model.window, pe_sigma=recipe.model.pe_sigma)
     if recipe.task == "mae":
         from .mae import SubpixelMAE
@@ -611,7 +626,7 @@ def _final_record(model, recipe, recipe_dict, parent, data_root, data, history, 
     inputs = input_checksums({"parent": parent} if parent else None, data_root)
     inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
     fmt = _model_format(model)
-    timm_kwargs = _timm_kwargs(recipe)
+    timm_kwargs = _timm_kwargs(recipe, parent)
     timm_kwargs.pop("drop_path_rate", None)
     record = {
         "format": fmt,

@@ -200,6 +200,29 @@ def test_sweep_has_exactly_the_requested_rows(sweep):
     assert line["mean"] == pytest.approx(pair.mean()) and line["std"] == pytest.approx(pair.std(ddof=1))
 
 
+def test_sweep_options_select_what_the_tables_read(models, canvas):
+    """snapped / grid_model_priors / extra_budget_priors restrict the sweep; every SPoT prior stays on the SPoT model."""
+    s = _settings(seeds=[0], snapped=["isotropic"], grid_model_priors=["isotropic"], extra_budget_priors=["isotropic"],
+                  grid_subsets=["even"], patchdropout=False, limit=8)
+    rows = evaluate_models({"vit": models["vit"], "spot": models["spot"], "ctrl": models["ctrl"]}, canvas, s,
+                           SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
+    got = {(r["model"], r["method"], r["prior"], r["budget"]) for r in rows}
+    spot = {(p, m) for (model, method, p, m) in got if model == "spot" and method == "SPoT"}
+    assert spot == {(p, m) for p in s.priors for m in (4, 36)} | {("isotropic", 9)}
+    assert {(model, p) for (model, method, p, _) in got if method == "SPoT (snapped)"} == {
+        (model, "isotropic") for model in ("vit", "spot", "ctrl")}
+    for grid_model in ("vit", "ctrl"):
+        assert {p for (model, method, p, _) in got if model == grid_model and method == "SPoT"} == {"isotropic"}
+    assert {m for (model, method, _, m) in got if method == "grid subset (even)"} == {4, 36, 9}
+    none = _settings(snapped=False, grid_model_priors=[], extra_budget_priors=[], patchdropout=False, limit=8)
+    rows = evaluate_models({"vit": models["vit"]}, canvas, none, SaliencySettings(source="article_mask"),
+                           device="cpu", log=lambda *_: None)
+    assert rows == []
+    assert _settings(snapped=["center"]).validate().priors_for("snapped") == []  # a filter on evaluation.priors
+    with pytest.raises(ValueError, match="unknown prior 'centre'"):
+        _settings(snapped=["centre"]).validate()
+
+
 def test_a_seed_gives_the_same_numbers_alone_or_among_others(sweep, models, canvas):
     rows = evaluate_models({"ctrl": models["ctrl"]}, canvas,
                            _settings(priors=["salient"], budgets=[9], extra_budgets=[], seeds=[1],
@@ -294,10 +317,13 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
         assert run_from_args(args) == 0
         frames.append(pd.read_csv(tmp_path / run / "eval.csv"))
     a, b = frames
-    assert len(a) == 2 * 2 * 2 * 2 + 2  # 2 models × 2 priors × (SPoT, snapped) × 2 metrics + PatchDropout of vit
+    # config.yaml snaps, and runs on grid-trained models, Isotropic and Center only; of this preset's two priors:
+    # spot: gaussian (SPoT) + center (SPoT, snapped); vit: center (SPoT, snapped) + PatchDropout — × 2 metrics
+    assert len(a) == (3 + 3) * 2
     assert a.equals(b)
     assert (a.n_images == 20).all() and set(a.seed.dropna()) == {7}
     assert set(a.method[a.model == "spot"]) == {"SPoT", "SPoT (snapped)"}  # no grid subsets: not a grid control
+    assert set(a.prior[a.method == "SPoT (snapped)"]) == {"center"}
     meta = json.loads((tmp_path / "a" / "eval.json").read_text())
     prov = meta["provenance"]
     assert prov["config"]["evaluation"]["limit"] == 20 and prov["config"]["evaluation"]["knn"]["train_limit"] == 30

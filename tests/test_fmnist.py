@@ -68,6 +68,19 @@ def test_placement_is_centre_biased_subpixel_and_whole(fake_fmnist, tmp_path):
     assert masks.shape == (5, 48, 48) and np.allclose(masks.sum((1, 2)), 12 * 16, rtol=1e-4)
 
 
+def test_optional_clutter_adds_faint_fragments_outside_the_article(fake_fmnist, tmp_path):
+    quiet = dict(fmnist_dir=fake_fmnist, log=lambda *_: None)
+    assert CanvasConfig().fragments == 0  # the embedded default is clean
+    build_canvas_dataset(tmp_path / "f", CanvasConfig(val_size=0, fragments=2, fragment_size=10,
+                                                      fragment_intensity=0.4), seed=0, **quiet)
+    d = np.load(tmp_path / "f" / "train.npz")
+    src = fmnist.load_fmnist(fake_fmnist)[0]["train"][0][d["source_index"]]
+    outside = fmnist.article_masks(d["top_left"], src, 48) == 0
+    stray = np.where(outside, d["images"], 0)
+    assert (stray.reshape(600, -1).max(1) > 0).mean() > 0.5  # most canvases carry clutter off the article
+    assert stray.max() <= round(0.4 * 255) + 1  # at 40 % intensity
+
+
 def test_integer_paste_is_an_exact_copy():
     art = torch.arange(28 * 28, dtype=torch.float32).reshape(1, 28, 28) % 251
     out = fmnist._paste(art, torch.tensor([[7.0, 3.0]], dtype=torch.float64), 48, 28)

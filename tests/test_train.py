@@ -117,6 +117,44 @@ def test_grid_subset_sampler_gives_distinct_grid_patches():
         _sampler(mode="grid_subset", max_tokens=50)
 
 
+def test_full_share_rehearses_the_exact_grid_in_that_share_of_batches():
+    for mode in ("subpixel", "grid_subset"):
+        s = _sampler(mode=mode, full_share=0.3)
+        g = torch.Generator().manual_seed(5)
+        full = 0
+        for _ in range(400):
+            pos, m = s(2, g)
+            if m == 36 and torch.equal(pos, s.grid.expand(2, -1, -1)):
+                full += 1
+        # ≈ 30 % rehearsal batches (+ 1/33 of the rest drawing m = 36, exact only for grid_subset's sorted subset)
+        assert 0.22 < full / 400 < 0.42, (mode, full)
+    # full_share 0 draws exactly as before (the same positions from the same generator state)
+    a, b = _sampler(), _sampler(full_share=0.0)
+    pa, ma = a(3, torch.Generator().manual_seed(9))
+    pb, mb = b(3, torch.Generator().manual_seed(9))
+    assert ma == mb and torch.equal(pa, pb)
+    with pytest.raises(ValueError, match="full_share"):
+        _sampler(full_share=1.5)
+
+
+def test_a_retrofit_keeps_its_parents_pooling_head_unless_the_recipe_sets_one(tmp_path):
+    from spot.train import _timm_kwargs
+
+    def parent(name, fmt, **kw):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"format": fmt, "timm_kwargs": kw}))
+        return tmp_path / f"{name}.safetensors"
+
+    avg = parent("avg", "timm_vit", global_pool="avg", fc_norm=True, img_size=48)
+    retro = recipe_from_dict(tiny(init="parent", tokens=dict(mode="subpixel")))
+    kw = _timm_kwargs(retro, avg)
+    assert kw["global_pool"] == "avg" and kw["fc_norm"] is True and kw["img_size"] == 48
+    assert _timm_kwargs(retro, None).get("global_pool") is None  # no parent: the backbone's own head
+    token = recipe_from_dict(tiny(init="parent", model=dict(global_pool="token", fc_norm=False)))
+    assert _timm_kwargs(token, avg)["global_pool"] == "token" and _timm_kwargs(token, avg)["fc_norm"] is False
+    mae = parent("mae", "mae", global_pool="avg")  # an MAE encoder has no classifier head to keep
+    assert "global_pool" not in _timm_kwargs(retro, mae)
+
+
 # ------------------------------------------------------------------------------------------------ optimiser
 
 def test_llrd_deeper_blocks_get_larger_rates_and_head_the_largest():
