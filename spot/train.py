@@ -482,12 +482,19 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
     state_path = state_dir / STATE_FILE
     log_path = state_dir / "log.jsonl"
     recipe_dict = recipe_to_dict(recipe)
+    # what a state must match to be resumed: the recipe, the parent checkpoint and data it started from, the world
+    from .results import input_checksums
+
+    inputs = {k: v["sha256"] for k, v in input_checksums({"parent": parent} if parent else None, data_root).items()}
     epoch, step_in_epoch, global_step, history, images_seen, train_time = 0, 0, 0, [], 0, 0.0
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["recipe"] != recipe_dict or state.get("world") != world:
-            raise ValueError(f"{state_path} holds the state of another run (different recipe or DDP world size); "
-                             f"delete {state_dir} to start over, or run the recipe that made it")
+        if state["recipe"] != recipe_dict or state.get("world") != world or state.get("inputs") != inputs:
+            what = [name for name, same in (("recipe", state["recipe"] == recipe_dict),
+                                            ("parent checkpoint or data", state.get("inputs") == inputs),
+                                            ("DDP world size", state.get("world") == world)) if not same]
+            raise ValueError(f"{state_path} holds the unfinished state of another run (different "
+                             f"{', '.join(what)}); delete {state_dir} to start over, or run what made it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -515,7 +522,7 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                                 "epoch": epoch_, "step_in_epoch": step_, "global_step": global_step,
                                 "history": history, "images_seen": images_seen, "train_time": train_time,
-                                "recipe": recipe_dict, "world": world}, state_path)
+                                "recipe": recipe_dict, "world": world, "inputs": inputs}, state_path)
 
     stop = {"signal": None}
 
@@ -614,6 +621,11 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
         record = save_model(model, out, record)
         (out.with_suffix(".log.jsonl")).write_text("".join(json.dumps(h) + "\n" for h in history))
         log(f"wrote {out} ({record['size'] / 1e6:.1f} MB) and {out.with_suffix('.json')}")
+        # the run is finished: its resumable state has served (a later run, e.g. of an edited recipe, starts afresh)
+        for leftover in (state_path, log_path):
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()
     if distributed:
         torch.distributed.barrier()
     return record

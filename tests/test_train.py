@@ -1,6 +1,7 @@
 """Training: recipes, token sampling, LLRD, mixup switch, resume equivalence, non-finite stop, a tiny real train."""
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -222,11 +223,38 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, canvas):
     assert [h["val_acc1"] for h in full["history"]] == [h["val_acc1"] for h in resumed["history"]]
 
 
-def test_state_of_another_recipe_is_refused(tmp_path, canvas):
-    run(tmp_path, "a", tiny(epochs=1), canvas)
-    with pytest.raises(ValueError, match="another run"):
+def test_an_unfinished_state_resumes_only_its_own_run_and_a_finished_run_leaves_none(tmp_path, canvas):
+    def kill(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, "a", tiny(epochs=1), canvas, on_step=kill)
+    assert (tmp_path / "state_a" / "state.pt").is_file()
+    with pytest.raises(ValueError, match="another run \\(different recipe\\)"):
         train(recipe_from_dict(tiny(epochs=1, seed=5), "a"), data_root=canvas, out=tmp_path / "a.safetensors",
               state_dir=tmp_path / "state_a", **QUIET)
+    # the same recipe from another parent (e.g. a retrained backbone) must not continue the old run either
+    parent = tmp_path / "a_parent.safetensors"
+    run(tmp_path, "a_parent", tiny(epochs=1), canvas)
+    retro = tiny(epochs=1, init="parent", tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36))
+    with pytest.raises(TrainingInterrupted):
+        train(recipe_from_dict(retro, "r"), data_root=canvas, out=tmp_path / "r.safetensors", parent=parent,
+              state_dir=tmp_path / "state_r", on_step=kill, **QUIET)
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other_parent.safetensors"
+    save_file({k: v + 0.01 for k, v in load_file(parent).items()}, other)
+    shutil.copy(parent.with_suffix(".json"), other.with_suffix(".json"))
+    with pytest.raises(ValueError, match="different parent checkpoint or data"):
+        train(recipe_from_dict(retro, "r"), data_root=canvas, out=tmp_path / "r.safetensors", parent=other,
+              state_dir=tmp_path / "state_r", **QUIET)
+    # resumed to the end, the run removes its state: an edited recipe then simply starts afresh
+    train(recipe_from_dict(tiny(epochs=1), "a"), data_root=canvas, out=tmp_path / "a.safetensors",
+          state_dir=tmp_path / "state_a", **QUIET)
+    assert not (tmp_path / "state_a").exists() and not (tmp_path / "state_a_parent").exists()
+    train(recipe_from_dict(tiny(epochs=1, seed=5), "a"), data_root=canvas, out=tmp_path / "a.safetensors",
+          state_dir=tmp_path / "state_a", **QUIET)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, canvas):
@@ -311,7 +339,6 @@ def test_mae_pretrain_retrofit_and_finetune_chain(tmp_path, canvas):
 
 def test_ddp_under_torchrun_on_cpu(tmp_path, canvas):
     """The same command under torchrun: 2 processes (gloo on CPU), the global batch split, rank 0 writes the files."""
-    import shutil
     import subprocess
     import sys
 
