@@ -111,7 +111,9 @@ def table7(results, config) -> pd.DataFrame:
             o, s = r.optimizer, r.schedule
             cols[label] = {
                 "sampler": f"{r.tokens.prior} (m ∈ [{r.tokens.min_tokens}, {r.tokens.max_tokens or 'grid'}], "
-                           f"jitter {r.tokens.jitter})" if r.tokens.mode == "subpixel" else r.tokens.mode,
+                           f"jitter {r.tokens.jitter}"
+                           + (f"; full grid {r.tokens.full_share:.0%} of batches" if r.tokens.full_share else "")
+                           + ")" if r.tokens.mode == "subpixel" else r.tokens.mode,
                 "batch size": r.batch_size, "epochs": r.epochs, "dataset": r.data.kind,
                 "loss fn.": "MSE" if r.task == "mae" else f"CE ({r.label_smoothing} smooth.)",
                 "optimizer": o.name, "momentum": ", ".join(map(str, o.betas)),
