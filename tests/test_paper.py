@@ -74,7 +74,7 @@ def test_written_tables_and_unknown_table(tmp_path, config):
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex", ".json"]
     assert "\\begin{tabular}" in paths[2].read_text() and "| config" in paths[1].read_text()
     sampler = frame.set_index("config").loc["sampler"]  # the embedded retrofits rehearse the full grid
-    assert sampler["CLS-IN1k"] == "isotropic (m ∈ [4, 36], jitter 1.0; full grid 25% of batches)"
+    assert sampler["CLS-IN1k"] == "isotropic (m ∈ [4, 36], jitter 0.5; full grid 50% of batches)"
     with pytest.raises(ValueError, match="no builder for table 9"):
         paper.build_table(9, [], config)
     with pytest.raises(ValueError, match="no evaluation result table"):
