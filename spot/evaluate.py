@@ -95,8 +95,9 @@ class EvaluationSettings:
     patchdropout: bool = True
     grid_subsets: list = field(default_factory=lambda: ["random", "even"])
     # which SPoT measurements to make beyond "every prior × budget × seed on the SPoT models" (each a list of priors,
-    # read as a filter on ``priors``; true / null = all of ``priors``, false / [] = none): the same positions snapped to grid-cell centres, the SPoT
-    # tokenizer on models trained on the grid (the ViT parents and the grid controls), and the ``extra_budgets``
+    # read as a filter on ``priors``; true / null = all of ``priors``, false / [] = none): the same positions snapped
+    # to grid-cell centres, the SPoT tokenizer on models trained on the grid (the ViT parents and the grid controls),
+    # and the ``extra_budgets``
     snapped: bool | list = True
     grid_model_priors: list | None = None
     extra_budget_priors: list | None = None

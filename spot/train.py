@@ -485,7 +485,8 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
     # what a state must match to be resumed: the recipe, the parent checkpoint and data it started from, the world
     from .results import input_checksums
 
-    inputs = {k: v["sha256"] for k, v in input_checksums({"parent": parent} if parent else None, data_root).items()}
+    checksums = input_checksums({"parent": parent} if parent else None, data_root)  # hashed once per run
+    inputs = {k: v["sha256"] for k, v in checksums.items()}
     epoch, step_in_epoch, global_step, history, images_seen, train_time = 0, 0, 0, [], 0, 0.0
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
@@ -616,7 +617,7 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
 
     record = {}
     if is_main:
-        record = _final_record(model, recipe, recipe_dict, parent, data_root, data, history, device, world,
+        record = _final_record(model, recipe, recipe_dict, parent, checksums, data_root, data, history, device, world,
                                images_seen, train_time, time.time() - start_time, config_source)
         record = save_model(model, out, record)
         (out.with_suffix(".log.jsonl")).write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -631,11 +632,9 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
     return record
 
 
-def _final_record(model, recipe, recipe_dict, parent, data_root, data, history, device, world, images_seen,
+def _final_record(model, recipe, recipe_dict, parent, checksums, data_root, data, history, device, world, images_seen,
                   train_time, wall_time, config_source) -> dict:
-    from .results import input_checksums
-
-    inputs = input_checksums({"parent": parent} if parent else None, data_root)
+    inputs = dict(checksums)
     inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
     fmt = _model_format(model)
     timm_kwargs = _timm_kwargs(recipe, parent)
