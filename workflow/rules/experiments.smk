@@ -103,7 +103,7 @@ rule throughput:
         f"{RESULTS}/logs/throughput.log",
     benchmark:
         f"{RESULTS}/benchmarks/throughput.tsv"
-    threads: config["resources"]["threads"]
+    threads: workflow.cores  # alone on the machine: its timings are not shared with another job
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
