@@ -52,6 +52,22 @@ def test_embedded_default_trains_its_own_backbones(workdir):
     assert counts["train_backbone"] == 4 and counts["data_fmnist"] == 1 and "fetch_checkpoint" not in counts
 
 
+def test_embedded_long_preset_only_lengthens_the_supervised_backbones(workdir):
+    from spot.recipes import load_config, load_recipe, merge_configs, recipe_to_dict
+
+    done = snakemake("-n", "--cores", "2", "--configfile", "config/embedded_long.yaml", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert job_counts(done.stdout)["train_backbone"] == 4 and "results/embedded_long/" in done.stdout
+    base = load_config(workdir / "config.yaml")
+    long = merge_configs(base, load_config(workdir / "config" / "embedded_long.yaml"))
+    changed = {name for name in base["recipes"]
+               if recipe_to_dict(load_recipe(base, name)) != recipe_to_dict(load_recipe(long, name))}
+    assert changed == {"backbone_base", "backbone_cls_in1k", "backbone_cls_in21k"}
+    assert load_recipe(long, "backbone_cls_in21k").epochs == 16 and load_recipe(base, "backbone_cls_in21k").epochs == 8
+    assert {k: v for k, v in long.items() if k not in ("preset", "recipes")} == \
+        {k: v for k, v in base.items() if k not in ("preset", "recipes")}
+
+
 def test_one_figure_target_runs_only_what_it_needs(workdir):
     done = snakemake("-n", "--cores", "2", "paper_figures/embedded/figure3.pdf", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
