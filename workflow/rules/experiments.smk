@@ -103,7 +103,7 @@ rule throughput:
         f"{RESULTS}/logs/throughput.log",
     benchmark:
         f"{RESULTS}/benchmarks/throughput.tsv"
-    threads: workflow.cores  # alone on the machine: its timings are not shared with another job
+    threads: config["resources"]["throughput_threads"]  # above --cores: alone on the machine (timings not shared)
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
