@@ -63,8 +63,7 @@ def fake_imagenet(root: Path, classes: int, per_class: int, size: int = 256, see
             for k in range(n):
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp / split / wnid / f"{wnid}_{k}.JPEG", quality=90)
-    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, [w for w in wnids for _ in range(1)]),
-               tmp / "meta.bin")
+    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, list(wnids)), tmp / "meta.bin")
     tmp.rename(root)
     return root
 
@@ -119,12 +118,10 @@ def main(argv=None) -> int:
     print(json.dumps(report["environment"]))
 
     canvas = (ROOT / args.canvas) if not Path(args.canvas).is_absolute() else Path(args.canvas)
-    if "embedded" in args.skip:
-        pass
-    elif not (canvas / "manifest.json").is_file():
+    if "embedded" not in args.skip and not (canvas / "manifest.json").is_file():
         report["runs"].append({"name": "embedded", "ok": False, "skipped": f"no canvas folder at {canvas} (build it "
                                                                          "with `spot data fmnist --out DIR`)"})
-    else:
+    elif "embedded" not in args.skip:
         def embedded(name, recipe, batch, parent=None):
             sets = ["epochs=1", f"data.limit={args.steps * batch}", f"batch_size={batch}"]
             return torchrun_train(out, name, ["config.yaml"], recipe, canvas, args.nproc, args.device, sets, parent)
