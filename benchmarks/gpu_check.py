@@ -50,8 +50,9 @@ def fake_imagenet(root: Path, classes: int, per_class: int, size: int = 256, see
     import numpy as np
     import torch
     from PIL import Image
+    from torchvision.datasets.imagenet import META_FILE
 
-    if (root / "meta.bin").is_file():
+    if (root / META_FILE).is_file():
         return root
     rng = np.random.default_rng(seed)
     wnids = [f"n{10_000_000 + c:08d}" for c in range(classes)]
@@ -63,7 +64,7 @@ def fake_imagenet(root: Path, classes: int, per_class: int, size: int = 256, see
             for k in range(n):
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp / split / wnid / f"{wnid}_{k}.JPEG", quality=90)
-    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, list(wnids)), tmp / "meta.bin")
+    torch.save(({w: (f"class {i}",) for i, w in enumerate(wnids)}, list(wnids)), tmp / META_FILE)
     tmp.rename(root)
     return root
 

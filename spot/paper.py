@@ -97,6 +97,14 @@ def write_figure_files(fig, out_dir, stem: str, inputs=()) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------------ tables
 
+def _sampler(t) -> str:
+    """Table 7's sampler cell: the prior, budget range, jitter and full-grid share of subpixel training."""
+    if t.mode != "subpixel":
+        return t.mode
+    full = f"; full grid {t.full_share:.0%} of batches" if t.full_share else ""
+    return f"{t.prior} (m ∈ [{t.min_tokens}, {t.max_tokens or 'grid'}], jitter {t.jitter}{full})"
+
+
 def table7(results, config) -> pd.DataFrame:
     """Table 7: the retrofitting protocols of this run, from the run's resolved recipes (the workflow re-trains when
     a recipe changes, so these are the settings the models were trained with; each model's record has them too)."""
@@ -110,10 +118,7 @@ def table7(results, config) -> pd.DataFrame:
             label = b["label"] + (" (fine-tune)" if stage_index else "")
             o, s = r.optimizer, r.schedule
             cols[label] = {
-                "sampler": f"{r.tokens.prior} (m ∈ [{r.tokens.min_tokens}, {r.tokens.max_tokens or 'grid'}], "
-                           f"jitter {r.tokens.jitter}"
-                           + (f"; full grid {r.tokens.full_share:.0%} of batches" if r.tokens.full_share else "")
-                           + ")" if r.tokens.mode == "subpixel" else r.tokens.mode,
+                "sampler": _sampler(r.tokens),
                 "batch size": r.batch_size, "epochs": r.epochs, "dataset": r.data.kind,
                 "loss fn.": "MSE" if r.task == "mae" else f"CE ({r.label_smoothing} smooth.)",
                 "optimizer": o.name, "momentum": ", ".join(map(str, o.betas)),

@@ -482,7 +482,8 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
     state_path = state_dir / STATE_FILE
     log_path = state_dir / "log.jsonl"
     recipe_dict = recipe_to_dict(recipe)
-    # what a state must match to be resumed: the recipe, the parent checkpoint and data it started from, the world
+    # what a state must match to be resumed: the recipe, the parent checkpoint and data it started from, the DDP
+    # world size
     from .results import input_checksums
 
     checksums = input_checksums({"parent": parent} if parent else None, data_root)  # hashed once per run
@@ -490,12 +491,12 @@ def train(recipe: Recipe, *, data_root, out, state_dir, parent=None, device=None
     epoch, step_in_epoch, global_step, history, images_seen, train_time = 0, 0, 0, [], 0, 0.0
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state["recipe"] != recipe_dict or state.get("world") != world or state.get("inputs") != inputs:
-            what = [name for name, same in (("recipe", state["recipe"] == recipe_dict),
-                                            ("parent checkpoint or data", state.get("inputs") == inputs),
-                                            ("DDP world size", state.get("world") == world)) if not same]
+        differs = [name for name, ours, theirs in (("recipe", recipe_dict, state["recipe"]),
+                                                   ("parent checkpoint or data", inputs, state.get("inputs")),
+                                                   ("DDP world size", world, state.get("world"))) if ours != theirs]
+        if differs:
             raise ValueError(f"{state_path} holds the unfinished state of another run (different "
-                             f"{', '.join(what)}); delete {state_dir} to start over, or run what made it")
+                             f"{', '.join(differs)}); delete {state_dir} to start over, or run what made it")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
