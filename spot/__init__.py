@@ -12,6 +12,7 @@ Quick start::
     model = spot.SPoTViT.from_timm(vit)                      # shares vit's blocks, norms and head
     logits = model(images, spot.grid_positions((224, 224), 16))   # == vit(images)
     logits = model(images, prior="center", num_tokens=25, generator=torch.Generator().manual_seed(0))
+    model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True)   # timm's registry
 """
 from .embedding import KernelizedPositionalEmbedding
 from .factory import BACKBONES, MissingWeightsError, create_backbone, create_model
@@ -21,6 +22,7 @@ from .official import load_official
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
 from .priors import PRIORS, Prior, isotropic_layout, make_prior, sample_positions
 from .tokenizer import WindowEmbedding, extract_windows
+from . import timm_models  # noqa: E402,F401 — registers the spot_* models in timm's registry
 
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .models import SPoTViT
 
-__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "hub_reachable",
+__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "create_timm", "hub_reachable",
            "read_state_dict", "load_trained", "checkpoint_record"]
 
 
@@ -142,21 +142,34 @@ def create_backbone(name: str, *, pretrained: bool = False, checkpoint: str | os
         model = timm.create_model(b.timm_name, pretrained=False, **cfg)
         _load_file(model, Path(checkpoint), strict)
         return model
+    return create_timm(b.timm_name, pretrained=pretrained, label=name, **cfg)
+
+
+def create_timm(timm_name: str, *, pretrained: bool = False, label: str | None = None, **kwargs) -> torch.nn.Module:
+    """``timm.create_model`` that, with ``pretrained=True`` and the hub unreachable, looks only in the local cache and
+    fails at once with :class:`MissingWeightsError` naming the file to download and ``checkpoint=`` (instead of
+    timm's ~45 s of retries). Weights given as ``pretrained_cfg_overlay=dict(file=…)`` are read from that file."""
     if not pretrained:
-        return timm.create_model(b.timm_name, pretrained=False, **cfg)
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
     import huggingface_hub.constants as hf
 
     was_offline = hf.HF_HUB_OFFLINE
     hf.HF_HUB_OFFLINE = was_offline or not hub_reachable()
     try:
-        return timm.create_model(b.timm_name, pretrained=True, **cfg)
+        return timm.create_model(timm_name, pretrained=True, **kwargs)
     except OSError as err:  # LocalEntryNotFoundError and friends
-        hub_id = timm.models.get_pretrained_cfg(b.timm_name).hf_hub_id if "." in b.timm_name else b.timm_name
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        if overlay.get("file"):
+            raise MissingWeightsError(f"pretrained_cfg_overlay file {str(overlay['file'])!r} cannot be read: {err}") \
+                from err
+        cfg = kwargs.get("pretrained_cfg") or timm.models.get_pretrained_cfg(timm_name)
+        hub_id = getattr(cfg, "hf_hub_id", None) or timm_name
         raise MissingWeightsError(
-            f"pretrained weights for {name!r} ({b.timm_name}) are not available: the hub is "
+            f"pretrained weights for {label or timm_name!r} ({timm_name}) are not available: the hub is "
             f"{'offline' if hf.HF_HUB_OFFLINE else 'unreachable'} and they are not in the local cache. Either download "
             f"`model.safetensors` of https://huggingface.co/{hub_id} on a machine with internet and pass its path as "
-            f"checkpoint= (CLI: --checkpoint PATH), or copy the Hugging Face cache there (HF_HOME)."
+            f"checkpoint= (CLI: --checkpoint PATH; timm: pretrained_cfg_overlay=dict(file=PATH)), or copy the Hugging "
+            f"Face cache there (HF_HOME)."
         ) from err
     finally:
         hf.HF_HUB_OFFLINE = was_offline

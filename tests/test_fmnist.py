@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import write_block_fmnist
+from helpers import FMNIST_FIX, real_fmnist_installed, require, write_block_fmnist
 
 from spot.data import fmnist
 from spot.data.fmnist import (
@@ -136,9 +136,8 @@ def test_an_interrupted_build_is_redone(fake_fmnist, tmp_path, monkeypatch):
     assert m["splits"]["test"]["n"] == 100
 
 
-@pytest.mark.skipif(not all((fmnist.Path(d) / "t10k-labels-idx1-ubyte.gz").exists() for d in fmnist.DEFAULT_FMNIST_DIRS),
-                    reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_reads():
+    require(real_fmnist_installed(), "Debian's dataset-fashion-mnist", FMNIST_FIX)
     splits, checksums = fmnist.load_fmnist()
     assert splits["train"][0].shape == (60000, 28, 28) and splits["test"][0].shape == (10000, 28, 28)
     assert np.bincount(splits["test"][1]).tolist() == [1000] * 10

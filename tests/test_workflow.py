@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import FMNIST_FIX, real_fmnist_installed, require
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -45,6 +46,36 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert (counts["table"], counts["figure"]) == (8, 5)
 
 
+def resolved_resources(output: str, rule: str) -> dict:
+    """The resources Snakemake printed for the first job of ``rule`` (dry-run output)."""
+    block = re.search(rf"^(?:local)?rule {rule}:\n(.*?)\n\n", output, re.M | re.S).group(1)
+    line = re.search(r"^\s+resources: (.+)$", block, re.M).group(1)
+    return dict(item.split("=", 1) for item in line.split(", "))
+
+
+def test_paper_preset_dry_runs_through_the_slurm_profile(workdir):
+    """The README's cluster command (with -n): the SLURM executor plugin is installed, the profile is valid, and a
+    training job asks for the preset's GPUs and time and the profile's CPUs and memory (local-check.sh submits them)."""
+    done = snakemake("--profile", "workflow/profiles/slurm", "--configfile", "config/paper.yaml", "-n", cwd=workdir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    train = resolved_resources(done.stdout, "train_chain_stage")
+    assert (train["gpu"], train["runtime"], train["cpus_per_task"], train["mem_mb"]) == ("8", "2880", "64", "480000")
+    assert train["slurm_partition"] == "gpu"
+    evaluate = resolved_resources(done.stdout, "evaluate")
+    assert (evaluate["gpu"], evaluate["runtime"]) == ("1", "720") and "cpus_per_task" not in evaluate  # its threads
+
+
+def test_parsing_the_workflow_does_not_import_torch(workdir, tmp_path):
+    """Every cluster job parses the workflow twice: a torch that fails to import must not matter to the DAG."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch imported while parsing the workflow')")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([*SNAKEMAKE, "-n", "--cores", "2"], cwd=workdir, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert job_counts(done.stdout)["train_backbone"] == 4
+
+
 def test_embedded_default_trains_its_own_backbones(workdir):
     done = snakemake("-n", "--cores", "2", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -72,6 +103,14 @@ def test_one_figure_target_runs_only_what_it_needs(workdir):
     done = snakemake("-n", "--cores", "2", "paper_figures/embedded/figure3.pdf", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert job_counts(done.stdout) == {"data_fmnist": 1, "figure": 1, "total": 2}
+
+
+def test_a_users_fashion_mnist_folder_as_the_readme_says(workdir):
+    """`--config 'data={fmnist_dir: DIR}'` (README set-up, the data script's message) sets only that key."""
+    done = snakemake("-n", "-p", "--cores", "2", "results/embedded/data/manifest.json", "--config",
+                     "data={fmnist_dir: /srv/fmnist}", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "spot data fmnist --out results/embedded/data --seed 0 --fmnist /srv/fmnist --canvas-size 48" in done.stdout
 
 
 def test_bad_config_values_fail_with_a_clear_message(workdir):
@@ -103,16 +142,11 @@ def test_notebooks_are_stored_without_outputs():
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.skipif(os.environ.get("SPOT_SKIP_SMOKE") == "1", reason="SPOT_SKIP_SMOKE=1")
 def test_smoke_preset_end_to_end(workdir):
     """The whole DAG on the tiny preset: every table and figure exists, is non-empty and audits cleanly."""
-    pytest.importorskip("papermill")
-    try:
-        from spot.data.fmnist import find_fmnist
-
-        find_fmnist()
-    except FileNotFoundError:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    require(os.environ.get("SPOT_SKIP_SMOKE") != "1", "the smoke run (SPOT_SKIP_SMOKE=1 asked to leave it out)",
+            "unset SPOT_SKIP_SMOKE")
+    require(real_fmnist_installed(), "Fashion-MNIST", FMNIST_FIX)
     done = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir, timeout=1500)
     assert done.returncode == 0, done.stderr[-5000:]
     out = workdir / "paper_figures" / "smoke"

@@ -34,6 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from ..provenance import atomic_write_json, provenance, sha256_file
+from .fmnist_files import DEFAULT_FMNIST_DIRS, FashionMNISTNotFound, find_fmnist
+from .fmnist_files import IDX_FILES as _FILES
+from .fmnist_files import idx_path as _idx_path
 
 __all__ = ["CanvasConfig", "FMNIST_CLASSES", "DEFAULT_FMNIST_DIRS", "FashionMNISTNotFound", "find_fmnist",
            "load_fmnist", "render_canvases", "build_canvas_dataset", "build_plain_dataset", "ArrayDataset",
@@ -41,14 +44,7 @@ __all__ = ["CanvasConfig", "FMNIST_CLASSES", "DEFAULT_FMNIST_DIRS", "FashionMNIS
 
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                   "Ankle boot")
-DEFAULT_FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 ARTICLE = 28
-
-
-class FashionMNISTNotFound(FileNotFoundError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -79,28 +75,6 @@ class CanvasConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------- sources
-
-def find_fmnist(directory=None) -> Path:
-    """The folder holding the four Fashion-MNIST IDX files (``.gz`` or not), or a clear error saying how to get them."""
-    candidates = [Path(directory)] if directory else [Path(d) for d in DEFAULT_FMNIST_DIRS]
-    for d in candidates:
-        if all(_idx_path(d, name) is not None for pair in _FILES.values() for name in pair):
-            return d
-    where = str(candidates[0]) if directory else " or ".join(DEFAULT_FMNIST_DIRS)
-    raise FashionMNISTNotFound(
-        f"Fashion-MNIST not found in {where} (need train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz). Install it with "
-        f"`apt-get update && apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), pass --fmnist DIR with the "
-        f"files, or on a machine with internet use --download (torchvision's FashionMNIST download).")
-
-
-def _idx_path(d: Path, name: str) -> Path | None:
-    for candidate in (d / f"{name}.gz", d / name, d / "FashionMNIST" / "raw" / f"{name}.gz",
-                      d / "FashionMNIST" / "raw" / name):
-        if candidate.is_file():
-            return candidate
-    return None
-
 
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open

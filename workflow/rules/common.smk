@@ -28,9 +28,27 @@ DATA = config["data"]["root"] or f"{RESULTS}/data"
 MODELS = list(config["backbones"])
 
 
+def _spot_recipes():
+    """``spot.recipes`` (standard library + yaml) loaded without the ``spot`` package, whose ``__init__`` imports
+    torch and timm: parsing the workflow stays light, which every cluster job pays twice (sbatch job, srun step)."""
+    import importlib.util
+
+    name = "_spot_recipes"
+    if name not in sys.modules:
+        package = importlib.util.find_spec("spot")
+        if package is None:
+            raise WorkflowError("the spot package is not installed: pip install -c constraints.txt -e . (README)")
+        spec = importlib.util.spec_from_file_location(
+            name, Path(package.submodule_search_locations[0]) / "recipes.py")
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded  # dataclasses resolve the module's annotations through sys.modules
+        spec.loader.exec_module(loaded)
+    return sys.modules[name]
+
+
 def _check_recipes():
     """Fail at DAG-build time, with spot's own message, on any recipe the DAG uses that is invalid."""
-    from spot.recipes import load_recipe
+    load_recipe = _spot_recipes().load_recipe
 
     used = set()
     for name, b in config["backbones"].items():
@@ -61,7 +79,8 @@ if not Path(MERGED_CONFIG).is_file() or Path(MERGED_CONFIG).read_text() != _text
 
 def recipe_params(name):
     """The resolved recipe as a plain dict: the params of a training job (a change re-trains)."""
-    from spot.recipes import load_recipe, recipe_to_dict
+    recipes = _spot_recipes()
+    load_recipe, recipe_to_dict = recipes.load_recipe, recipes.recipe_to_dict
 
     return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
 

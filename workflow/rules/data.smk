@@ -1,5 +1,11 @@
 # Raw inputs: the dataset (Fashion-MNIST canvas, or ImageNet from its archives) and downloaded backbone weights.
 
+# downloads run where Snakemake runs (a cluster's login node has the network its compute nodes often lack); the
+# official-checkpoint record is a few lines of JSON
+localrules:
+    fetch_checkpoint,
+    official_checkpoint,
+
 
 rule data_fmnist:
     """The Fashion-MNIST canvas benchmark (embedded and smoke presets), from Debian's dataset-fashion-mnist."""

@@ -1,0 +1,90 @@
+"""SPoT models in timm's registry: ``import spot`` registers ``spot_<parent>`` for the ViTs of the paper and for the
+small embedded ViTs, so timm's own API builds them::
+
+    import spot, timm
+    model = timm.create_model("spot_vit_base_patch16_224")                                  # random weights
+    model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True)     # the parent's weights
+    model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True,
+                              pretrained_cfg_overlay=dict(file="model.safetensors"))         # … from a local file
+    timm.list_models("spot_*"), timm.list_pretrained("spot_*")
+
+Each ``spot_<parent>`` has the parent's pretrained tags and configs (``default_cfgs``, the same Hugging Face
+files): the parent timm ``VisionTransformer`` is built and loaded by timm (its ``checkpoint_filter_fn`` included),
+then wrapped by :meth:`SPoTViT.from_timm <spot.models.SPoTViT.from_timm>` — the kernelized positional embedding
+solved from the parent's learned one, exactly as the paper's backbones are made (``model.pretrained_cfg`` is the
+spot variant's, so ``timm.data.resolve_data_config`` gives the parent's normalisation). ``window=`` and
+``pe_sigma=`` go to the wrapper, every other keyword to timm. The embedded ViTs (``spot_vit_nano_patch8`` …) carry
+the architecture of :data:`spot.factory.BACKBONES` and have no hub weights: load one trained here with
+``pretrained=True, pretrained_cfg_overlay=dict(file=PATH)`` (a ``spot train`` grid-ViT checkpoint). A retrofitted
+SPoT checkpoint is a whole SPoT model, not a parent: load it with :func:`spot.load_trained`.
+
+Without network, ``pretrained=True`` fails at once with :class:`~spot.factory.MissingWeightsError` naming the file to
+download (see :func:`spot.factory.create_timm`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+from timm.models import generate_default_cfgs, register_model
+
+from .factory import BACKBONES, MissingWeightsError, create_timm
+from .models import SPoTViT
+
+__all__ = ["PARENTS", "SPOT_MODELS"]
+
+# parent timm architectures registered with all their pretrained tags (DeiT: the pruning experiments' backbones)
+PARENTS = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224",
+           "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+EMBEDDED = ("vit_nano_patch8", "vit_micro_patch8", "vit_mini_patch8")  # keys of spot.factory.BACKBONES
+
+
+def _parent_cfgs(parent: str) -> dict:
+    tags = [name.split(".", 1)[1] for name in timm.list_pretrained(f"{parent}.*")]
+    cfgs = {f"spot_{parent}.{tag}": timm.models.get_pretrained_cfg(f"{parent}.{tag}").to_dict() for tag in tags}
+    return cfgs or {f"spot_{parent}": timm.models.get_pretrained_cfg(parent).to_dict()}
+
+
+def _embedded_cfg(key: str) -> dict:
+    kwargs = BACKBONES[key].kwargs
+    size = kwargs["img_size"]
+    return dict(url="", num_classes=kwargs["num_classes"], input_size=(kwargs["in_chans"], size, size),
+                mean=(0.5,) * kwargs["in_chans"], std=(0.5,) * kwargs["in_chans"], interpolation="bilinear",
+                crop_pct=1.0, first_conv="patch_embed.proj", classifier="head", license="mit")
+
+
+default_cfgs = generate_default_cfgs({**{k: v for p in PARENTS for k, v in _parent_cfgs(p).items()},
+                                      **{f"spot_{key}": _embedded_cfg(key) for key in EMBEDDED}})
+
+
+def _entrypoint(name: str, parent: str, parent_kwargs: dict):
+    def create(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None, window=None,
+               pe_sigma: float = 0.5, cache_dir=None, **kwargs) -> SPoTViT:
+        tag = pretrained_cfg if isinstance(pretrained_cfg, str) else None
+        cfg = pretrained_cfg
+        if pretrained_cfg is None or tag is not None:
+            try:
+                cfg = timm.models.get_pretrained_cfg(f"{name}.{tag}" if tag else name, allow_unregistered=False)
+            except RuntimeError as err:  # timm's "Invalid pretrained tag", with the accepted ones
+                raise RuntimeError(f"{err} Accepted: {', '.join(timm.list_pretrained(f'{name}.*')) or 'no tags'}") \
+                    from None
+        file = (pretrained_cfg_overlay or {}).get("file")
+        if pretrained and file is not None and not Path(file).is_file():
+            raise MissingWeightsError(f"pretrained_cfg_overlay file {str(file)!r} does not exist; check the path")
+        label = f"{name}.{cfg.tag}" if getattr(cfg, "tag", None) else name
+        vit = create_timm(parent, pretrained=pretrained, label=label, pretrained_cfg=cfg,
+                          pretrained_cfg_overlay=pretrained_cfg_overlay, cache_dir=cache_dir,
+                          **{**parent_kwargs, **kwargs})
+        model = SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma)
+        model.pretrained_cfg = model.default_cfg = vit.pretrained_cfg
+        return model
+
+    create.__name__ = create.__qualname__ = name
+    create.__module__ = __name__
+    create.__doc__ = f"SPoT on timm's {parent}{' with ' + str(parent_kwargs) if parent_kwargs else ''}."
+    return register_model(create)
+
+
+SPOT_MODELS = {f"spot_{p}": _entrypoint(f"spot_{p}", p, {}) for p in PARENTS}
+SPOT_MODELS.update({f"spot_{key}": _entrypoint(f"spot_{key}", BACKBONES[key].timm_name, BACKBONES[key].kwargs)
+                    for key in EMBEDDED})
