@@ -21,6 +21,7 @@ import math
 import os
 import re
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models.vision_transformer import VisionTransformer
 
 from .embedding import ReleaseHeatmapEmbedding
@@ -28,9 +29,14 @@ from .factory import read_state_dict
 from .models import SPoTViT
 from .priors import make_prior
 
-__all__ = ["load_official", "convert_official_state_dict", "build_official_vit", "IGNORED_KEYS"]
+__all__ = ["load_official", "convert_official_state_dict", "build_official_vit", "IGNORED_KEYS", "RELEASE_INPUT"]
 
 IGNORED_KEYS = ("tokenizer.logprior",)
+# the inputs the released models were trained and validated on (the release's transforms, all three models):
+# ImageNet mean/std, short side resized bicubically to 256, centre crop 224 — recorded as the model's
+# ``pretrained_cfg``, which evaluation, the oracle and transfer read for their normalisation
+RELEASE_INPUT = dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875, crop_mode="center",
+                     mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
 
 # release block key suffix → timm block key suffix
 _BLOCK_KEYS = {
@@ -120,6 +126,8 @@ def load_official(path: str | os.PathLike, prior=None, num_tokens: int | None = 
         num_heads: attention heads (not stored in the file); default width // 64.
         **prior_settings: settings of the prior (e.g. ``scale=0.3`` for grid_center).
 
+    The model's ``pretrained_cfg`` records the release's input normalisation (ImageNet mean/std, :data:`RELEASE_INPUT`).
+
     Raises:
         ValueError listing the missing and unexpected keys when the file is not in the release's layout.
     """
@@ -129,6 +137,8 @@ def load_official(path: str | os.PathLike, prior=None, num_tokens: int | None = 
                              cfg["num_classes"], cfg["mae"])
     vit_state, pe_state = convert_official_state_dict(state, cfg["window"])
     vit.load_state_dict(vit_state, strict=True)
+    vit.pretrained_cfg = dict(RELEASE_INPUT, architecture="spot_official", num_classes=cfg["num_classes"],
+                              file=str(path))
     model = SPoTViT.from_timm(vit, geometry="release")
     pe = ReleaseHeatmapEmbedding(cfg["embed_dim"], cfg["window"])
     pe.load_state_dict(pe_state, strict=True)

@@ -223,3 +223,22 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     assert "blocks.0.ls2.lambda_" in str(err.value) and "embedder.pos_embed" in str(err.value)
     with pytest.raises(spot.MissingWeightsError):
         load_official(tmp_path / "absent.pth")
+
+
+def test_release_normalisation_is_recorded_and_used(tmp_path):
+    """The release trains and validates on ImageNet mean/std: the loaded model records it, and the experiments that
+    read a `retrofit: official` record normalise with it (not the 0.5 of a bare ViT)."""
+    import json
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from spot.oracle import load_classifier
+
+    path = save(tmp_path, release_state(depth=1, D=64, k=8, classes=5))
+    cfg = load_official(path).pretrained_cfg
+    assert (cfg["mean"], cfg["std"], cfg["crop_pct"], cfg["interpolation"]) == (
+        IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875, "bicubic")
+    record = tmp_path / "cls_in1k_official.json"
+    record.write_text(json.dumps({"format": "official", "path": str(path)}))
+    _, (mean, std) = load_classifier(record)
+    assert (mean, std) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)

@@ -364,16 +364,34 @@ def test_paper_recipes_follow_table_7():
 
     config = merge_configs(load_config("config.yaml"), load_config("config/paper.yaml"))
     a, b = load_recipe(config, "retrofit_cls_in1k"), load_recipe(config, "retrofit_cls_in21k")
-    mae, ft = load_recipe(config, "retrofit_mae"), load_recipe(config, "finetune_mae")
+    mae, ft = load_recipe(config, "retrofit_mae_in1k"), load_recipe(config, "finetune_mae_in1k")
     assert (a.batch_size, a.epochs, a.lr, a.optimizer.betas, a.optimizer.layer_decay) == (2048, 50, 6e-5, [0.9, 0.99], 0.65)
     assert (a.model.drop_path, b.model.drop_path, a.label_smoothing, a.schedule.warmup_epochs) == (0.1, 0.2, 0.1, 5)
     assert (a.mixup.mixup_alpha, a.mixup.cutmix_alpha, a.data.kind, a.tokens.mode) == (0.8, 1.0, "imagenet", "subpixel")
     assert (mae.task, mae.batch_size, mae.lr, mae.optimizer.betas, mae.optimizer.layer_decay) == ("mae", 4096, 3e-3,
                                                                                                   [0.9, 0.95], 0.75)
     assert mae.model.drop_path == 0 and mae.data.randaug is None
+    # §5.2 "All protocols use isotropic sampling and run for 50 epochs", Table 7c "cos.decay (5 w.u.)"; the schedule
+    # of tokens is the paper preset's (24…196, jitter anywhere in the cell, no full-grid rehearsal), not the CPU one
+    for recipe in (mae, load_recipe(config, "retrofit_mae_in1k_grid")):
+        assert (recipe.epochs, recipe.schedule.warmup_epochs, recipe.seed) == (50, 5, 0)
+        assert (recipe.tokens.min_tokens, recipe.tokens.max_tokens, recipe.tokens.jitter, recipe.tokens.full_share,
+                recipe.tokens.prior) == (24, 196, 1.0, 0.0, "isotropic")
     assert (ft.epochs, ft.lr, ft.schedule.warmup_lr, ft.optimizer.clip_grad, ft.model.global_pool) == (100, 1e-3, 1e-7,
                                                                                                       3.0, "avg")
     assert load_recipe(config, "retrofit_cls_in1k_grid").tokens.mode == "grid_subset"
+
+
+def test_no_paper_recipe_is_merged_over_a_cpu_recipe():
+    """Snakemake merges --configfile dicts key by key: a paper recipe named as one of config.yaml's keeps every CPU
+    value it does not set. So the paper preset's recipes (all those its DAG trains) have names of their own."""
+    from spot.recipes import load_config
+
+    cpu, paper = load_config("config.yaml")["recipes"], load_config("config/paper.yaml")["recipes"]
+    assert not set(cpu) & set(paper)
+    used = {r for b in load_config("config/paper.yaml")["backbones"].values()
+            for r in b.get("retrofit", []) + b.get("grid_control", [])}
+    assert used <= set(paper)
 
 
 def test_paper_retrofit_recipe_runs_on_fake_imagenet(tmp_path):
