@@ -151,6 +151,9 @@ def create_timm(timm_name: str, *, pretrained: bool = False, label: str | None =
     timm's ~45 s of retries). Weights given as ``pretrained_cfg_overlay=dict(file=…)`` are read from that file."""
     if not pretrained:
         return timm.create_model(timm_name, pretrained=False, **kwargs)
+    file = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")
+    if file is not None and not Path(file).is_file():
+        raise MissingWeightsError(f"pretrained_cfg_overlay file {str(file)!r} does not exist; check the path")
     import huggingface_hub.constants as hf
 
     was_offline = hf.HF_HUB_OFFLINE
@@ -158,10 +161,6 @@ def create_timm(timm_name: str, *, pretrained: bool = False, label: str | None =
     try:
         return timm.create_model(timm_name, pretrained=True, **kwargs)
     except OSError as err:  # LocalEntryNotFoundError and friends
-        overlay = kwargs.get("pretrained_cfg_overlay") or {}
-        if overlay.get("file"):
-            raise MissingWeightsError(f"pretrained_cfg_overlay file {str(overlay['file'])!r} cannot be read: {err}") \
-                from err
         cfg = kwargs.get("pretrained_cfg") or timm.models.get_pretrained_cfg(timm_name)
         hub_id = getattr(cfg, "hf_hub_id", None) or timm_name
         raise MissingWeightsError(

@@ -23,12 +23,10 @@ download (see :func:`spot.factory.create_timm`).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import timm
 from timm.models import generate_default_cfgs, register_model
 
-from .factory import BACKBONES, MissingWeightsError, create_timm
+from .factory import BACKBONES, create_timm
 from .models import SPoTViT
 
 __all__ = ["PARENTS", "SPOT_MODELS"]
@@ -68,16 +66,11 @@ def _entrypoint(name: str, parent: str, parent_kwargs: dict):
             except RuntimeError as err:  # timm's "Invalid pretrained tag", with the accepted ones
                 raise RuntimeError(f"{err} Accepted: {', '.join(timm.list_pretrained(f'{name}.*')) or 'no tags'}") \
                     from None
-        file = (pretrained_cfg_overlay or {}).get("file")
-        if pretrained and file is not None and not Path(file).is_file():
-            raise MissingWeightsError(f"pretrained_cfg_overlay file {str(file)!r} does not exist; check the path")
         label = f"{name}.{cfg.tag}" if getattr(cfg, "tag", None) else name
         vit = create_timm(parent, pretrained=pretrained, label=label, pretrained_cfg=cfg,
                           pretrained_cfg_overlay=pretrained_cfg_overlay, cache_dir=cache_dir,
                           **{**parent_kwargs, **kwargs})
-        model = SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma)
-        model.pretrained_cfg = model.default_cfg = vit.pretrained_cfg
-        return model
+        return SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma)  # keeps vit's pretrained_cfg (ours)
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__

@@ -55,9 +55,10 @@ def make_canvas(tmp_path_factory, n_train: int, n_test: int, config: CanvasConfi
     """A small canvas dataset from the first images of the real Fashion-MNIST when installed, else from class-shaped
     stand-in articles (bars whose length encodes the class). Returns (folder, description of the source)."""
     src = tmp_path_factory.mktemp("fmnist_src")
-    if os.environ.get("CI") and not real_fmnist_installed():  # CI must test on the real articles
+    real = real_fmnist_installed()
+    if not real and os.environ.get("CI"):  # CI must test on the real articles
         pytest.fail(f"real Fashion-MNIST is missing on a CI machine: {FMNIST_FIX}")
-    if real_fmnist_installed():
+    if real:
         splits, _ = fmnist.load_fmnist()
         source = "real Fashion-MNIST"
         parts = {"train": tuple(a[:n_train] for a in splits["train"]),

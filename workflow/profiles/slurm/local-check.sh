@@ -56,20 +56,18 @@ fi
 id munge >/dev/null 2>&1 || fail "the munge package did not create the munge user"
 
 # ------------------------------------------------------------------------------------------------- the cluster
-WORK="$(mktemp -d /tmp/spot-slurm-check.XXXXXX)"
-chmod 755 "$WORK"
 # the configuration must sit at SLURM's compiled-in path: the job-step executor removes SLURM_CONF (with every
 # SLURM_* variable) from the environment of the `srun` it starts inside each job
 CONF_DIR=/etc/slurm
 MARK="# written by spot's workflow/profiles/slurm/local-check.sh"
 if [ -e "$CONF_DIR/slurm.conf" ] && ! grep -qF "$MARK" "$CONF_DIR/slurm.conf"; then
-    rm -rf "$WORK"
     fail "$CONF_DIR/slurm.conf exists: this machine has a SLURM of its own, which this check would replace; run it on a machine without one"
 fi
 if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
-    rm -rf "$WORK"
     fail "slurmctld or slurmd is already running here (another check, or a SLURM of this machine): stop it first"
 fi
+WORK="$(mktemp -d /tmp/spot-slurm-check.XXXXXX)"
+chmod 755 "$WORK"
 cleanup() {
     local rc=$?
     [ -n "${SNAKEMAKE_PID:-}" ] && kill "$SNAKEMAKE_PID" 2>/dev/null
