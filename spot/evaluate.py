@@ -34,8 +34,8 @@ split               the evaluated split
 
 Reproducibility: every random draw (a stochastic prior's positions, a random grid subset) is made per image with a
 generator seeded from ``(seed, split, image index)`` only, so results do not depend on the batch size, and the same
-seed gives the same positions to every model (paired comparisons). The kNN memory bank (``knn.train_split``, first
-``knn.train_limit`` images) is encoded with the same tokenization (method, prior, budget, seed) as the queries. Features
+seed gives the same positions to every model (paired comparisons). The kNN memory bank (``knn.train_split``, a stratified
+subset of ``knn.train_limit`` images, :func:`~spot.data.subsets.stratified_subset`) is encoded with the same tokenization (method, prior, budget, seed) as the queries. Features
 are computed once per measurement, the seeds of one prior × budget in one pass over the data (so images are read and
 decoded once for all of them); one encoder pass gives both the logits and the pooled feature. On CUDA the encoder runs
 under bf16 autocast (positions stay float64; features and kNN are float32).
@@ -75,7 +75,7 @@ class KnnSettings:
     k: int = 20
     temperature: float = 0.07
     train_split: str = "train"
-    train_limit: int | None = 20000  # the first N images of train_split form the memory bank (None: all)
+    train_limit: int | None = 20000  # a stratified subset of N images of train_split is the bank (None: all)
     chunk_size: int = 1024  # queries per similarity block (the full query × train matrix is never held)
 
 
@@ -84,7 +84,10 @@ class EvaluationSettings:
     """The ``evaluation:`` section of the workflow config (see ``config.yaml``)."""
 
     split: str = "test"
-    limit: int | None = None
+    limit: int | None = None  # a stratified subset of N images of the split (None: all); knn.train_limit likewise
+    subset_seed: int = 0  # the seed of those subsets (spot.data.subsets.stratified_subset)
+    crop_mode: str = "center"  # ImageNet resize before the centre crop: center (short side) | squash (both sides)
+    autocast: str = "bfloat16"  # the encoder's precision on CUDA: bfloat16 (autocast) | float32 (CPU: float32)
     batch_size: int = 500
     priors: list = field(default_factory=lambda: ["uniform", "gaussian", "sobol", "isotropic", "center", "salient",
                                                   "background", "boundary"])
@@ -113,6 +116,14 @@ class EvaluationSettings:
             bad("split", self.split, "a split name (test, val, train)")
         if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
             bad("limit", self.limit, "an int ≥ 1, or null for the whole split")
+        if not is_int(self.subset_seed) or self.subset_seed < 0:
+            bad("subset_seed", self.subset_seed, "an int ≥ 0")
+        from .data.transforms import CROP_MODES
+
+        if self.crop_mode not in CROP_MODES:
+            bad("crop_mode", self.crop_mode, ", ".join(CROP_MODES))
+        if self.autocast not in ("bfloat16", "float32"):
+            bad("autocast", self.autocast, "bfloat16, float32")
         if not is_int(self.batch_size) or self.batch_size < 1:
             bad("batch_size", self.batch_size, "an int ≥ 1")
         if not isinstance(self.priors, list):
@@ -382,6 +393,7 @@ class _Context:
         self.device = torch.device(device)
         self.log = log
         self._data: dict = {}
+        self.normalisation: dict = {}  # model name → [mean, std] its images were normalised with
         self._maps: dict = {}
         self._map_bytes = 0
         self.map_budget = 1 << 30  # keep at most ~1 GiB of saliency maps in memory (the rest is recomputed)
@@ -391,11 +403,17 @@ class _Context:
 
         cfg = entry.model.pretrained_cfg or {}
         mean, std = normalisation_of(entry.record, default=(cfg.get("mean", (0.5,)), cfg.get("std", (0.5,))))
+        self.normalisation[entry.name] = [list(mean), list(std)]
         key = (split, tuple(mean), tuple(std), limit, entry.model.image_size[0])
         if key not in self._data:
             self._data[key] = EvalData.open(self.root, split, mean=mean, std=std, limit=limit,
+                                            subset_seed=self.settings.subset_seed, crop_mode=self.settings.crop_mode,
                                             img_size=entry.model.image_size[0])
         return self._data[key]
+
+    def subsets(self) -> dict:
+        """{split: how its images were chosen} of every split opened so far (for the provenance)."""
+        return {d.split: d.subset for d in self._data.values()}
 
     def saliency(self, data, indices: torch.Tensor, image_size) -> torch.Tensor:
         """(B, H, W) maps of the images ``indices``, cached in memory up to ``map_budget`` bytes."""
@@ -411,7 +429,7 @@ class _Context:
         return maps
 
     def autocast(self):
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.settings.autocast == "bfloat16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -578,7 +596,7 @@ def _evaluate_entry(ctx: _Context, entry: _Entry) -> list[dict]:
 
 
 def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None = None, saliency_settings=None,
-                    device=None, limit: int | None = None, log=print) -> list[dict]:
+                    device=None, limit: int | None = None, log=print, details: dict | None = None) -> list[dict]:
     """Evaluate every model over the configured priors × budgets (× seeds) and grid baselines; tidy rows.
 
     Args:
@@ -592,7 +610,10 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
             salient / background priors).
         device: torch device (default: cuda if available, else cpu); on cuda the encoder runs under bf16 autocast
             (positions stay float64).
-        limit: evaluate the first ``limit`` images of the split (overrides ``settings.limit``).
+        limit: evaluate a stratified subset of ``limit`` images of the split (overrides ``settings.limit``).
+        details: a dict, filled for the caller's provenance with ``subsets`` (``{split: subset record}``: which
+            images were evaluated and which formed the kNN bank, :func:`~spot.data.subsets.subset_record`) and
+            ``normalisation`` (``{model: [mean, std]}``).
 
     Returns rows with the columns of the module docs (``COLUMNS``). All models, formats and budgets are checked before
     any evaluation starts.
@@ -618,6 +639,8 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
     for entry in entries:
         log(f"evaluating {entry.name} ({entry.fmt}, tokens {entry.tokens_mode}, {entry.grid_tokens} grid patches)")
         rows += _evaluate_entry(ctx, entry)
+    if details is not None:
+        details.update(subsets=ctx.subsets(), normalisation=ctx.normalisation)
     return rows
 
 
@@ -653,12 +676,13 @@ def run_from_args(args) -> int:
         raise ValueError(f"--out must be a .csv file, got {args.out}")
     models = {name: str(path) for name, path in parse_model_args(args.model).items()}
     config, settings, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
-    rows = evaluate_models(models, args.data, settings, saliency, device=device)
+    details: dict = {}
+    rows = evaluate_models(models, args.data, settings, saliency, device=device, details=details)
     provenance_config = {"evaluation": dataclasses.asdict(settings), "saliency": dataclasses.asdict(saliency),
                          "models": {k: str(v) for k, v in models.items()}, "data": str(args.data),
                          "config_files": list(args.config)}
     out = write_table(rows, args.out, config=provenance_config,
                       inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
-                      device=device, started=started)
+                      device=device, started=started, extra=details)
     print(f"spot evaluate: {len(rows)} rows for {len(models)} model(s) in {time.time() - started:.0f} s → {out}")
     return 0

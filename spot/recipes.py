@@ -51,8 +51,9 @@ class DataSettings:
     translate: int = 0  # fmnist: random shift by up to ± this many pixels (zero fill)
     randaug: str | None = "rand-m15-mstd0.5-inc1"  # imagenet: timm RandAugment spec (None: RRC + flip only)
     rrc_scale: list = field(default_factory=lambda: [0.08, 1.0])  # imagenet RandomResizedCrop scale
+    random_erasing: float = 0.0  # imagenet: timm RandomErasing probability (MAE's fine-tune: 0.25)
     workers: int = 8  # imagenet data-loader workers per process
-    limit: int | None = None  # use only the first N training images (smoke tests)
+    limit: int | None = None  # train on a stratified subset of N images drawn with the recipe's seed (smoke tests)
 
 
 @dataclass
@@ -162,6 +163,11 @@ class Recipe:
             bad("tokens.full_share", self.tokens.full_share, "0 … 1 (share of batches on the full patch grid)")
         if self.data.kind not in ("fmnist", "imagenet"):
             bad("data.kind", self.data.kind, "fmnist, imagenet")
+        if not (isinstance(self.data.random_erasing, (int, float)) and 0 <= self.data.random_erasing <= 1):
+            bad("data.random_erasing", self.data.random_erasing, "0 … 1 (probability)")
+        if self.data.limit is not None and (isinstance(self.data.limit, bool) or not isinstance(self.data.limit, int)
+                                            or self.data.limit < 1):
+            bad("data.limit", self.data.limit, "an int ≥ 1, or null for the whole split")
         if (self.optimizer.lr is None) == (self.optimizer.blr is None):
             bad("optimizer.lr/blr", (self.optimizer.lr, self.optimizer.blr), "exactly one of lr and blr")
         if self.optimizer.layer_decay is not None and not 0 < self.optimizer.layer_decay <= 1:

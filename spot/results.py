@@ -42,7 +42,8 @@ def add_experiment_arguments(p, section: str) -> None:
                    help="a classifier checkpoint (its .json record beside it) and its name in the table; repeatable")
     p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
     p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
-    p.add_argument("--limit", type=int, default=None, help=f"only the first N images (overrides {section}.limit)")
+    p.add_argument("--limit", type=int, default=None, help=f"a seeded subset of N images, stratified by class "
+                                                                f"(overrides {section}.limit)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 

@@ -309,7 +309,9 @@ def raw_images(data, indices: torch.Tensor, *, images: torch.Tensor | None = Non
             cache["images"] = load_split(data.root, data.split).tensors()[0]
         return cache["images"][idx]
     if images is None:
-        if getattr(data, "images", None) is not None:
+        if hasattr(data, "take"):  # an EvalData: its images by split index
+            images = data.take(idx)
+        elif getattr(data, "images", None) is not None:
             images = data.images[idx]
         else:
             loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data.dataset, idx.tolist()),

@@ -46,7 +46,7 @@ class ThroughputSettings:
     """The ``throughput:`` section of the workflow config."""
 
     budgets: list = field(default_factory=lambda: [4, 9, 18, 36])
-    batch_size: int = 256
+    batch_size: int | list = 256  # or a list: a sweep, one row per batch size
     warmup: int = 3
     repeats: int = 10
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 on CUDA only)
@@ -55,10 +55,12 @@ class ThroughputSettings:
 
     def validate(self) -> "ThroughputSettings":
         _check_budgets(self.budgets)
-        for name in ("batch_size", "repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"throughput.{name} must be an int ≥ 1, got {value!r}")
+        sizes = self.batch_size if isinstance(self.batch_size, list) else [self.batch_size]
+        if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+            raise ValueError(f"throughput.batch_size must be an int ≥ 1 or a non-empty list of them, got "
+                             f"{self.batch_size!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"throughput.repeats must be an int ≥ 1, got {self.repeats!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"throughput.warmup must be an int ≥ 0, got {self.warmup!r}")
         if self.dtype not in DTYPES:
@@ -67,6 +69,10 @@ class ThroughputSettings:
         if unknown or not self.methods:
             raise ValueError(f"throughput.methods: unknown {unknown or 'empty list'}; accepted: {', '.join(METHODS)}")
         return self
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self.batch_size) if isinstance(self.batch_size, list) else [self.batch_size]
 
 
 def _check_budgets(budgets) -> list[int]:
@@ -236,7 +242,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output table (.csv; a .json provenance record goes beside)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--budgets", default=None, help="comma-separated token budgets, e.g. 25,49 (default: the config's)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    p.add_argument("--batch-size", default=None,
+                   help="a batch size, or comma-separated sizes for a sweep (default: the config's)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: the config's")
     p.add_argument("--warmup", type=int, default=None, help="default: the config's")
     p.add_argument("--repeats", type=int, default=None, help="default: the config's")
@@ -245,11 +252,11 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_budgets(text: str) -> list[int]:
+def _parse_ints(text: str, option: str = "--budgets") -> list[int]:
     try:
         return [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--budgets must be comma-separated integers, e.g. 25,49; got {text!r}") from None
+        raise ValueError(f"{option} must be comma-separated integers, e.g. 25,49; got {text!r}") from None
 
 
 def _models_from_args(args):
@@ -272,6 +279,8 @@ def _models_from_args(args):
             model = load_trained(path)
             name = record.get("backbone") or record.get("name")
             vit = create_backbone(name, **record.get("timm_kwargs", {}))
+        elif fmt == "official":  # the authors' released SPoT model: SPoT rows only (its grid ViT is the parent's)
+            model, vit = load_trained(path), None
         else:
             vit = load_trained(path, wrap=False)
             model = vit
@@ -295,7 +304,9 @@ def run_from_args(args) -> int:
         torch.set_num_threads(args.threads)
     config = merge_configs(*(load_config(path) for path in args.config))
     values = dict(config.get("throughput") or {})
-    overrides = {"budgets": _parse_budgets(args.budgets) if args.budgets else None, "batch_size": args.batch_size,
+    batch = _parse_ints(str(args.batch_size), "--batch-size") if args.batch_size else None
+    overrides = {"budgets": _parse_ints(args.budgets) if args.budgets else None,
+                 "batch_size": (batch[0] if len(batch) == 1 else batch) if batch else None,
                  "dtype": args.dtype, "warmup": args.warmup, "repeats": args.repeats,
                  "methods": [m.strip() for m in args.methods.split(",")] if args.methods else None}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -304,13 +315,15 @@ def run_from_args(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for label, model, vit, _ in models:
-        measured = measure_throughput(model, settings.budgets, settings.batch_size, device=device,
-                                      dtype=settings.dtype, warmup=settings.warmup, repeats=settings.repeats,
-                                      methods=settings.methods, vit=vit, seed=settings.seed, label=label)
-        rows += measured
-        for r in measured:
-            print(f"{label:>20s} {r['method']:>12s} m={r['budget']:<4d} {r['images_per_s']:10.1f} im/s  "
-                  f"{r['gflops_per_image']:8.3f} GFLOPs/im")
+        methods = settings.methods if vit is not None else [m for m in settings.methods if m == "SPoT"]
+        for batch_size in settings.batch_sizes:
+            measured = measure_throughput(model, settings.budgets, batch_size, device=device,
+                                          dtype=settings.dtype, warmup=settings.warmup, repeats=settings.repeats,
+                                          methods=methods, vit=vit, seed=settings.seed, label=label)
+            rows += measured
+            for r in measured:
+                print(f"{label:>20s} {r['method']:>12s} m={r['budget']:<4d} batch {batch_size:<5d} "
+                      f"{r['images_per_s']:10.1f} im/s  {r['gflops_per_image']:8.3f} GFLOPs/im")
     checkpoints = {label: path for label, _, _, path in models if path is not None}
     write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": list(args.config)},
                 inputs=input_checksums(checkpoints), seed=settings.seed, device=device, started=started)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.subsets import stratified_subset
 from .positions import grid_positions
 from .priors import sample_positions
 from .provenance import atomic_write_json, provenance, sha256_file
@@ -244,7 +245,8 @@ def _load_data(recipe: Recipe, root, model_cfg: dict) -> _Data:
         xtr, ytr = load_split(root, d.train_split).tensors()
         xva, yva = load_split(root, d.val_split).tensors()
         if d.limit:
-            xtr, ytr = xtr[:d.limit], ytr[:d.limit]
+            keep = torch.from_numpy(stratified_subset(ytr.numpy(), d.limit, recipe.seed))
+            xtr, ytr = xtr[keep], ytr[keep]
         manifest = json.loads((root / "manifest.json").read_text())
         return _Data(len(ytr), (xva - mean) / std, yva, manifest, tuple(xtr.shape[-2:]),
                      train_images=(xtr - mean) / std, train_labels=ytr)
@@ -254,10 +256,12 @@ def _load_data(recipe: Recipe, root, model_cfg: dict) -> _Data:
     size = model_cfg["img_size"]
     mean, std = model_cfg["mean"], model_cfg["std"]
     train_set = imagenet_dataset(root, d.train_split, train_transform(img_size=size, mean=mean, std=std,
-                                                                      randaug=d.randaug, scale=tuple(d.rrc_scale)))
+                                                                      randaug=d.randaug, scale=tuple(d.rrc_scale),
+                                                                      random_erasing=d.random_erasing))
     val_set = imagenet_dataset(root, d.val_split, eval_transform(img_size=size, mean=mean, std=std))
-    if d.limit:
-        train_set = torch.utils.data.Subset(train_set, range(min(d.limit, len(train_set))))
+    if d.limit:  # never the first N of torchvision's class-sorted split
+        train_set = torch.utils.data.Subset(train_set, stratified_subset(train_set.targets, d.limit,
+                                                                         recipe.seed).tolist())
     manifest_path = root / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return _Data(len(train_set), None, None, manifest, (size, size), train_set=train_set, val_set=val_set)

@@ -37,13 +37,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _meta_mat_bytes() -> bytes:
+def _meta_mat_bytes(per_class=None) -> bytes:
+    per_class = per_class or TRAIN_PER_CLASS
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
               "num_train_images"]
     synsets = np.zeros((len(LEAVES) + 1, 1), dtype=[(f, "O") for f in fields])
     for row, (ilsvrc_id, (wnid, words)) in enumerate(LEAVES.items()):
         synsets[row, 0] = (ilsvrc_id, wnid, words, f"a fish ({wnid})", 0, np.zeros((0,)), 0,
-                           TRAIN_PER_CLASS[wnid])
+                           per_class[wnid])
     pid, pwnid, pwords = PARENT
     synsets[len(LEAVES), 0] = (pid, pwnid, pwords, "a family of fish", 3, np.array(list(LEAVES), dtype=float), 1, 0)
     buf = io.BytesIO()
@@ -51,18 +52,18 @@ def _meta_mat_bytes() -> bytes:
     return buf.getvalue()
 
 
-def make_devkit(path: Path, *, with_meta: bool = True) -> Path:
+def make_devkit(path: Path, *, with_meta: bool = True, ground_truth=VAL_GROUND_TRUTH, per_class=None) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         if with_meta:
-            _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat_bytes())
+            _add(tar, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat_bytes(per_class))
         _add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
-             "".join(f"{i}\n" for i in VAL_GROUND_TRUTH).encode())
+             "".join(f"{i}\n" for i in ground_truth).encode())
     return path
 
 
-def make_train(path: Path, *, member_suffix: str = ".tar") -> Path:
+def make_train(path: Path, *, member_suffix: str = ".tar", per_class=None) -> Path:
     with tarfile.open(path, "w") as outer:
-        for c, (wnid, n) in enumerate(TRAIN_PER_CLASS.items()):
+        for c, (wnid, n) in enumerate((per_class or TRAIN_PER_CLASS).items()):
             inner_buf = io.BytesIO()
             with tarfile.open(fileobj=inner_buf, mode="w") as inner:
                 for k in range(n):

@@ -147,6 +147,9 @@ def test_saliency_score_and_rsg_by_hand():
     s0, s1 = saliency_scores(maps, init, 8), saliency_scores(maps, final, 8)
     assert torch.allclose(s0, torch.tensor([[0.0, 1.0]])) and torch.allclose(s1, torch.ones(1, 2))
     assert relative_saliency_gain(s0.mean().item(), s1.mean().item()) == pytest.approx(100.0)
+    # per trajectory (Eq. 5 for each token): the token starting at 0 has no relative gain (NaN), the other 0 %
+    per_token = relative_saliency_gain(s0, s1)
+    assert torch.isnan(per_token[0, 0]) and per_token[0, 1].item() == pytest.approx(0.0)
     # a 8×8 window at the straddling x = 0.5 reads half of each side; at a corner only a quarter of the image
     assert saliency_scores(maps, torch.tensor([[[0.5, 0.5]]], dtype=torch.float64), 8).item() == pytest.approx(0.5)
     ones = torch.ones(SIZE, SIZE)
@@ -200,18 +203,38 @@ def test_tables_match_hand_computations(checkpoints, canvas):
         move = ((final - init) * SIZE).norm(dim=-1).mean().item()
         assert _value(rows, experiment="table1", setting=st.label, metric="displacement_px") == pytest.approx(move)
 
-    # derived metrics are what they say
+    # derived metrics are what they say; Table 2 has an oracle gain for every setting
     for prior in SMALL["priors"]:
         spot = _value(rows, experiment="table2", prior=prior, method="spot", metric="acc1")
-        on = _value(rows, experiment="table2", prior=prior, method="spot_on", metric="acc1")
-        assert _value(rows, experiment="table2", prior=prior, metric="oracle_delta") == pytest.approx(on - spot)
+        for st in s.search_settings():
+            on = _value(rows, experiment="table2", prior=prior, method="spot_on", setting=st.label, metric="acc1")
+            assert _value(rows, experiment="table2", prior=prior, setting=st.label,
+                          metric="oracle_delta") == pytest.approx(on - spot)
     assert [r["seed"] for r in rows if r["experiment"] == "table2" and r["metric"] == "acc1"
             and r["method"] == "spot"] == [0, None, 0]  # seeds on the stochastic priors' rows only
+    # Table 3 by hand: Eq. 5 per trajectory (token), averaged over those with an initial score > 0
+    from spot.saliency import SaliencySettings, saliency_maps
+
+    maps = saliency_maps(data, data.index, SaliencySettings())
+    main = s.search_settings()[s.main_setting]
     for b in SMALL["budgets"]:
+        start = sample_positions("isotropic", b, 1, (SIZE, SIZE))
+        final = torch.cat([oracle_search(model, x[i:i + 10], y[i:i + 10], start, main.lr, main.steps)
+                           for i in range(0, 24, 10)])
+        before, after = saliency_scores(maps, start.expand_as(final), 8), saliency_scores(maps, final, 8)
+        kept = before > 0
+        gains = 100 * (after[kept] - before[kept]) / before[kept]
         s0 = _value(rows, experiment="table3", budget=b, metric="saliency_init")
         s1 = _value(rows, experiment="table3", budget=b, metric="saliency_final")
-        assert _value(rows, experiment="table3", budget=b, metric="rsg") == pytest.approx(100 * (s1 - s0) / s0)
-        assert 0 < s0 < 1
+        assert s0 == pytest.approx(before.double().mean().item()) and 0 < s0 < 1
+        assert _value(rows, experiment="table3", budget=b, metric="rsg") == pytest.approx(gains.double().mean().item())
+        assert _value(rows, experiment="table3", budget=b, metric="rsg_median") == \
+            pytest.approx(float(np.median(gains.double().numpy())))
+        assert _value(rows, experiment="table3", budget=b, metric="rsg_ratio_of_means") == \
+            pytest.approx(100 * (s1 - s0) / s0)
+        assert _value(rows, experiment="table3", budget=b, metric="rsg_zero_init") == \
+            pytest.approx(100 * (~kept).double().mean().item())
+        assert (~kept).any() and kept.any()  # background tokens are skipped, article tokens counted
     iso = _value(rows, experiment="table6", method="spot", prior="isotropic", metric="acc1")
     assert iso == _value(rows, experiment="table1", method="spot", positions="subpixel", metric="acc1")
     for method, prior in (("ascent", "isotropic"), ("label_obfuscation", "isotropic"), ("spot", "background"),
@@ -226,7 +249,7 @@ def test_tables_match_hand_computations(checkpoints, canvas):
 
     # Figure 4: the first 3 images, every step, starting at the Isotropic init
     assert traj["positions"].shape == (4, 3, 4, 2) and traj["positions"].dtype == np.float32
-    assert np.array_equal(traj["indices"], [0, 1, 2]) and np.array_equal(traj["labels"], y[:3].numpy())
+    assert np.array_equal(traj["indices"], data.index[:3].numpy()) and np.array_equal(traj["labels"], y[:3].numpy())
     assert np.allclose(traj["positions"][0], init[:3].numpy())
 
 
@@ -254,6 +277,7 @@ def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path
     assert meta["provenance"]["config"]["oracle"]["limit"] == 20
     assert {"checkpoint:a", "data:manifest"} <= set(meta["provenance"]["inputs"])
     assert meta["normalisation"]["a"] == [MEAN, STD]
+    assert meta["subsets"]["a:test"]["kind"] == "stratified" and meta["subsets"]["a:test"]["n_images"] == 20
     with np.load(outs[0].with_suffix(".trajectories.npz")) as t:
         assert t["positions"].shape == (1, 4, 3, 4, 2) and list(t["models"]) == ["a"]
         assert int(t["steps"]) == 3 and float(t["lr"]) == pytest.approx(3e-2)
@@ -345,3 +369,33 @@ def test_clear_errors(checkpoints, canvas, batch, tmp_path):
     with pytest.raises(ValueError, match="unknown table"):
         run_from_args(p.parse_args(base + ["--model", f"a={checkpoints['a']}", "--tables", "1,4"]))
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_table5_knn_classifies_final_positions_against_the_isotropic_bank(checkpoints, canvas):
+    """Table 5's SPoT-ON kNN (our procedure): pooled features at the oracle's final positions against the bank of
+    evaluation.knn encoded at the Isotropic positions of the same budget; the start's kNN beside it."""
+    from spot.evaluate import KnnSettings, knn_classify
+    from spot.oracle import KnnBank
+
+    model, (mean, std) = load_classifier(checkpoints["a"])
+    s = _settings(budgets=[4], priors=["isotropic"], trajectories={"images": 0})
+    data = EvalData.open(canvas, "test", mean=mean, std=std, limit=s.limit)
+    knn = KnnSettings(k=5, temperature=0.07, train_split="train", train_limit=60, chunk_size=7)
+    bank_data = EvalData.open(canvas, "train", mean=mean, std=std, limit=60)
+    assert bank_data.subset["kind"] == "stratified" and bank_data.n == 60
+    rows, _ = oracle_experiments(model, data, s, tables=("5",), knn_bank=KnnBank(bank_data, knn, batch_size=25))
+
+    start = sample_positions("isotropic", 4, 1, (SIZE, SIZE))
+    main = s.search_settings()[s.main_setting]
+    final = torch.cat([oracle_search(model, data.images[i:i + 10], data.labels[i:i + 10], start, main.lr, main.steps)
+                       for i in range(0, 24, 10)])
+    with torch.no_grad():
+        bank = model.pooled_features(bank_data.images, start)
+        for method, positions in (("spot", start), ("spot_on", final)):
+            queries = model.pooled_features(data.images, positions)
+            preds = knn_classify(bank, bank_data.labels, queries, k=5, temperature=0.07, num_classes=10)
+            expected = 100 * (preds == data.labels).double().mean().item()
+            assert _value(rows, experiment="table5", method=method, metric="knn") == pytest.approx(expected)
+    # without a bank there are no kNN rows
+    rows, _ = oracle_experiments(model, data, s, tables=("5",))
+    assert {r["metric"] for r in rows} == {"acc1"}

@@ -31,19 +31,67 @@ def _eval_rows():
 
 
 def _oracle_rows():
-    return [dict(model="cls_in1k", experiment="table2", method="spot_on", prior=p, budget=4,
-                 setting="lr=0.003,steps=5", positions="subpixel", metric="oracle_delta", value=v, n_images=100,
-                 seed=None) for p, v in (("uniform", 7.0), ("isotropic", 9.0))]
+    rows = [dict(model="cls_in1k", experiment="table2", method="spot_on", prior=p, budget=4, setting=st,
+                 positions="subpixel", metric="oracle_delta", value=v + extra, n_images=100, seed=None)
+            for st, extra in (("lr=0.01,steps=10", 20.0), ("lr=0.003,steps=5", 0.0))
+            for p, v in (("uniform", 7.0), ("isotropic", 9.0))]
+    for b, (acc, knn) in ((4, (80.0, 70.0)), (9, (90.0, 85.0))):
+        for metric, value in (("acc1", acc), ("knn", knn)):
+            rows.append(dict(model="cls_in1k", experiment="table5", method="spot_on", prior="isotropic", budget=b,
+                             setting="lr=0.01,steps=10", positions="subpixel", metric=metric, value=value,
+                             n_images=100, seed=None))
+    for b in (4, 9):
+        for metric, value in (("rsg", 12.0 + b), ("rsg_median", 1.0), ("rsg_ratio_of_means", 3.0),
+                              ("rsg_zero_init", 40.0), ("saliency_init", 0.3)):
+            rows.append(dict(model="cls_in1k", experiment="table3", method="spot_on", prior="isotropic", budget=b,
+                             setting="lr=0.01,steps=10", positions="subpixel", metric=metric, value=value,
+                             n_images=100, seed=None))
+    return rows
 
 
-def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain(tmp_path, config):
+def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain_of_every_setting(tmp_path, config):
     e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
     pd.DataFrame(_eval_rows()).to_csv(e, index=False)
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
     t = paper.build_table(2, [e, o], config).set_index("Prior")
     assert t.loc["Uniform", "Acc@1 (%)"] == "41.00 ± 1.41" and t.loc["Uniform", "k-NN (%)"] == "45.00 ± 1.41"
-    assert t.loc["Isotropic", "Acc@1 (%)"] == "50.00" and t.loc["Isotropic", "Oracle Δ"] == 9.0
+    stated, implied = "Oracle Δ (points), lr 0.003 × 5 steps (§4.2)", "Oracle Δ (points), lr 0.01 × 10 steps"
+    assert list(t.columns)[-2:] == [stated, implied]  # §4.2's stated setting first (oracle.prior_setting)
+    assert t.loc["Isotropic", "Acc@1 (%)"] == "50.00" and t.loc["Isotropic", stated] == 9.0
+    assert t.loc["Isotropic", implied] == 29.0
     assert set(t["Model"]) == {"SPoT CLS-IN1k"}
+
+
+def test_table3_reports_every_rsg_statistic_with_its_unit(tmp_path, config):
+    o = tmp_path / "oracle.csv"
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    t = paper.build_table(3, [o], config)
+    assert list(t.columns) == ["Backbone", "Statistic", "4 Tok.", "9 Tok."]
+    stats = t.set_index("Statistic")
+    assert stats.loc["RSG (%), mean over trajectories (Eq. 5)", "9 Tok."] == 21.0
+    assert stats.loc["trajectories skipped, initial score 0 (%)", "4 Tok."] == 40.0
+    assert len(t) == 4 and "saliency" not in " ".join(t.Statistic).replace("initial score", "")
+
+
+def test_figure5_draws_one_panel_with_gap_and_ceiling(tmp_path, config):
+    e, o, tp = tmp_path / "evaluation.csv", tmp_path / "oracle.csv", tmp_path / "throughput.csv"
+    eval_rows = [dict(r, budget=b, value=r["value"] + b) for r in _eval_rows() for b in (4, 9)]
+    pd.DataFrame(eval_rows).to_csv(e, index=False)
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    pd.DataFrame([dict(model=f"cls_in1k:{v}", method=m, budget=b, batch_size=bs, images_per_s=1000.0 * bs / b)
+                  for v, m in (("spot", "SPoT"), ("vit", "PatchDropout")) for b in (4, 9) for bs in (16, 64)]
+                 ).to_csv(tp, index=False)
+    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4, 9]},
+              "figures": {"figure5": {"ceiling": {"from": 96.0, "source": "test"}}}}
+    fig = paper.build_figure(5, [tp, e, o], config)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["ViT CLS-IN1k + PatchDropout", "SPoT (best backbone and prior)", "SPoT-ON (best backbone)"]
+    assert "gap" in labels and "ceiling (test)" in labels
+    spot = ax.lines[1]
+    assert list(spot.get_xdata()) == [16000.0, 64000 / 9]  # the fastest batch size per budget
+    assert list(spot.get_ydata()) == [54.0, 59.0]  # the best prior per budget (Isotropic)
+    assert len(paper.build_figure("5b", [tp, e, o], config).axes) == 1  # one panel per backbone (one here)
 
 
 def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
@@ -55,6 +103,8 @@ def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
     row = t[t.Prior == "Patch grid (PatchDropout)"].iloc[0]
     assert row["4 Tok. Acc@1"] == 30.0 and row["4 Tok. kNN"] == 31.0
     assert t[t.Prior == "Uniform"].iloc[0]["4 Tok. Acc@1"] == 41.0
+    on = t[t.Model == "SPoT-ON"].iloc[0]
+    assert on["4 Tok. Acc@1"] == 80.0 and on["4 Tok. kNN"] == 70.0 and "ours" in on["Prior"]
 
 
 def test_table4_transfer_rows(tmp_path, config):

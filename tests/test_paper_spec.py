@@ -90,6 +90,13 @@ PAPER = [
     ("oracle.settings", [{"lr": 3e-3, "steps": 5}, {"lr": 1e-2, "steps": 10}],
      "§4.2: lr 3e-3 for 5 steps; Table 1: the 1e-2 × 10 row"),
     ("throughput.budgets", [25, 49, 100, 196], "Figure 5: four sparsity levels"),
+    ("oracle.saliency_window", 16, "Table 3: the average saliency in a 16×16 window centred on each point"),
+    ("oracle.main_setting", 1, "Tables 3–6, Figure 4: the oracle of Table 1's 1e-2 × 10 row (90.9 % at 25 tokens)"),
+    ("oracle.prior_setting", 0, "§4.2 (Table 2): lr 3e-3 over 5 optimization steps, stated first"),
+    ("transfer.budget", 25, "Table 4: 12.5 % token budget (25 tokens)"),
+    ("transfer.prior", "isotropic", "Table 4: initialized with the isotropic prior"),
+    ("figures.figure5.ceiling.from", 96.0, "Figure 5: the ceiling (ImageNet label noise, Beyer et al. 2020)"),
+    (f"recipe:{FT}.data.random_erasing", 0.25, "§5.2: MAE's fine-tuning protocol (He et al. 2022: reprob 0.25)"),
 ]
 
 # (where, the project's value, why) — where the paper is silent or ambiguous
@@ -112,7 +119,14 @@ OURS = [
     (f"recipe:{FT}.epochs", 100, "He et al. (2022) ViT-B fine-tune: 100 epochs"),
     (f"recipe:{FT}.batch_size", 1024, "He et al. (2022) ViT-B fine-tune: batch 1024"),
     (f"recipe:{FT}.optimizer.layer_decay", 0.65, "He et al. (2022) ViT-B fine-tune: layer decay 0.65"),
-    (f"recipe:{FT}.data.randaug", "rand-m9-mstd0.5-inc1", "He et al. (2022): RandAugment m9 (random erasing off)"),
+    (f"recipe:{FT}.data.randaug", "rand-m9-mstd0.5-inc1", "He et al. (2022): RandAugment m9"),
+    ("evaluation.subset_seed", 0, "the seed of any stratified subset (a limit; none in this preset)"),
+    ("oracle.subset_seed", 0, "the oracle's subset (a limit) nested in the evaluation's"),
+    ("evaluation.crop_mode", "center", "resize the short side (the release does too, official-release.md)"),
+    ("evaluation.autocast", "bfloat16", "evaluation in bf16 on the GPU; the oracle's Δ never mixes precisions"),
+    ("oracle.knn", True, "Table 5's SPoT-ON kNN: final positions against the Isotropic bank (our procedure)"),
+    ("throughput.batch_size", [256, 1024, 4096], "a batch sweep: 256 is launch-bound at 25 tokens on a GPU"),
+    ("throughput.dtype", "bfloat16", "Figure 5 throughput in bf16"),
     ("train_launcher", "torchrun --standalone --nproc_per_node=gpu -m spot train", "one process per GPU"),
     ("resources.train_gpus", 8, "one 8-GPU node per training job"),
 ]

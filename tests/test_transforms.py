@@ -80,3 +80,21 @@ def test_train_transform_randaug_and_rrc_only():
     rrc_only = train_transform(mean=(0.5,) * 3, std=(0.5,) * 3, randaug=None)
     assert _step(rrc_only, RandAugment) is None
     assert [type(t).__name__ for t in rrc_only.transforms][0] == "RandomResizedCropAndInterpolation"
+
+
+def test_squash_crop_mode_resizes_both_sides():
+    wide = Image.fromarray(np.zeros((100, 400, 3), np.uint8))
+    center, squash = eval_transform(AUGREG_CFG), eval_transform(AUGREG_CFG, crop_mode="squash")
+    assert _step(center, T.Resize).size == 256 and _step(squash, T.Resize).size == (256, 256)
+    assert center(wide).shape == squash(wide).shape == (3, 224, 224)
+    with pytest.raises(ValueError, match="crop_mode"):
+        eval_transform(AUGREG_CFG, crop_mode="border")
+
+
+def test_random_erasing_is_the_last_step_when_asked_for():
+    from timm.data.random_erasing import RandomErasing
+
+    tf = train_transform(mean=(0.5,) * 3, std=(0.5,) * 3, random_erasing=0.25)
+    erasing = tf.transforms[-1]
+    assert isinstance(erasing, RandomErasing) and erasing.probability == 0.25 and erasing.max_count == 1
+    assert _step(train_transform(mean=(0.5,) * 3, std=(0.5,) * 3), RandomErasing) is None

@@ -43,7 +43,7 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["train_chain_stage"] == 8  # 2 supervised retrofits + MAE retrofit & fine-tune, and grid controls
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
     assert (counts["evaluate"], counts["oracle"], counts["transfer"], counts["throughput"]) == (3, 3, 1, 1)
-    assert (counts["table"], counts["figure"]) == (8, 5)
+    assert (counts["table"], counts["figure"]) == (8, 6)  # figures 1–5 and 5b (one panel per backbone)
 
 
 def resolved_resources(output: str, rule: str) -> dict:
@@ -153,7 +153,7 @@ def test_smoke_preset_end_to_end(workdir):
     for n in range(1, 9):
         for ext in ("csv", "md", "tex"):
             assert (out / f"table{n}.{ext}").stat().st_size > 0
-    for n in range(1, 6):
+    for n in ["1", "2", "3", "4", "5", "5b"]:
         for ext in ("pdf", "png"):
             assert (out / f"figure{n}.{ext}").stat().st_size > 0
     from spot.audit import audit
@@ -161,7 +161,7 @@ def test_smoke_preset_end_to_end(workdir):
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        for target in [out / f"table{n}.csv" for n in range(1, 9)] + [out / f"figure{n}.pdf" for n in range(1, 6)]:
+        for target in [out / f"table{n}.csv" for n in range(1, 9)] + [out / f"figure{n}.pdf" for n in ("1", "2", "3", "4", "5", "5b")]:
             links, _ = audit(target.relative_to(workdir))
             assert links and not [link for link in links if link.broken], target
         links, _ = audit(Path("paper_figures/smoke/table5.csv"))

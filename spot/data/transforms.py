@@ -16,7 +16,9 @@ from typing import Any, Mapping, Sequence
 
 from timm.data import create_transform, resolve_data_config
 
-__all__ = ["eval_transform", "train_transform", "pretrained_cfg_of"]
+__all__ = ["eval_transform", "train_transform", "pretrained_cfg_of", "CROP_MODES"]
+
+CROP_MODES = ("center", "squash")  # evaluation resize: keep the aspect ratio (short side) or squash to a square
 
 
 def pretrained_cfg_of(pretrained_cfg_or_model: Any) -> dict:
@@ -52,6 +54,7 @@ def eval_transform(
     interpolation: str = "bicubic",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    crop_mode: str = "center",
 ):
     """The paper's evaluation transform (PIL image → normalised ``(3, img_size, img_size)`` tensor).
 
@@ -61,15 +64,21 @@ def eval_transform(
     the model's own: ``mean`` / ``std`` when given, otherwise its ``pretrained_cfg`` mean / std, otherwise timm's
     default (the ImageNet mean / std).
 
+    ``crop_mode``: ``center`` (the short side to ``img_size / crop_pct``, the paper's protocol) or ``squash`` (the
+    whole image resized to ``img_size / crop_pct`` square, aspect ratio not kept, then the centre crop).
+
     ``pretrained_cfg_or_model``: a timm model, a ``SPoTViT``, a ``pretrained_cfg`` dict, or ``None``.
     """
     _check_size(img_size)
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {', '.join(CROP_MODES)}, got {crop_mode!r}")
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
     cfg = pretrained_cfg_of(pretrained_cfg_or_model)
     args = {"input_size": (3, img_size, img_size), "crop_pct": crop_pct, "interpolation": interpolation,
             "mean": tuple(mean) if mean is not None else None, "std": tuple(std) if std is not None else None}
     data_config = resolve_data_config(args, pretrained_cfg=cfg)
+    data_config["crop_mode"] = crop_mode  # the protocol's, not the checkpoint's cfg
     return create_transform(**data_config, is_training=False)
 
 
@@ -82,6 +91,7 @@ def train_transform(
     scale: tuple[float, float] = (0.08, 1.0),
     interpolation: str = "bicubic",
     hflip: float = 0.5,
+    random_erasing: float = 0.0,
 ):
     """The paper's training augmentation (Table 7): RandomResizedCrop(``scale``) → horizontal flip (probability
     ``hflip``) → RandAugment → tensor → normalise with ``mean`` / ``std`` (pass the model's own; see
@@ -90,8 +100,9 @@ def train_transform(
     ``randaug`` is a timm RandAugment spec. The paper writes "randaug(15, .5)"; that is ambiguous (it could be
     magnitude 15 with magnitude-std 0.5, or 15 ops at probability 0.5). We read it as magnitude 15, magnitude
     standard deviation 0.5, as in the DeiT-style timm spec ``rand-m15-mstd0.5-inc1``. ``randaug=None`` gives the
-    RandomResizedCrop + flip only transform (the MAE retrofitting row). Colour jitter and random erasing are off
-    (the paper lists neither); Mixup / CutMix are batch-level and live in the training code.
+    RandomResizedCrop + flip only transform (the MAE retrofitting row). Colour jitter is off (the paper lists
+    none); ``random_erasing`` is timm's RandomErasing probability (per-pixel noise, one box; MAE's fine-tune uses
+    0.25, Table 7 lists none). Mixup / CutMix are batch-level and live in the training code.
     """
     _check_size(img_size)
     return create_transform(
@@ -105,5 +116,7 @@ def train_transform(
         interpolation=interpolation,
         mean=tuple(mean),
         std=tuple(std),
-        re_prob=0.0,
+        re_prob=float(random_erasing),
+        re_mode="pixel",
+        re_count=1,
     )

@@ -131,7 +131,7 @@ def all_outputs():
 
     return list(_concat(
         [f"{FIGURES}/table{i}.csv" for i in range(1, 9)],
-        [f"{FIGURES}/figure{i}.pdf" for i in range(1, 6)],
+        [f"{FIGURES}/figure{i}.pdf" for i in FIGURE_INPUTS],
     ))
 
 
@@ -152,6 +152,11 @@ def _train_shell(recipe_key):
         "$SPOT_TRAIN --config {params.config} --recipe {params.recipe_name} --data {params.data}"
         " --out {output.weights} --state-dir {params.state} --no-progress {params.parent} > {log} 2>&1"
     )
+
+
+def evaluation_protocol(keys):
+    """The `evaluation:` settings another experiment shares (a change re-runs it too)."""
+    return {k: config["evaluation"].get(k) for k in keys}
 
 
 def _model_flags(models):
@@ -182,9 +187,10 @@ TABLE_INPUTS = {
 
 
 FIGURE_INPUTS = {
-    1: lambda: [data_manifest()],
-    2: lambda: [data_manifest()],
-    3: lambda: [data_manifest()],
-    4: lambda: [f"{RESULTS}/oracle/{m}.trajectories.npz" for m in MODELS],
-    5: lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),
+    "1": lambda: [data_manifest()],
+    "2": lambda: [data_manifest()],
+    "3": lambda: [data_manifest()],
+    "4": lambda: [f"{RESULTS}/oracle/{m}.trajectories.npz" for m in MODELS],
+    "5": lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),  # the paper's single panel
+    "5b": lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),  # one panel per backbone
 }

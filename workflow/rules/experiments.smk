@@ -42,7 +42,9 @@ rule oracle:
         provenance=f"{RESULTS}/oracle/{{model}}.json",
         trajectories=f"{RESULTS}/oracle/{{model}}.trajectories.npz",
     params:
-        settings={"oracle": config["oracle"], "saliency": config["saliency"]},
+        # the oracle shares the evaluation's image protocol and kNN bank (Table 5's SPoT-ON kNN)
+        settings={"oracle": config["oracle"], "saliency": config["saliency"],
+                  "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode"))},
         config=MERGED_CONFIG,
         data=lambda w: data_root(),
     log:
@@ -69,7 +71,8 @@ rule transfer:
                      caption="../report/transfer.rst"),
         provenance=f"{RESULTS}/transfer.json",
     params:
-        settings={"transfer": config["transfer"], "oracle": config["oracle"]},
+        settings={"transfer": config["transfer"], "oracle": config["oracle"],
+                  "evaluation": evaluation_protocol(("crop_mode",))},
         flags=_model_flags({m: spot_model(m) for m in MODELS}),
         config=MERGED_CONFIG,
         data=lambda w: data_root(),

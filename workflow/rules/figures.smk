@@ -34,14 +34,14 @@ rule figure:
         "../envs/spot.yaml"
     input:
         notebook="notebooks/figures.ipynb",
-        results=lambda w: FIGURE_INPUTS[int(w.n)](),
+        results=lambda w: FIGURE_INPUTS[w.n](),
     output:
         pdf=report(f"{FIGURES}/figure{{n}}.pdf", category="Figures", caption="../report/figure.rst",
                    labels={"figure": "{n}"}),
         png=f"{FIGURES}/figure{{n}}.png",
         notebook=f"{FIGURES}/notebooks/figure{{n}}.ipynb",
     wildcard_constraints:
-        n="[1-5]",
+        n="|".join(FIGURE_INPUTS),
     params:
         results=lambda w, input: ",".join(input.results),
         config=MERGED_CONFIG,
