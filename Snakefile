@@ -5,10 +5,10 @@
 #   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml   # the paper: ImageNet, ViT-B/16, SLURM
 #   snakemake --cores 2 paper_figures/embedded/figure5.pdf   # one figure (and only what it needs)
 #
-# Rules per stage live in workflow/rules/; helpers in workflow/rules/common.smk; the config is validated against
+# Rules per stage live in workflow/rules/; helpers in workflow/rules/common.smk. The preset is config.yaml unless
+# --configfile names another (config/paper.yaml, config/smoke.yaml, …); common.smk resolves its `extends:` chain
+# (every preset layers over config/paper.yaml, the complete base) and validates it against
 # workflow/schemas/config.schema.yaml.
-
-configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

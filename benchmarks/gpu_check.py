@@ -138,12 +138,13 @@ def main(argv=None) -> int:
         data = fake_imagenet(out / "fake_imagenet", classes=8, per_class=per_class)
         sets = ["init=scratch", "epochs=1", f"batch_size={args.vit_batch}", f"data.limit={args.steps * args.vit_batch}",
                 "eval_batch_size=64", "eval_budgets=[25]", *args.vit_set]
-        report["runs"].append(torchrun_train(out, "vit_b16_retrofit", ["config.yaml", "config/paper.yaml"],
+        report["runs"].append(torchrun_train(out, "vit_b16_retrofit", ["config/paper.yaml"],
                                              "retrofit_cls_in1k", data, args.nproc, args.device, sets))
 
     if "throughput" not in args.skip:
-        cmd = [sys.executable, "-m", "spot", "throughput", "--config", "config.yaml", "--config", "config/paper.yaml",
-               "--backbone", "vit_base_patch16_224", "--out", str(out / "throughput_vit_b16.csv"),
+        cmd = [sys.executable, "-m", "spot", "throughput", "--config", "config/paper.yaml",
+               "--backbone", "vit_b16", "--architecture", "vit_base_patch16_224",
+               "--out", str(out / "throughput_vit_b16.csv"),
                *args.throughput_args.split()]
         if args.device != "auto":
             cmd += ["--device", args.device]
@@ -159,9 +160,9 @@ def main(argv=None) -> int:
             entry["error"] = (done.stdout + done.stderr)[-3000:]
         report["runs"].append(entry)
 
-    tmp = out / "gpu_check.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / "gpu_check.json")
+    from spot.provenance import atomic_write_json
+
+    atomic_write_json(out / "gpu_check.json", report)
     for run in report["runs"]:
         print(f"{run['name']:<22} {'ok' if run['ok'] else 'FAILED'}  "
               + (f"{run['images_per_s']:.0f} images/s (world {run['world_size']}, {run['device']})"

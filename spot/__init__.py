@@ -2,7 +2,7 @@
 
 The data path, one module per stage::
 
-    images ─► positions (spot.priors / spot.positions) ─► tokens (spot.tokenizer + spot.embedding)
+    images ─► positions (spot.placement: priors, grid placements, searches; spot.positions) ─► tokens (spot.tokenizer + spot.embedding)
            ─► encoder (spot.models, timm blocks) ─► logits / pooled features
 
 Quick start::
@@ -14,19 +14,23 @@ Quick start::
     logits = model(images, prior="center", num_tokens=25, generator=torch.Generator().manual_seed(0))
     model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True)   # timm's registry
 """
+from .checkpoints import Checkpoint, load_trained, open_checkpoint
 from .embedding import KernelizedPositionalEmbedding
 from .factory import BACKBONES, MissingWeightsError, create_backbone, create_model
 from .mae import SubpixelMAE, sincos_pos_embed_2d
-from .models import PatchDropoutViT, SPoTViT, random_patch_subset
+from .models import PatchDropoutViT, SPoTViT
 from .official import load_official
+from .oracle import SpotOn, oracle_search  # registers the SPoT-ON placements
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
-from .priors import PRIORS, Prior, isotropic_layout, make_prior, sample_positions
+from .placement import (PLACEMENTS, PRIORS, ImageBatch, ImageStreams, Placement, Prior, isotropic_layout, make_placement,
+                        make_prior, place, random_patch_subset, sample_positions)
 from .tokenizer import WindowEmbedding, extract_windows
 from . import timm_models  # noqa: E402,F401 — registers the spot_* models in timm's registry
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 __all__ = [
+    "Checkpoint", "load_trained", "open_checkpoint", "SpotOn", "oracle_search", "PLACEMENTS", "ImageBatch", "ImageStreams", "Placement", "make_placement", "place",
     "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
     "SPoTViT", "SubpixelMAE", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
     "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",

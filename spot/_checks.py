@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
+from ._lazy import lazy
+
+torch = lazy("torch")
 
 
 def pair(value, name: str) -> tuple[int, int]:

@@ -1,55 +1,156 @@
-"""Backbone checkpoints: fetch once, store as safetensors with a record (source, sha256, size, time).
+"""Checkpoints: opening any checkpoint this project writes or fetches, and fetching the backbones' weights.
 
-``spot checkpoints fetch NAME --dir DIR`` (the workflow's download rule) for the paper's three backbones. Offline, an
-already-stored file whose sha256 matches its record is used as is; a file the user downloaded by hand and placed in
-DIR under its source name (or passed with ``--from FILE``) is converted; otherwise the command fails within seconds
-saying which file to download and where to put it.
+:func:`open_checkpoint` is the one way the commands read a checkpoint: from the file and its JSON record (written by
+``spot train``, ``spot checkpoints fetch`` or ``spot checkpoints official``) it builds the model and says what it is —
+its format, how it was trained (token mode), the normalisation of its inputs — with a clear error for a missing
+file, a missing record or the wrong kind of model.
+
+``spot checkpoints fetch NAME --dir DIR`` (the workflow's download rule) stores a backbone's weights (where they come
+from: :data:`spot.factory.BACKBONES`) as safetensors + a record. Offline, an already-stored file whose sha256 matches
+its record is used as is; a file the user downloaded by hand and placed in DIR under its source name (or passed with
+``--from FILE``) is converted; otherwise the command fails within seconds saying which file to download and where.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import os
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .factory import MissingWeightsError, hub_reachable, read_state_dict
-from .provenance import atomic_write_json, sha256_file
+from .factory import BACKBONES, MissingWeightsError, WeightSource, create_backbone, hub_reachable
+from .formats import read_state_dict
+from .provenance import atomic_output, atomic_write_json, sha256_file
 
-__all__ = ["CheckpointSource", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths", "register_official"]
+__all__ = ["Checkpoint", "open_checkpoint", "load_trained", "checkpoint_record", "FORMATS", "CHECKPOINTS",
+           "fetch_checkpoint", "checkpoint_paths", "register_official"]
 
-
-@dataclass(frozen=True)
-class CheckpointSource:
-    name: str
-    description: str
-    url: str  # where a person downloads it
-    filename: str  # the file's name at the source (looked for in the target folder when offline)
-    hf_repo: str | None = None  # Hugging Face repository (downloaded with huggingface_hub when online)
-    sha256: str | None = None  # pinned checksum of the source file, where known
-
-
-CHECKPOINTS: dict[str, CheckpointSource] = {
-    "cls_in1k": CheckpointSource(
-        "cls_in1k", "timm vit_base_patch16_224.augreg_in1k (CLS-IN1k)",
-        "https://huggingface.co/timm/vit_base_patch16_224.augreg_in1k/resolve/main/model.safetensors",
-        "model.safetensors", hf_repo="timm/vit_base_patch16_224.augreg_in1k"),
-    "cls_in21k": CheckpointSource(
-        "cls_in21k", "timm vit_base_patch16_224.augreg2_in21k_ft_in1k (CLS-IN21k)",
-        "https://huggingface.co/timm/vit_base_patch16_224.augreg2_in21k_ft_in1k/resolve/main/model.safetensors",
-        "model.safetensors", hf_repo="timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"),
-    "mae_in1k": CheckpointSource(
-        "mae_in1k", "official MAE ViT-B/16 pre-trained encoder + decoder (MAE-IN1k; the decoder is needed for MAE "
-                    "retrofitting)",
-        "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base_full.pth",
-        "mae_pretrain_vit_base_full.pth"),
-    "mae_in1k_ft": CheckpointSource(
-        "mae_in1k_ft", "official MAE ViT-B/16 fine-tuned on ImageNet-1k (the paper's MAE ViT-B/16 baseline rows)",
-        "https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
-        "mae_finetuned_vit_base.pth"),
+FORMATS = {
+    "timm_vit": "a plain timm ViT on the patch grid (trained here, or a fetched backbone)",
+    "spot_vit": "a SPoT model (retrofitted here)",
+    "mae": "an MAE encoder + pixel decoder (no classifier)",
+    "official": "a record pointing at one of the authors' released SPoT checkpoints",
 }
+
+# the backbones whose weights can be fetched, by name
+CHECKPOINTS: dict[str, WeightSource] = {name: b.source for name, b in BACKBONES.items() if b.source is not None}
+
+
+def checkpoint_record(path) -> dict:
+    """The JSON record stored beside a checkpoint (``X.safetensors`` → ``X.json``); ``{}`` when there is none."""
+    record = Path(path).with_suffix(".json")
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: the model and what it is."""
+
+    path: Path
+    record: dict
+    format: str  # a key of FORMATS
+    tokens_mode: str  # how it was trained: grid, subpixel or grid_subset (the grid control)
+    model: object  # SPoTViT (timm_vit wrapped; official), or SubpixelMAE
+
+    @property
+    def classifier(self) -> bool:
+        return self.format != "mae" and bool(getattr(self.model, "num_classes", 0))
+
+    @property
+    def normalisation(self) -> tuple[tuple, tuple]:
+        """(mean, std) its inputs were normalised with: its recipe's (canvas data), else its ``pretrained_cfg``'s
+        when it has one value per input channel (ImageNet backbones, the release), else (0.5, 0.5)."""
+        from .data.evaluation import normalisation_of
+
+        model = getattr(self.model, "encoder", self.model)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        default = ((0.5,), (0.5,))
+        if len(cfg.get("mean") or ()) == model.in_chans and len(cfg.get("std") or ()) == model.in_chans:
+            default = (tuple(cfg["mean"]), tuple(cfg["std"]))
+        return normalisation_of(self.record, default=default)
+
+    def grid_vit(self):
+        """The plain timm ViT of a ``timm_vit`` checkpoint (for PatchDropout and the grid baselines)."""
+        if self.format != "timm_vit":
+            raise ValueError(f"{self.path} is a {self.format} checkpoint: only a timm_vit checkpoint is a plain ViT")
+        return load_trained(self.path, wrap=False)
+
+
+def open_checkpoint(path, *, classifier: bool = False, name: str | None = None) -> Checkpoint:
+    """Open a checkpoint and its record (see :class:`Checkpoint`); ``classifier=True`` refuses an MAE (no head).
+
+    ``name`` is how error messages refer to it (the ``--model`` name)."""
+    path = Path(path)
+    what = f"model {name!r}: " if name else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
+                                f"(`spot checkpoints fetch`)")
+    record = checkpoint_record(path)
+    if not record:
+        raise ValueError(f"{what}{path} has no record ({path.with_suffix('.json')}); use checkpoints written by "
+                         f"`spot train`, `spot checkpoints fetch` or `spot checkpoints official`")
+    fmt = record.get("format", "timm_vit")
+    if fmt not in FORMATS:
+        raise ValueError(f"{what}{path} has unknown format {fmt!r}; accepted: {', '.join(FORMATS)}")
+    if fmt == "mae" and classifier:
+        raise ValueError(f"{what}{path} is an MAE checkpoint (encoder + pixel decoder), not a classifier; fine-tune it "
+                         f"first (e.g. the finetune_mae recipe) and give that checkpoint")
+    mode = ((record.get("recipe") or {}).get("tokens") or {}).get("mode") or (
+        "grid" if fmt == "timm_vit" else "subpixel")
+    checkpoint = Checkpoint(path, record, fmt, mode, load_trained(path))
+    if classifier and not checkpoint.classifier:
+        raise ValueError(f"{what}{path} is not a classifier ({type(checkpoint.model).__name__} without classes)")
+    return checkpoint
+
+
+def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm_kwargs):
+    """A model from any checkpoint this project writes or fetches, rebuilt from its record.
+
+    * ``spot train`` outputs: the record names the backbone and timm config; ``format`` is ``timm_vit`` (returned as
+      a :class:`~spot.models.SPoTViT` wrapping it, or the plain ViT with ``wrap=False``), ``spot_vit`` (a
+      retrofitted SPoT model) or ``mae`` (a :class:`~spot.mae.SubpixelMAE`).
+    * ``spot checkpoints fetch`` outputs: the record's ``name`` is the backbone key (``cls_in1k`` …).
+    * ``spot checkpoints official`` records (``format: official``): the authors' released file they point at,
+      loaded with :func:`spot.official.load_official`.
+    * any other file: give ``backbone=`` (and timm keyword config).
+    """
+    from .models import SPoTViT
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
+                                "(`spot checkpoints fetch`)")
+    record = checkpoint_record(path)
+    fmt = record.get("format", "timm_vit")
+    if fmt == "official":  # a record pointing at one of the authors' released checkpoints (retrofit: official)
+        from .official import load_official
+
+        return load_official(record["path"])
+    name = backbone or record.get("backbone") or record.get("name")
+    if name is None:
+        raise ValueError(f"{path} has no record naming its backbone ({path.with_suffix('.json')}); pass backbone=")
+    kwargs = {**record.get("timm_kwargs", {}), **timm_kwargs}
+    spot_cfg = record.get("spot") or {}
+    if fmt == "mae":
+        from .mae import SubpixelMAE
+
+        mae_cfg = record.get("mae") or {}
+        model = SubpixelMAE.from_backbone(
+            create_backbone(name, **kwargs), window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5),
+            decoder_dim=mae_cfg.get("decoder_dim", 512), decoder_depth=mae_cfg.get("decoder_depth", 8),
+            decoder_heads=mae_cfg.get("decoder_heads", 16), norm_pix_loss=mae_cfg.get("norm_pix_loss", True))
+        return model.load_mae_state_dict(read_state_dict(path)).eval()
+    if fmt == "spot_vit":
+        if not wrap:
+            raise ValueError(f"{path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
+        model = SPoTViT.from_timm(create_backbone(name, **kwargs), window=spot_cfg.get("window"),
+                                  pe_sigma=spot_cfg.get("pe_sigma", 0.5))
+        model.load_state_dict(read_state_dict(path), strict=True)
+        return model.eval()
+    vit = create_backbone(name, checkpoint=path, **kwargs)
+    return (SPoTViT.from_timm(vit) if wrap else vit).eval()
 
 
 def checkpoint_paths(name: str, directory) -> tuple[Path, Path]:
@@ -58,7 +159,7 @@ def checkpoint_paths(name: str, directory) -> tuple[Path, Path]:
     return d / f"{name}.safetensors", d / f"{name}.json"
 
 
-def _store(src: Path, source: CheckpointSource, target: Path, record: Path, origin: str) -> dict:
+def _store(name: str, src: Path, source: WeightSource, target: Path, record: Path, origin: str) -> dict:
     from safetensors.torch import save_file
 
     src_sha = sha256_file(src)
@@ -66,14 +167,9 @@ def _store(src: Path, source: CheckpointSource, target: Path, record: Path, orig
         raise ValueError(f"{src} has sha256 {src_sha}, expected {source.sha256} for {source.url}: "
                          f"truncated or a different file; download it again")
     state = {k: v.contiguous() for k, v in read_state_dict(src).items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"source": source.url})
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    info = {"name": source.name, "description": source.description, "source": source.url, "origin": origin,
+    with atomic_output(target) as tmp:
+        save_file(state, str(tmp), metadata={"source": source.url})
+    info = {"name": name, "description": source.description, "source": source.url, "origin": origin,
             "source_sha256": src_sha, "sha256": sha256_file(target), "size": target.stat().st_size,
             "tensors": len(state), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_write_json(record, info)
@@ -82,8 +178,6 @@ def _store(src: Path, source: CheckpointSource, target: Path, record: Path, orig
 
 def fetch_checkpoint(name: str, directory, *, source_file=None, log=print) -> dict:
     """Make ``DIR/NAME.safetensors`` + ``DIR/NAME.json`` exist and be consistent; return the record."""
-    import json
-
     if name not in CHECKPOINTS:
         raise ValueError(f"unknown checkpoint {name!r}; accepted: {', '.join(CHECKPOINTS)}")
     source = CHECKPOINTS[name]
@@ -97,19 +191,19 @@ def fetch_checkpoint(name: str, directory, *, source_file=None, log=print) -> di
             return info
         log(f"{target} does not match its record's sha256: fetching again")
     if source_file is not None:
-        return _store(Path(source_file), source, target, record, origin=f"file {source_file}")
+        return _store(name, Path(source_file), source, target, record, origin=f"file {source_file}")
     placed = d / source.filename
     if placed.is_file():
-        return _store(placed, source, target, record, origin=f"file {placed}")
+        return _store(name, placed, source, target, record, origin=f"file {placed}")
     if source.hf_repo and hub_reachable():
         from huggingface_hub import hf_hub_download
         path = Path(hf_hub_download(source.hf_repo, source.filename))
-        return _store(path, source, target, record, origin=f"huggingface {source.hf_repo}")
+        return _store(name, path, source, target, record, origin=f"huggingface {source.hf_repo}")
     if not source.hf_repo and _url_reachable(source.url):
         with tempfile.TemporaryDirectory(dir=d) as tmp:
             path = Path(tmp) / source.filename
             torch.hub.download_url_to_file(source.url, str(path), progress=True)
-            return _store(path, source, target, record, origin=f"download {source.url}")
+            return _store(name, path, source, target, record, origin=f"download {source.url}")
     raise MissingWeightsError(
         f"cannot fetch {name} ({source.description}): no network. Download {source.url} on a machine with internet "
         f"and place it at {placed} (or pass --from FILE), then run this command again.")

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import add_config_arguments
+
 
 def _demo(args) -> int:
     from .demo import run_demo
@@ -61,15 +63,15 @@ def _train(args) -> int:
         for part in path:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    from .recipes import load_config, merge_configs
+    from .config import config_from_args, config_layers
 
-    config = merge_configs(*(load_config(path) for path in args.config))
+    config = config_from_args(args)
     recipe = load_recipe(config, args.recipe, overrides)
     out = Path(args.out)
     state_dir = Path(args.state_dir) if args.state_dir else Path("runs") / "state" / out.stem
     try:
         train(recipe, data_root=args.data, out=out, state_dir=state_dir, parent=args.parent,
-              device=args.device, progress=not args.no_progress, config_source=" + ".join(args.config))
+              device=args.device, progress=not args.no_progress, config_source=config_layers(args))
     except TrainingInterrupted as err:
         print(f"spot train: {err}", file=sys.stderr)
         return 130
@@ -136,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_checkpoints_fetch)
     p = sub.add_parser("train", help="run a training recipe of the config (pre-training, SPoT retrofitting, its grid "
                                       "control, MAE); resumable; DDP under torchrun")
-    p.add_argument("--config", required=True, action="append",
-                   help="workflow config (YAML) holding `recipes:`; repeat to merge a preset over it, as Snakemake's "
-                        "--configfile does (e.g. --config config.yaml --config config/paper.yaml)")
+    add_config_arguments(p, what="`recipes:`")
     p.add_argument("--recipe", required=True, help="name of the recipe under `recipes:`")
     p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
     p.add_argument("--out", required=True, help="output weights (.safetensors); a .json record and .log.jsonl go beside")

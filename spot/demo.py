@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from .factory import create_backbone
 from .models import PatchDropoutViT, SPoTViT
 from .positions import grid_positions
-from .priors import sample_positions
-from .provenance import atomic_write_json, atomic_write_text, provenance
+from .placement import sample_positions
+from .provenance import atomic_output, atomic_write_json, atomic_write_text, provenance
 
 IMAGE_SIZE = 32
 
@@ -156,7 +156,6 @@ def _figure(path: Path, image: torch.Tensor, model: SPoTViT) -> None:
     plot_positions(image, sample_positions("center", 4, 1, size)[0], 8, ax=axes[2], grid_patch=8,
                    title="Center, 4 tokens")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_output(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)

@@ -1,30 +1,29 @@
-"""``spot evaluate``: top-1 and kNN accuracy of trained models over priors × token budgets (Tables 2, 5 and 8).
+"""``spot evaluate``: top-1 and kNN accuracy of a backbone's models over placements × token budgets (Tables 2, 5, 8).
 
-``evaluate_models({name: checkpoint}, data_root, settings)`` returns a tidy table, one row per measurement:
+``evaluate_models({variant: checkpoint}, data_root, settings, backbone=…)`` returns a tidy table, one row per
+measurement (:data:`COLUMNS`):
 
 ==================  =============================================================================================
 column              meaning
 ==================  =============================================================================================
-model               the name given to the checkpoint (``--model NAME=PATH``)
-model_format        ``timm_vit`` (a grid ViT, evaluated through :class:`~spot.models.SPoTViT`) or ``spot_vit``
+experiment          ``evaluation``
+backbone            the backbone the models belong to (``--backbone``: cls_in1k …)
+variant             the model (``--model VARIANT=PATH``): ``parent`` (the grid ViT), ``spot`` (its retrofit),
+                    ``grid_control`` (the same retrofit on random grid patches) in the workflow
+model_format        ``timm_vit``, ``spot_vit`` or ``official`` (:data:`spot.checkpoints.FORMATS`)
 tokens_mode         how the model was trained (its record's ``recipe.tokens.mode``): ``grid``, ``subpixel`` or
-                    ``grid_subset`` (the *grid control* of a retrofit); ``grid`` for fetched backbones
-method              ``SPoT`` — tokens at the positions a spatial prior gives (subpixel windows);
-                    ``SPoT (snapped)`` — the very same positions moved to the nearest patch-grid centre
-                    (:func:`~spot.positions.snap_to_grid`; two tokens may then land on the same cell — they are kept,
-                    so the model still sees ``budget`` tokens, some of them identical);
-                    ``PatchDropout`` — grid ViTs only: the ViT itself on ``budget`` uniformly random grid patches
-                    per image (Liu et al. 2023; at the full grid it is the plain ViT);
-                    ``grid subset (random)`` / ``grid subset (even)`` — grid-control models only: ``budget``
-                    distinct grid patches per image, uniformly at random / the cells nearest the Isotropic layout
-prior               the prior's name for the SPoT methods; ``random`` for PatchDropout and grid subset (random);
-                    ``even`` for grid subset (even)
+                    ``grid_subset`` (the grid control's random grid patches)
+method              how the model takes its tokens: ``spot`` — the subpixel tokenizer at the positions;
+                    ``patchdropout`` — grid ViTs only: the ViT itself keeping ``budget`` of its patch tokens
+                    (Liu et al. 2023; at the full grid it is the plain ViT)
+placement           where the tokens are (:mod:`spot.placement`, by label): a prior, ``grid_random`` (distinct
+                    random grid patches: PatchDropout, the grid control), ``grid_even`` (evenly spread patches)
+positions           ``placed`` — as the placement gives them; ``snapped`` — the very same positions moved to the
+                    nearest patch-grid centre (two tokens may land on one cell: both are kept)
 budget              number of tokens m
-grid_tokens         the model's number of grid patches at the evaluation image size (budget / grid_tokens is the
-                    paper's "% of tokens")
-setting             ``main`` for a budget of ``evaluation.budgets``, ``extra`` for one only in ``extra_budgets``
-seed                the seed of a stochastic method (one row per seed); empty for deterministic ones (Isotropic,
-                    Center, grid subset (even), and the random grid methods at the full grid)
+grid_tokens         the model's number of grid patches (budget / grid_tokens is the paper's "% of tokens")
+budget_set          ``main`` for a budget of ``evaluation.budgets``, ``extra`` for one only in ``extra_budgets``
+seed                the seed of a stochastic placement (one row per seed); empty for deterministic ones
 metric              ``acc1`` (top-1 of the classifier head) or ``knn`` (weighted kNN on pooled features, DINO)
 value               accuracy in percent
 n_images            number of evaluated (query) images
@@ -32,40 +31,41 @@ knn_train_images    size of the kNN memory bank (``knn`` rows; empty for ``acc1`
 split               the evaluated split
 ==================  =============================================================================================
 
-Reproducibility: every random draw (a stochastic prior's positions, a random grid subset) is made per image with a
-generator seeded from ``(seed, split, image index)`` only, so results do not depend on the batch size, and the same
-seed gives the same positions to every model (paired comparisons). The kNN memory bank (``knn.train_split``, a stratified
-subset of ``knn.train_limit`` images, :func:`~spot.data.subsets.stratified_subset`) is encoded with the same tokenization (method, prior, budget, seed) as the queries. Features
-are computed once per measurement, the seeds of one prior × budget in one pass over the data (so images are read and
-decoded once for all of them); one encoder pass gives both the logits and the pooled feature. On CUDA the encoder runs
-under bf16 autocast (positions stay float64; features and kNN are float32).
+Which measurements: every prior of ``evaluation.priors`` × budget (× seed) on the SPoT models; the priors of
+``grid_model_priors`` on the grid-trained models (the parent, the grid control); ``snapped`` rows for the priors of
+``evaluation.snapped``; PatchDropout on the parent; the grid control's own ``grid_placements``.
+
+Reproducibility: every random draw is made per image from the stream ``spot-evaluate/seed/split/image index``
+(:class:`spot.placement.ImageStreams`), so results do not depend on the batch size, and every stochastic placement
+and budget of one seed shares an image's stream — paired comparisons, and the same positions for every model. The kNN
+memory bank (``knn.train_split``, a stratified subset of ``knn.train_limit`` images,
+:func:`~spot.data.subsets.stratified_subset`) is encoded with the same tokenization as the queries. Features are
+computed once per measurement, the seeds of one placement × budget in one pass over the data (images are read and
+decoded once for all of them); one encoder pass gives both the logits and the pooled feature. On CUDA the encoder
+runs under bf16 autocast (``evaluation.autocast``; positions stay float64; features and kNN are float32).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid
-from .priors import isotropic_layout, make_prior, sample_positions
+from .config import config_layers
+from .placement import ImageBatch, ImageStreams, check_placement, make_placement, place
+from .positions import grid_cell_index, grid_shape, snap_to_grid
 
-__all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "prior_of", "knn_classify", "image_generator", "prior_positions",
-           "even_grid_cells", "random_grid_cells", "token_positions", "evaluate_models", "summarise",
-           "configure_parser", "run_from_args"]
+__all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
+           "summarise", "configure_parser", "run_from_args"]
 
-SPOT, SNAPPED, PATCHDROPOUT = "SPoT", "SPoT (snapped)", "PatchDropout"
-GRID_RANDOM, GRID_EVEN = "grid subset (random)", "grid subset (even)"
-METHODS = (SPOT, SNAPPED, PATCHDROPOUT, GRID_RANDOM, GRID_EVEN)
-GRID_SUBSETS = {"random": GRID_RANDOM, "even": GRID_EVEN}
-COLUMNS = ("model", "model_format", "tokens_mode", "method", "prior", "budget", "grid_tokens", "setting", "seed",
-           "metric", "value", "n_images", "knn_train_images", "split")
+METHODS = ("spot", "patchdropout")
+COLUMNS = ("experiment", "backbone", "variant", "model_format", "tokens_mode", "method", "placement", "positions",
+           "budget", "grid_tokens", "budget_set", "seed", "metric", "value", "n_images", "knn_train_images", "split")
+PARENT, SPOT, GRID_CONTROL = "parent", "spot", "grid_control"  # the workflow's variants
 
 
 # ------------------------------------------------------------------------------------------------------- settings
@@ -89,6 +89,7 @@ class EvaluationSettings:
     crop_mode: str = "center"  # ImageNet resize before the centre crop: center (short side) | squash (both sides)
     autocast: str = "bfloat16"  # the encoder's precision on CUDA: bfloat16 (autocast) | float32 (CPU: float32)
     batch_size: int = 500
+    # placement specs (a name, or {name: center, scale: 0.3}); the rows name them by their label
     priors: list = field(default_factory=lambda: ["uniform", "gaussian", "sobol", "isotropic", "center", "salient",
                                                   "background", "boundary"])
     budgets: list = field(default_factory=lambda: [4, 9, 18, 36])
@@ -96,7 +97,8 @@ class EvaluationSettings:
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     knn: KnnSettings = field(default_factory=KnnSettings)
     patchdropout: bool = True
-    grid_subsets: list = field(default_factory=lambda: ["random", "even"])
+    # the grid controls' own placements: m distinct grid patches, at random or spread evenly
+    grid_placements: list = field(default_factory=lambda: ["grid_random", "grid_even"])
     # which SPoT measurements to make beyond "every prior × budget × seed on the SPoT models" (each a list of priors,
     # read as a filter on ``priors``; true / null = all of ``priors``, false / [] = none): the same positions snapped
     # to grid-cell centres, the SPoT tokenizer on models trained on the grid (the ViT parents and the grid controls),
@@ -127,10 +129,9 @@ class EvaluationSettings:
         if not is_int(self.batch_size) or self.batch_size < 1:
             bad("batch_size", self.batch_size, "an int ≥ 1")
         if not isinstance(self.priors, list):
-            bad("priors", self.priors, "a list of prior names")
-        for name in self.priors:
-            prior_of(name)
-        if len(set(self.priors)) != len(self.priors):
+            bad("priors", self.priors, "a list of placements (names, or {name: …, setting: …})")
+        labels = [check_placement(p, "evaluation.priors").label for p in self.priors]
+        if len(set(labels)) != len(labels):
             bad("priors", self.priors, "a list without repeats")
         for key in ("budgets", "extra_budgets"):
             values = getattr(self, key)
@@ -166,24 +167,31 @@ class EvaluationSettings:
             value = getattr(self, key)
             if value is None or isinstance(value, bool):
                 continue
-            if not isinstance(value, list) or len(set(value)) != len(value):
-                bad(key, value, "true / null (every prior), false / [] (none), or a list of distinct prior names")
-            for name in value:
-                prior_of(name)  # a typo is an error; a known prior outside evaluation.priors is simply not evaluated
-        if not isinstance(self.grid_subsets, list) or not set(self.grid_subsets) <= set(GRID_SUBSETS) \
-                or len(set(self.grid_subsets)) != len(self.grid_subsets):
-            bad("grid_subsets", self.grid_subsets, f"a list of distinct values from {sorted(GRID_SUBSETS)}")
+            if not isinstance(value, list):
+                bad(key, value, "true / null (every prior), false / [] (none), or a list of placements")
+            for spec in value:  # a typo is an error; a placement outside evaluation.priors is simply not evaluated
+                check_placement(spec, f"evaluation.{key}")
+        if not isinstance(self.grid_placements, list) or \
+                not {check_placement(p, "evaluation.grid_placements").name for p in self.grid_placements} <= \
+                {"grid_random", "grid_even"}:
+            bad("grid_placements", self.grid_placements, "a list of grid_random, grid_even")
         return self
 
-    def priors_for(self, key: str) -> list[str]:
-        """The priors a sweep option (``snapped``, ``grid_model_priors``, ``extra_budget_priors``) selects."""
+    def placements(self) -> list:
+        """``priors`` as placements."""
+        return [make_placement(p) for p in self.priors]
+
+    def priors_for(self, key: str) -> list:
+        """The placements of ``priors`` a sweep option (``snapped``, ``grid_model_priors``, ``extra_budget_priors``)
+        selects."""
         value = getattr(self, key)
         if value is None or value is True:
-            return list(self.priors)
-        return [] if value is False else [p for p in self.priors if p in value]
+            return self.placements()
+        chosen = {make_placement(p).label for p in (value or [])}
+        return [p for p in self.placements() if p.label in chosen]
 
     def all_budgets(self) -> list[tuple[int, str]]:
-        """(budget, setting) in order: ``budgets`` (setting ``main``), then the ``extra_budgets`` not among them."""
+        """(budget, budget set) in order: ``budgets`` (``main``), then the ``extra_budgets`` not among them."""
         out, seen = [], set()
         for key, setting in (("budgets", "main"), ("extra_budgets", "extra")):
             for m in getattr(self, key):
@@ -191,17 +199,6 @@ class EvaluationSettings:
                     seen.add(m)
                     out.append((int(m), setting))
         return out
-
-
-def prior_of(name):
-    """The prior for a configured name (ours or the release's); a clear error listing the accepted ones."""
-    from .priors import PRIORS, RELEASE_PRIOR_NAMES
-
-    try:
-        return make_prior(name)
-    except ValueError:
-        raise ValueError(f"evaluation.priors: unknown prior {name!r}; accepted: {', '.join(PRIORS)} (or the "
-                         f"release's names {', '.join(RELEASE_PRIOR_NAMES)})") from None
 
 
 # ------------------------------------------------------------------------------------------------------------ kNN
@@ -243,140 +240,53 @@ def knn_classify(train_features: torch.Tensor, train_labels: torch.Tensor, query
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=device)
 
 
-# ------------------------------------------------------------------------------------------------------- positions
-
-def image_generator(seed: int, stream: str, index: int) -> torch.Generator:
-    """A CPU generator for one image: seeded from (seed, stream — the split, image index) alone."""
-    digest = hashlib.blake2b(f"spot-evaluate/{seed}/{stream}/{index}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
-
-
-def prior_positions(prior, num_tokens: int, indices, image_size, *, seed: int | None, stream: str,
-                    saliency: torch.Tensor | None = None) -> torch.Tensor:
-    """Positions of a spatial prior for the images ``indices``: (1, m, 2) for a deterministic prior (shared by every
-    image), else (B, m, 2) drawn per image from :func:`image_generator` (``saliency``: (B, H, W), one map each)."""
-    p = make_prior(prior)
-    if p.deterministic:
-        return sample_positions(p, num_tokens, 1, image_size)
-    if seed is None:
-        raise ValueError(f"prior {p.name!r} is stochastic: give a seed")
-    if p.needs_saliency and (saliency is None or saliency.shape[0] != len(indices)):
-        raise ValueError(f"prior {p.name!r} needs one saliency map per image ({len(indices)})")
-    out = [sample_positions(p, num_tokens, 1, image_size, generator=image_generator(seed, stream, int(i)),
-                            saliency=saliency[j] if p.needs_saliency else None)
-           for j, i in enumerate(indices)]
-    return torch.cat(out)
-
-
-def even_grid_cells(num_tokens: int, image_size, patch) -> torch.Tensor:
-    """``num_tokens`` distinct grid cells (sorted row-major indices) evenly spread: the cells nearest the Isotropic
-    layout for m. Each layout point takes the cell containing it; points whose cell was already taken (by an earlier
-    point, in layout order) then take, in order, the nearest cell still free (pixel distance, lowest index on ties)."""
-    (H, W) = tuple(image_size)
-    rows, cols = grid_shape((H, W), patch)
-    n = rows * cols
-    if not 1 <= num_tokens <= n:
-        raise ValueError(f"budget {num_tokens} is outside 1 … {n} grid patches")
-    layout = isotropic_layout(num_tokens, (H, W))
-    cells = grid_cell_index(layout, (H, W), patch)
-    centres = grid_positions((H, W), patch) * torch.tensor([H, W], dtype=torch.float64)
-    taken = torch.zeros(n, dtype=torch.bool)
-    chosen = [-1] * num_tokens
-    for j, c in enumerate(cells.tolist()):
-        if not taken[c]:
-            taken[c] = True
-            chosen[j] = c
-    for j in range(num_tokens):
-        if chosen[j] < 0:
-            d = ((centres - layout[j] * torch.tensor([H, W], dtype=torch.float64)) ** 2).sum(1)
-            d[taken] = float("inf")
-            c = int(d.argmin())
-            taken[c] = True
-            chosen[j] = c
-    return torch.tensor(sorted(chosen), dtype=torch.long)
-
-
-def random_grid_cells(num_tokens: int, num_patches: int, indices, *, seed: int, stream: str) -> torch.Tensor:
-    """(B, m) distinct, sorted grid-cell indices per image, uniformly at random from :func:`image_generator`."""
-    from .models import random_patch_subset
-
-    return torch.cat([random_patch_subset(1, num_patches, num_tokens, image_generator(seed, stream, int(i)))
-                      for i in indices])
-
-
-def token_positions(method: str, prior: str | None, num_tokens: int, indices, image_size, patch, *,
-                    seed: int | None, stream: str, saliency: torch.Tensor | None = None) -> torch.Tensor:
-    """The positions ``method`` gives the images ``indices`` ((1 or B, m, 2), float64): what the evaluation feeds a
-    :class:`~spot.models.SPoTViT`. PatchDropout uses :func:`random_grid_cells` on the ViT's own patches instead."""
-    if method in (SPOT, SNAPPED):
-        positions = prior_positions(prior, num_tokens, indices, image_size, seed=seed, stream=stream,
-                                    saliency=saliency)
-        return snap_to_grid(positions, image_size, patch) if method == SNAPPED else positions
-    grid = grid_positions(image_size, patch)
-    if method == GRID_EVEN:
-        return grid[even_grid_cells(num_tokens, image_size, patch)][None]
-    if method in (GRID_RANDOM, PATCHDROPOUT):
-        if num_tokens == len(grid):
-            return grid[None]
-        return grid[random_grid_cells(num_tokens, len(grid), indices, seed=seed, stream=stream)]
-    raise ValueError(f"unknown method {method!r}; accepted: {', '.join(METHODS)}")
-
-
 # ---------------------------------------------------------------------------------------------------------- models
 
 @dataclass
 class _Entry:
-    name: str
-    path: Path
-    record: dict
-    fmt: str
-    tokens_mode: str
-    model: object  # SPoTViT
+    variant: str
+    checkpoint: object  # spot.checkpoints.Checkpoint
     grid_tokens: int
 
     @property
+    def model(self):
+        return self.checkpoint.model
+
+    @property
+    def grid_trained(self) -> bool:
+        """Trained on the patch grid: a ViT parent, or a grid control."""
+        return self.checkpoint.tokens_mode in ("grid", "grid_subset")
+
+    @property
     def grid_control(self) -> bool:
-        return self.fmt == "spot_vit" and self.tokens_mode == "grid_subset"
+        return self.checkpoint.format == "spot_vit" and self.checkpoint.tokens_mode == "grid_subset"
+
+    @property
+    def patchdropout(self) -> bool:
+        return self.checkpoint.format == "timm_vit"
 
 
-def _load_entry(name: str, path) -> _Entry:
-    from .factory import checkpoint_record, load_trained
+def _load_entry(variant: str, path) -> _Entry:
+    from .checkpoints import open_checkpoint
 
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model names must be non-empty strings, got {name!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model {name!r}: checkpoint {str(path)!r} not found; train it (`spot train`) or "
-                                f"fetch it (`spot checkpoints fetch`)")
-    record = checkpoint_record(path)
-    if not record:
-        raise ValueError(f"model {name!r}: {path} has no record ({path.with_suffix('.json')}); evaluate checkpoints "
-                         f"written by `spot train` or `spot checkpoints fetch`")
-    fmt = record.get("format", "timm_vit")
-    if fmt == "mae":
-        raise ValueError(f"model {name!r}: {path} is an MAE checkpoint (format 'mae': encoder + pixel decoder), not a "
-                         f"classifier; fine-tune it first (e.g. recipe finetune_mae) and evaluate the result")
-    if fmt not in ("timm_vit", "spot_vit", "official"):
-        raise ValueError(f"model {name!r}: {path} has unknown format {fmt!r}; accepted: timm_vit, spot_vit, "
-                         "official (the authors' released weights)")
-    model = load_trained(path)
-    mode = ((record.get("recipe") or {}).get("tokens") or {}).get("mode") or ("grid" if fmt == "timm_vit" else
-                                                                              "subpixel")
-    rows, cols = grid_shape(model.image_size, model.patch_size)
-    return _Entry(name, path, record, fmt, mode, model, rows * cols)
+    if not isinstance(variant, str) or not variant:
+        raise ValueError(f"model names must be non-empty strings, got {variant!r}")
+    checkpoint = open_checkpoint(path, classifier=True, name=variant)
+    rows, cols = grid_shape(checkpoint.model.image_size, checkpoint.model.patch_size)
+    return _Entry(variant, checkpoint, rows * cols)
 
 
 def _check_budgets(entry: _Entry, settings: EvaluationSettings) -> None:
     grid_methods = []
-    if entry.fmt == "timm_vit" and settings.patchdropout:
-        grid_methods.append(PATCHDROPOUT)
+    if entry.patchdropout and settings.patchdropout:
+        grid_methods.append("PatchDropout")
     if entry.grid_control:
-        grid_methods += [GRID_SUBSETS[s] for s in settings.grid_subsets]
+        grid_methods += [make_placement(p).label for p in settings.grid_placements]
     if not grid_methods:
         return
     for m, _ in settings.all_budgets():
         if m > entry.grid_tokens:
-            raise ValueError(f"budget {m} > {entry.grid_tokens} grid patches of model {entry.name!r}: "
+            raise ValueError(f"budget {m} > {entry.grid_tokens} grid patches of model {entry.variant!r}: "
                              f"{' and '.join(grid_methods)} keep(s) a subset of the grid; drop the budget from "
                              f"evaluation.budgets/extra_budgets or turn those methods off")
 
@@ -393,17 +303,16 @@ class _Context:
         self.device = torch.device(device)
         self.log = log
         self._data: dict = {}
-        self.normalisation: dict = {}  # model name → [mean, std] its images were normalised with
+        self.normalisation: dict = {}  # variant → [mean, std] its images were normalised with
         self._maps: dict = {}
         self._map_bytes = 0
         self.map_budget = 1 << 30  # keep at most ~1 GiB of saliency maps in memory (the rest is recomputed)
 
-    def data(self, entry: _Entry, split: str, limit):
-        from .data.evaluation import EvalData, normalisation_of
+    def data(self, entry: "_Entry", split: str, limit):
+        from .data.evaluation import EvalData
 
-        cfg = entry.model.pretrained_cfg or {}
-        mean, std = normalisation_of(entry.record, default=(cfg.get("mean", (0.5,)), cfg.get("std", (0.5,))))
-        self.normalisation[entry.name] = [list(mean), list(std)]
+        mean, std = entry.checkpoint.normalisation
+        self.normalisation[entry.variant] = [list(mean), list(std)]
         key = (split, tuple(mean), tuple(std), limit, entry.model.image_size[0])
         if key not in self._data:
             self._data[key] = EvalData.open(self.root, split, mean=mean, std=std, limit=limit,
@@ -436,24 +345,47 @@ class _Context:
 
 @dataclass
 class _Measurement:
-    """One tokenization (methods that share sampled tokens, e.g. SPoT and its snapped variant) of one model."""
+    """One tokenization of one model: a placement at a budget (and seed), its rows (``positions``: placed, and the
+    same positions snapped) through one method."""
 
-    methods: tuple  # the row methods this measurement produces
-    prior: str
+    method: str  # spot | patchdropout
+    placement: object  # the Placement the rows are named by
     budget: int
-    setting: str
+    budget_set: str
     seed: int | None
-    # (images, indices, data) → {method: model kwargs}; one forward pass per method
-    tokens: Callable
-    net: str = "spot"  # spot | patchdropout
-    needs_saliency: bool = False
+    positions: tuple = ("placed",)
+    sampled: object = None  # the Placement actually drawn (the full grid for a random subset of all patches)
+
+    @property
+    def net(self) -> str:
+        return self.method
+
+    @property
+    def needs_saliency(self) -> bool:
+        return (self.sampled or self.placement).needs_saliency
+
+    def tokens(self, images, indices, data, saliency, patch) -> dict:
+        """{positions kind: model keyword arguments} for a batch."""
+        batch = ImageBatch(tuple(images.shape[-2:]), len(indices), saliency=saliency, patch=patch,
+                           indices=indices.tolist())
+        streams = None if self.seed is None else ImageStreams("spot-evaluate", self.seed, data.split)
+        positions = place(self.sampled or self.placement, self.budget, batch, streams)
+        if self.method == "patchdropout":
+            if (self.sampled or self.placement).name == "grid":
+                return {"placed": {}}  # every patch: the plain ViT
+            keep = grid_cell_index(positions, batch.image_size, patch)
+            return {"placed": {"keep": keep.expand(batch.batch_size, -1)}}
+        out = {"placed": {"positions": positions}}
+        if "snapped" in self.positions:
+            out["snapped"] = {"positions": snap_to_grid(positions, batch.image_size, patch)}
+        return out
 
 
-def _encode(ctx: _Context, net, data, group: list[_Measurement], want_logits: bool):
-    """One pass over ``data`` for a group of measurements (the seeds of one prior × budget share the pass, so images
-    are read once): {(measurement index, method): (pooled features float32 (N, D), predictions (N,) or None)}, labels.
-    """
-    keys = [(i, method) for i, meas in enumerate(group) for method in meas.methods]
+def _encode(ctx: _Context, net, data, group: list[_Measurement], patch, want_logits: bool):
+    """One pass over ``data`` for a group of measurements (the seeds of one placement × budget share the pass, so
+    images are read once): {(measurement index, positions): (pooled features float32 (N, D), predictions (N,) or
+    None)}, labels."""
+    keys = [(i, kind) for i, meas in enumerate(group) for kind in meas.positions]
     feats = {key: [] for key in keys}
     preds = {key: [] for key in keys}
     labels = []
@@ -463,14 +395,14 @@ def _encode(ctx: _Context, net, data, group: list[_Measurement], want_logits: bo
         images = images.to(ctx.device, non_blocking=True)
         labels.append(y.to(ctx.device))
         for i, meas in enumerate(group):
-            for method, kwargs in meas.tokens(images, indices, data, saliency).items():
+            for kind, kwargs in meas.tokens(images, indices, data, saliency, patch).items():
                 kwargs = {k: v.to(ctx.device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
                 with ctx.autocast():
                     # one encoder pass: the pooled (pre-logits) feature for kNN, and the head's logits on it
                     f = net.forward_head(net.forward_features(images, **kwargs), pre_logits=True)
                     if want_logits:
-                        preds[(i, method)].append(net.head(f).argmax(-1))
-                feats[(i, method)].append(f.float())
+                        preds[(i, kind)].append(net.head(f).argmax(-1))
+                feats[(i, kind)].append(f.float())
     out = {key: (torch.cat(feats[key]), torch.cat(preds[key]) if want_logits else None) for key in keys}
     return out, torch.cat(labels)
 
@@ -479,79 +411,54 @@ def _groups(measurements: list[_Measurement]) -> list[list[_Measurement]]:
     """Consecutive measurements that differ only in their seed."""
     groups: list[list[_Measurement]] = []
     for meas in measurements:
-        key = (meas.net, meas.methods, meas.prior, meas.budget)
-        if groups and (groups[-1][0].net, groups[-1][0].methods, groups[-1][0].prior, groups[-1][0].budget) == key:
+        key = (meas.method, meas.positions, meas.placement.label, meas.budget)
+        if groups and (groups[-1][0].method, groups[-1][0].positions, groups[-1][0].placement.label,
+                       groups[-1][0].budget) == key:
             groups[-1].append(meas)
         else:
             groups.append([meas])
     return groups
 
 
-def _spot_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Measurement]:
-    out = []
-    patch = entry.model.patch_size
-    grid_trained = entry.tokens_mode in ("grid", "grid_subset")
-    priors = settings.priors_for("grid_model_priors") if grid_trained else settings.priors
-    snapped, extra = settings.priors_for("snapped"), settings.priors_for("extra_budget_priors")
-    for name in priors:
-        prior = prior_of(name)
-        methods = (SPOT, SNAPPED) if name in snapped else (SPOT,)
-        for m, setting in settings.all_budgets():
-            if setting == "extra" and name not in extra:
-                continue
-            for seed in ([None] if prior.deterministic else settings.seeds):
-                def tokens(images, indices, data, saliency, prior=prior, m=m, seed=seed, methods=methods):
-                    size = tuple(images.shape[-2:])
-                    pos = prior_positions(prior, m, indices, size, seed=seed, stream=data.split, saliency=saliency)
-                    out = {SPOT: {"positions": pos}}
-                    if SNAPPED in methods:
-                        out[SNAPPED] = {"positions": snap_to_grid(pos, size, patch)}
-                    return out
+def _seeds(placement, settings: EvaluationSettings) -> list:
+    return [None] if placement.deterministic else list(settings.seeds)
 
-                out.append(_Measurement(methods, name, m, setting, seed, tokens, "spot", prior.needs_saliency))
+
+def _spot_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Measurement]:
+    """The priors through the subpixel tokenizer (the grid-trained models: ``grid_model_priors`` only)."""
+    out = []
+    priors = settings.priors_for("grid_model_priors") if entry.grid_trained else settings.placements()
+    snapped = {p.label for p in settings.priors_for("snapped")}
+    extra = {p.label for p in settings.priors_for("extra_budget_priors")}
+    for prior in priors:
+        kinds = ("placed", "snapped") if prior.label in snapped else ("placed",)
+        for m, budget_set in settings.all_budgets():
+            if budget_set == "extra" and prior.label not in extra:
+                continue
+            out += [_Measurement("spot", prior, m, budget_set, seed, kinds) for seed in _seeds(prior, settings)]
     return out
 
 
 def _grid_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Measurement]:
-    out = []
-    patch = entry.model.patch_size
-    budgets = settings.all_budgets()
-
-    def check_size(images):
-        if tuple(images.shape[-2:]) != tuple(entry.model.image_size):
-            raise ValueError(f"model {entry.name!r} expects {entry.model.image_size} images but the data has "
-                             f"{tuple(images.shape[-2:])}; grid methods need the model's own image size")
-
-    if entry.fmt == "timm_vit" and settings.patchdropout:
-        for m, setting in budgets:
-            for seed in ([None] if m == entry.grid_tokens else settings.seeds):
-                def tokens(images, indices, data, saliency, m=m, seed=seed):
-                    check_size(images)
-                    if m == entry.grid_tokens:
-                        return {PATCHDROPOUT: {}}  # every patch: the plain ViT
-                    keep = random_grid_cells(m, entry.grid_tokens, indices, seed=seed, stream=data.split)
-                    return {PATCHDROPOUT: {"keep": keep}}
-
-                out.append(_Measurement((PATCHDROPOUT,), "random", m, setting, seed, tokens, "patchdropout"))
+    """PatchDropout on a grid ViT, and a grid control's own placements (random / evenly spread grid patches); at
+    the full grid a random subset of all patches is every patch (one deterministic row)."""
+    runs = []
+    if entry.patchdropout and settings.patchdropout:
+        runs.append(("patchdropout", make_placement("grid_random")))
     if entry.grid_control:
-        for kind in settings.grid_subsets:
-            method = GRID_SUBSETS[kind]
-            for m, setting in budgets:
-                seeds = [None] if (kind == "even" or m == entry.grid_tokens) else settings.seeds
-                for seed in seeds:
-                    def tokens(images, indices, data, saliency, method=method, m=m, seed=seed):
-                        check_size(images)
-                        pos = token_positions(method, None, m, indices, tuple(images.shape[-2:]), patch, seed=seed,
-                                              stream=data.split)
-                        return {method: {"positions": pos}}
-
-                    out.append(_Measurement((method,), kind, m, setting, seed, tokens, "spot"))
+        runs += [("spot", make_placement(p)) for p in settings.grid_placements]
+    out = []
+    for method, placement in runs:
+        for m, budget_set in settings.all_budgets():
+            full = m == entry.grid_tokens and placement.name == "grid_random"
+            sampled = make_placement("grid") if full else placement
+            out += [_Measurement(method, placement, m, budget_set, seed, sampled=sampled)
+                    for seed in _seeds(sampled, settings)]
     return out
 
 
 @torch.inference_mode()
-def _evaluate_entry(ctx: _Context, entry: _Entry) -> list[dict]:
-    from .factory import load_trained
+def _evaluate_entry(ctx: _Context, entry: _Entry, backbone: str) -> list[dict]:
     from .models import PatchDropoutViT
 
     s = ctx.settings
@@ -559,36 +466,43 @@ def _evaluate_entry(ctx: _Context, entry: _Entry) -> list[dict]:
     bank = ctx.data(entry, s.knn.train_split, s.knn.train_limit)
     nets = {"spot": entry.model.to(ctx.device).eval()}
     measurements = _spot_measurements(entry, s) + _grid_measurements(entry, s)
-    if any(meas.net == "patchdropout" for meas in measurements):
-        nets["patchdropout"] = PatchDropoutViT(load_trained(entry.path, wrap=False)).to(ctx.device).eval()
+    if any(meas.method == "patchdropout" for meas in measurements):
+        nets["patchdropout"] = PatchDropoutViT(entry.checkpoint.grid_vit()).to(ctx.device).eval()
+    patch = entry.model.patch_size
+    for meas in measurements:  # a grid method at a budget beyond the grid fails here, before any encoding
+        if meas.method == "patchdropout" and meas.budget > entry.grid_tokens:
+            raise ValueError(f"PatchDropout keeps at most the {entry.grid_tokens} grid patches, not {meas.budget}")
     num_classes = entry.model.num_classes or None
     rows = []
+    c = entry.checkpoint
     for group in _groups(measurements):
         t0 = time.time()
         net = nets[group[0].net]
-        q, q_labels = _encode(ctx, net, query, group, want_logits=True)
-        t, t_labels = _encode(ctx, net, bank, group, want_logits=False)
+        q, q_labels = _encode(ctx, net, query, group, patch, want_logits=True)
+        t, t_labels = _encode(ctx, net, bank, group, patch, want_logits=False)
         classes = max(num_classes or 0, int(q_labels.max()) + 1, int(t_labels.max()) + 1)
         for i, meas in enumerate(group):
             summary = []
-            for method in meas.methods:
-                features, preds = q[(i, method)]
+            for kind in meas.positions:
+                features, preds = q[(i, kind)]
                 acc1 = 100.0 * int((preds == q_labels).sum()) / len(q_labels)
-                knn_preds = knn_classify(t[(i, method)][0], t_labels, features, k=s.knn.k,
+                knn_preds = knn_classify(t[(i, kind)][0], t_labels, features, k=s.knn.k,
                                          temperature=s.knn.temperature, num_classes=classes,
                                          chunk_size=s.knn.chunk_size)
                 knn = 100.0 * int((knn_preds == q_labels).sum()) / len(q_labels)
-                base = dict(model=entry.name, model_format=entry.fmt, tokens_mode=entry.tokens_mode, method=method,
-                            prior=meas.prior, budget=meas.budget, grid_tokens=entry.grid_tokens,
-                            setting=meas.setting, seed=meas.seed)
+                base = dict(experiment="evaluation", backbone=backbone, variant=entry.variant, model_format=c.format,
+                            tokens_mode=c.tokens_mode, method=meas.method, placement=meas.placement.label,
+                            positions=kind, budget=meas.budget, grid_tokens=entry.grid_tokens,
+                            budget_set=meas.budget_set, seed=meas.seed)
                 rows.append({**base, "metric": "acc1", "value": acc1, "n_images": query.n, "knn_train_images": None,
                              "split": s.split})
                 rows.append({**base, "metric": "knn", "value": knn, "n_images": query.n,
                              "knn_train_images": bank.n, "split": s.split})
-                summary.append(f"{method}: acc1 {acc1:.2f} knn {knn:.2f}")
+                summary.append(f"{kind}: acc1 {acc1:.2f} knn {knn:.2f}")
             seed = "" if meas.seed is None else f" seed {meas.seed}"
-            ctx.log(f"[{entry.name}] {meas.prior} m={meas.budget}{seed}: {'; '.join(summary)}")
-        ctx.log(f"[{entry.name}] ({time.time() - t0:.1f} s for {len(group)} run(s) of {group[0].prior} "
+            ctx.log(f"[{entry.variant}] {meas.method} {meas.placement.label} m={meas.budget}{seed}: "
+                    f"{'; '.join(summary)}")
+        ctx.log(f"[{entry.variant}] ({time.time() - t0:.1f} s for {len(group)} run(s) of {group[0].placement.label} "
                 f"m={group[0].budget})")
     for net in nets.values():
         net.to("cpu")
@@ -596,14 +510,15 @@ def _evaluate_entry(ctx: _Context, entry: _Entry) -> list[dict]:
 
 
 def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None = None, saliency_settings=None,
-                    device=None, limit: int | None = None, log=print, details: dict | None = None) -> list[dict]:
-    """Evaluate every model over the configured priors × budgets (× seeds) and grid baselines; tidy rows.
+                    device=None, limit: int | None = None, log=print, details: dict | None = None,
+                    backbone: str = "model") -> list[dict]:
+    """Evaluate a backbone's models over the configured placements × budgets (× seeds) and grid baselines.
 
     Args:
-        models: {name: checkpoint path}; each checkpoint needs its JSON record (``spot train`` / ``spot checkpoints
-            fetch`` write one). ``timm_vit`` models get the SPoT rows (through :class:`~spot.models.SPoTViT`) and
-            PatchDropout rows; ``spot_vit`` models the SPoT rows, and grid controls (``tokens.mode: grid_subset``)
-            also the grid-subset rows. MAE checkpoints are rejected (no classifier).
+        models: {variant: checkpoint path}; each checkpoint needs its JSON record (``spot train`` / ``spot
+            checkpoints fetch`` / ``spot checkpoints official`` write one). ``timm_vit`` models get the SPoT rows
+            (through :class:`~spot.models.SPoTViT`) and PatchDropout rows; ``spot_vit`` models the SPoT rows, and
+            grid controls (``tokens.mode: grid_subset``) also their grid placements. MAE checkpoints are rejected.
         data_root: a dataset folder prepared by ``spot data``.
         settings: the ``evaluation:`` section (defaults: ``EvaluationSettings()``).
         saliency_settings: the ``saliency:`` section (a :class:`~spot.saliency.SaliencySettings`; needed by the
@@ -613,10 +528,11 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
         limit: evaluate a stratified subset of ``limit`` images of the split (overrides ``settings.limit``).
         details: a dict, filled for the caller's provenance with ``subsets`` (``{split: subset record}``: which
             images were evaluated and which formed the kNN bank, :func:`~spot.data.subsets.subset_record`) and
-            ``normalisation`` (``{model: [mean, std]}``).
+            ``normalisation`` (``{variant: [mean, std]}``).
+        backbone: the ``backbone`` column of the rows.
 
-    Returns rows with the columns of the module docs (``COLUMNS``). All models, formats and budgets are checked before
-    any evaluation starts.
+    Returns rows with the columns of the module docs (:data:`COLUMNS`). All models, formats and budgets are checked
+    before any evaluation starts.
     """
     from .saliency import SaliencySettings
 
@@ -626,32 +542,34 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
         settings.limit = limit
     settings.validate()
     if not isinstance(models, dict) or not models:
-        raise ValueError("give at least one model: {name: checkpoint path}")
+        raise ValueError("give at least one model: {variant: checkpoint path}")
     saliency_settings = saliency_settings or SaliencySettings()
-    if any(prior_of(p).needs_saliency for p in settings.priors):
+    if any(p.needs_saliency for p in settings.placements()):
         saliency_settings.validate()
-    entries = [_load_entry(name, path) for name, path in models.items()]
+    entries = [_load_entry(variant, path) for variant, path in models.items()]
     for entry in entries:
         _check_budgets(entry, settings)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ctx = _Context(data_root, settings, saliency_settings, device, log)
     rows = []
     for entry in entries:
-        log(f"evaluating {entry.name} ({entry.fmt}, tokens {entry.tokens_mode}, {entry.grid_tokens} grid patches)")
-        rows += _evaluate_entry(ctx, entry)
+        c = entry.checkpoint
+        log(f"evaluating {backbone} {entry.variant} ({c.format}, tokens {c.tokens_mode}, {entry.grid_tokens} grid "
+            f"patches)")
+        rows += _evaluate_entry(ctx, entry, backbone)
     if details is not None:
         details.update(subsets=ctx.subsets(), normalisation=ctx.normalisation)
     return rows
 
 
 def summarise(rows):
-    """Mean, std (over seeds, ddof = 1; 0 for a single run) and n_seeds per (model, method, prior, budget, setting,
-    metric), as a pandas DataFrame."""
+    """Mean, std (over seeds, ddof = 1; 0 for a single run) and n_seeds per measurement (every column but the seed
+    and the value), as a pandas DataFrame."""
     import pandas as pd
 
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    keys = [k for k in ("model", "model_format", "tokens_mode", "method", "prior", "budget", "grid_tokens",
-                        "setting", "metric") if k in frame.columns]
+    keys = [k for k in ("backbone", "variant", "model_format", "tokens_mode", "method", "placement", "positions",
+                        "budget", "grid_tokens", "budget_set", "metric") if k in frame.columns]
     grouped = frame.groupby(keys, dropna=False, sort=False)["value"]
     out = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
@@ -677,10 +595,11 @@ def run_from_args(args) -> int:
     models = {name: str(path) for name, path in parse_model_args(args.model).items()}
     config, settings, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
     details: dict = {}
-    rows = evaluate_models(models, args.data, settings, saliency, device=device, details=details)
+    rows = evaluate_models(models, args.data, settings, saliency, device=device, details=details,
+                           backbone=args.backbone)
     provenance_config = {"evaluation": dataclasses.asdict(settings), "saliency": dataclasses.asdict(saliency),
-                         "models": {k: str(v) for k, v in models.items()}, "data": str(args.data),
-                         "config_files": list(args.config)}
+                         "backbone": args.backbone, "models": {k: str(v) for k, v in models.items()},
+                         "data": str(args.data), "config_files": config_layers(args)}
     out = write_table(rows, args.out, config=provenance_config,
                       inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
                       device=device, started=started, extra=details)

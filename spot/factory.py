@@ -17,35 +17,68 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from .formats import MissingWeightsError, read_state_dict
 from .models import SPoTViT
 
-__all__ = ["Backbone", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model", "create_timm", "hub_reachable",
-           "read_state_dict", "load_trained", "checkpoint_record"]
+__all__ = ["Backbone", "WeightSource", "BACKBONES", "MissingWeightsError", "create_backbone", "create_model",
+           "create_timm", "hub_reachable"]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a backbone's weights are downloaded from (``spot checkpoints fetch``)."""
+
+    url: str  # where a person downloads them
+    filename: str  # the file's name at the source (looked for in the target folder when offline)
+    hf_repo: str | None = None  # Hugging Face repository (downloaded with huggingface_hub when online)
+    sha256: str | None = None  # pinned checksum of the source file, where known
+    description: str = ""
 
 
 @dataclass(frozen=True)
 class Backbone:
-    """A named backbone: a timm architecture (+ pretrained tag) and the keyword config that differs from it."""
+    """A named backbone — the one record of it: a timm architecture (+ pretrained tag), the keyword config that
+    differs from it, and where its weights come from."""
 
     timm_name: str
     label: str
     kwargs: dict = field(default_factory=dict)
     description: str = ""
+    source: WeightSource | None = None
 
+
+_HF = "https://huggingface.co/timm/{}/resolve/main/model.safetensors"
+_MAE_HEAD = dict(global_pool="avg", fc_norm=True, num_classes=1000)
 
 BACKBONES: dict[str, Backbone] = {
     # the paper's three backbones (Section 4, Table 7)
-    "cls_in1k": Backbone("vit_base_patch16_224.augreg_in1k", "CLS-IN1k",
-                         description="supervised ViT-B/16, ImageNet-1k (Steiner et al. 2021)"),
-    "cls_in21k": Backbone("vit_base_patch16_224.augreg2_in21k_ft_in1k", "CLS-IN21k",
-                          description="supervised ViT-B/16, ImageNet-21k, fine-tuned on ImageNet-1k"),
-    "mae_in1k": Backbone("vit_base_patch16_224.mae", "MAE-IN1k",
-                         kwargs=dict(global_pool="avg", fc_norm=True, num_classes=1000),
-                         description="MAE ViT-B/16 encoder with MAE's fine-tuning head (global pool + fc_norm); "
-                                     "the hub holds the pre-trained encoder only, fine-tuned weights come from a file"),
-    "mae_in1k_ft": Backbone("vit_base_patch16_224.mae", "MAE-IN1k (fine-tuned)",
-                            kwargs=dict(global_pool="avg", fc_norm=True, num_classes=1000),
-                            description="the official MAE fine-tuned ViT-B/16 classifier (weights from a file)"),
+    "cls_in1k": Backbone(
+        "vit_base_patch16_224.augreg_in1k", "CLS-IN1k",
+        description="supervised ViT-B/16, ImageNet-1k (Steiner et al. 2021)",
+        source=WeightSource(_HF.format("vit_base_patch16_224.augreg_in1k"), "model.safetensors",
+                            hf_repo="timm/vit_base_patch16_224.augreg_in1k",
+                            description="timm vit_base_patch16_224.augreg_in1k (CLS-IN1k)")),
+    "cls_in21k": Backbone(
+        "vit_base_patch16_224.augreg2_in21k_ft_in1k", "CLS-IN21k",
+        description="supervised ViT-B/16, ImageNet-21k, fine-tuned on ImageNet-1k",
+        source=WeightSource(_HF.format("vit_base_patch16_224.augreg2_in21k_ft_in1k"), "model.safetensors",
+                            hf_repo="timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+                            description="timm vit_base_patch16_224.augreg2_in21k_ft_in1k (CLS-IN21k)")),
+    "mae_in1k": Backbone(
+        "vit_base_patch16_224.mae", "MAE-IN1k", kwargs=_MAE_HEAD,
+        description="MAE ViT-B/16 encoder with MAE's fine-tuning head (global pool + fc_norm); the hub holds the "
+                    "pre-trained encoder only, fine-tuned weights come from a file",
+        source=WeightSource("https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base_full.pth",
+                            "mae_pretrain_vit_base_full.pth",
+                            description="official MAE ViT-B/16 pre-trained encoder + decoder (MAE-IN1k; the decoder "
+                                        "is needed for MAE retrofitting)")),
+    "mae_in1k_ft": Backbone(
+        "vit_base_patch16_224.mae", "MAE-IN1k (fine-tuned)", kwargs=_MAE_HEAD,
+        description="the official MAE fine-tuned ViT-B/16 classifier (weights from a file)",
+        source=WeightSource("https://dl.fbaipublicfiles.com/mae/finetune/mae_finetuned_vit_base.pth",
+                            "mae_finetuned_vit_base.pth",
+                            description="official MAE ViT-B/16 fine-tuned on ImageNet-1k (the paper's MAE ViT-B/16 "
+                                        "baseline rows)")),
     # small ViTs for the embedded (CPU) preset: 8 px patches, one grey channel, 10 classes by default
     "vit_nano_patch8": Backbone("vit_tiny_patch16_224", "ViT-N/8", kwargs=dict(
         img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=3)),
@@ -54,10 +87,6 @@ BACKBONES: dict[str, Backbone] = {
     "vit_mini_patch8": Backbone("vit_tiny_patch16_224", "ViT-m/8", kwargs=dict(
         img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=192, depth=6, num_heads=3)),
 }
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are neither in a given file nor reachable (hub offline and not cached)."""
 
 
 _REACHABLE: dict[str, bool] = {}
@@ -89,32 +118,6 @@ def _resolve(name: str) -> Backbone:
         return Backbone(name, name)
     raise ValueError(f"unknown backbone {name!r}; accepted: {', '.join(BACKBONES)}, their timm names or labels, "
                      f"or any timm VisionTransformer name")
-
-
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """The tensors of a weight file: ``.safetensors``, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
-    (no arbitrary unpickling), unwrapped from ``"model"``/``"state_dict"``/``"model_ema"`` when nested there.
-
-    A missing file is a ``MissingWeightsError``; an unreadable one or one without a dict of tensors a ``ValueError``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingWeightsError(f"checkpoint file {str(path)!r} does not exist; check the path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 — any decoding failure means a bad file
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint ({err}); download it again") from err
-    for key in ("model", "state_dict", "model_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} holds no state dict of tensors")
-    return state
 
 
 def _load_file(model: VisionTransformer, path: Path, strict: bool) -> None:
@@ -179,58 +182,3 @@ def create_model(name: str, *, pretrained: bool = False, checkpoint=None, wrap: 
     """A SPoT model on the named backbone (``wrap=False``: the timm ViT itself); see :func:`create_backbone`."""
     vit = create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, strict=strict, **kwargs)
     return SPoTViT.from_timm(vit, window=window, pe_sigma=pe_sigma) if wrap else vit
-
-
-def checkpoint_record(path) -> dict:
-    """The JSON record stored beside a checkpoint (``X.safetensors`` → ``X.json``); ``{}`` when there is none."""
-    import json
-
-    record = Path(path).with_suffix(".json")
-    return json.loads(record.read_text()) if record.is_file() else {}
-
-
-def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm_kwargs):
-    """A model from any checkpoint this project writes or fetches, rebuilt from its record.
-
-    * ``spot train`` outputs: the record names the backbone and timm config; ``format`` is ``timm_vit`` (returned as
-      a :class:`SPoTViT` wrapping it, or the plain ViT with ``wrap=False``), ``spot_vit`` (a retrofitted SPoT model)
-      or ``mae`` (a :class:`~spot.mae.SubpixelMAE`).
-    * ``spot checkpoints fetch`` outputs: the record's ``name`` is the backbone key (``cls_in1k`` …).
-    * ``spot checkpoints official`` records (``format: official``): the authors' released file they point at,
-      loaded with :func:`spot.official.load_official`.
-    * any other file: give ``backbone=`` (and timm keyword config).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
-                                "(`spot checkpoints fetch`)")
-    record = checkpoint_record(path)
-    fmt = record.get("format", "timm_vit")
-    if fmt == "official":  # a record pointing at one of the authors' released checkpoints (retrofit: official)
-        from .official import load_official
-
-        return load_official(record["path"])
-    name = backbone or record.get("backbone") or record.get("name")
-    if name is None:
-        raise ValueError(f"{path} has no record naming its backbone ({path.with_suffix('.json')}); pass backbone=")
-    kwargs = {**record.get("timm_kwargs", {}), **timm_kwargs}
-    spot_cfg = record.get("spot") or {}
-    if fmt == "mae":
-        from .mae import SubpixelMAE
-
-        mae_cfg = record.get("mae") or {}
-        model = SubpixelMAE.from_backbone(
-            create_backbone(name, **kwargs), window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5),
-            decoder_dim=mae_cfg.get("decoder_dim", 512), decoder_depth=mae_cfg.get("decoder_depth", 8),
-            decoder_heads=mae_cfg.get("decoder_heads", 16), norm_pix_loss=mae_cfg.get("norm_pix_loss", True))
-        return model.load_mae_state_dict(read_state_dict(path)).eval()
-    if fmt == "spot_vit":
-        model = SPoTViT.from_timm(create_backbone(name, **kwargs), window=spot_cfg.get("window"),
-                                  pe_sigma=spot_cfg.get("pe_sigma", 0.5))
-        result = model.load_state_dict(read_state_dict(path), strict=True)
-        del result
-        if not wrap:
-            raise ValueError(f"{path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
-        return model.eval()
-    vit = create_backbone(name, checkpoint=path, **kwargs)
-    return (SPoTViT.from_timm(vit) if wrap else vit).eval()

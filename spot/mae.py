@@ -34,10 +34,9 @@ from torch import nn
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from . import _checks
-from .embedding import KernelizedPositionalEmbedding
 from .models import SPoTViT
 from .positions import grid_positions, grid_shape
-from .priors import generator_device
+from .placement.priors import generator_device
 from .tokenizer import extract_windows
 
 __all__ = ["sincos_pos_embed_2d", "SubpixelMAE", "MAEOutput", "MAE_NORM_EPS", "MAE_NORM_PIX_EPS",
@@ -47,11 +46,6 @@ MAE_SINCOS_TEMPERATURE = 10000.0  # MAE's (and the Transformer's) sin-cos freque
 MAE_NORM_EPS = 1e-6  # LayerNorm eps of MAE's decoder (``partial(nn.LayerNorm, eps=1e-6)``)
 MAE_NORM_PIX_EPS = 1e-6  # MAE's norm_pix_loss: (t − mean) / sqrt(var + 1e-6)
 MAE_INIT_STD = 0.02  # MAE initialises mask_token with N(0, 0.02²)
-
-# classification-head entries of a timm ViT: not part of MAE pre-training, so the MAE file has none of them
-_HEAD_PREFIXES = ("head.", "fc_norm.", "attn_pool.")
-# fixed (not learned) in MAE: accepted when loading and ignored (the decoder evaluates it from the positions)
-_FIXED_KEYS = ("decoder_pos_embed",)
 
 
 def sincos_pos_embed_2d(positions: torch.Tensor, embed_dim: int, grid_size) -> torch.Tensor:
@@ -298,120 +292,25 @@ class SubpixelMAE(nn.Module):
         loss = (pred.to(dtype) - target.to(dtype)).pow(2).mean(dim=-1).mean()
         return MAEOutput(loss, pred, target, visible, masked)
 
-    # --- weights in the MAE repo's / timm's layout ---------------------------------------------------------------
-
-    def _check_mae_layout(self) -> None:
-        enc = self.encoder
-        if enc.window != enc.patch_size:
-            raise ValueError(f"the MAE/timm layout has no window projection of size {enc.window} for patch "
-                             f"{enc.patch_size}; use state_dict()/load_state_dict() instead")
-        if enc.pos_embed is not None and not isinstance(enc.pos_embed, KernelizedPositionalEmbedding):
-            raise ValueError(f"the MAE/timm layout needs a KernelizedPositionalEmbedding (a grid pos_embed), got "
-                             f"{type(enc.pos_embed).__name__}; use state_dict()/load_state_dict() instead")
-
-    def _named_tensors(self, encoder_only: bool) -> dict[str, torch.Tensor]:
-        """Live parameters/buffers under timm ViT (encoder) and MAE (decoder) names; ``pos_embed`` excluded."""
-        enc = self.encoder
-        out = {name: t for name, t in (("cls_token", enc.cls_token), ("reg_token", enc.reg_token)) if t is not None}
-        modules = [("patch_embed.proj", enc.window_embed.proj), ("patch_embed.norm", enc.window_embed.norm),
-                   ("norm_pre", enc.norm_pre), ("blocks", enc.blocks), ("norm", enc.norm), ("fc_norm", enc.fc_norm),
-                   ("attn_pool", enc.attn_pool), ("head", enc.head)]
-        if not encoder_only:
-            if self.encoder_norm is not None:
-                modules.append(("norm", self.encoder_norm))
-            modules += [("decoder_embed", self.decoder_embed), ("decoder_blocks", self.decoder_blocks),
-                        ("decoder_norm", self.decoder_norm), ("decoder_pred", self.decoder_pred)]
-            out["mask_token"] = self.mask_token
-        for prefix, module in modules:
-            if module is not None:
-                out.update({f"{prefix}.{k}": t for k, t in module.state_dict(keep_vars=True).items()})
-        return out
-
-    @torch.no_grad()
-    def _timm_pos_embed(self) -> torch.Tensor | None:
-        """timm's ``pos_embed`` (1, [prefix +] N, D): the kernelized PE at its lattice (= the ViT's patch grid).
-
-        Lossless: the lattice kernel matrix is invertible, so re-fitting from these values (as loading does) gives
-        back the same lattice weights up to rounding.
-        """
-        enc = self.encoder
-        if enc.pos_embed is None:
-            return None
-        pe = enc.pos_embed
-        lattice = grid_positions(pe.lattice_size, 1, device=pe.weight.device)
-        rows = (pe.kernel(lattice) @ pe.weight.to(torch.float64)).to(pe.weight.dtype)
-        if enc.prefix_pos_embed is not None:
-            rows = torch.cat([enc.prefix_pos_embed[0], rows], dim=0)
-        return rows[None]
-
-    def _state(self, encoder_only: bool) -> dict[str, torch.Tensor]:
-        self._check_mae_layout()
-        state = {k: t.detach().clone() for k, t in self._named_tensors(encoder_only).items()}
-        pos_embed = self._timm_pos_embed()
-        if pos_embed is not None:
-            state["pos_embed"] = pos_embed
-        return state
+    # --- weights in the MAE repo's / timm's layout (the conversion lives in spot.formats) ---------------------------
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder under timm ViT names (``vit.load_state_dict`` of the same architecture takes it as is).
+        """The encoder under timm ViT names (:func:`spot.formats.encoder_state_dict`)."""
+        from .formats import encoder_state_dict
 
-        ``pos_embed`` is the current kernelized PE at the patch-grid centres (plus the prefix rows), so a retrofitted
-        or MAE-trained PE is exported too; a ViT loading it computes the same grid features. Needs window = patch.
-        """
-        return self._state(encoder_only=True)
+        return encoder_state_dict(self)
 
     def mae_state_dict(self) -> dict[str, torch.Tensor]:
-        """Encoder (timm names, :meth:`encoder_state_dict`) + decoder under the MAE repo's names.
+        """Encoder (timm names) + decoder under the MAE repo's names (:func:`spot.formats.mae_state_dict`)."""
+        from .formats import mae_state_dict
 
-        Decoder keys: ``mask_token``, ``decoder_embed.*``, ``decoder_blocks.i.*``, ``decoder_norm.*``,
-        ``decoder_pred.*`` (no ``decoder_pos_embed``: it is fixed). For everything this class holds (including a PE
-        that no longer is a sum of lattice vectors) ``state_dict()`` is the complete record.
-        """
-        return self._state(encoder_only=False)
+        return mae_state_dict(self)
 
-    @torch.no_grad()
     def load_mae_state_dict(self, state: dict[str, torch.Tensor]) -> "SubpixelMAE":
-        """Load weights in :meth:`mae_state_dict`'s layout, e.g. the official ``mae_pretrain_vit_base_full.pth``.
+        """Load weights in the MAE repo's layout, e.g. the official file (:func:`spot.formats.load_mae_state_dict`)."""
+        from .formats import load_mae_state_dict
 
-        Read the file with :func:`spot.factory.read_state_dict` (it unwraps the official file's ``"model"`` entry; a
-        dict with a ``"model"`` entry is unwrapped here as well). ``decoder_pos_embed`` is accepted and ignored (fixed
-        sin-cos); the classification head (``head.*``, ``fc_norm.*``, ``attn_pool.*``, absent from MAE files) is kept
-        as is when missing. ``pos_embed`` sets the prefix-token PE and re-fits the kernelized PE to its grid rows.
-        Any other missing or unexpected key, or a shape mismatch, is a ``ValueError`` (nothing is loaded then).
-        """
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        if not isinstance(state, dict):
-            raise ValueError(f"state must be a dict of tensors, got {type(state).__name__}")
-        self._check_mae_layout()
-        live = self._named_tensors(encoder_only=False)
-        expected = {k: tuple(t.shape) for k, t in live.items()}
-        pos_embed = self._timm_pos_embed()
-        if pos_embed is not None:
-            expected["pos_embed"] = tuple(pos_embed.shape)
-        missing = [k for k in expected if k not in state and not k.startswith(_HEAD_PREFIXES)]
-        unexpected = [k for k in state if k not in expected and k not in _FIXED_KEYS]
-        wrong = [f"{k}: {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
-                 if k in state and tuple(state[k].shape) != expected[k]]
-        if missing or unexpected or wrong:
-            def show(keys):
-                return f"{keys[:8]}{' …' if len(keys) > 8 else ''}"
-            raise ValueError(f"the state dict does not match this MAE (encoder {self.encoder.embed_dim} wide, window "
-                             f"{self.window}, decoder {self.decoder_embed.out_features} wide, "
-                             f"{len(self.decoder_blocks)} blocks): missing keys {show(missing)}, unexpected keys "
-                             f"{show(unexpected)}, wrong shapes {show(wrong)}")
-        for k, t in live.items():
-            if k in state:
-                t.copy_(state[k])
-        if pos_embed is not None:
-            enc = self.encoder
-            rows = state["pos_embed"][0]
-            npt = 0 if enc.prefix_pos_embed is None else enc.prefix_pos_embed.shape[1]
-            if enc.prefix_pos_embed is not None:
-                enc.prefix_pos_embed.copy_(rows[:npt][None])
-            Ly, Lx = enc.pos_embed.lattice_size
-            enc.pos_embed.fit_(rows[npt:].reshape(Ly, Lx, -1))
-        return self
+        return load_mae_state_dict(self, state)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, norm_pix_loss={self.norm_pix_loss}"

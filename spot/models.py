@@ -18,10 +18,10 @@ from timm.models.vision_transformer import VisionTransformer, global_pool_nlc
 from . import _checks
 from .embedding import KernelizedPositionalEmbedding
 from .positions import grid_positions
-from .priors import generator_device, sample_positions
+from .placement import random_patch_subset, sample_positions
 from .tokenizer import WindowEmbedding
 
-__all__ = ["SPoTViT", "PatchDropoutViT", "random_patch_subset"]
+__all__ = ["SPoTViT", "PatchDropoutViT"]
 
 
 def _check_vit(vit) -> VisionTransformer:
@@ -192,15 +192,6 @@ class SPoTViT(_TimmHead):
 
     def forward(self, images: torch.Tensor, positions=None, **sampling) -> torch.Tensor:
         return self.forward_head(self.forward_features(images, positions, **sampling))
-
-
-def random_patch_subset(batch_size: int, num_patches: int, num_tokens: int, generator=None,
-                        device=None) -> torch.Tensor:
-    """Indices (B, m) of m distinct patches per image, uniformly at random, sorted; deterministic given a generator."""
-    _checks.num_tokens_value(num_tokens, num_patches, f" (the grid has {num_patches} patches)")
-    gen_device = generator_device(generator)
-    scores = torch.rand(batch_size, num_patches, generator=generator, device=gen_device)
-    return scores.argsort(dim=1)[:, :num_tokens].sort(dim=1).values.to(device or gen_device)
 
 
 class PatchDropoutViT(_TimmHead):

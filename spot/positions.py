@@ -6,7 +6,9 @@ row-major, the order of a ViT's patch tokens.
 """
 from __future__ import annotations
 
-import torch
+from ._lazy import lazy
+
+torch = lazy("torch")
 
 from . import _checks
 
@@ -21,7 +23,7 @@ def grid_shape(image_size, patch) -> tuple[int, int]:
     return H // ph, W // pw
 
 
-def grid_positions(image_size, patch, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+def grid_positions(image_size, patch, *, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
     """Centres of the patch grid as (rows·cols, 2) positions (y, x), row-major like a ViT's patch tokens.
 
     float64 by default (as all positions in ``spot``): a float32 position at 224 px is only good to ~1e-5 px.
@@ -31,7 +33,7 @@ def grid_positions(image_size, patch, *, dtype: torch.dtype = torch.float64, dev
     ys = (torch.arange(gh, dtype=torch.float64) + 0.5) * ph / H
     xs = (torch.arange(gw, dtype=torch.float64) + 0.5) * pw / W
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(-1, 2)
-    return grid.to(dtype=dtype, device=device)
+    return grid.to(dtype=dtype or torch.float64, device=device)
 
 
 def grid_cell_index(positions: torch.Tensor, image_size, patch) -> torch.Tensor:

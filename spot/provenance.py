@@ -1,6 +1,11 @@
-"""Provenance records and atomic writes: every result file says where it came from, and is never half-written."""
+"""Provenance records and atomic writes: every result file says where it came from, and is never half-written.
+
+Importable without torch (the workflow's table registry uses it while building the DAG): torch is imported by the
+functions that describe the software and the device.
+"""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -10,15 +15,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
-
 __all__ = ["code_version", "software_versions", "device_description", "provenance", "sha256_file",
-           "atomic_write_text", "atomic_write_json"]
+           "atomic_output", "atomic_write_text", "atomic_write_json"]
 
 
 def code_version() -> dict:
     """The package version and, when run from a git checkout, its commit and whether the tree has local changes."""
-    from . import __version__
+    from ._version import __version__
 
     root = Path(__file__).resolve().parent.parent
     info = {"package": __version__}
@@ -36,12 +39,15 @@ def code_version() -> dict:
 def software_versions() -> dict:
     import numpy
     import timm
+    import torch
 
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "numpy": numpy.__version__, "cuda": torch.version.cuda, "platform": platform.platform()}
 
 
 def device_description(device=None) -> dict:
+    import torch
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
@@ -70,19 +76,27 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place (never a half-written file)."""
+@contextlib.contextmanager
+def atomic_output(path, suffix: str = ".tmp"):
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends without an error,
+    removed otherwise — so ``path`` is never half-written. ``suffix``: the temporary file's ending, for writers that
+    read the format from it (``".tmp.npz"``, ``".tmp.pdf"``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place (never a half-written file)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def atomic_write_json(path, obj) -> Path:

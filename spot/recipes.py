@@ -15,15 +15,15 @@ The tasks:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .config import _build, _merge, load_config, merge_configs, settings_from_dict
 
 __all__ = ["Recipe", "ModelSettings", "DataSettings", "TokenSampling", "OptimizerSettings", "ScheduleSettings",
-           "MixupSettings", "MAESettings", "load_recipe", "merge_configs", "settings_from_dict", "recipe_from_dict", "recipe_to_dict", "load_config"]
+           "MixupSettings", "MAESettings", "load_recipe", "recipe_from_dict", "recipe_to_dict",
+           # re-exported from spot.config, where they live
+           "load_config", "merge_configs", "settings_from_dict"]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class TokenSampling:
     min_tokens: int = 1
     max_tokens: int | None = None  # None: the full grid
     choices: list | None = None
-    prior: str = "isotropic"
+    prior: str | dict = "isotropic"  # a placement spec (spot.placement); with jitter > 0 a deterministic layout
     jitter: float = 1.0  # fraction of the layout spacing (1.0: anywhere in the token's own cell)
     full_share: float = 0.0  # share of batches on the exact full patch grid (no jitter), the rest from the schedule
 
@@ -159,6 +159,12 @@ class Recipe:
             bad("tokens.min_tokens", self.tokens.min_tokens, "≥ 1")
         if not 0 <= self.tokens.jitter <= 2:
             bad("tokens.jitter", self.tokens.jitter, "0 … 2 (fraction of the layout spacing)")
+        from .placement import check_placement
+
+        prior = check_placement(self.tokens.prior, f"recipe {self.name!r}: tokens.prior")
+        if self.tokens.mode == "subpixel" and self.tokens.jitter > 0 and not prior.deterministic:
+            bad("tokens.prior", self.tokens.prior, "a deterministic layout (isotropic, center, …) when jitter > 0: the "
+                "layout's points move within their cells")
         if not (isinstance(self.tokens.full_share, (int, float)) and 0 <= self.tokens.full_share <= 1):
             bad("tokens.full_share", self.tokens.full_share, "0 … 1 (share of batches on the full patch grid)")
         if self.data.kind not in ("fmnist", "imagenet"):
@@ -189,61 +195,6 @@ class Recipe:
         return o.lr if o.lr is not None else o.blr * self.batch_size / 256
 
 
-def settings_from_dict(cls, values: dict | None, where: str):
-    """A settings dataclass from a config mapping: unknown keys are an error naming the accepted ones, nested
-    dataclass fields are built recursively, YAML number strings become floats where the field is a float."""
-    return _build(cls, values or {}, where)
-
-
-def _build(cls, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(names)}")
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
-    return cls(**kwargs)
-
-
-def _coerce(value, hint, where: str):
-    """YAML reads ``3e-3`` as a string; turn such numbers into floats where the field is a float."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ValueError(f"{where} must not be null")
-    if float in args and isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
-    return value
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def merge_configs(*configs: dict) -> dict:
-    """Later configs override earlier ones key by key (nested mappings merged), as Snakemake merges --configfile."""
-    out: dict = {}
-    for config in configs:
-        out = _merge(out, config)
-    return out
-
-
 def _resolve(recipes: dict, name: str, seen=()) -> dict:
     if name not in recipes:
         raise ValueError(f"no recipe {name!r} in the config; recipes: {', '.join(sorted(recipes))}")
@@ -262,19 +213,6 @@ def recipe_from_dict(values: dict, name: str = "recipe") -> Recipe:
 
 def recipe_to_dict(recipe: Recipe) -> dict:
     return dataclasses.asdict(recipe)
-
-
-def load_config(path) -> dict:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} not found")
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: the config must be a mapping")
-    return config
 
 
 def load_recipe(config, name: str, overrides: dict | None = None) -> Recipe:

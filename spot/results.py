@@ -33,13 +33,23 @@ def parse_model_args(items) -> dict[str, Path]:
     return out
 
 
-def add_experiment_arguments(p, section: str) -> None:
-    """The arguments every experiment command shares: configs, models, data, output, limit, device, threads."""
-    p.add_argument("--config", required=True, action="append",
-                   help=f"workflow config (YAML) with `{section}:`; repeat to merge a preset over it "
-                        "(--config config.yaml --config config/paper.yaml)")
-    p.add_argument("--model", required=True, action="append", metavar="NAME=PATH",
-                   help="a classifier checkpoint (its .json record beside it) and its name in the table; repeatable")
+def add_experiment_arguments(p, section: str, *, variants: bool = True) -> None:
+    """The arguments every experiment command shares: configs, models, data, output, limit, device, threads.
+
+    ``variants``: the models are variants of one backbone (``--backbone NAME --model VARIANT=PATH``: parent, spot,
+    grid_control …), else each model is a backbone of its own (``--model BACKBONE=PATH``: transfer)."""
+    from .config import add_config_arguments
+
+    add_config_arguments(p, what=f"`{section}:`")
+    if variants:
+        p.add_argument("--backbone", default="model",
+                       help="the backbone the models belong to, the `backbone` column of the rows (e.g. cls_in1k)")
+        p.add_argument("--model", required=True, action="append", metavar="VARIANT=PATH",
+                       help="a checkpoint (its .json record beside it) and its variant, the `variant` column of the "
+                            "rows (parent, spot, grid_control, …); repeatable")
+    else:
+        p.add_argument("--model", required=True, action="append", metavar="BACKBONE=PATH",
+                       help="a checkpoint (its .json record beside it) and its backbone's name; repeatable")
     p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
     p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
     p.add_argument("--limit", type=int, default=None, help=f"a seeded subset of N images, stratified by class "
@@ -101,12 +111,12 @@ def experiment_settings(args, settings_cls, section: str):
     Returns ``(config, settings, saliency, device)``."""
     import torch
 
-    from .recipes import load_config, merge_configs, settings_from_dict
+    from .config import config_from_args, settings_from_dict
     from .saliency import SaliencySettings
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    config = merge_configs(*(load_config(path) for path in args.config))
+    config = config_from_args(args)
     settings = settings_from_dict(settings_cls, config.get(section), section)
     if getattr(args, "limit", None) is not None:
         settings.limit = args.limit

@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -376,16 +375,12 @@ def _read_block(path: Path) -> dict[int, np.ndarray]:
 
 
 def _write_block(path: Path, entries: dict[int, np.ndarray]) -> None:
+    from .provenance import atomic_output
+
     keys = sorted(entries)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, indices=np.asarray(keys, dtype=np.int64),
                             maps=np.stack([entries[k] for k in keys]).astype(np.float16))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _cached(compute, data, indices: torch.Tensor, settings: SaliencySettings) -> torch.Tensor:

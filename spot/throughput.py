@@ -1,13 +1,17 @@
 """Inference throughput and FLOPs per token budget (Figure 5: accuracy vs throughput).
 
-``measure_throughput(model, budgets, …)`` times, on random images of the model's input size, one row per method and
-budget:
+``measure_throughput(model, budgets, …)`` times, on random images of the model's input size, each method at each
+budget (the ``method`` and ``placement`` columns, the evaluation's vocabulary):
 
-* ``SPoT`` — :class:`~spot.models.SPoTViT` on the Isotropic prior's positions for m tokens (the paper's default
-  layout): the cost includes the subpixel tokenizer (bilinear windows + kernelized positional embedding);
-* ``PatchDropout`` — :class:`~spot.models.PatchDropoutViT` keeping m random grid patches (the subset is drawn in every
-  timed call, as at inference);
-* ``ViT (grid)`` — the plain timm ViT on its full patch grid (one row, budget = the grid's N tokens).
+* ``spot`` (placement ``isotropic``) — :class:`~spot.models.SPoTViT` on the Isotropic prior's positions for m tokens
+  (the paper's default layout; computed once per budget, on the device): the cost includes the subpixel tokenizer
+  (bilinear windows + kernelized positional embedding);
+* ``patchdropout`` (``grid_random``) — :class:`~spot.models.PatchDropoutViT` keeping m random grid patches (the subset
+  is drawn in every timed call, as at inference);
+* ``vit`` (``grid``) — the plain timm ViT on its full patch grid (one measurement, budget = the grid's N tokens).
+
+Rows are tidy, one per measurement and metric: ``images_per_s`` (median over repeats) with ``images_per_s_min`` /
+``_max``, ``ms_per_batch`` (median, min, max) and ``gflops_per_image``.
 
 Timing protocol: ``torch.inference_mode()``, ``warmup`` untimed batches, then ``repeats`` timed batches, each between
 two ``torch.cuda.synchronize()`` calls on CUDA, measured with ``time.perf_counter``; images/s and ms per batch are the
@@ -17,7 +21,7 @@ only); positions stay float64 (the tokenizer does its coordinate arithmetic in f
 convolutions and attention; element-wise work such as the bilinear window sampling, softmax and norms is not counted).
 Throughput does not depend on image content, so the images are random (seeded) and weights may be untrained.
 
-CLI (``spot throughput``): ``--config config.yaml [--config preset.yaml] (--model NAME=PATH … | --backbone NAME …)
+CLI (``spot throughput``): ``--config config.yaml [--backbone NAME] (--model VARIANT=PATH … | --architecture NAME …)
 --out results/throughput.csv [--device D] [--budgets 25,49]`` writes the rows with :func:`spot.results.write_table`.
 """
 from __future__ import annotations
@@ -31,13 +35,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from .config import add_config_arguments
 from .models import PatchDropoutViT, SPoTViT
-from .priors import isotropic_layout
+from .placement import ImageBatch, place
 
 __all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "count_gflops", "configure_parser",
            "run_from_args"]
 
-METHODS = ("SPoT", "ViT (grid)", "PatchDropout")
+METHODS = {"spot": "isotropic", "vit": "grid", "patchdropout": "grid_random"}  # method → the placement it times
+METRICS = ("images_per_s", "images_per_s_min", "images_per_s_max", "ms_per_batch", "ms_per_batch_min",
+           "ms_per_batch_max", "gflops_per_image")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -148,21 +155,22 @@ def _device_text(device: torch.device) -> str:
 
 def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in_chans: int | None = None,
                        device=None, dtype: str = "float32", warmup: int = 3, repeats: int = 10, *,
-                       methods=METHODS, vit: VisionTransformer | None = None, seed: int = 0,
-                       label: str | None = None) -> list[dict]:
-    """Throughput rows (one per method and budget; ``ViT (grid)`` once, at the full grid) of a ViT architecture.
+                       methods=tuple(METHODS), vit: VisionTransformer | None = None, seed: int = 0,
+                       backbone: str = "model", variant: str = "model") -> list[dict]:
+    """Throughput rows (per method and budget, one per metric; ``vit`` once, at the full grid) of a ViT architecture.
 
     Args:
         model: a timm ``VisionTransformer`` (all three methods are built on it) or a :class:`SPoTViT` (then the
-            ``ViT (grid)`` and ``PatchDropout`` rows need ``vit=``, a timm ViT of the same architecture).
+            ``vit`` and ``patchdropout`` rows need ``vit=``, a timm ViT of the same architecture).
         budgets: token counts m ≥ 1 (SPoT accepts any m, PatchDropout at most the grid's N).
         image_size: (H, W) or an int; default: the model's input size. ``in_chans``: default the model's.
         device: default CUDA when available. ``dtype``: float32, bfloat16 or float16 (autocast).
         methods: a subset of ``METHODS``. ``seed``: of the random images and PatchDropout's subsets.
+        backbone, variant: the ``backbone`` and ``variant`` columns of the rows.
 
-    Returns rows with: model, method, budget, tokens, fraction (of the grid), sequence_length (+ prefix tokens),
-    images_per_s (median) with _min/_max, ms_per_batch (median) with _min/_max, gflops_per_image, batch_size, dtype,
-    device, image_size, warmup, repeats.
+    Returns rows with: experiment, backbone, variant, method, placement, budget, fraction (of the grid),
+    sequence_length (+ prefix tokens), batch_size, dtype, device, image_size, warmup, repeats, metric (:data:`METRICS`)
+    and value.
     """
     budgets = _check_budgets(budgets)
     methods = list(methods)
@@ -175,10 +183,10 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
         spot = model
     else:
         raise ValueError(f"model must be a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")
-    needs_vit = [m for m in methods if m != "SPoT"]
+    needs_vit = [m for m in methods if m != "spot"]
     if needs_vit and vit is None:
         raise ValueError(f"methods {needs_vit} need the plain ViT: pass vit= (a timm VisionTransformer of the same "
-                         f"architecture; untrained weights time the same) or methods=['SPoT']")
+                         f"architecture; untrained weights time the same) or methods=['spot']")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _autocast(device, dtype)  # fails early for float16 on the CPU
     from . import _checks
@@ -191,9 +199,9 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
         if vit_grid[0] * vit_grid[1] != grid:
             raise ValueError(f"the ViT's patch grid {vit_grid} does not match image_size {(H, W)}; build the ViT at "
                              f"that size (img_size=)")
-    if "PatchDropout" in methods and max(budgets) > grid:
+    if "patchdropout" in methods and max(budgets) > grid:
         raise ValueError(f"PatchDropout keeps at most the grid's {grid} patches; budgets {budgets} exceed it (drop "
-                         f"PatchDropout from methods or use budgets ≤ {grid})")
+                         f"patchdropout from methods or use budgets ≤ {grid})")
     spot = spot.eval().to(device)
     dropout = PatchDropoutViT(vit).eval().to(device) if vit is not None else None
     if vit is not None:
@@ -201,29 +209,30 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
     npt = spot.num_prefix_tokens
     images = torch.randn(batch_size, C, H, W, generator=torch.Generator().manual_seed(seed)).to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    common = dict(model=label or type(spot).__name__, batch_size=batch_size, dtype=dtype, device=_device_text(device),
-                  image_size=f"{H}x{W}", warmup=warmup, repeats=repeats)
+    common = dict(experiment="throughput", backbone=backbone, variant=variant)
+    setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
+                 warmup=warmup, repeats=repeats)
 
-    runs = []  # (method, budget, tokens, forward)
+    runs = []  # (method, budget, forward)
     for m in budgets:
-        if "SPoT" in methods:
-            positions = isotropic_layout(m, (H, W)).to(device)  # float64
-            runs.append(("SPoT", m, lambda x, p=positions: spot(x, p)))
-        if "PatchDropout" in methods:
-            runs.append(("PatchDropout", m, lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
-    if "ViT (grid)" in methods:
-        runs.append(("ViT (grid)", grid, vit))
+        if "spot" in methods:  # the deterministic layout, placed once on the device
+            positions = place("isotropic", m, ImageBatch((H, W), 1, device=device))
+            runs.append(("spot", m, lambda x, p=positions: spot(x, p)))
+        if "patchdropout" in methods:
+            runs.append(("patchdropout", m, lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
+    if "vit" in methods:
+        runs.append(("vit", grid, vit))
     rows = []
     for method, m, forward in runs:
         gflops = count_gflops(forward, images[:1])
         times = _time(forward, images, device, dtype, warmup, repeats)
         rates = [batch_size / t for t in times]
-        rows.append({**common, "method": method, "budget": m, "tokens": m, "fraction": m / grid,
-                     "sequence_length": m + npt,
-                     "images_per_s": statistics.median(rates), "images_per_s_min": min(rates),
-                     "images_per_s_max": max(rates), "ms_per_batch": 1e3 * statistics.median(times),
-                     "ms_per_batch_min": 1e3 * min(times), "ms_per_batch_max": 1e3 * max(times),
-                     "gflops_per_image": gflops})
+        values = dict(images_per_s=statistics.median(rates), images_per_s_min=min(rates),
+                      images_per_s_max=max(rates), ms_per_batch=1e3 * statistics.median(times),
+                      ms_per_batch_min=1e3 * min(times), ms_per_batch_max=1e3 * max(times), gflops_per_image=gflops)
+        measurement = dict(common, method=method, placement=METHODS[method], budget=m, fraction=m / grid,
+                           sequence_length=m + npt, **setup)
+        rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
     return rows
 
 
@@ -231,14 +240,15 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
 
 def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``spot throughput`` options to ``p`` (the caller sets ``func=run_from_args``)."""
-    p.add_argument("--config", required=True, action="append",
-                   help="workflow config (YAML) with a `throughput:` section; repeat to merge a preset over it")
-    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
-                   help="a trained checkpoint (spot train / spot checkpoints fetch) labelled NAME; repeatable")
-    p.add_argument("--backbone", action="append", default=[], metavar="NAME",
+    add_config_arguments(p, what="`throughput:`")
+    p.add_argument("--backbone", default="model", help="the backbone the models belong to (the rows' `backbone`)")
+    p.add_argument("--model", action="append", default=[], metavar="VARIANT=PATH",
+                   help="a trained checkpoint (spot train / spot checkpoints fetch) and its variant (parent, spot, "
+                        "…); repeatable")
+    p.add_argument("--architecture", action="append", default=[], metavar="NAME",
                    help="an untrained backbone by name (a key of spot.BACKBONES or a timm ViT name, e.g. "
-                        "vit_base_patch16_224 for the paper's scale); repeatable")
-    p.add_argument("--img-size", type=int, default=None, help="input size for --backbone (default: the backbone's)")
+                        "vit_base_patch16_224 for the paper's scale; weights do not change the timing); repeatable")
+    p.add_argument("--img-size", type=int, default=None, help="input size for --architecture (default: its own)")
     p.add_argument("--out", required=True, help="output table (.csv; a .json provenance record goes beside)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--budgets", default=None, help="comma-separated token budgets, e.g. 25,49 (default: the config's)")
@@ -260,49 +270,42 @@ def _parse_ints(text: str, option: str = "--budgets") -> list[int]:
 
 
 def _models_from_args(args):
-    """[(label, model, vit, checkpoint path or None)] for every --model and --backbone."""
+    """[(variant, model, vit or None, checkpoint path or None)] for every --model and --architecture."""
     from pathlib import Path
 
-    from .factory import checkpoint_record, create_backbone, load_trained
+    from .checkpoints import open_checkpoint
+    from .factory import create_backbone
+    from .results import parse_model_args
 
     out = []
-    for spec in args.model:
-        if "=" not in spec:
-            raise ValueError(f"--model takes NAME=PATH, got {spec!r}")
-        label, path = spec.split("=", 1)
-        record = checkpoint_record(path)
-        fmt = record.get("format", "timm_vit")
-        if fmt == "mae":
-            raise ValueError(f"{path} is an MAE (pixel reconstruction) checkpoint; throughput is measured for "
-                             f"classifiers: give its fine-tuned classifier")
-        if fmt == "spot_vit":  # retrofitted: the grid baselines run on a plain ViT of the same architecture
-            model = load_trained(path)
-            name = record.get("backbone") or record.get("name")
-            vit = create_backbone(name, **record.get("timm_kwargs", {}))
-        elif fmt == "official":  # the authors' released SPoT model: SPoT rows only (its grid ViT is the parent's)
-            model, vit = load_trained(path), None
+    for variant, path in (parse_model_args(args.model) if args.model else {}).items():
+        checkpoint = open_checkpoint(path, classifier=True, name=variant)
+        record = checkpoint.record
+        if checkpoint.format == "spot_vit":  # retrofitted: the grid baselines run on a plain ViT of its architecture
+            vit = create_backbone(record.get("backbone") or record.get("name"), **record.get("timm_kwargs", {}))
+        elif checkpoint.format == "official":  # the authors' released SPoT model: SPoT rows only
+            vit = None
         else:
-            vit = load_trained(path, wrap=False)
-            model = vit
-        out.append((label, model, vit, Path(path)))
-    for name in args.backbone:
+            vit = checkpoint.grid_vit()
+        out.append((variant, checkpoint.model, vit, Path(path)))
+    for name in args.architecture:
         kwargs = {"img_size": args.img_size} if args.img_size else {}
         vit = create_backbone(name, **kwargs)
         out.append((name, vit, vit, None))
     if not out:
-        raise ValueError("give at least one --model NAME=PATH or --backbone NAME")
+        raise ValueError("give at least one --model VARIANT=PATH or --architecture NAME")
     return out
 
 
 def run_from_args(args) -> int:
     """``spot throughput``: measure every model and write the table; returns 0."""
-    from .recipes import load_config, merge_configs, settings_from_dict
+    from .config import config_from_args, config_layers, settings_from_dict
     from .results import input_checksums, write_table
 
     started = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = merge_configs(*(load_config(path) for path in args.config))
+    config = config_from_args(args)
     values = dict(config.get("throughput") or {})
     batch = _parse_ints(str(args.batch_size), "--batch-size") if args.batch_size else None
     overrides = {"budgets": _parse_ints(args.budgets) if args.budgets else None,
@@ -314,18 +317,21 @@ def run_from_args(args) -> int:
     models = _models_from_args(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
-    for label, model, vit, _ in models:
-        methods = settings.methods if vit is not None else [m for m in settings.methods if m == "SPoT"]
+    for variant, model, vit, _ in models:
+        methods = settings.methods if vit is not None else [m for m in settings.methods if m == "spot"]
         for batch_size in settings.batch_sizes:
             measured = measure_throughput(model, settings.budgets, batch_size, device=device,
                                           dtype=settings.dtype, warmup=settings.warmup, repeats=settings.repeats,
-                                          methods=methods, vit=vit, seed=settings.seed, label=label)
+                                          methods=methods, vit=vit, seed=settings.seed, backbone=args.backbone,
+                                          variant=variant)
             rows += measured
             for r in measured:
-                print(f"{label:>20s} {r['method']:>12s} m={r['budget']:<4d} batch {batch_size:<5d} "
-                      f"{r['images_per_s']:10.1f} im/s  {r['gflops_per_image']:8.3f} GFLOPs/im")
+                if r["metric"] in ("images_per_s", "gflops_per_image"):
+                    print(f"{args.backbone}/{variant:>12s} {r['method']:>12s} m={r['budget']:<4d} batch "
+                          f"{batch_size:<5d} {r['metric']} {r['value']:.3f}")
     checkpoints = {label: path for label, _, _, path in models if path is not None}
-    write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": list(args.config)},
+    write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": config_layers(args),
+                                        "backbone": args.backbone},
                 inputs=input_checksums(checkpoints), seed=settings.seed, device=device, started=started)
     print(f"wrote {args.out} ({len(rows)} rows)")
     return 0

@@ -15,15 +15,12 @@ from spot.evaluate import (
     KnnSettings,
     configure_parser,
     evaluate_models,
-    even_grid_cells,
     knn_classify,
-    prior_positions,
-    random_grid_cells,
     run_from_args,
     summarise,
-    token_positions,
 )
-from spot.positions import grid_positions
+from spot.placement import ImageBatch, ImageStreams, even_grid_cells, place
+from spot.positions import grid_positions, snap_to_grid
 from spot.recipes import recipe_from_dict
 from spot.saliency import SaliencySettings
 from spot.train import train
@@ -78,13 +75,13 @@ def _settings(**changes) -> EvaluationSettings:
     s = EvaluationSettings(split="test", limit=40, batch_size=64, priors=["uniform", "isotropic", "salient"],
                            budgets=[4, 36], extra_budgets=[9, 4], seeds=[0, 1],
                            knn=KnnSettings(k=5, temperature=0.07, train_split="train", train_limit=60, chunk_size=7),
-                           patchdropout=True, grid_subsets=["random", "even"], snapped=True)
+                           patchdropout=True, grid_placements=["grid_random", "grid_even"], snapped=True)
     return EvaluationSettings(**{**s.__dict__, **changes})
 
 
 @pytest.fixture(scope="module")
 def sweep(models, canvas):
-    rows = evaluate_models({"vit": models["vit"], "ctrl": models["ctrl"]}, canvas, _settings(),
+    rows = evaluate_models({"parent": models["vit"], "grid_control": models["ctrl"]}, canvas, _settings(),
                            SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
     import pandas as pd
 
@@ -116,23 +113,28 @@ def test_knn_equals_an_independent_weighted_vote():
 
 # ------------------------------------------------------------------------------------------------------ positions
 
+def _place(spec, m, indices, seed, split="test", patch=8):
+    batch = ImageBatch((48, 48), len(indices), patch=patch, indices=indices.tolist())
+    return place(spec, m, batch, None if seed is None else ImageStreams("spot-evaluate", seed, split))
+
+
 def test_positions_are_per_image_so_batches_do_not_matter():
     idx = torch.arange(10, 20)
-    whole = prior_positions("uniform", 9, idx, (48, 48), seed=3, stream="test")
-    parts = torch.cat([prior_positions("uniform", 9, idx[:4], (48, 48), seed=3, stream="test"),
-                       prior_positions("uniform", 9, idx[4:], (48, 48), seed=3, stream="test")])
+    whole = _place("uniform", 9, idx, 3)
+    parts = torch.cat([_place("uniform", 9, idx[:4], 3), _place("uniform", 9, idx[4:], 3)])
     assert torch.equal(whole, parts) and not torch.equal(whole[0], whole[1])
-    assert not torch.equal(whole, prior_positions("uniform", 9, idx, (48, 48), seed=4, stream="test"))
-    assert not torch.equal(whole, prior_positions("uniform", 9, idx, (48, 48), seed=3, stream="train"))
-    assert prior_positions("isotropic", 9, idx, (48, 48), seed=None, stream="test").shape == (1, 9, 2)
+    assert not torch.equal(whole, _place("uniform", 9, idx, 4))
+    assert not torch.equal(whole, _place("uniform", 9, idx, 3, split="train"))
+    assert _place("isotropic", 9, idx, None).shape == (1, 9, 2)
 
 
 def test_snapped_positions_lie_on_grid_centres_and_keep_every_token():
     grid = grid_positions((48, 48), 8)
     idx = torch.arange(6)
     for prior in ("uniform", "gaussian", "center", "boundary"):
-        snapped = token_positions("SPoT (snapped)", prior, 13, idx, (48, 48), 8, seed=0, stream="test")
-        raw = token_positions("SPoT", prior, 13, idx, (48, 48), 8, seed=0, stream="test")
+        raw = _place(prior, 13, idx, 0)
+        snapped = snap_to_grid(raw, (48, 48), 8)
+        assert torch.equal(snapped, _place({"name": "snapped", "of": prior}, 13, idx, 0))  # the placement too
         assert snapped.shape == raw.shape and snapped.shape[1] == 13  # duplicates kept: still 13 tokens
         on_grid = (snapped[..., None, :] == grid).all(-1).any(-1)
         assert on_grid.all()
@@ -140,62 +142,73 @@ def test_snapped_positions_lie_on_grid_centres_and_keep_every_token():
         assert ((snapped - raw).abs() <= torch.tensor([4 / 48, 4 / 48], dtype=torch.float64) + 1e-12).all()
 
 
-def test_grid_subsets_give_distinct_grid_patches():
+def test_grid_placements_give_distinct_grid_patches():
     grid = grid_positions((48, 48), 8)
     for m in (1, 4, 5, 9, 13, 22, 27, 31, 36):
         cells = even_grid_cells(m, (48, 48), 8)
         assert len(cells) == m and len(set(cells.tolist())) == m and cells.min() >= 0 and cells.max() < 36
-        pos = token_positions("grid subset (even)", None, m, torch.arange(3), (48, 48), 8, seed=None, stream="test")
+        pos = _place("grid_even", m, torch.arange(3), None)
         assert pos.shape == (1, m, 2) and (pos[0][:, None] == grid[None]).all(-1).any(1).all()
     # 9 of 6×6: the layout's points lie on cell borders (8, 24, 40 px) and go, as snap_to_grid sends them, to the
     # cell below/right: every other row and column
     assert even_grid_cells(9, (48, 48), 8).tolist() == [7, 9, 11, 19, 21, 23, 31, 33, 35]
     assert even_grid_cells(36, (48, 48), 8).tolist() == list(range(36))
-    keep = random_grid_cells(9, 36, torch.arange(5), seed=1, stream="test")
-    assert keep.shape == (5, 9) and all(len(set(r.tolist())) == 9 for r in keep)
+    random = _place("grid_random", 9, torch.arange(5), 1)
+    assert random.shape == (5, 9, 2)
+    for row in random:  # distinct grid patches per image
+        matches = (row[:, None] == grid[None]).all(-1)
+        assert matches.any(1).all() and matches.sum(0).max() == 1
     with pytest.raises(ValueError, match="outside"):
         even_grid_cells(37, (48, 48), 8)
 
 
 # ------------------------------------------------------------------------------------------------------- the sweep
 
+def _key(r):
+    seed = None if pd_isna(r.seed) else int(r.seed)
+    return (r.variant, r.method, r.placement, r.positions, r.budget, r.budget_set, seed, r.metric)
+
+
 def test_sweep_has_exactly_the_requested_rows(sweep):
     s = _settings()
     budgets = [(4, "main"), (36, "main"), (9, "extra")]  # extra 4 is already a main budget
     expected = set()
-    for model in ("vit", "ctrl"):
+    for variant in ("parent", "grid_control"):
         for prior in s.priors:
             seeds = [None] if prior == "isotropic" else s.seeds
-            for m, setting in budgets:
+            for m, budget_set in budgets:
                 for seed in seeds:
-                    for method in ("SPoT", "SPoT (snapped)"):
-                        expected |= {(model, method, prior, m, setting, seed, metric) for metric in ("acc1", "knn")}
-    grid_methods = {"vit": [("PatchDropout", "random")],
-                    "ctrl": [("grid subset (random)", "random"), ("grid subset (even)", "even")]}
-    for model, methods in grid_methods.items():
-        for method, prior in methods:
-            for m, setting in budgets:
-                seeds = [None] if (prior == "even" or m == 36) else s.seeds
+                    for positions in ("placed", "snapped"):
+                        expected |= {(variant, "spot", prior, positions, m, budget_set, seed, metric)
+                                     for metric in ("acc1", "knn")}
+    grid_methods = {"parent": [("patchdropout", "grid_random")],
+                    "grid_control": [("spot", "grid_random"), ("spot", "grid_even")]}
+    for variant, methods in grid_methods.items():
+        for method, placement in methods:
+            for m, budget_set in budgets:
+                seeds = [None] if (placement == "grid_even" or m == 36) else s.seeds
                 for seed in seeds:
-                    expected |= {(model, method, prior, m, setting, seed, metric) for metric in ("acc1", "knn")}
-    got = [(r.model, r.method, r.prior, r.budget, r.setting, None if pd_isna(r.seed) else int(r.seed), r.metric)
-           for r in sweep.itertuples()]
+                    expected |= {(variant, method, placement, "placed", m, budget_set, seed, metric)
+                                 for metric in ("acc1", "knn")}
+    got = [_key(r) for r in sweep.itertuples()]
     assert len(got) == len(set(got)) == len(expected) == 146
     assert set(got) == expected
-    assert set(sweep.model_format[sweep.model == "vit"]) == {"timm_vit"}
-    assert set(sweep.tokens_mode[sweep.model == "ctrl"]) == {"grid_subset"}
+    assert set(sweep.model_format[sweep.variant == "parent"]) == {"timm_vit"}
+    assert set(sweep.tokens_mode[sweep.variant == "grid_control"]) == {"grid_subset"}
+    assert set(sweep.backbone) == {"model"} and set(sweep.experiment) == {"evaluation"}
     assert (sweep.n_images == 40).all() and (sweep.grid_tokens == 36).all()
     assert (sweep.knn_train_images[sweep.metric == "knn"] == 60).all()
     assert sweep.value.between(0, 100).all()
     # the summary has one line per configuration, with n_seeds runs
     summary = summarise(sweep)
     assert len(summary) == len(sweep.drop(columns="seed").drop_duplicates(
-        ["model", "method", "prior", "budget", "setting", "metric"]))
-    uni = summary[(summary.model == "vit") & (summary.method == "SPoT") & (summary.prior == "uniform")]
-    assert (uni.n_seeds == 2).all() and (summary[summary.prior == "isotropic"].n_seeds == 1).all()
-    assert (summary[summary.prior == "isotropic"]["std"] == 0).all()
-    pair = sweep[(sweep.model == "vit") & (sweep.method == "SPoT") & (sweep.prior == "uniform") & (sweep.budget == 4)
-                 & (sweep.metric == "acc1")].value
+        ["variant", "method", "placement", "positions", "budget", "budget_set", "metric"]))
+    uni = summary[(summary.variant == "parent") & (summary.method == "spot") & (summary.placement == "uniform") &
+                  (summary.positions == "placed")]
+    assert (uni.n_seeds == 2).all() and (summary[summary.placement == "isotropic"].n_seeds == 1).all()
+    assert (summary[summary.placement == "isotropic"]["std"] == 0).all()
+    pair = sweep[(sweep.variant == "parent") & (sweep.method == "spot") & (sweep.placement == "uniform") &
+                 (sweep.positions == "placed") & (sweep.budget == 4) & (sweep.metric == "acc1")].value
     line = uni[(uni.budget == 4) & (uni.metric == "acc1")].iloc[0]
     assert line["mean"] == pytest.approx(pair.mean()) and line["std"] == pytest.approx(pair.std(ddof=1))
 
@@ -203,35 +216,43 @@ def test_sweep_has_exactly_the_requested_rows(sweep):
 def test_sweep_options_select_what_the_tables_read(models, canvas):
     """snapped / grid_model_priors / extra_budget_priors restrict the sweep; every SPoT prior stays on the SPoT model."""
     s = _settings(seeds=[0], snapped=["isotropic"], grid_model_priors=["isotropic"], extra_budget_priors=["isotropic"],
-                  grid_subsets=["even"], patchdropout=False, limit=8)
-    rows = evaluate_models({"vit": models["vit"], "spot": models["spot"], "ctrl": models["ctrl"]}, canvas, s,
-                           SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
-    got = {(r["model"], r["method"], r["prior"], r["budget"]) for r in rows}
-    spot = {(p, m) for (model, method, p, m) in got if model == "spot" and method == "SPoT"}
+                  grid_placements=["grid_even"], patchdropout=False, limit=8)
+    rows = evaluate_models({"parent": models["vit"], "spot": models["spot"], "grid_control": models["ctrl"]}, canvas,
+                           s, SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
+    got = {(r["variant"], r["method"], r["placement"], r["positions"], r["budget"]) for r in rows}
+    spot = {(p, m) for (v, method, p, pos, m) in got if v == "spot" and pos == "placed"}
     assert spot == {(p, m) for p in s.priors for m in (4, 36)} | {("isotropic", 9)}
-    assert {(model, p) for (model, method, p, _) in got if method == "SPoT (snapped)"} == {
-        (model, "isotropic") for model in ("vit", "spot", "ctrl")}
-    for grid_model in ("vit", "ctrl"):
-        assert {p for (model, method, p, _) in got if model == grid_model and method == "SPoT"} == {"isotropic"}
-    assert {m for (model, method, _, m) in got if method == "grid subset (even)"} == {4, 36, 9}
+    assert {(v, p) for (v, _, p, pos, _) in got if pos == "snapped"} == {
+        (v, "isotropic") for v in ("parent", "spot", "grid_control")}
+    for grid_model in ("parent", "grid_control"):
+        assert {p for (v, _, p, _, _) in got if v == grid_model and p not in ("grid_even",)} == {"isotropic"}
+    assert {m for (_, _, p, _, m) in got if p == "grid_even"} == {4, 36, 9}
     none = _settings(snapped=False, grid_model_priors=[], extra_budget_priors=[], patchdropout=False, limit=8)
-    rows = evaluate_models({"vit": models["vit"]}, canvas, none, SaliencySettings(source="article_mask"),
+    rows = evaluate_models({"parent": models["vit"]}, canvas, none, SaliencySettings(source="article_mask"),
                            device="cpu", log=lambda *_: None)
     assert rows == []
     assert _settings(snapped=["center"]).validate().priors_for("snapped") == []  # a filter on evaluation.priors
-    with pytest.raises(ValueError, match="unknown prior 'centre'"):
+    with pytest.raises(ValueError, match="unknown placement 'centre'"):
         _settings(snapped=["centre"]).validate()
 
 
+def test_priors_with_settings_are_placements_named_by_their_label(models, canvas):
+    s = _settings(priors=[{"name": "center", "scale": 0.3}, "center"], budgets=[4], extra_budgets=[], limit=8,
+                  snapped=False, patchdropout=False)
+    rows = evaluate_models({"spot": models["spot"]}, canvas, s, device="cpu", log=lambda *_: None)
+    assert [r["placement"] for r in rows if r["metric"] == "acc1"] == ["center(scale=0.3)", "center"]
+
+
 def test_a_seed_gives_the_same_numbers_alone_or_among_others(sweep, models, canvas):
-    rows = evaluate_models({"ctrl": models["ctrl"]}, canvas,
+    rows = evaluate_models({"grid_control": models["ctrl"]}, canvas,
                            _settings(priors=["salient"], budgets=[9], extra_budgets=[], seeds=[1],
-                                     grid_subsets=["random"]),
+                                     grid_placements=["grid_random"]),
                            SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
-    assert len(rows) == 2 * 2 + 2  # salient (SPoT, snapped) × 2 metrics + grid subset (random)
+    assert len(rows) == 2 * 2 + 2  # salient (placed, snapped) × 2 metrics + grid_random
     for r in rows:
-        same = sweep[(sweep.model == "ctrl") & (sweep.method == r["method"]) & (sweep.prior == r["prior"])
-                     & (sweep.budget == 9) & (sweep.seed == 1) & (sweep.metric == r["metric"])]
+        same = sweep[(sweep.variant == "grid_control") & (sweep.method == r["method"]) &
+                     (sweep.placement == r["placement"]) & (sweep.positions == r["positions"]) &
+                     (sweep.budget == 9) & (sweep.seed == 1) & (sweep.metric == r["metric"])]
         assert same.value.tolist() == [r["value"]], r
 
 
@@ -245,55 +266,57 @@ def _values(frame, **where):
     sel = frame
     for key, value in where.items():
         sel = sel[sel[key] == value]
-    return sel.sort_values(["model", "metric"])["value"].tolist()
+    return sel.sort_values(["variant", "metric"])["value"].tolist()
 
 
 def test_snapped_isotropic_at_the_full_grid_equals_plain_isotropic(sweep):
-    for model in ("vit", "ctrl"):
-        plain = _values(sweep, model=model, method="SPoT", prior="isotropic", budget=36)
-        snapped = _values(sweep, model=model, method="SPoT (snapped)", prior="isotropic", budget=36)
+    for variant in ("parent", "grid_control"):
+        plain = _values(sweep, variant=variant, method="spot", placement="isotropic", positions="placed", budget=36)
+        snapped = _values(sweep, variant=variant, method="spot", placement="isotropic", positions="snapped", budget=36)
         assert len(plain) == 2 and plain == snapped
 
 
 def test_full_budget_grid_methods_equal_the_plain_models(sweep, models, canvas):
-    from spot.data.evaluation import EvalData, normalisation_of
-    from spot.factory import checkpoint_record, load_trained
+    from spot.checkpoints import load_trained, open_checkpoint
+    from spot.data.evaluation import EvalData
 
-    record = checkpoint_record(models["vit"])
-    mean, std = normalisation_of(record)
+    mean, std = open_checkpoint(models["vit"]).normalisation
     data = EvalData.open(canvas, "test", mean=mean, std=std, limit=40)
     vit = load_trained(models["vit"], wrap=False)
     with torch.no_grad():
         acc = 100.0 * int((vit(data.images).argmax(-1) == data.labels).sum()) / len(data.labels)
-    full = _values(sweep, model="vit", method="PatchDropout", budget=36, metric="acc1")
+    full = _values(sweep, variant="parent", method="patchdropout", budget=36, metric="acc1")
     assert full == [acc]
     # on the full grid, the random and even subsets of the grid control are the whole grid, as is Isotropic
-    iso = _values(sweep, model="ctrl", method="SPoT", prior="isotropic", budget=36)
-    assert _values(sweep, model="ctrl", method="grid subset (random)", budget=36) == iso
-    assert _values(sweep, model="ctrl", method="grid subset (even)", budget=36) == iso
+    iso = _values(sweep, variant="grid_control", placement="isotropic", positions="placed", budget=36)
+    assert _values(sweep, variant="grid_control", placement="grid_random", budget=36) == iso
+    assert _values(sweep, variant="grid_control", placement="grid_even", budget=36) == iso
 
 
 # ----------------------------------------------------------------------------------------------------------- errors
 
 def test_clear_errors(models, canvas, tmp_path):
     quiet = dict(device="cpu", log=lambda *_: None)
-    with pytest.raises(ValueError, match="unknown prior 'diagonal'.*accepted: uniform"):
-        evaluate_models({"vit": models["vit"]}, canvas, _settings(priors=["uniform", "diagonal"]), **quiet)
-    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'vit'"):
-        evaluate_models({"vit": models["vit"]}, canvas, _settings(extra_budgets=[50]), **quiet)
+    with pytest.raises(ValueError, match="evaluation.priors: unknown placement 'diagonal'.*accepted: .*uniform"):
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(priors=["uniform", "diagonal"]), **quiet)
+    with pytest.raises(ValueError, match="accepts settings"):
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(priors=[{"name": "center", "sharp": 1}]), **quiet)
+    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'parent'"):
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(extra_budgets=[50]), **quiet)
     # SPoT itself accepts any budget: the same budget without the grid baselines passes validation
-    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'ctrl'"):
-        evaluate_models({"ctrl": models["ctrl"]}, canvas, _settings(extra_budgets=[50], patchdropout=False), **quiet)
+    with pytest.raises(ValueError, match="budget 50 > 36 grid patches of model 'grid_control'"):
+        evaluate_models({"grid_control": models["ctrl"]}, canvas, _settings(extra_budgets=[50], patchdropout=False),
+                        **quiet)
     with pytest.raises(ValueError, match="budget 0 < 1"):
-        evaluate_models({"vit": models["vit"]}, canvas, _settings(budgets=[0]), **quiet)
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(budgets=[0]), **quiet)
     with pytest.raises(ValueError, match="MAE checkpoint"):
-        evaluate_models({"vit": models["vit"], "mae": models["mae"]}, canvas, _settings(), **quiet)
+        evaluate_models({"parent": models["vit"], "mae": models["mae"]}, canvas, _settings(), **quiet)
     with pytest.raises(FileNotFoundError, match="'gone'.*not found"):
         evaluate_models({"gone": tmp_path / "gone.safetensors"}, canvas, _settings(), **quiet)
     with pytest.raises(ValueError, match="each query would find itself"):
-        evaluate_models({"vit": models["vit"]}, canvas, _settings(knn=KnnSettings(train_split="test")), **quiet)
-    with pytest.raises(ValueError, match="grid_subsets"):
-        evaluate_models({"vit": models["vit"]}, canvas, _settings(grid_subsets=["diagonal"]), **quiet)
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(knn=KnnSettings(train_split="test")), **quiet)
+    with pytest.raises(ValueError, match="grid_placements"):
+        evaluate_models({"parent": models["vit"]}, canvas, _settings(grid_placements=["isotropic"]), **quiet)
 
 
 # ------------------------------------------------------------------------------------------------ the command line
@@ -305,31 +328,31 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
     preset = tmp_path / "quick.yaml"
     preset.write_text(yaml.safe_dump({"evaluation": {
         "priors": ["gaussian", "center"], "budgets": [5], "extra_budgets": [], "seeds": [7], "batch_size": 8,
-        "grid_subsets": [], "knn": {"train_limit": 30, "k": 3}}}))
+        "grid_placements": [], "knn": {"train_limit": 30, "k": 3}}}))
     parser = argparse.ArgumentParser()
     configure_parser(parser)
     frames = []
     for run in ("a", "b"):
-        args = parser.parse_args(["--config", "config.yaml", "--config", str(preset),
-                                  "--model", f"vit={models['vit']}", "--model", f"spot={models['spot']}",
+        args = parser.parse_args(["--config", "config.yaml", "--config", str(preset), "--backbone", "cls_in1k",
+                                  "--model", f"parent={models['vit']}", "--model", f"spot={models['spot']}",
                                   "--data", str(canvas), "--out", str(tmp_path / run / "eval.csv"),
                                   "--limit", "20", "--device", "cpu", "--threads", "1"])
         assert run_from_args(args) == 0
         frames.append(pd.read_csv(tmp_path / run / "eval.csv"))
     a, b = frames
     # config.yaml snaps, and runs on grid-trained models, Isotropic and Center only; of this preset's two priors:
-    # spot: gaussian (SPoT) + center (SPoT, snapped); vit: center (SPoT, snapped) + PatchDropout — × 2 metrics
+    # spot: gaussian (placed) + center (placed, snapped); parent: center (placed, snapped) + PatchDropout — × 2 metrics
     assert len(a) == (3 + 3) * 2
     assert a.equals(b)
-    assert (a.n_images == 20).all() and set(a.seed.dropna()) == {7}
-    assert set(a.method[a.model == "spot"]) == {"SPoT", "SPoT (snapped)"}  # no grid subsets: not a grid control
-    assert set(a.prior[a.method == "SPoT (snapped)"]) == {"center"}
+    assert (a.n_images == 20).all() and set(a.seed.dropna()) == {7} and set(a.backbone) == {"cls_in1k"}
+    assert set(a.method[a.variant == "spot"]) == {"spot"}  # no grid placements: not a grid control
+    assert set(a.placement[a.positions == "snapped"]) == {"center"}
     meta = json.loads((tmp_path / "a" / "eval.json").read_text())
     prov = meta["provenance"]
     assert prov["config"]["evaluation"]["limit"] == 20 and prov["config"]["evaluation"]["knn"]["train_limit"] == 30
     assert prov["config"]["saliency"]["source"] == "article_mask"
-    assert {"checkpoint:vit", "checkpoint:spot", "data:manifest"} <= set(prov["inputs"])
+    assert {"checkpoint:parent", "checkpoint:spot", "data:manifest"} <= set(prov["inputs"])
     assert meta["wall_time_s"] > 0 and prov["device"]["type"] == "cpu"
-    with pytest.raises(ValueError, match="NAME=PATH"):
+    with pytest.raises(ValueError, match="=PATH"):
         run_from_args(parser.parse_args(["--config", "config.yaml", "--model", str(models["vit"]), "--data",
                                          str(canvas), "--out", str(tmp_path / "x.csv")]))

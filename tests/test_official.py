@@ -188,7 +188,7 @@ def test_full_size_vit_b16_layout(monkeypatch):
     assert st["embedder.emb.weight"].shape == (768, 1024) and st["blocks.0.att.qkv.weight"].shape == (2304, 768)
     # The file reading is covered by the small checkpoints; here the 331 MB state is handed over in memory, so the
     # suite does not write it to a (possibly nearly full) temporary disk.
-    monkeypatch.setattr(spot.official, "read_state_dict", lambda path: st if path == "vit_b16.pth" else None)
+    monkeypatch.setattr(spot.formats, "read_state_dict", lambda path: st if path == "vit_b16.pth" else None)
     model = load_official("vit_b16.pth")  # bare dict with tokenizer.logprior (ignored)
     assert model.blocks[0].attn.num_heads == 12 and len(model.blocks) == 12 and model.num_classes == 1000
     assert model.window == (16, 16) and abs(model.pos_embed.n_sigma.item() - F.softplus(st["tokenizer._n_sigma"]).item()) < 1e-7
@@ -202,7 +202,7 @@ def test_default_prior_and_determinism(tmp_path):
     path = save(tmp_path, release_state(depth=1, D=64, k=8, classes=5, seed=3, logprior=True), under_model=True)
     images = torch.randn(2, 3, 224, 224)
     model = load_official(path, prior="gauss", num_tokens=12)
-    assert model.default_prior == spot.priors.Gaussian(clamp=True) and model.default_num_tokens == 12
+    assert model.default_prior == spot.placement.Gaussian(clamp=True) and model.default_num_tokens == 12
     with torch.no_grad():
         a = model(images, generator=torch.Generator().manual_seed(7))
         b = model(images, generator=torch.Generator().manual_seed(7))
@@ -210,7 +210,7 @@ def test_default_prior_and_determinism(tmp_path):
         c = model(images, pos)
     assert a.shape == (2, 5) and torch.equal(a, b) and torch.equal(a, c) and pos.shape == (2, 12, 2)
     grid_model = load_official(path, prior="grid_center", num_tokens=25)
-    assert grid_model.default_prior == spot.priors.Center(scale=0.2, layout="release")
+    assert grid_model.default_prior == spot.placement.Center(scale=0.2, layout="release")
     assert load_official(path).resolve_positions(images).shape == (1, 28 * 28, 2)  # no default: the full grid
 
 
@@ -232,7 +232,7 @@ def test_release_normalisation_is_recorded_and_used(tmp_path):
 
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    from spot.oracle import load_classifier
+    from spot.checkpoints import open_checkpoint
 
     path = save(tmp_path, release_state(depth=1, D=64, k=8, classes=5))
     cfg = load_official(path).pretrained_cfg
@@ -240,5 +240,5 @@ def test_release_normalisation_is_recorded_and_used(tmp_path):
         IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875, "bicubic")
     record = tmp_path / "cls_in1k_official.json"
     record.write_text(json.dumps({"format": "official", "path": str(path)}))
-    _, (mean, std) = load_classifier(record)
+    mean, std = open_checkpoint(record, classifier=True).normalisation
     assert (mean, std) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from helpers import make_canvas
 
 from spot import create_backbone, grid_positions, sample_positions, snap_to_grid
+from spot.checkpoints import open_checkpoint
 from spot.data.evaluation import EvalData
 from spot.data.fmnist import CanvasConfig
 from spot.models import SPoTViT
@@ -20,7 +21,6 @@ from spot.oracle import (
     TransferSettings,
     configure_parser,
     configure_transfer_parser,
-    load_classifier,
     oracle_experiments,
     oracle_search,
     relative_saliency_gain,
@@ -31,6 +31,12 @@ from spot.oracle import (
 )
 from spot.recipes import recipe_from_dict
 from spot.train import train
+
+
+def load_classifier(path):
+    """(model, (mean, std)) of a classifier checkpoint, as the oracle opens it."""
+    checkpoint = open_checkpoint(path, classifier=True)
+    return checkpoint.model.eval(), checkpoint.normalisation
 
 SIZE = 32
 MEAN, STD = [0.1], [0.25]
@@ -181,7 +187,7 @@ def test_tables_match_hand_computations(checkpoints, canvas):
     assert [list(mean), list(std)] == [MEAN, STD]  # the record's normalisation
     s = _settings()
     data = EvalData.open(canvas, "test", mean=mean, std=std, limit=s.limit)
-    rows, traj = oracle_experiments(model, data, s, name="a")
+    rows, traj = oracle_experiments(model, data, s, backbone="a")
     assert {r["experiment"] for r in rows} == {"table1", "table2", "table3", "table5", "table6"}
     assert all(r["n_images"] == 24 for r in rows)
 
@@ -197,21 +203,22 @@ def test_tables_match_hand_computations(checkpoints, canvas):
         with torch.no_grad():
             acc = 100 * (model(x, final).argmax(-1) == y).double().mean().item()
             acc_snap = 100 * (model(x, snapped).argmax(-1) == y).double().mean().item()
-        key = dict(experiment="table1", method="spot_on", setting=st.label, metric="acc1")
-        assert _value(rows, positions="subpixel", **key) == pytest.approx(acc)
+        key = dict(experiment="table1", placement="spot_on", setting=st.label, metric="acc1")
+        assert _value(rows, positions="placed", **key) == pytest.approx(acc)
         assert _value(rows, positions="snapped", **key) == pytest.approx(acc_snap)
         move = ((final - init) * SIZE).norm(dim=-1).mean().item()
         assert _value(rows, experiment="table1", setting=st.label, metric="displacement_px") == pytest.approx(move)
 
     # derived metrics are what they say; Table 2 has an oracle gain for every setting
     for prior in SMALL["priors"]:
-        spot = _value(rows, experiment="table2", prior=prior, method="spot", metric="acc1")
+        spot = _value(rows, experiment="table2", placement=prior, init="", metric="acc1")
         for st in s.search_settings():
-            on = _value(rows, experiment="table2", prior=prior, method="spot_on", setting=st.label, metric="acc1")
-            assert _value(rows, experiment="table2", prior=prior, setting=st.label,
+            on = _value(rows, experiment="table2", placement="spot_on", init=prior, setting=st.label, metric="acc1")
+            assert _value(rows, experiment="table2", init=prior, setting=st.label,
                           metric="oracle_delta") == pytest.approx(on - spot)
     assert [r["seed"] for r in rows if r["experiment"] == "table2" and r["metric"] == "acc1"
-            and r["method"] == "spot"] == [0, None, 0]  # seeds on the stochastic priors' rows only
+            and r["init"] == ""] == [0, None, 0]  # seeds on the stochastic priors' rows only
+    assert {r["backbone"] for r in rows} == {"a"} and {r["variant"] for r in rows} == {"spot"}
     # Table 3 by hand: Eq. 5 per trajectory (token), averaged over those with an initial score > 0
     from spot.saliency import SaliencySettings, saliency_maps
 
@@ -235,16 +242,16 @@ def test_tables_match_hand_computations(checkpoints, canvas):
         assert _value(rows, experiment="table3", budget=b, metric="rsg_zero_init") == \
             pytest.approx(100 * (~kept).double().mean().item())
         assert (~kept).any() and kept.any()  # background tokens are skipped, article tokens counted
-    iso = _value(rows, experiment="table6", method="spot", prior="isotropic", metric="acc1")
-    assert iso == _value(rows, experiment="table1", method="spot", positions="subpixel", metric="acc1")
-    for method, prior in (("ascent", "isotropic"), ("label_obfuscation", "isotropic"), ("spot", "background"),
-                          ("spot", "boundary")):
-        acc = _value(rows, experiment="table6", method=method, prior=prior, metric="acc1")
-        assert _value(rows, experiment="table6", method=method, prior=prior,
+    iso = _value(rows, experiment="table6", placement="isotropic", metric="acc1")
+    assert iso == _value(rows, experiment="table1", placement="isotropic", positions="placed", metric="acc1")
+    for placement, start in (("spot_on_ascent", "isotropic"), ("spot_on_random_label", "isotropic"),
+                             ("background", ""), ("boundary", "")):
+        acc = _value(rows, experiment="table6", placement=placement, init=start, metric="acc1")
+        assert _value(rows, experiment="table6", placement=placement, init=start,
                       metric="drop_vs_isotropic") == pytest.approx(iso - acc)
     # Table 5's SPoT-ON at the sparse budget is Table 1's main setting
-    assert _value(rows, experiment="table5", method="spot_on", budget=4, metric="acc1") == \
-        _value(rows, experiment="table1", method="spot_on", positions="subpixel", setting="lr=0.03,steps=3",
+    assert _value(rows, experiment="table5", placement="spot_on", budget=4, metric="acc1") == \
+        _value(rows, experiment="table1", placement="spot_on", positions="placed", setting="lr=0.03,steps=3",
                metric="acc1")
 
     # Figure 4: the first 3 images, every step, starting at the Isotropic init
@@ -263,7 +270,8 @@ def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path
     outs = []
     for run in (1, 2):
         out = tmp_path / f"run{run}" / "oracle.csv"
-        args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--model", f"a={checkpoints['a']}",
+        args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--backbone", "a",
+                             "--model", f"spot={checkpoints['a']}",
                              "--data", str(canvas), "--out", str(out), "--limit", "20", "--tables", "1,2,6",
                              "--device", "cpu"])
         assert run_from_args(args) == 0
@@ -271,15 +279,15 @@ def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path
     first, second = pd.read_csv(outs[0]), pd.read_csv(outs[1])
     pd.testing.assert_frame_equal(first, second)
     assert set(first.experiment) == {"table1", "table2", "table6"} and (first.n_images == 20).all()
-    assert list(first.columns) == ["model", "experiment", "method", "prior", "budget", "setting", "positions",
-                                   "metric", "value", "n_images", "seed"]
+    assert list(first.columns) == ["experiment", "backbone", "variant", "method", "placement", "init", "positions",
+                                   "budget", "setting", "seed", "metric", "value", "n_images"]
     meta = json.loads(outs[0].with_suffix(".json").read_text())
     assert meta["provenance"]["config"]["oracle"]["limit"] == 20
-    assert {"checkpoint:a", "data:manifest"} <= set(meta["provenance"]["inputs"])
-    assert meta["normalisation"]["a"] == [MEAN, STD]
-    assert meta["subsets"]["a:test"]["kind"] == "stratified" and meta["subsets"]["a:test"]["n_images"] == 20
+    assert {"checkpoint:spot", "data:manifest"} <= set(meta["provenance"]["inputs"])
+    assert meta["normalisation"]["spot"] == [MEAN, STD]
+    assert meta["subsets"]["spot:test"]["kind"] == "stratified" and meta["subsets"]["spot:test"]["n_images"] == 20
     with np.load(outs[0].with_suffix(".trajectories.npz")) as t:
-        assert t["positions"].shape == (1, 4, 3, 4, 2) and list(t["models"]) == ["a"]
+        assert t["positions"].shape == (1, 4, 3, 4, 2) and list(t["models"]) == ["a"]  # named by the backbone
         assert int(t["steps"]) == 3 and float(t["lr"]) == pytest.approx(3e-2)
 
 
@@ -311,10 +319,10 @@ def test_transfer_covers_every_ordered_pair(checkpoints, canvas, tmp_path):
 # ------------------------------------------------------------------------------------------------ errors
 
 def test_shipped_config_sections_parse():
-    from spot.recipes import load_config, merge_configs, settings_from_dict
+    from spot.recipes import load_config, settings_from_dict
 
-    for files in (["config.yaml"], ["config.yaml", "config/paper.yaml"]):
-        config = merge_configs(*(load_config(f) for f in files))
+    for file in ("config.yaml", "config/paper.yaml"):
+        config = load_config(file)
         o = settings_from_dict(OracleSettings, config["oracle"], "oracle").validate()
         t = settings_from_dict(TransferSettings, config["transfer"], "transfer").validate()
         assert [s.label for s in o.search_settings()] == ["lr=0.003,steps=5", "lr=0.01,steps=10"]
@@ -331,9 +339,9 @@ def test_clear_errors(checkpoints, canvas, batch, tmp_path):
         oracle_search(model, images, labels, init, lr=0.0, steps=3)
     with pytest.raises(ValueError, match="steps must be an int ≥ 1"):
         oracle_search(model, images, labels, init, lr=1e-2, steps=0)
-    with pytest.raises(ValueError, match="unknown prior 'nope'"):
+    with pytest.raises(ValueError, match="oracle.priors: unknown placement 'nope'"):
         _settings(priors=["isotropic", "nope"])
-    with pytest.raises(ValueError, match="unknown prior"):
+    with pytest.raises(ValueError, match="unknown placement"):
         TransferSettings(prior="nope").validate()
     with pytest.raises(ValueError, match="token budget must be an int ≥ 1"):
         _settings(sparse_budget=0)
@@ -364,7 +372,7 @@ def test_clear_errors(checkpoints, canvas, batch, tmp_path):
     base = ["--config", "config.yaml", "--data", str(canvas), "--out", str(tmp_path / "o.csv")]
     with pytest.raises(ValueError, match="MAE checkpoint"):
         run_from_args(p.parse_args(base + ["--model", f"m={checkpoints['mae']}"]))
-    with pytest.raises(ValueError, match="NAME=PATH"):
+    with pytest.raises(ValueError, match="=PATH"):
         run_from_args(p.parse_args(base + ["--model", str(checkpoints["a"])]))
     with pytest.raises(ValueError, match="unknown table"):
         run_from_args(p.parse_args(base + ["--model", f"a={checkpoints['a']}", "--tables", "1,4"]))
@@ -391,11 +399,11 @@ def test_table5_knn_classifies_final_positions_against_the_isotropic_bank(checkp
                        for i in range(0, 24, 10)])
     with torch.no_grad():
         bank = model.pooled_features(bank_data.images, start)
-        for method, positions in (("spot", start), ("spot_on", final)):
+        for placement, positions in (("isotropic", start), ("spot_on", final)):
             queries = model.pooled_features(data.images, positions)
             preds = knn_classify(bank, bank_data.labels, queries, k=5, temperature=0.07, num_classes=10)
             expected = 100 * (preds == data.labels).double().mean().item()
-            assert _value(rows, experiment="table5", method=method, metric="knn") == pytest.approx(expected)
+            assert _value(rows, experiment="table5", placement=placement, metric="knn") == pytest.approx(expected)
     # without a bank there are no kNN rows
     rows, _ = oracle_experiments(model, data, s, tables=("5",))
     assert {r["metric"] for r in rows} == {"acc1"}

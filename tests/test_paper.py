@@ -17,35 +17,34 @@ def config():
 
 
 def _eval_rows():
+    base = dict(experiment="evaluation", backbone="cls_in1k", variant="spot", model_format="spot_vit", method="spot",
+                positions="placed", budget=4, budget_set="main", n_images=100)
     rows = []
     for seed, acc, knn in ((0, 40.0, 44.0), (1, 42.0, 46.0)):  # a stochastic prior: two seeds
         for metric, value in (("acc1", acc), ("knn", knn)):
-            rows.append(dict(model="cls_in1k:spot", model_format="spot_vit", method="SPoT", prior="uniform", budget=4,
-                             setting="main", seed=seed, metric=metric, value=value, n_images=100))
+            rows.append(dict(base, placement="uniform", seed=seed, metric=metric, value=value))
     for metric, value in (("acc1", 50.0), ("knn", 51.0)):
-        rows.append(dict(model="cls_in1k:spot", model_format="spot_vit", method="SPoT", prior="isotropic", budget=4,
-                         setting="main", seed=None, metric=metric, value=value, n_images=100))
-        rows.append(dict(model="cls_in1k:vit", model_format="timm_vit", method="PatchDropout", prior="random",
-                         budget=4, setting="main", seed=0, metric=metric, value=value - 20, n_images=100))
+        rows.append(dict(base, placement="isotropic", seed=None, metric=metric, value=value))
+        rows.append(dict(base, variant="parent", model_format="timm_vit", method="patchdropout",
+                         placement="grid_random", seed=0, metric=metric, value=value - 20))
     return rows
 
 
 def _oracle_rows():
-    rows = [dict(model="cls_in1k", experiment="table2", method="spot_on", prior=p, budget=4, setting=st,
-                 positions="subpixel", metric="oracle_delta", value=v + extra, n_images=100, seed=None)
+    base = dict(backbone="cls_in1k", variant="spot", method="spot", positions="placed", n_images=100, seed=None)
+    rows = [dict(base, experiment="table2", placement="spot_on", init=p, budget=4, setting=st, metric="oracle_delta",
+                 value=v + extra)
             for st, extra in (("lr=0.01,steps=10", 20.0), ("lr=0.003,steps=5", 0.0))
             for p, v in (("uniform", 7.0), ("isotropic", 9.0))]
     for b, (acc, knn) in ((4, (80.0, 70.0)), (9, (90.0, 85.0))):
         for metric, value in (("acc1", acc), ("knn", knn)):
-            rows.append(dict(model="cls_in1k", experiment="table5", method="spot_on", prior="isotropic", budget=b,
-                             setting="lr=0.01,steps=10", positions="subpixel", metric=metric, value=value,
-                             n_images=100, seed=None))
+            rows.append(dict(base, experiment="table5", placement="spot_on", init="isotropic", budget=b,
+                             setting="lr=0.01,steps=10", metric=metric, value=value))
     for b in (4, 9):
         for metric, value in (("rsg", 12.0 + b), ("rsg_median", 1.0), ("rsg_ratio_of_means", 3.0),
                               ("rsg_zero_init", 40.0), ("saliency_init", 0.3)):
-            rows.append(dict(model="cls_in1k", experiment="table3", method="spot_on", prior="isotropic", budget=b,
-                             setting="lr=0.01,steps=10", positions="subpixel", metric=metric, value=value,
-                             n_images=100, seed=None))
+            rows.append(dict(base, experiment="table3", placement="spot_on", init="isotropic", budget=b,
+                             setting="lr=0.01,steps=10", metric=metric, value=value))
     return rows
 
 
@@ -53,7 +52,7 @@ def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain_of_every_set
     e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
     pd.DataFrame(_eval_rows()).to_csv(e, index=False)
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    t = paper.build_table(2, [e, o], config).set_index("Prior")
+    t = paper.build("table2", {"evaluation": [e], "oracle": [o]}, config).set_index("Prior")
     assert t.loc["Uniform", "Acc@1 (%)"] == "41.00 ± 1.41" and t.loc["Uniform", "k-NN (%)"] == "45.00 ± 1.41"
     stated, implied = "Oracle Δ (points), lr 0.003 × 5 steps (§4.2)", "Oracle Δ (points), lr 0.01 × 10 steps"
     assert list(t.columns)[-2:] == [stated, implied]  # §4.2's stated setting first (oracle.prior_setting)
@@ -65,7 +64,7 @@ def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain_of_every_set
 def test_table3_reports_every_rsg_statistic_with_its_unit(tmp_path, config):
     o = tmp_path / "oracle.csv"
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    t = paper.build_table(3, [o], config)
+    t = paper.build("table3", {"oracle": [o]}, config)
     assert list(t.columns) == ["Backbone", "Statistic", "4 Tok.", "9 Tok."]
     stats = t.set_index("Statistic")
     assert stats.loc["RSG (%), mean over trajectories (Eq. 5)", "9 Tok."] == 21.0
@@ -78,12 +77,13 @@ def test_figure5_draws_one_panel_with_gap_and_ceiling(tmp_path, config):
     eval_rows = [dict(r, budget=b, value=r["value"] + b) for r in _eval_rows() for b in (4, 9)]
     pd.DataFrame(eval_rows).to_csv(e, index=False)
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    pd.DataFrame([dict(model=f"cls_in1k:{v}", method=m, budget=b, batch_size=bs, images_per_s=1000.0 * bs / b)
-                  for v, m in (("spot", "SPoT"), ("vit", "PatchDropout")) for b in (4, 9) for bs in (16, 64)]
-                 ).to_csv(tp, index=False)
+    pd.DataFrame([dict(experiment="throughput", backbone="cls_in1k", variant=v, method=m, budget=b, batch_size=bs,
+                       metric=metric, value=1000.0 * bs / b * (1 if metric == "images_per_s" else 1e-3))
+                  for v, m in (("spot", "spot"), ("parent", "patchdropout")) for b in (4, 9) for bs in (16, 64)
+                  for metric in ("images_per_s", "images_per_s_max")]).to_csv(tp, index=False)
     config = {**config, "evaluation": {**config["evaluation"], "budgets": [4, 9]},
               "figures": {"figure5": {"ceiling": {"from": 96.0, "source": "test"}}}}
-    fig = paper.build_figure(5, [tp, e, o], config)
+    fig = paper.build("figure5", {"throughput": [tp], "evaluation": [e], "oracle": [o]}, config)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels[:3] == ["ViT CLS-IN1k + PatchDropout", "SPoT (best backbone and prior)", "SPoT-ON (best backbone)"]
@@ -91,7 +91,7 @@ def test_figure5_draws_one_panel_with_gap_and_ceiling(tmp_path, config):
     spot = ax.lines[1]
     assert list(spot.get_xdata()) == [16000.0, 64000 / 9]  # the fastest batch size per budget
     assert list(spot.get_ydata()) == [54.0, 59.0]  # the best prior per budget (Isotropic)
-    assert len(paper.build_figure("5b", [tp, e, o], config).axes) == 1  # one panel per backbone (one here)
+    assert len(paper.build("figure5b", {"throughput": [tp], "evaluation": [e], "oracle": [o]}, config).axes) == 1  # one panel per backbone (one here)
 
 
 def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
@@ -99,36 +99,37 @@ def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
     e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
     pd.DataFrame(_eval_rows()).to_csv(e, index=False)
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    t = paper.build_table(5, [e, o], config)
+    t = paper.build("table5", {"evaluation": [e], "oracle": [o]}, config)
     row = t[t.Prior == "Patch grid (PatchDropout)"].iloc[0]
-    assert row["4 Tok. Acc@1"] == 30.0 and row["4 Tok. kNN"] == 31.0
-    assert t[t.Prior == "Uniform"].iloc[0]["4 Tok. Acc@1"] == 41.0
+    assert row["4 Tok. Acc@1 (%)"] == 30.0 and row["4 Tok. kNN (%)"] == 31.0
+    assert t[t.Prior == "Uniform"].iloc[0]["4 Tok. Acc@1 (%)"] == 41.0
     on = t[t.Model == "SPoT-ON"].iloc[0]
-    assert on["4 Tok. Acc@1"] == 80.0 and on["4 Tok. kNN"] == 70.0 and "ours" in on["Prior"]
+    assert on["4 Tok. Acc@1 (%)"] == 80.0 and on["4 Tok. kNN (%)"] == 70.0 and "ours" in on["Prior"]
 
 
 def test_table4_transfer_rows(tmp_path, config):
     t = tmp_path / "transfer.csv"
-    rows = [dict(experiment="table4", source="cls_in1k", target="mae_in1k", prior="isotropic", budget=4,
-                 setting="s", metric=m, value=v, n_images=10, seed=None)
+    rows = [dict(experiment="table4", source="cls_in1k", target="mae_in1k", variant="spot", method="spot",
+                 placement="spot_on", init="isotropic", budget=4, setting="s", metric=m, value=v, n_images=10,
+                 seed=None)
             for m, v in (("original_acc1", 30.0), ("transfer_acc1", 36.0), ("transfer_delta", 6.0))]
     pd.DataFrame(rows).to_csv(t, index=False)
-    table = paper.build_table(4, [t], config)
+    table = paper.build("table4", {"transfer": [t]}, config)
     assert table.iloc[0].to_dict() == {"Source": "CLS-IN1k", "Target": "MAE-IN1k", "Original (%)": 30.0,
-                                       "Transfer (%)": 36.0, "Δ": 6.0}
+                                       "Transfer (%)": 36.0, "Δ (points)": 6.0}
 
 
 def test_written_tables_and_unknown_table(tmp_path, config):
-    frame = paper.build_table(7, [], config)
-    paths = paper.write_table_files(frame, tmp_path, "table7")
+    frame = paper.build("table7", {}, config)
+    paths = paper.write("table7", frame, tmp_path, {})
     assert [p.suffix for p in paths] == [".csv", ".md", ".tex", ".json"]
     assert "\\begin{tabular}" in paths[2].read_text() and "| config" in paths[1].read_text()
     sampler = frame.set_index("config").loc["sampler"]  # the embedded retrofits rehearse the full grid
     assert sampler["CLS-IN1k"] == "isotropic (m ∈ [4, 36], jitter 0.5; full grid 50% of batches)"
-    with pytest.raises(ValueError, match="no builder for table 9"):
-        paper.build_table(9, [], config)
+    with pytest.raises(ValueError, match="no table or figure named 'table9'"):
+        paper.build("table9", {}, config)
     with pytest.raises(ValueError, match="no evaluation result table"):
-        paper.build_table(2, [], config)
+        paper.build("table2", {}, config)
 
 
 def _chain(tmp_path):

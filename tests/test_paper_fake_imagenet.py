@@ -15,7 +15,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from spot import paper
 from spot.cli import main
 from spot.data import imagenet as inet
-from spot.recipes import load_config, merge_configs
+from spot.config import load_configs
 
 PER_CLASS = {wnid: 10 for wnid, _ in LEAVES.values()}
 VAL = [1] * 4 + [2] * 4 + [3] * 4  # class-sorted, as torchvision sorts ImageNet
@@ -46,15 +46,14 @@ def run(tmp_path_factory):
     record.write_text(json.dumps({"format": "official", "path": str(weights)}))
     small = root / "small.yaml"
     small.write_text(yaml.safe_dump({**SMALL, "saliency": {**SMALL["saliency"], "cache_dir": str(root / "sal")}}))
-    configs = ["--config", "config.yaml", "--config", "config/paper.yaml", "--config", str(small)]
+    configs = ["--config", "config/paper.yaml", "--config", str(small)]
     out = root / "results"
     common = [*configs, "--data", str(data), "--device", "cpu"]
-    assert main(["evaluate", *common, "--model", f"cls_in1k:spot={record}", "--out", str(out / "evaluation.csv")]) == 0
-    assert main(["oracle", *common, "--model", f"cls_in1k={record}", "--out", str(out / "oracle.csv")]) == 0
-    assert main(["throughput", *configs, "--model", f"cls_in1k:spot={record}", "--device", "cpu",
-                 "--out", str(out / "throughput.csv")]) == 0
-    config = merge_configs(*(load_config(p) for p in ("config.yaml", "config/paper.yaml", small)))
-    return out, config
+    model = ["--backbone", "cls_in1k", "--model", f"spot={record}"]
+    assert main(["evaluate", *common, *model, "--out", str(out / "evaluation.csv")]) == 0
+    assert main(["oracle", *common, *model, "--out", str(out / "oracle.csv")]) == 0
+    assert main(["throughput", *configs, *model, "--device", "cpu", "--out", str(out / "throughput.csv")]) == 0
+    return out, load_configs(["config/paper.yaml", small])
 
 
 def test_limits_are_stratified_subsets_of_the_class_sorted_splits(run):
@@ -64,8 +63,8 @@ def test_limits_are_stratified_subsets_of_the_class_sorted_splits(run):
     assert (val["kind"], val["n_images"], val["split_size"], val["classes"]) == ("stratified", 6, 12, 3)
     assert (train["kind"], train["n_images"], train["split_size"], train["classes"]) == ("stratified", 9, 30, 3)
     oracle = json.loads((out / "oracle.json").read_text())["subsets"]
-    assert oracle["cls_in1k:val"]["indices_sha256"] == val["indices_sha256"]  # same seed, same size: same images
-    assert oracle["cls_in1k:knn_bank:train"]["indices_sha256"] == train["indices_sha256"]
+    assert oracle["spot:val"]["indices_sha256"] == val["indices_sha256"]  # same seed, same size: same images
+    assert oracle["spot:knn_bank:train"]["indices_sha256"] == train["indices_sha256"]
     with np.load(out / "oracle.trajectories.npz") as t:
         assert sorted(VAL[i] for i in t["indices"]) == [1, 1]  # the first 2 of the subset, split indices
 
@@ -73,27 +72,29 @@ def test_limits_are_stratified_subsets_of_the_class_sorted_splits(run):
 def test_official_checkpoints_are_normalised_as_the_release(run):
     out, _ = run
     imagenet = [list(IMAGENET_DEFAULT_MEAN), list(IMAGENET_DEFAULT_STD)]
-    assert json.loads((out / "evaluation.json").read_text())["normalisation"]["cls_in1k:spot"] == imagenet
-    assert json.loads((out / "oracle.json").read_text())["normalisation"]["cls_in1k"] == imagenet
+    assert json.loads((out / "evaluation.json").read_text())["normalisation"]["spot"] == imagenet
+    assert json.loads((out / "oracle.json").read_text())["normalisation"]["spot"] == imagenet
 
 
 def test_table3_table5_and_figure5_from_the_paper_preset(run):
     out, config = run
-    results = [out / "evaluation.csv", out / "oracle.csv", out / "throughput.csv"]
-    t3 = paper.build_table(3, results, config)
+    results = {"evaluation": [out / "evaluation.csv"], "oracle": [out / "oracle.csv"],
+               "throughput": [out / "throughput.csv"]}
+    t3 = paper.build("table3", results, config)
     assert list(t3.columns) == ["Backbone", "Statistic", "25 Tok.", "49 Tok."] and len(t3) == 4
     skipped = t3.set_index("Statistic").loc["trajectories skipped, initial score 0 (%)"]
     assert 0 <= skipped["25 Tok."] <= 100
-    t5 = paper.build_table(5, results, config)
+    t5 = paper.build("table5", results, config)
     on = t5[t5.Model == "SPoT-ON"].iloc[0]
-    assert all(0 <= on[f"{b} Tok. {m}"] <= 100 for b in (25, 49) for m in ("Acc@1", "kNN"))
-    t2 = paper.build_table(2, results, config)
+    assert all(0 <= on[f"{b} Tok. {m} (%)"] <= 100 for b in (25, 49) for m in ("Acc@1", "kNN"))
+    t2 = paper.build("table2", results, config)
     assert [c for c in t2.columns if c.startswith("Oracle Δ")] == [
         "Oracle Δ (points), lr 0.003 × 1 steps (§4.2)", "Oracle Δ (points), lr 0.01 × 2 steps"]
     tp = pd.read_csv(out / "throughput.csv")
-    assert set(tp.method) == {"SPoT"} and sorted(set(tp.batch_size)) == [1, 2]  # a sweep; SPoT rows only
-    fig = paper.build_figure(5, results, config)
+    assert set(tp.method) == {"spot"} and sorted(set(tp.batch_size)) == [1, 2]  # a sweep; SPoT rows only
+    assert tp.device.str.startswith("cpu").all()  # the device of every measurement
+    fig = paper.build("figure5", results, config)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "ceiling (ImageNet label noise, Beyer et al. 2020)" in labels and "SPoT-ON (best backbone)" in labels
-    fastest = tp.groupby("budget").images_per_s.max()
+    fastest = tp[tp.metric == "images_per_s"].groupby("budget").value.max()
     assert list(fig.axes[0].lines[0].get_xdata()) == [fastest[25], fastest[49]]  # SPoT at its fastest batch

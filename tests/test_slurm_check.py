@@ -38,8 +38,8 @@ def runs(tmp_path):
         folder = tmp_path / run / "paper_figures" / "smoke"
         folder.mkdir(parents=True)
         (folder / "table1.csv").write_text("a,b\n1,2\n")
-        (tmp_path / run / "results" / "smoke").mkdir(parents=True)
-        (tmp_path / run / "results" / "smoke" / "throughput.csv").write_text(run)  # timings: not compared
+        (tmp_path / run / "results" / "smoke" / "throughput").mkdir(parents=True)
+        (tmp_path / run / "results" / "smoke" / "throughput" / "cls_in1k.csv").write_text(run)  # timings: not compared
     return tmp_path
 
 

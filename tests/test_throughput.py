@@ -27,26 +27,36 @@ def vit():
     return create_backbone("vit_nano_patch8", **TINY).eval()
 
 
-def test_rows_for_every_method_and_budget(vit):
-    rows = measure_throughput(vit, [4, 9, 16], label="nano", **FAST)
-    got = sorted((r["method"], r["budget"]) for r in rows)
-    assert got == sorted([(m, b) for m in ("SPoT", "PatchDropout") for b in (4, 9, 16)] + [("ViT (grid)", 16)])
+def _wide(rows):
+    """{(method, budget): {metric: value}} of tidy throughput rows."""
+    out = {}
     for r in rows:
-        assert r["model"] == "nano" and r["batch_size"] == 2 and r["dtype"] == "float32" and r["repeats"] == 3
-        assert r["device"].startswith("cpu") and r["image_size"] == "32x32"
-        assert r["tokens"] == r["budget"] and r["sequence_length"] == r["budget"] + 1  # + the CLS token
-        assert r["fraction"] == r["budget"] / 16
-        assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
-        assert r["ms_per_batch_min"] <= r["ms_per_batch"] <= r["ms_per_batch_max"]
-        assert r["images_per_s"] > 0 and r["gflops_per_image"] > 0
+        out.setdefault((r["method"], r["budget"]), {})[r["metric"]] = r["value"]
+    return out
 
-    flops = {(r["method"], r["budget"]): r["gflops_per_image"] for r in rows}
-    for method in ("SPoT", "PatchDropout"):
+
+def test_rows_for_every_method_and_budget(vit):
+    rows = measure_throughput(vit, [4, 9, 16], backbone="nano", variant="parent", **FAST)
+    wide = _wide(rows)
+    assert sorted(wide) == sorted([(m, b) for m in ("spot", "patchdropout") for b in (4, 9, 16)] + [("vit", 16)])
+    placements = {"spot": "isotropic", "patchdropout": "grid_random", "vit": "grid"}
+    for r in rows:
+        assert r["backbone"] == "nano" and r["variant"] == "parent" and r["experiment"] == "throughput"
+        assert r["batch_size"] == 2 and r["dtype"] == "float32" and r["repeats"] == 3
+        assert r["device"].startswith("cpu") and r["image_size"] == "32x32" and r["placement"] == placements[r["method"]]
+        assert r["sequence_length"] == r["budget"] + 1 and r["fraction"] == r["budget"] / 16  # + the CLS token
+    for v in wide.values():
+        assert v["images_per_s_min"] <= v["images_per_s"] <= v["images_per_s_max"]
+        assert v["ms_per_batch_min"] <= v["ms_per_batch"] <= v["ms_per_batch_max"]
+        assert v["images_per_s"] > 0 and v["gflops_per_image"] > 0
+
+    flops = {key: v["gflops_per_image"] for key, v in wide.items()}
+    for method in ("spot", "patchdropout"):
         assert flops[method, 4] < flops[method, 9] < flops[method, 16]
-    grid = flops["ViT (grid)", 16]
-    assert flops["PatchDropout", 16] == pytest.approx(grid)  # all patches kept: the ViT's own computation
-    assert grid <= flops["SPoT", 16] <= 1.03 * grid  # the subpixel tokenizer adds little
-    assert flops["SPoT", 4] < flops["PatchDropout", 4]  # PatchDropout embeds every patch before dropping
+    grid = flops["vit", 16]
+    assert flops["patchdropout", 16] == pytest.approx(grid)  # all patches kept: the ViT's own computation
+    assert grid <= flops["spot", 16] <= 1.03 * grid  # the subpixel tokenizer adds little
+    assert flops["spot", 4] < flops["patchdropout", 4]  # PatchDropout embeds every patch before dropping
 
 
 def test_attention_flops_are_counted_on_the_cpu():
@@ -61,8 +71,8 @@ def test_attention_flops_are_counted_on_the_cpu():
 
 def test_spot_model_alone_and_bfloat16_autocast(vit):
     spot = SPoTViT.from_timm(vit)
-    rows = measure_throughput(spot, [20], methods=["SPoT"], dtype="bfloat16", **FAST)  # SPoT may exceed the grid
-    assert [(r["method"], r["budget"], r["dtype"]) for r in rows] == [("SPoT", 20, "bfloat16")]
+    rows = measure_throughput(spot, [20], methods=["spot"], dtype="bfloat16", **FAST)  # SPoT may exceed the grid
+    assert {(r["method"], r["budget"], r["dtype"]) for r in rows} == {("spot", 20, "bfloat16")}
     with pytest.raises(ValueError, match="vit="):
         measure_throughput(spot, [4], **FAST)
 
@@ -77,7 +87,7 @@ def test_bad_budgets_are_clear_errors(vit, budgets, match):
 def test_bad_settings_are_clear_errors(vit):
     with pytest.raises(ValueError, match="float16 needs a CUDA device"):
         measure_throughput(vit, [4], **{**FAST, "dtype": "float16"})
-    with pytest.raises(ValueError, match="accepted: SPoT, ViT \\(grid\\), PatchDropout"):
+    with pytest.raises(ValueError, match="accepted: spot, vit, patchdropout"):
         measure_throughput(vit, [4], methods=["ToMe"], **FAST)
     with pytest.raises(ValueError, match="repeats"):
         measure_throughput(vit, [4], **{**FAST, "repeats": 0})
@@ -99,22 +109,23 @@ def test_command_line(tmp_path, vit):
                 "spot": {"window": None, "pe_sigma": 0.5}})
     parser = configure_parser(argparse.ArgumentParser())
     out = tmp_path / "results" / "throughput.csv"
-    args = parser.parse_args(["--config", str(config), "--model", f"grid={plain}", "--model", f"retro={spot}",
-                              "--backbone", "vit_nano_patch8", "--img-size", "32", "--out", str(out),
+    args = parser.parse_args(["--config", str(config), "--backbone", "nano", "--model", f"parent={plain}",
+                              "--model", f"spot={spot}", "--architecture", "vit_nano_patch8", "--img-size", "32",
+                              "--out", str(out),
                               "--device", "cpu", "--budgets", "4,9", "--repeats", "1"])
     assert run_from_args(args) == 0
     from spot.results import read_table
 
     table = read_table(out)
-    assert len(table) == 3 * 5  # per model: SPoT ×2, PatchDropout ×2, ViT (grid)
-    assert set(table["model"]) == {"grid", "retro", "vit_nano_patch8"} and set(table["budget"]) == {4, 9, 16}
-    assert (table["repeats"] == 1).all() and (table["batch_size"] == 2).all()
+    assert len(table) == 3 * 5 * 7  # per model: spot ×2, patchdropout ×2, vit — × 7 metrics
+    assert set(table["variant"]) == {"parent", "spot", "vit_nano_patch8"} and set(table["budget"]) == {4, 9, 16}
+    assert set(table["backbone"]) == {"nano"} and (table["repeats"] == 1).all() and (table["batch_size"] == 2).all()
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["provenance"]["config"]["throughput"]["budgets"] == [4, 9]
-    assert set(meta["provenance"]["inputs"]) == {"checkpoint:grid", "checkpoint:retro"}
+    assert set(meta["provenance"]["inputs"]) == {"checkpoint:parent", "checkpoint:spot"}
 
-    with pytest.raises(ValueError, match="--model NAME=PATH or --backbone"):
+    with pytest.raises(ValueError, match="--model VARIANT=PATH or --architecture"):
         run_from_args(parser.parse_args(["--config", str(config), "--out", str(out)]))
     with pytest.raises(ValueError, match="comma-separated"):
-        run_from_args(parser.parse_args(["--config", str(config), "--backbone", "vit_nano_patch8",
+        run_from_args(parser.parse_args(["--config", str(config), "--architecture", "vit_nano_patch8",
                                          "--out", str(out), "--budgets", "4;9"]))

@@ -99,7 +99,7 @@ def test_subpixel_sampler_budgets_and_jitter_within_cells():
         assert pos.shape == (3, m, 2) and pos.dtype == torch.float64 and 0 <= pos.min() and pos.max() <= 1
     assert min(budgets) == 4 and max(budgets) == 36 and len(budgets) > 25
     s9 = _sampler(budget="choices", choices=[9])
-    base, cell = s9._layout(9)
+    base, cell = s9.placement.layout(9, (48, 48))  # the jittered Isotropic layout and its cells
     pos, m = s9(500, torch.Generator().manual_seed(1))
     assert m == 9 and torch.allclose(cell, torch.full_like(cell, 1 / 3))
     off = (pos - base) / cell
@@ -139,7 +139,7 @@ def test_full_share_rehearses_the_exact_grid_in_that_share_of_batches():
 
 
 def test_a_retrofit_keeps_its_parents_pooling_head_unless_the_recipe_sets_one(tmp_path):
-    from spot.train import _timm_kwargs
+    from spot.train import timm_kwargs as _timm_kwargs
 
     def parent(name, fmt, **kw):
         (tmp_path / f"{name}.json").write_text(json.dumps({"format": fmt, "timm_kwargs": kw}))
@@ -266,21 +266,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, canvas):
         if step == 10:  # end of epoch 1: poison the weights so the next loss is NaN
             poison["on"] = True
 
-    import spot.train as T
+    import torch.nn.functional as F
 
-    original = T.F.cross_entropy
+    original = F.cross_entropy
 
     def maybe_nan(*args, **kw):
         loss = original(*args, **kw)
         return loss * float("nan") if poison["on"] else loss
 
-    T.F.cross_entropy = maybe_nan
+    F.cross_entropy = maybe_nan
     try:
         with pytest.raises(NonFiniteLossError, match="last good state"):
             train(recipe, data_root=canvas, out=tmp_path / "nan.safetensors", state_dir=state_dir, on_step=on_step,
                   **QUIET)
     finally:
-        T.F.cross_entropy = original
+        F.cross_entropy = original
     state = torch.load(state_dir / "state.pt", weights_only=False)
     assert state["epoch"] == 1 and state["step_in_epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -360,9 +360,9 @@ def test_ddp_under_torchrun_on_cpu(tmp_path, canvas):
 
 
 def test_paper_recipes_follow_table_7():
-    from spot.recipes import load_config, merge_configs
+    from spot.recipes import load_config
 
-    config = merge_configs(load_config("config.yaml"), load_config("config/paper.yaml"))
+    config = load_config("config/paper.yaml")
     a, b = load_recipe(config, "retrofit_cls_in1k"), load_recipe(config, "retrofit_cls_in21k")
     mae, ft = load_recipe(config, "retrofit_mae_in1k"), load_recipe(config, "finetune_mae_in1k")
     assert (a.batch_size, a.epochs, a.lr, a.optimizer.betas, a.optimizer.layer_decay) == (2048, 50, 6e-5, [0.9, 0.99], 0.65)
@@ -382,13 +382,17 @@ def test_paper_recipes_follow_table_7():
     assert load_recipe(config, "retrofit_cls_in1k_grid").tokens.mode == "grid_subset"
 
 
-def test_no_paper_recipe_is_merged_over_a_cpu_recipe():
-    """Snakemake merges --configfile dicts key by key: a paper recipe named as one of config.yaml's keeps every CPU
-    value it does not set. So the paper preset's recipes (all those its DAG trains) have names of their own."""
+def test_no_cpu_recipe_is_merged_over_a_paper_recipe():
+    """config.yaml is an overlay on the paper preset, merged key by key: a CPU recipe named as one of the paper's would
+    keep every paper value it does not set. So the embedded recipes have names of their own, and the paper preset's
+    recipes are all in its own file."""
+    import yaml
+
     from spot.recipes import load_config
 
-    cpu, paper = load_config("config.yaml")["recipes"], load_config("config/paper.yaml")["recipes"]
+    cpu, paper = yaml.safe_load(open("config.yaml"))["recipes"], yaml.safe_load(open("config/paper.yaml"))["recipes"]
     assert not set(cpu) & set(paper)
+    assert "extends" not in yaml.safe_load(open("config/paper.yaml"))  # the base extends nothing
     used = {r for b in load_config("config/paper.yaml")["backbones"].values()
             for r in b.get("retrofit", []) + b.get("grid_control", [])}
     assert used <= set(paper)
@@ -401,7 +405,7 @@ def test_paper_retrofit_recipe_runs_on_fake_imagenet(tmp_path):
 
     from spot.data.imagenet import prepare_imagenet
     from spot.factory import create_backbone
-    from spot.recipes import load_config, merge_configs
+    from spot.recipes import load_config
 
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -416,7 +420,7 @@ def test_paper_retrofit_recipe_runs_on_fake_imagenet(tmp_path):
 
     save_file(create_backbone("vit_nano_patch8", **{k: v for k, v in small.items() if k not in ("backbone", "timm_kwargs")},
                               **small["timm_kwargs"]).state_dict(), str(parent))
-    config = merge_configs(load_config("config.yaml"), load_config("config/paper.yaml"))
+    config = load_config("config/paper.yaml")
     recipe = load_recipe(config, "retrofit_cls_in1k", {
         "model": small, "batch_size": 2, "epochs": 1, "eval_batch_size": 3, "eval_budgets": [4],
         "data": {"workers": 0}, "tokens": {"min_tokens": 4, "max_tokens": 16}, "amp": "bf16"})

@@ -42,7 +42,7 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["fetch_checkpoint"] == 4  # cls_in1k, cls_in21k, mae_in1k (+decoder), mae_in1k_ft
     assert counts["train_chain_stage"] == 8  # 2 supervised retrofits + MAE retrofit & fine-tune, and grid controls
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
-    assert (counts["evaluate"], counts["oracle"], counts["transfer"], counts["throughput"]) == (3, 3, 1, 1)
+    assert (counts["evaluate"], counts["oracle"], counts["transfer"], counts["throughput"]) == (3, 3, 1, 3)
     assert (counts["table"], counts["figure"]) == (8, 6)  # figures 1–5 and 5b (one panel per backbone)
 
 
@@ -84,13 +84,13 @@ def test_embedded_default_trains_its_own_backbones(workdir):
 
 
 def test_embedded_long_preset_only_lengthens_the_supervised_backbones(workdir):
-    from spot.recipes import load_config, load_recipe, merge_configs, recipe_to_dict
+    from spot.recipes import load_config, load_recipe, recipe_to_dict
 
     done = snakemake("-n", "--cores", "2", "--configfile", "config/embedded_long.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert job_counts(done.stdout)["train_backbone"] == 4 and "results/embedded_long/" in done.stdout
     base = load_config(workdir / "config.yaml")
-    long = merge_configs(base, load_config(workdir / "config" / "embedded_long.yaml"))
+    long = load_config(workdir / "config" / "embedded_long.yaml")  # its extends: chain resolved
     changed = {name for name in base["recipes"]
                if recipe_to_dict(load_recipe(base, name)) != recipe_to_dict(load_recipe(long, name))}
     assert changed == {"backbone_base", "backbone_cls_in1k", "backbone_cls_in21k"}
@@ -124,6 +124,9 @@ def test_bad_config_values_fail_with_a_clear_message(workdir):
     assert "budgets" in fails("--config", 'evaluation={"budgets": [0]}')
     bad = workdir / "bad.yaml"
     bad.write_text("recipes:\n  retrofit_cls: {optimizer: {layer_decay: 1.5}}\n")
+    message = fails("--configfile", str(bad))  # an overlay that names no base is not a preset
+    assert "extends no preset" in message and "extends: config.yaml" in message
+    bad.write_text("extends: config.yaml\nrecipes:\n  retrofit_cls: {optimizer: {layer_decay: 1.5}}\n")
     message = fails("--configfile", str(bad))
     assert "optimizer.layer_decay = 1.5 is not valid" in message
 

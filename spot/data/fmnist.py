@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..provenance import atomic_write_json, provenance, sha256_file
+from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
 from .fmnist_files import DEFAULT_FMNIST_DIRS, FashionMNISTNotFound, find_fmnist
 from .fmnist_files import IDX_FILES as _FILES
 from .fmnist_files import idx_path as _idx_path
@@ -175,9 +175,8 @@ def _split_indices(n_train: int, val_size: int, seed: int) -> tuple[np.ndarray, 
 
 
 def _save_npz(path: Path, **arrays) -> str:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_output(path, suffix=".tmp.npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return sha256_file(path)
 
 

@@ -1,25 +1,69 @@
-# Helpers shared by the rules: config validation, paths per preset, recipes, model chains.
+# Helpers shared by the rules: the preset, config validation, paths per preset, recipes, model chains.
+#
+# Parsing the workflow has no side effects and does not import torch (every cluster job parses it twice, sbatch job
+# and srun step): the spot modules it needs (spot.config, spot.recipes) are torch-free and loaded without the
+# package's __init__; nothing is written and no environment variable is set.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+
+def spot_module(name):
+    """A torch-free module of the spot package (``config``, ``recipes``, …) loaded without ``spot/__init__.py``,
+    which imports torch and timm: the package folder is mounted as a bare package ``_spot_light``."""
+    import importlib
+    import importlib.util
+    import types
+
+    alias = "_spot_light"
+    if alias not in sys.modules:
+        found = importlib.util.find_spec("spot")
+        if found is None:
+            raise WorkflowError("the spot package is not installed: pip install -c constraints.txt -e . (README)")
+        package = types.ModuleType(alias)
+        package.__path__ = list(found.submodule_search_locations)
+        sys.modules[alias] = package
+    return importlib.import_module(f"{alias}.{name}")
+
+
+# The preset: the --configfile files (else config.yaml, the embedded default), each with its `extends:` chain
+# resolved (config/paper.yaml is the complete base; the others are overlays on it), then Snakemake's --config values.
+# Snakemake's own merge of the --configfile files is replaced by this one, so that a preset never inherits a key from
+# a file it does not extend.
+CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config.yaml"]
+CONFIG_OVERRIDES = json.loads(json.dumps(dict(workflow.config_settings.config), default=dict))
+try:
+    _resolved = spot_module("config").load_configs(CONFIG_FILES, CONFIG_OVERRIDES)
+except (ValueError, FileNotFoundError) as err:
+    raise WorkflowError(f"config: {err}")
+_missing = [k for k in ("preset", "data", "backbones", "recipes", "evaluation", "oracle", "transfer", "throughput",
+                        "saliency") if k not in _resolved]
+if _missing:
+    raise WorkflowError(f"config: {' + '.join(CONFIG_FILES)} extends no preset and lacks {', '.join(_missing)}: an "
+                        f"overlay names what it starts from, e.g. `extends: config.yaml` (the embedded default) or "
+                        f"`extends: config/paper.yaml`, as a path relative to its own folder")
+config.clear()
+config.update(_resolved)
 validate(config, schema="../schemas/config.schema.yaml")
 
-envvars:
-    "PATH",
+# how the `spot` commands get the same config: one JSON list of the files and the overrides, in order (not a param:
+# which files hold a value does not change a result — the rules' params hold the values that do)
+SPOT_CONFIG = json.dumps(CONFIG_FILES + ([CONFIG_OVERRIDES] if CONFIG_OVERRIDES else []), sort_keys=True)
 
+# every job's shell: bash strict mode (Snakemake's default prefix); `spot` and `papermill` of the Python that runs
+# Snakemake, also without an activated virtual environment; training jobs start with `train_launcher` (e.g.
+# torchrun). Environment of the jobs' shells, not params: none of it changes a result, so none of it re-runs a job.
+_JOB_ENV = {"PATH": f"{Path(sys.executable).parent}:$PATH", "SPOT_TRAIN": config["train_launcher"],
+            "SPOT_CONFIG": SPOT_CONFIG}
+shell.prefix(("set -euo pipefail; export " + " ".join(
+    f"{k}={v if k == 'PATH' else shlex.quote(v)}" for k, v in _JOB_ENV.items()) + "; ").replace("{", "{{").replace("}", "}}"))
 
-# jobs find `spot` and `papermill` of the Python that runs Snakemake, also without an activated virtual environment;
-# training jobs start with `train_launcher` (e.g. torchrun): an environment variable, not a param, because it does
-# not change results and must not trigger re-training
-os.environ.update(SPOT_TRAIN=config["train_launcher"])
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 PRESET = config["preset"]
 RESULTS = f"results/{PRESET}"
 FIGURES = f"paper_figures/{PRESET}"
@@ -28,27 +72,9 @@ DATA = config["data"]["root"] or f"{RESULTS}/data"
 MODELS = list(config["backbones"])
 
 
-def _spot_recipes():
-    """``spot.recipes`` (standard library + yaml) loaded without the ``spot`` package, whose ``__init__`` imports
-    torch and timm: parsing the workflow stays light, which every cluster job pays twice (sbatch job, srun step)."""
-    import importlib.util
-
-    name = "_spot_recipes"
-    if name not in sys.modules:
-        package = importlib.util.find_spec("spot")
-        if package is None:
-            raise WorkflowError("the spot package is not installed: pip install -c constraints.txt -e . (README)")
-        spec = importlib.util.spec_from_file_location(
-            name, Path(package.submodule_search_locations[0]) / "recipes.py")
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded  # dataclasses resolve the module's annotations through sys.modules
-        spec.loader.exec_module(loaded)
-    return sys.modules[name]
-
-
 def _check_recipes():
     """Fail at DAG-build time, with spot's own message, on any recipe the DAG uses that is invalid."""
-    load_recipe = _spot_recipes().load_recipe
+    load_recipe = spot_module("recipes").load_recipe
 
     used = set()
     for name, b in config["backbones"].items():
@@ -65,74 +91,87 @@ def _check_recipes():
 
 _check_recipes()
 
-# The merged configuration (config.yaml + presets + --config overrides) that the `spot` commands read. Rewritten
-# only when it changes; rules record the sections that change their results in `params`, so editing a setting
-# re-runs exactly the jobs it affects (and editing workers/threads/paths re-runs nothing).
-MERGED_CONFIG = f"{RESULTS}/config.yaml"
-_text = yaml.safe_dump(config, sort_keys=False)
-if not Path(MERGED_CONFIG).is_file() or Path(MERGED_CONFIG).read_text() != _text:
-    Path(MERGED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
-    _tmp = Path(MERGED_CONFIG).with_suffix(".yaml.tmp")
-    _tmp.write_text(_text)
-    _tmp.replace(MERGED_CONFIG)
+
+def _check_placements():
+    """Fail at DAG-build time on a placement the config names that spot's registry does not know (a typo, a wrong
+    setting), with spot's own message listing what is accepted."""
+    check = spot_module("placement").check_placement
+    e = config["evaluation"]
+    specs = [(f"evaluation.priors", p) for p in e.get("priors", [])]
+    for key in ("snapped", "grid_model_priors", "extra_budget_priors", "grid_placements"):
+        if isinstance(e.get(key), list):
+            specs += [(f"evaluation.{key}", p) for p in e[key]]
+    specs += [("oracle.priors", p) for p in config["oracle"].get("priors", [])]
+    specs += [("transfer.prior", config["transfer"].get("prior", "isotropic"))]
+    for where, spec in specs:
+        try:
+            check(spec, where)
+        except ValueError as err:
+            raise WorkflowError(f"config: {err}")
+
+
+_check_placements()
 
 
 def recipe_params(name):
     """The resolved recipe as a plain dict: the params of a training job (a change re-trains)."""
-    recipes = _spot_recipes()
+    recipes = spot_module("recipes")
     load_recipe, recipe_to_dict = recipes.load_recipe, recipes.recipe_to_dict
 
     return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
 
 
-def spec_path(model, role):
+def spec_path(backbone, role):
     """Checkpoint of a backbone's `classifier` or `pretrained` spec (`train:RECIPE` or `fetch:NAME`)."""
-    spec = config["backbones"][model][role]
+    spec = config["backbones"][backbone][role]
     kind, name = spec.split(":", 1)
     if kind == "fetch":
         return f"{RESULTS}/checkpoints/{name}.safetensors"
-    return f"{RESULTS}/models/{model}_{role}.safetensors"
+    return f"{RESULTS}/models/{backbone}_{role}.safetensors"
 
 
-def recipe_chain(model, variant):
-    """The recipes of a retrofit chain: variant `spot` (retrofit) or `gridctl` (its grid control)."""
-    b = config["backbones"][model]
+def recipe_chain(backbone, variant):
+    """The recipes of a retrofit chain: variant `spot` (retrofit) or `grid_control` (its grid control)."""
+    b = config["backbones"][backbone]
     return b["retrofit"] if variant == "spot" else b["grid_control"]
 
 
-def chain_output(model, variant, stage=None):
-    recipes = recipe_chain(model, variant)
+def chain_output(backbone, variant, stage=None):
+    recipes = recipe_chain(backbone, variant)
     stage = len(recipes) - 1 if stage is None else stage
-    return f"{RESULTS}/models/{model}_{variant}{stage}.safetensors"
+    return f"{RESULTS}/models/{backbone}_{variant}{stage}.safetensors"
 
 
 def chain_parent(wildcards):
     stage = int(wildcards.stage)
     if stage > 0:
-        return chain_output(wildcards.model, wildcards.variant, stage - 1)
-    return spec_path(wildcards.model, config["backbones"][wildcards.model].get("start", "classifier"))
+        return chain_output(wildcards.backbone, wildcards.variant, stage - 1)
+    return spec_path(wildcards.backbone, config["backbones"][wildcards.backbone].get("start", "classifier"))
 
 
-def spot_model(model):
+def spot_model(backbone):
     """The retrofitted SPoT model of a backbone: trained here, or the authors' released weights (retrofit: official)."""
     if config["retrofit"] == "official":
-        return f"{RESULTS}/models/{model}_official.json"
-    return chain_output(model, "spot")
+        return f"{RESULTS}/models/{backbone}_official.json"
+    return chain_output(backbone, "spot")
 
 
-def model_args(model):
-    """--model NAME=PATH arguments of the experiment commands for one backbone family."""
-    return {f"{model}:vit": spec_path(model, "classifier"), f"{model}:spot": spot_model(model),
-            f"{model}:gridctl": chain_output(model, "gridctl")}
+def variants(backbone):
+    """A backbone's models by variant (the `variant` column of the results): the grid ViT, its SPoT retrofit, and
+    the retrofit's grid control."""
+    return {"parent": spec_path(backbone, "classifier"), "spot": spot_model(backbone),
+            "grid_control": chain_output(backbone, "grid_control")}
+
+
+# The tables and figures, from spot's registry (spot/paper: one builder per artifact declares what it reads and its
+# caption): the targets of `all`, each job's inputs and the report's captions come from there.
+ARTIFACTS = spot_module("paper").ARTIFACTS
+TABLES = [name for name, a in ARTIFACTS.items() if a.kind == "table"]
+FIGURE_NAMES = [name for name, a in ARTIFACTS.items() if a.kind == "figure"]
 
 
 def all_outputs():
-    from itertools import chain as _concat
-
-    return list(_concat(
-        [f"{FIGURES}/table{i}.csv" for i in range(1, 9)],
-        [f"{FIGURES}/figure{i}.pdf" for i in FIGURE_INPUTS],
-    ))
+    return [f"{FIGURES}/{name}.csv" for name in TABLES] + [f"{FIGURES}/{name}.pdf" for name in FIGURE_NAMES]
 
 
 def data_manifest():
@@ -149,7 +188,7 @@ def data_root():
 
 def _train_shell(recipe_key):
     return (
-        "$SPOT_TRAIN --config {params.config} --recipe {params.recipe_name} --data {params.data}"
+        "$SPOT_TRAIN --config-json \"$SPOT_CONFIG\" --recipe {params.recipe_name} --data {params.data}"
         " --out {output.weights} --state-dir {params.state} --no-progress {params.parent} > {log} 2>&1"
     )
 
@@ -159,38 +198,22 @@ def evaluation_protocol(keys):
     return {k: config["evaluation"].get(k) for k in keys}
 
 
-def _model_flags(models):
+def model_flags(models):
+    """--model NAME=PATH arguments of the experiment commands."""
     return " ".join(f"--model {name}={path}" for name, path in models.items())
 
 
-def _evaluations():
-    return [f"{RESULTS}/evaluation/{m}.csv" for m in MODELS]
+def result_files(kind):
+    """The files of one kind of result (spot.paper.registry.RESULT_KINDS) in this preset."""
+    per_model = {"evaluation": "{r}/evaluation/{m}.csv", "oracle": "{r}/oracle/{m}.csv",
+                 "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv"}
+    if kind in per_model:
+        return [per_model[kind].format(r=RESULTS, m=m) for m in MODELS]
+    if kind == "records":  # Table 7 reads the recipes the SPoT models were trained with
+        return [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"]
+    return {"transfer": [f"{RESULTS}/transfer.csv"], "data": [data_manifest()]}[kind]
 
 
-def _oracles():
-    return [f"{RESULTS}/oracle/{m}.csv" for m in MODELS]
-
-
-# what each table/figure is computed from (result tables; the notebooks read their provenance sidecars too)
-
-
-TABLE_INPUTS = {
-    1: _oracles,
-    2: lambda: _evaluations() + _oracles(),
-    3: _oracles,
-    4: lambda: [f"{RESULTS}/transfer.csv"],
-    5: lambda: _evaluations() + _oracles(),
-    6: _oracles,
-    7: lambda: [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"],
-    8: _evaluations,
-}
-
-
-FIGURE_INPUTS = {
-    "1": lambda: [data_manifest()],
-    "2": lambda: [data_manifest()],
-    "3": lambda: [data_manifest()],
-    "4": lambda: [f"{RESULTS}/oracle/{m}.trajectories.npz" for m in MODELS],
-    "5": lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),  # the paper's single panel
-    "5b": lambda: [f"{RESULTS}/throughput.csv"] + _evaluations() + _oracles(),  # one panel per backbone
-}
+def artifact_inputs(name):
+    """{kind: [files]} of what table or figure ``name`` reads."""
+    return {kind: result_files(kind) for kind in ARTIFACTS[name].reads}

@@ -14,7 +14,7 @@ rule data_fmnist:
     output:
         manifest=f"{RESULTS}/data/manifest.json",
     params:
-        canvas=config["data"]["canvas"],
+        canvas=config["data"].get("canvas"),
         seed=config["data"]["seed"],
         out=lambda w, output: str(Path(output.manifest).parent),
         fmnist=lambda w: f"--fmnist {config['data']['fmnist_dir']}" if config["data"]["fmnist_dir"] else "",
@@ -68,10 +68,10 @@ rule official_checkpoint:
     conda:
         "../envs/spot.yaml"
     input:
-        lambda w: config["official"][w.model],
+        lambda w: config["official"][w.backbone],
     output:
-        record=f"{RESULTS}/models/{{model}}_official.json",
+        record=f"{RESULTS}/models/{{backbone}}_official.json",
     log:
-        f"{RESULTS}/logs/official_{{model}}.log",
+        f"{RESULTS}/logs/official_{{backbone}}.log",
     shell:
-        "spot checkpoints official {input} --backbone {wildcards.model} --out {output.record} > {log} 2>&1"
+        "spot checkpoints official {input} --backbone {wildcards.backbone} --out {output.record} > {log} 2>&1"

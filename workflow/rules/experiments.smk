@@ -8,25 +8,25 @@ rule evaluate:
         "../envs/spot.yaml"
     input:
         data=data_manifest(),
-        models=lambda w: list(model_args(w.model).values()),
+        models=lambda w: list(variants(w.backbone).values()),
     output:
-        table=report(f"{RESULTS}/evaluation/{{model}}.csv", category="Results", subcategory="Evaluation",
+        table=report(f"{RESULTS}/evaluation/{{backbone}}.csv", category="Results", subcategory="Evaluation",
                      caption="../report/evaluation.rst"),
-        provenance=f"{RESULTS}/evaluation/{{model}}.json",
+        provenance=f"{RESULTS}/evaluation/{{backbone}}.json",
     params:
         settings={"evaluation": config["evaluation"], "saliency": config["saliency"]},
-        flags=lambda w: _model_flags(model_args(w.model)),
-        config=MERGED_CONFIG,
+        flags=lambda w: model_flags(variants(w.backbone)),
         data=lambda w: data_root(),
     log:
-        f"{RESULTS}/logs/evaluate_{{model}}.log",
+        f"{RESULTS}/logs/evaluate_{{backbone}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate_{{model}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate_{{backbone}}.tsv"
     threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot evaluate --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "spot evaluate --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} {params.flags} --data {params.data}"
+        " --out {output.table} > {log} 2>&1"
 
 
 rule oracle:
@@ -35,27 +35,27 @@ rule oracle:
         "../envs/spot.yaml"
     input:
         data=data_manifest(),
-        model=lambda w: spot_model(w.model),
+        model=lambda w: spot_model(w.backbone),
     output:
-        table=report(f"{RESULTS}/oracle/{{model}}.csv", category="Results", subcategory="Oracle",
+        table=report(f"{RESULTS}/oracle/{{backbone}}.csv", category="Results", subcategory="Oracle",
                      caption="../report/oracle.rst"),
-        provenance=f"{RESULTS}/oracle/{{model}}.json",
-        trajectories=f"{RESULTS}/oracle/{{model}}.trajectories.npz",
+        provenance=f"{RESULTS}/oracle/{{backbone}}.json",
+        trajectories=f"{RESULTS}/oracle/{{backbone}}.trajectories.npz",
     params:
         # the oracle shares the evaluation's image protocol and kNN bank (Table 5's SPoT-ON kNN)
         settings={"oracle": config["oracle"], "saliency": config["saliency"],
                   "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode"))},
-        config=MERGED_CONFIG,
         data=lambda w: data_root(),
     log:
-        f"{RESULTS}/logs/oracle_{{model}}.log",
+        f"{RESULTS}/logs/oracle_{{backbone}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/oracle_{{model}}.tsv"
+        f"{RESULTS}/benchmarks/oracle_{{backbone}}.tsv"
     threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot oracle --config {params.config} --model {wildcards.model}={input.model} --data {params.data}"
+        "spot oracle --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} --model spot={input.model}"
+        " --data {params.data}"
         " --out {output.table} > {log} 2>&1"
 
 
@@ -73,8 +73,7 @@ rule transfer:
     params:
         settings={"transfer": config["transfer"], "oracle": config["oracle"],
                   "evaluation": evaluation_protocol(("crop_mode",))},
-        flags=_model_flags({m: spot_model(m) for m in MODELS}),
-        config=MERGED_CONFIG,
+        flags=model_flags({m: spot_model(m) for m in MODELS}),
         data=lambda w: data_root(),
     log:
         f"{RESULTS}/logs/transfer.log",
@@ -84,30 +83,30 @@ rule transfer:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot transfer --config {params.config} {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
+        "spot transfer --config-json \"$SPOT_CONFIG\" {params.flags} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule throughput:
-    """Images/s and GFLOPs per model × budget (Figure 5); device-dependent, measured where the workflow runs."""
+    """Images/s and GFLOPs of one backbone's SPoT model and grid ViT × budgets (Figure 5); device-dependent,
+    measured where the workflow runs, each backbone alone on the machine."""
     conda:
         "../envs/spot.yaml"
     input:
-        models=[spot_model(m) for m in MODELS] + [spec_path(m, "classifier") for m in MODELS],
+        models=lambda w: [spot_model(w.backbone), spec_path(w.backbone, "classifier")],
     output:
-        table=report(f"{RESULTS}/throughput.csv", category="Results", subcategory="Throughput",
+        table=report(f"{RESULTS}/throughput/{{backbone}}.csv", category="Results", subcategory="Throughput",
                      caption="../report/throughput.rst"),
-        provenance=f"{RESULTS}/throughput.json",
+        provenance=f"{RESULTS}/throughput/{{backbone}}.json",
     params:
         settings={"throughput": config["throughput"]},
-        flags=_model_flags({**{f"{m}:spot": spot_model(m) for m in MODELS},
-                            **{f"{m}:vit": spec_path(m, "classifier") for m in MODELS}}),
-        config=MERGED_CONFIG,
+        flags=lambda w: model_flags({"spot": spot_model(w.backbone), "parent": spec_path(w.backbone, "classifier")}),
     log:
-        f"{RESULTS}/logs/throughput.log",
+        f"{RESULTS}/logs/throughput_{{backbone}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/throughput.tsv"
+        f"{RESULTS}/benchmarks/throughput_{{backbone}}.tsv"
     threads: config["resources"]["throughput_threads"]  # above --cores: alone on the machine (timings not shared)
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot throughput --config {params.config} {params.flags} --out {output.table} > {log} 2>&1"
+        "spot throughput --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} {params.flags}"
+        " --out {output.table} > {log} 2>&1"

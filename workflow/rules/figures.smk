@@ -1,54 +1,54 @@
 # Tables and figures: the notebooks in notebooks/ executed by papermill, one job per table or figure, so that
-# `snakemake paper_figures/<preset>/figure5.pdf` runs only what figure 5 needs.
+# `snakemake paper_figures/<preset>/figure5.pdf` runs only what figure 5 needs. Which tables and figures exist, what
+# each reads and its caption come from spot's registry (spot/paper; ARTIFACTS in common.smk).
 
 
 rule table:
-    """Table N of the paper as CSV, Markdown and LaTeX, from this preset's measurements."""
+    """A table of the paper as CSV, Markdown and LaTeX, from this preset's measurements."""
     conda:
         "../envs/spot.yaml"
     input:
         notebook="notebooks/tables.ipynb",
-        results=lambda w: TABLE_INPUTS[int(w.n)](),
+        results=lambda w: [f for files in artifact_inputs(w.name).values() for f in files],
     output:
-        csv=report(f"{FIGURES}/table{{n}}.csv", category="Tables", caption="../report/table.rst",
-                   labels={"table": "{n}"}),
-        md=f"{FIGURES}/table{{n}}.md",
-        tex=f"{FIGURES}/table{{n}}.tex",
-        notebook=f"{FIGURES}/notebooks/table{{n}}.ipynb",
+        csv=report(f"{FIGURES}/{{name}}.csv", category="Tables", caption="../report/artifact.rst",
+                   labels={"table": "{name}"}),
+        md=f"{FIGURES}/{{name}}.md",
+        tex=f"{FIGURES}/{{name}}.tex",
+        notebook=f"{FIGURES}/notebooks/{{name}}.ipynb",
     wildcard_constraints:
-        n="[1-8]",
+        name="|".join(TABLES),
     params:
-        results=lambda w, input: ",".join(input.results),
-        config=MERGED_CONFIG,
+        inputs=lambda w: json.dumps(artifact_inputs(w.name)),
+        caption=lambda w: ARTIFACTS[w.name].caption,
         out_dir=lambda w, output: str(Path(output.csv).parent),
     log:
-        f"{RESULTS}/logs/table{{n}}.log",
+        f"{RESULTS}/logs/{{name}}.log",
     shell:
-        "papermill {input.notebook} {output.notebook} -p table {wildcards.n} -r results {params.results:q}"
-        " -r config {params.config} -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
+        "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
+        " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
 
 
 rule figure:
-    """Figure N of the paper as PDF and PNG."""
+    """A figure of the paper as PDF and PNG."""
     conda:
         "../envs/spot.yaml"
     input:
         notebook="notebooks/figures.ipynb",
-        results=lambda w: FIGURE_INPUTS[w.n](),
+        results=lambda w: [f for files in artifact_inputs(w.name).values() for f in files],
     output:
-        pdf=report(f"{FIGURES}/figure{{n}}.pdf", category="Figures", caption="../report/figure.rst",
-                   labels={"figure": "{n}"}),
-        png=f"{FIGURES}/figure{{n}}.png",
-        notebook=f"{FIGURES}/notebooks/figure{{n}}.ipynb",
+        pdf=report(f"{FIGURES}/{{name}}.pdf", category="Figures", caption="../report/artifact.rst",
+                   labels={"figure": "{name}"}),
+        png=f"{FIGURES}/{{name}}.png",
+        notebook=f"{FIGURES}/notebooks/{{name}}.ipynb",
     wildcard_constraints:
-        n="|".join(FIGURE_INPUTS),
+        name="|".join(FIGURE_NAMES),
     params:
-        results=lambda w, input: ",".join(input.results),
-        config=MERGED_CONFIG,
+        inputs=lambda w: json.dumps(artifact_inputs(w.name)),
+        caption=lambda w: ARTIFACTS[w.name].caption,
         out_dir=lambda w, output: str(Path(output.pdf).parent),
-        data=lambda w: data_root(),
     log:
-        f"{RESULTS}/logs/figure{{n}}.log",
+        f"{RESULTS}/logs/{{name}}.log",
     shell:
-        "papermill {input.notebook} {output.notebook} -p figure {wildcards.n} -r results {params.results:q}"
-        " -r config {params.config} -r out_dir {params.out_dir} -r data {params.data} --cwd . > {log} 2>&1"
+        "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
+        " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"

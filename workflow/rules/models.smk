@@ -8,24 +8,23 @@ rule train_backbone:
         "../envs/spot.yaml"
     input:
         data=data_manifest(),
-        parent=lambda w: spec_path(w.model, "pretrained") if w.role == "classifier"
-        and config["backbones"][w.model].get("pretrained") else [],
+        parent=lambda w: spec_path(w.backbone, "pretrained") if w.role == "classifier"
+        and config["backbones"][w.backbone].get("pretrained") else [],
     output:
-        weights=f"{RESULTS}/models/{{model}}_{{role}}.safetensors",
-        record=f"{RESULTS}/models/{{model}}_{{role}}.json",
+        weights=f"{RESULTS}/models/{{backbone}}_{{role}}.safetensors",
+        record=f"{RESULTS}/models/{{backbone}}_{{role}}.json",
     wildcard_constraints:
         role="classifier|pretrained",
     params:
-        recipe=lambda w: recipe_params(config["backbones"][w.model][w.role].split(":", 1)[1]),
-        recipe_name=lambda w: config["backbones"][w.model][w.role].split(":", 1)[1],
-        config=MERGED_CONFIG,
+        recipe=lambda w: recipe_params(config["backbones"][w.backbone][w.role].split(":", 1)[1]),
+        recipe_name=lambda w: config["backbones"][w.backbone][w.role].split(":", 1)[1],
         data=lambda w: data_root(),
-        state=lambda w: f"{STATE}/{w.model}_{w.role}",
+        state=lambda w: f"{STATE}/{w.backbone}_{w.role}",
         parent=lambda w, input: f"--parent {input.parent}" if input.parent else "",
     log:
-        f"{RESULTS}/logs/train_{{model}}_{{role}}.log",
+        f"{RESULTS}/logs/train_{{backbone}}_{{role}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_{{model}}_{{role}}.tsv"
+        f"{RESULTS}/benchmarks/train_{{backbone}}_{{role}}.tsv"
     threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["train_gpus"],
@@ -35,7 +34,7 @@ rule train_backbone:
 
 
 rule train_chain_stage:
-    """One stage of a retrofit chain (variant `spot`) or of its grid control (variant `gridctl`): e.g. SPoT
+    """One stage of a retrofit chain (variant `spot`) or of its grid control (variant `grid_control`): e.g. SPoT
     retrofitting, or MAE retrofitting then the classification fine-tune."""
     conda:
         "../envs/spot.yaml"
@@ -43,22 +42,21 @@ rule train_chain_stage:
         data=data_manifest(),
         parent=chain_parent,
     output:
-        weights=f"{RESULTS}/models/{{model}}_{{variant}}{{stage}}.safetensors",
-        record=f"{RESULTS}/models/{{model}}_{{variant}}{{stage}}.json",
+        weights=f"{RESULTS}/models/{{backbone}}_{{variant}}{{stage}}.safetensors",
+        record=f"{RESULTS}/models/{{backbone}}_{{variant}}{{stage}}.json",
     wildcard_constraints:
-        variant="spot|gridctl",
+        variant="spot|grid_control",
         stage=r"\d+",
     params:
-        recipe=lambda w: recipe_params(recipe_chain(w.model, w.variant)[int(w.stage)]),
-        recipe_name=lambda w: recipe_chain(w.model, w.variant)[int(w.stage)],
-        config=MERGED_CONFIG,
+        recipe=lambda w: recipe_params(recipe_chain(w.backbone, w.variant)[int(w.stage)]),
+        recipe_name=lambda w: recipe_chain(w.backbone, w.variant)[int(w.stage)],
         data=lambda w: data_root(),
-        state=lambda w: f"{STATE}/{w.model}_{w.variant}{w.stage}",
+        state=lambda w: f"{STATE}/{w.backbone}_{w.variant}{w.stage}",
         parent=lambda w, input: f"--parent {input.parent}",
     log:
-        f"{RESULTS}/logs/train_{{model}}_{{variant}}{{stage}}.log",
+        f"{RESULTS}/logs/train_{{backbone}}_{{variant}}{{stage}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_{{model}}_{{variant}}{{stage}}.tsv"
+        f"{RESULTS}/benchmarks/train_{{backbone}}_{{variant}}{{stage}}.tsv"
     threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["train_gpus"],
@@ -94,7 +92,6 @@ rule sanity_plain_fmnist:
     params:
         recipe=lambda w: recipe_params("sanity_plain_fmnist"),
         recipe_name="sanity_plain_fmnist",
-        config=MERGED_CONFIG,
         data=lambda w, input: str(Path(input.data).parent),
         state=f"{STATE}/sanity_plain_fmnist",
         parent="",

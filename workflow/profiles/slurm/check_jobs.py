@@ -111,7 +111,7 @@ def compare_outputs(slurm_run: Path, local_run: Path, preset: str) -> tuple[list
     for pattern in patterns:
         for path in sorted(local_run.glob(pattern)):
             rel = path.relative_to(local_run)
-            if "throughput" in rel.name:
+            if "throughput" in rel.parts or "throughput" in rel.name:
                 continue  # wall-clock measurements
             compared.append(str(rel))
             other = slurm_run / rel

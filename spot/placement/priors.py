@@ -1,7 +1,8 @@
-"""Spatial priors: where to place ``m`` tokens in an image before (or without) any search.
+"""Spatial priors (§3.1): where to place ``m`` tokens in an image before (or without) any search.
 
-Each prior is a small frozen dataclass whose fields are its settings (the workflow's config sets them; the defaults
-are the authors' values), and ``sample_positions`` is the one entry point::
+Each prior is a placement (:mod:`spot.placement`): a small frozen dataclass whose fields are its settings (a config
+sets them as ``{name: center, scale: 0.3}``; the defaults are the authors' values). ``sample_positions`` is the
+convenience entry point::
 
     positions = spot.sample_positions("center", num_tokens=25, batch_size=8, image_size=(224, 224), generator=g)
 
@@ -26,7 +27,7 @@ Boundary       edge         per axis ``v = sign(u)(1 − |u|^exponent)``, ``u ~ 
                             and clamped to [margin, 1 − margin]
 =============  ===========  ============================================================================
 
-The release's names are accepted too (``RELEASE_PRIOR_NAMES``), and select the release's exact behaviour where it
+The release's names are accepted too (:data:`spot.placement.RELEASE_NAMES`), and select the release's exact behaviour where it
 differs from ours: ``gauss`` → ``Gaussian(clamp=True)``; ``grid_uniform`` → ``Isotropic(layout="release")`` and
 ``grid_center`` → ``Center(layout="release")``, the release's grid of step ``round(√(HW/m))`` px starting at
 ``step//2`` px (a pixel coordinate ``c`` is the position ``c/size``; e.g. 22, 67, 112, 157, 202 px for m = 25 at 224,
@@ -41,13 +42,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
 
-from . import _checks
+from .. import _checks
+from .._lazy import lazy
+from . import RELEASE_NAMES, ImageBatch, Placement, make_placement, register
+
+torch = lazy("torch")
 
 __all__ = [
     "Prior", "Uniform", "Gaussian", "Sobol", "Isotropic", "Center", "Salient", "Background", "Boundary",
-    "PRIORS", "RELEASE_PRIOR_NAMES", "make_prior", "sample_positions", "isotropic_layout", "release_grid_layout",
+    "PRIORS", "make_prior", "sample_positions", "isotropic_layout", "release_grid_layout",
 ]
 
 
@@ -56,31 +60,26 @@ def generator_device(generator: torch.Generator | None):
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _rand(shape, generator, dtype=torch.float64) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, dtype=dtype, device=generator_device(generator))
+def _rand(shape, generator) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=generator_device(generator))
 
 
 @dataclass(frozen=True)
-class Prior:
-    """Base class: ``sample`` returns float64 positions (B, m, 2) on the generator's device (CPU without one)."""
-
-    name: ClassVar[str] = ""
-    deterministic: ClassVar[bool] = False  # True: same positions for every image and every call
-    needs_saliency: ClassVar[bool] = False
-
-    def sample(self, num_tokens: int, batch_size: int, image_size: tuple[int, int], generator=None,
-               saliency: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+class Prior(Placement):
+    """A spatial prior of the paper: a placement that looks at the image size (and Salient / Background at the
+    saliency map) only."""
 
 
+@register
 @dataclass(frozen=True)
 class Uniform(Prior):
     name: ClassVar[str] = "uniform"
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        return _rand((batch_size, num_tokens, 2), generator)
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        return _rand((batch.batch_size, num_tokens, 2), generator)
 
 
+@register
 @dataclass(frozen=True)
 class Gaussian(Prior):
     """Central bias: N(½, std²) per axis truncated to [0, 1] (inverse-CDF sampling, so still one draw per value).
@@ -92,9 +91,13 @@ class Gaussian(Prior):
     std: float = 1.0 / math.pi
     clamp: bool = False
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        if not self.std > 0:
-            raise ValueError(f"Gaussian prior: std must be > 0, got {self.std}")
+    def validate(self):
+        if isinstance(self.std, bool) or not isinstance(self.std, (int, float)) or not self.std > 0:
+            raise ValueError(f"Gaussian prior: std must be a number > 0, got {self.std!r}")
+        return self
+
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        batch_size = batch.batch_size
         if self.clamp:
             z = torch.randn((batch_size, num_tokens, 2), generator=generator, dtype=torch.float64,
                             device=generator_device(generator))
@@ -105,17 +108,18 @@ class Gaussian(Prior):
         return (0.5 + self.std * torch.special.ndtri(u)).clamp(0.0, 1.0)
 
 
+@register
 @dataclass(frozen=True)
 class Sobol(Prior):
     """A fresh Owen-scrambled Sobol block of m points per image, seeded from the torch generator."""
 
     name: ClassVar[str] = "sobol"
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
         from scipy.stats import qmc
 
         device = generator_device(generator)
-        seeds = torch.randint(0, 2**62, (batch_size,), generator=generator, device=device).tolist()
+        seeds = torch.randint(0, 2**62, (batch.batch_size,), generator=generator, device=device).tolist()
         blocks = []
         with warnings.catch_warnings():  # "balance properties of Sobol' points require n to be a power of 2"
             warnings.simplefilter("ignore", UserWarning)
@@ -161,12 +165,17 @@ def release_grid_layout(num_tokens: int, image_size: tuple[int, int]) -> torch.T
 _LAYOUTS = {"spot": isotropic_layout, "release": release_grid_layout}
 
 
-def _layout(layout: str, num_tokens: int, image_size, generator, batch_size: int) -> torch.Tensor:
+def _check_layout(layout) -> None:
     if layout not in _LAYOUTS:
         raise ValueError(f"unknown grid layout {layout!r}; accepted: {', '.join(_LAYOUTS)}")
+
+
+def _layout(layout: str, num_tokens: int, image_size, generator, batch_size: int) -> torch.Tensor:
+    _check_layout(layout)
     return _LAYOUTS[layout](num_tokens, image_size).to(generator_device(generator)).expand(batch_size, -1, -1)
 
 
+@register
 @dataclass(frozen=True)
 class Isotropic(Prior):
     """Even coverage: ``layout="spot"`` is :func:`isotropic_layout` (any m), ``"release"`` :func:`release_grid_layout`."""
@@ -175,10 +184,15 @@ class Isotropic(Prior):
     deterministic: ClassVar[bool] = True
     layout: str = "spot"
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        return _layout(self.layout, num_tokens, image_size, generator, batch_size)
+    def validate(self):
+        _check_layout(self.layout)
+        return self
+
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        return _layout(self.layout, num_tokens, tuple(batch.image_size), generator, batch.batch_size)
 
 
+@register
 @dataclass(frozen=True)
 class Center(Prior):
     """The Isotropic layout pulled towards the image centre: ``δ' = δ·(1 − exp(−(δ/scale)²))`` per axis."""
@@ -188,10 +202,14 @@ class Center(Prior):
     scale: float = 0.2
     layout: str = "spot"  # the Isotropic layout that is warped ("release": the release's grid)
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        if not self.scale > 0:
-            raise ValueError(f"Center prior: scale must be > 0, got {self.scale}")
-        base = _layout(self.layout, num_tokens, image_size, generator, batch_size)
+    def validate(self):
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
+            raise ValueError(f"Center prior: scale must be a number > 0, got {self.scale!r}")
+        _check_layout(self.layout)
+        return self
+
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        base = _layout(self.layout, num_tokens, tuple(batch.image_size), generator, batch.batch_size)
         d = base - 0.5
         return 0.5 + d * (1.0 - torch.exp(-((d / self.scale) ** 2)))
 
@@ -229,26 +247,30 @@ def _sample_from_maps(weights: torch.Tensor, num_tokens: int, generator) -> torc
     return torch.stack(((rows + jitter[..., 0]) / H, (cols + jitter[..., 1]) / W), dim=-1)
 
 
+@register
 @dataclass(frozen=True)
 class Salient(Prior):
     name: ClassVar[str] = "salient"
     needs_saliency: ClassVar[bool] = True
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        return _sample_from_maps(_saliency_maps(saliency, batch_size, image_size), num_tokens, generator)
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        maps = _saliency_maps(batch.saliency, batch.batch_size, tuple(batch.image_size))
+        return _sample_from_maps(maps, num_tokens, generator)
 
 
+@register
 @dataclass(frozen=True)
 class Background(Prior):
     name: ClassVar[str] = "background"
     needs_saliency: ClassVar[bool] = True
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        maps = _saliency_maps(saliency, batch_size, image_size)
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        maps = _saliency_maps(batch.saliency, batch.batch_size, tuple(batch.image_size))
         inverted = maps.amax(dim=(1, 2), keepdim=True) - maps
         return _sample_from_maps(inverted, num_tokens, generator)
 
 
+@register
 @dataclass(frozen=True)
 class Boundary(Prior):
     """Edge bias (Table 6): per axis ``sign(u)(1 − |u|^exponent)`` mapped to [0, 1], clamped to [margin, 1 − margin]."""
@@ -257,10 +279,15 @@ class Boundary(Prior):
     exponent: float = 10.0
     margin: float = 0.01
 
-    def sample(self, num_tokens, batch_size, image_size, generator=None, saliency=None):
-        if not self.exponent > 0 or not 0 <= self.margin < 0.5:
-            raise ValueError(f"Boundary prior: need exponent > 0 and 0 ≤ margin < 0.5, got {self.exponent}, {self.margin}")
-        u = 2.0 * _rand((batch_size, num_tokens, 2), generator) - 1.0
+    def validate(self):
+        if not isinstance(self.exponent, (int, float)) or not self.exponent > 0 or \
+                not isinstance(self.margin, (int, float)) or not 0 <= self.margin < 0.5:
+            raise ValueError(f"Boundary prior: need exponent > 0 and 0 ≤ margin < 0.5, got {self.exponent!r}, "
+                             f"{self.margin!r}")
+        return self
+
+    def sample(self, num_tokens, batch: ImageBatch, generator=None):
+        u = 2.0 * _rand((batch.batch_size, num_tokens, 2), generator) - 1.0
         v = torch.sign(u) * (1.0 - u.abs() ** self.exponent)
         return ((v + 1.0) / 2.0).clamp(self.margin, 1.0 - self.margin)
 
@@ -270,43 +297,23 @@ PRIORS: dict[str, type[Prior]] = {
 }
 
 
-# the release's prior names → (our prior, the settings that reproduce the release's behaviour)
-RELEASE_PRIOR_NAMES: dict[str, tuple[str, dict]] = {
-    "uniform": ("uniform", {}),
-    "gauss": ("gaussian", {"clamp": True, "std": 1.0 / math.pi}),
-    "sobol": ("sobol", {}),
-    "grid_uniform": ("isotropic", {"layout": "release"}),
-    "grid_center": ("center", {"layout": "release", "scale": 0.2}),
-    "edge": ("boundary", {}),
-}
-
-
 def make_prior(prior, **settings) -> Prior:
-    """A prior by name (case-insensitive, e.g. ``"Center"``) with optional settings, or a ``Prior`` as is.
-
-    The release's names (``RELEASE_PRIOR_NAMES``: gauss, grid_uniform, grid_center, edge, …) give our prior with
-    the release's settings (which ``settings`` may override).
-    """
-    if isinstance(prior, Prior):
-        if settings:
-            raise ValueError("settings can only be given with a prior name, not with a Prior instance")
-        return prior
-    if isinstance(prior, str) and prior.lower() not in PRIORS and prior.lower() in RELEASE_PRIOR_NAMES:
-        name, release_settings = RELEASE_PRIOR_NAMES[prior.lower()]
-        prior, settings = name, {**release_settings, **settings}
-    if not isinstance(prior, str) or prior.lower() not in PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; accepted: {', '.join(PRIORS)} "
-                         f"(or the release's names {', '.join(RELEASE_PRIOR_NAMES)})")
-    cls = PRIORS[prior.lower()]
-    try:
-        return cls(**settings)
-    except TypeError as err:
-        fields = [f for f in cls.__dataclass_fields__]
-        raise ValueError(f"prior {cls.name!r} accepts settings {fields or 'none'}, got {sorted(settings)}") from err
+    """A spatial prior by name (case-insensitive; the release's names too) or mapping, with optional settings, or a
+    ``Prior`` as is (see :func:`spot.placement.make_placement`); a placement that is not one of the paper's priors
+    is a ValueError."""
+    name = prior.get("name") if isinstance(prior, dict) else prior
+    if isinstance(name, str) and name.lower() not in PRIORS and name.lower() not in RELEASE_NAMES:
+        raise ValueError(f"unknown prior {name!r}; accepted: {', '.join(PRIORS)} (or the release's names "
+                         f"{', '.join(RELEASE_NAMES)})")
+    p = make_placement(prior, **settings)
+    if not isinstance(p, Prior):
+        raise ValueError(f"{p.label!r} is a placement but not a spatial prior; priors: {', '.join(PRIORS)} (or the "
+                         f"release's names {', '.join(RELEASE_NAMES)})")
+    return p
 
 
 def sample_positions(prior, num_tokens: int, batch_size: int, image_size, generator: torch.Generator | None = None,
-                     saliency: torch.Tensor | None = None, *, device=None, dtype: torch.dtype = torch.float64,
+                     saliency: torch.Tensor | None = None, *, device=None, dtype: torch.dtype | None = None,
                      **settings) -> torch.Tensor:
     """Sample (B, m, 2) token positions (y, x) in [0, 1] from a spatial prior.
 
@@ -330,5 +337,5 @@ def sample_positions(prior, num_tokens: int, batch_size: int, image_size, genera
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if saliency is not None and not p.needs_saliency:
         raise ValueError(f"prior {p.name!r} does not use a saliency map; pass saliency only to salient/background")
-    out = p.sample(num_tokens, batch_size, size, generator, saliency)
-    return out.to(device=device if device is not None else out.device, dtype=dtype)
+    out = p.sample(num_tokens, ImageBatch(size, batch_size, saliency=saliency), generator)
+    return out.to(device=device if device is not None else out.device, dtype=dtype or torch.float64)

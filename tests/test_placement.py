@@ -6,7 +6,7 @@ import torch
 from scipy.stats import kstest, qmc, truncnorm
 
 import spot
-from spot.priors import PRIORS
+from spot.placement import PRIORS
 
 SIZE = (64, 64)
 
@@ -138,7 +138,7 @@ def test_bad_input(kwargs, match):
 
 def test_prior_names_are_case_insensitive_and_instances_work():
     a = spot.sample_positions("Center", 9, 1, SIZE)
-    b = spot.sample_positions(spot.priors.Center(), 9, 1, SIZE)
+    b = spot.sample_positions(spot.placement.Center(), 9, 1, SIZE)
     assert torch.equal(a, b)
 
 
@@ -155,16 +155,12 @@ def test_snap_to_grid_lands_on_the_nearest_centre(gen):
 
 
 def test_release_prior_names_and_settings():
-    from spot.priors import (
-        RELEASE_PRIOR_NAMES,
-        Boundary,
-        Center,
-        Gaussian,
-        Isotropic,
-        make_prior,
-    )
+    from spot.placement import RELEASE_NAMES, make_prior
+    from spot.placement.priors import Boundary, Center, Gaussian, Isotropic, Sobol, Uniform
 
-    assert set(RELEASE_PRIOR_NAMES) == {"uniform", "gauss", "sobol", "grid_uniform", "grid_center", "edge"}
+    # the release's names that differ from ours (uniform and sobol are the same names)
+    assert set(RELEASE_NAMES) == {"gauss", "grid_uniform", "grid_center", "edge"}
+    assert make_prior("uniform") == Uniform() and make_prior("sobol") == Sobol()
     assert make_prior("gauss") == Gaussian(clamp=True)
     assert make_prior("grid_uniform") == Isotropic(layout="release")
     assert make_prior("grid_center") == Center(scale=0.2, layout="release")
@@ -172,7 +168,7 @@ def test_release_prior_names_and_settings():
 
 
 def test_release_grid_layout_and_clamped_gaussian():
-    from spot.priors import sample_positions
+    from spot.placement import sample_positions
 
     px = sample_positions("grid_uniform", 25, 2, (224, 224))[0] * 224
     assert torch.equal(px[:5, 1], torch.tensor([22.0, 67, 112, 157, 202], dtype=torch.float64))
@@ -191,3 +187,68 @@ def test_release_grid_layout_and_clamped_gaussian():
     assert z.min() == 0 and z.max() == 1 and 0.08 < ((z == 0) | (z == 1)).double().mean() < 0.16
     t = sample_positions("gaussian", 4000, 1, 224, generator=torch.Generator().manual_seed(0))
     assert ((t == 0) | (t == 1)).double().mean() < 0.01
+
+
+# ------------------------------------------------------------------------------------------------ the placement registry
+
+def test_placements_by_name_mapping_and_label():
+    from spot.placement import PLACEMENTS, make_placement
+
+    assert {"uniform", "isotropic", "center", "grid", "grid_random", "grid_even", "snapped", "jittered",
+            "spot_on", "spot_on_ascent", "spot_on_random_label"} <= set(PLACEMENTS)
+    c = make_placement({"name": "center", "scale": "0.3"})  # YAML / Snakemake --config may give numbers as text
+    assert c.scale == 0.3 and c.label == "center(scale=0.3)" and make_placement("Center").label == "center"
+    assert make_placement("grid_center").label == "center(layout=release)"  # the release's name: its settings
+    assert make_placement({"name": "snapped", "of": "uniform"}).label == "snapped(of=uniform)"
+    j = make_placement({"name": "jittered", "of": {"name": "center", "scale": 0.3}, "amount": 0.5})
+    assert j.label == "jittered(of=center(scale=0.3), amount=0.5)" and not j.deterministic
+    for spec, match in (("nope", "unknown placement 'nope'"), ({"scale": 1}, "needs a name"),
+                        ({"name": "center", "sharpness": 2}, "accepts settings"),
+                        ({"name": "jittered", "of": "uniform"}, "deterministic layout"), (3, "a name or a mapping")):
+        with pytest.raises(ValueError, match=match):
+            make_placement(spec)
+
+
+def test_one_seeding_scheme_per_image_streams_and_sequential_draws():
+    from spot.placement import ImageBatch, ImageStreams, place
+
+    batch = ImageBatch((32, 32), 4, indices=[3, 8, 9, 11])
+    streams = ImageStreams("spot-evaluate", 0, "test")
+    a = place("uniform", 5, batch, streams)
+    # a stream is the image's own: the same draw alone, in another batch, or at another position in the batch
+    alone = place("uniform", 5, batch.image(2), streams)
+    other = place("uniform", 5, ImageBatch((32, 32), 2, indices=[9, 1]), streams)
+    assert torch.equal(a[2:3], alone) and torch.equal(a[2], other[0])
+    # the evaluation's stream names are today's: blake2b of spot-evaluate/seed/split/index
+    import hashlib
+
+    digest = hashlib.blake2b(b"spot-evaluate/0/test/8", digest_size=8).digest()
+    expected = torch.rand((1, 5, 2), generator=torch.Generator().manual_seed(
+        int.from_bytes(digest, "little") & ((1 << 63) - 1)), dtype=torch.float64)
+    assert torch.equal(a[1:2], expected)
+    # independent per name: another namespace or key draws differently
+    assert not torch.equal(a, place("uniform", 5, batch, ImageStreams("spot-oracle", "uniform", 5, 0, "test")))
+    # a generator is one batched, sequential draw (training); deterministic placements are shared (1, m, 2)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(place("uniform", 5, batch, g1), spot.sample_positions("uniform", 5, 4, (32, 32), generator=g2))
+    assert place("isotropic", 5, batch, streams).shape == (1, 5, 2)
+    with pytest.raises(ValueError, match="indices"):
+        place("uniform", 5, ImageBatch((32, 32), 2), streams)
+    with pytest.raises(ValueError, match="patch"):
+        place("grid_random", 5, batch, streams)
+    with pytest.raises(ValueError, match="saliency"):
+        place("salient", 5, batch, streams)
+
+
+def test_jittered_moves_each_point_within_its_cell_and_grid_gives_the_patch_grid():
+    from spot.placement import ImageBatch, place
+
+    batch = ImageBatch((48, 48), 200, patch=(8, 8))
+    j = place({"name": "jittered", "of": "isotropic", "amount": 1.0}, 9, batch, torch.Generator().manual_seed(0))
+    base = place("isotropic", 9, batch)
+    off = (j - base) * 3  # 3 × 3 layout: cells of 1/3
+    assert off.abs().max() <= 0.5 + 1e-9 and off.abs().max() > 0.45
+    grid = place("grid", 36, batch)
+    assert torch.equal(grid[0], spot.grid_positions((48, 48), 8))
+    with pytest.raises(ValueError, match="all 36 patches"):
+        place("grid", 9, batch)

@@ -1,0 +1,381 @@
+"""The oracle's tables: SPoT-ON on every batch of the evaluation images, one small function per table.
+
+:func:`oracle_experiments` walks the images once; per batch, :class:`_Batch` computes each start placement and each
+search once and shares them between the tables (Table 1's search at the sparse budget is Table 5's, Figure 4's …).
+Every measurement is tallied per image under the key of the row it becomes.
+
+Row schema (:data:`ROW_COLUMNS`): ``experiment`` (``table1`` … ``table6``), ``backbone``, ``variant``, ``method``
+(``spot``: the SPoT model's tokenizer), ``placement`` (a prior's label for the start positions, or ``spot_on``,
+``spot_on_ascent``, ``spot_on_random_label``), ``init`` (the start of a search; empty otherwise), ``positions``
+(``placed``, or ``snapped`` to grid-cell centres), ``budget``, ``setting`` (``lr=0.01,steps=10``, or ``none``),
+``seed`` (set where a number depends on a random draw), ``metric``, ``value``, ``n_images``. Accuracies (``acc1``,
+``knn``), deltas, drops, RSG and ``cells_changed`` are in percent, saliency scores in [0, 1], displacements in pixels.
+
+Random draws come from per-image streams (:class:`spot.placement.ImageStreams`): a stochastic start from
+``spot-oracle/<placement>/<budget>/<seed>/<split>/<image>``, a random target label from
+``spot-oracle-targets/<search>/<seed>/<split>/<image>`` — independent of the batch size, of each other and of which
+tables run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..placement import ImageBatch, ImageStreams, make_placement, place
+from ..positions import grid_cell_index, snap_to_grid, to_pixels
+from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnRandomLabel, correct, pooled,
+                     relative_saliency_gain, saliency_scores)
+from .settings import OracleSettings
+
+__all__ = ["TABLES", "ROW_COLUMNS", "KnnBank", "oracle_experiments"]
+
+TABLES = ("1", "2", "3", "5", "6")
+ROW_COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "init", "positions", "budget", "setting",
+               "seed", "metric", "value", "n_images")
+ISOTROPIC = "isotropic"
+
+
+@dataclass(frozen=True)
+class _Key:
+    """The row a tallied value becomes (without backbone, variant, method, seed: the same for a whole run)."""
+
+    experiment: str
+    placement: str
+    budget: int
+    metric: str
+    init: str = ""
+    positions: str = "placed"
+    setting: str = "none"
+
+
+class _Tally:
+    """Running sums of per-image values (per-token values: (B, m)) with the number of images they came from; the
+    metrics in ``keep_values`` also keep every value (for a median)."""
+
+    def __init__(self, keep_values=()):
+        self.sums: dict = {}
+        self.images: dict = {}
+        self.keep_values = set(keep_values)
+        self.values: dict = {}
+
+    def add(self, key, values: torch.Tensor, n_images: int | None = None) -> None:
+        s, n = self.sums.get(key, (0.0, 0))
+        self.sums[key] = (s + float(values.detach().double().sum()), n + int(values.numel()))
+        self.images[key] = self.images.get(key, 0) + (values.shape[0] if n_images is None else n_images)
+        if getattr(key, "metric", None) in self.keep_values:
+            self.values.setdefault(key, []).append(values.detach().double().reshape(-1).cpu())
+
+    def mean(self, key) -> float:
+        s, n = self.sums[key]
+        return s / n if n else float("nan")
+
+    def count(self, key) -> int:
+        """How many images the values of ``key`` came from."""
+        return self.images[key]
+
+    def median(self, key: _Key) -> float:
+        values = torch.cat(self.values[key]).numpy() if self.values.get(key) else np.zeros(0)
+        return float(np.median(values)) if len(values) else float("nan")
+
+
+@dataclass
+class KnnBank:
+    """Table 5's SPoT-ON kNN reference (our procedure; the paper reports these numbers without saying how): the
+    evaluation's memory bank (``evaluation.knn``: its split and stratified subset) encoded at the Isotropic prior's
+    positions for each budget — the very bank ``spot evaluate`` uses for SPoT Isotropic — against which the pooled
+    features at the oracle's final positions are classified (DINO's weighted kNN)."""
+
+    data: object  # EvalData of evaluation.knn.train_split, normalised as the model
+    settings: object  # spot.evaluate.KnnSettings
+    batch_size: int = 250
+    _features: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def features(self, model, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank features (N, D) float32, labels (N,)) at the Isotropic positions of ``budget`` tokens."""
+        if budget not in self._features:
+            device = next(model.parameters()).device
+            feats, labels = [], []
+            for images, y, _ in self.data.batches(self.batch_size):
+                batch = ImageBatch(tuple(images.shape[-2:]), len(y), device=device)
+                feats.append(pooled(model, images.to(device), place(ISOTROPIC, budget, batch)).float())
+                labels.append(y.to(device))
+            self._features[budget] = (torch.cat(feats), torch.cat(labels))
+        return self._features[budget]
+
+    def accuracy(self, model, budget: int, queries: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(Q,) bool: whether the kNN vote of each query feature gives its label."""
+        from ..evaluate import knn_classify
+
+        bank, bank_labels = self.features(model, budget)
+        classes = max(int(model.num_classes or 0), int(bank_labels.max()) + 1, int(labels.max()) + 1)
+        k = self.settings
+        preds = knn_classify(bank, bank_labels, queries, k=k.k, temperature=k.temperature, num_classes=classes,
+                             chunk_size=k.chunk_size)
+        return preds == labels.to(preds.device)
+
+
+class _Run:
+    """What the batches of one model share: the model, settings, the Figure 4 trajectories being collected."""
+
+    def __init__(self, model, data, settings: OracleSettings, saliency):
+        self.model, self.data, self.settings, self.saliency = model, data, settings, saliency
+        self.search = settings.search_settings()
+        main = self.search[settings.main_setting]
+        self.trajectory_search = SpotOn(init=ISOTROPIC, lr=main.lr, steps=main.steps)
+        self.trajectory_indices = data.index[:settings.trajectories.images]  # Figure 4: the first N images
+        self.trajectory_parts: list = []
+        self.placements: dict = {}  # label → placement of every start placed so far (the rows name them by label)
+
+    def searches(self, kind=SpotOn, init=ISOTROPIC, setting: int | None = None):
+        s = self.search[self.settings.main_setting if setting is None else setting]
+        return kind(init=init, lr=s.lr, steps=s.steps)
+
+    def in_trajectories(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: which of these split indices are among Figure 4's images."""
+        return torch.isin(indices.cpu(), self.trajectory_indices)
+
+    def trajectories(self) -> dict | None:
+        if not self.trajectory_parts:
+            return None
+        parts, s = self.trajectory_parts, self.trajectory_search
+        return dict(positions=torch.cat([p["positions"] for p in parts], dim=1).numpy(),
+                    **{k: torch.cat([p[k] for p in parts]).numpy()
+                       for k in ("labels", "indices", "initial_correct", "final_correct")},
+                    prior=ISOTROPIC, budget=self.settings.sparse_budget, lr=s.lr, steps=s.steps)
+
+
+class _Batch:
+    """One batch of images and everything the tables share about it — start positions per (placement, budget),
+    search results per (search, budget), saliency maps — each computed once."""
+
+    def __init__(self, run: _Run, images, labels, indices):
+        self.run, self.images, self.labels, self.indices = run, images, labels, indices
+        self.B, self.size = images.shape[0], tuple(images.shape[-2:])
+        self._start, self._found, self._maps = {}, {}, None
+
+    def maps(self) -> torch.Tensor:
+        if self._maps is None:
+            from ..saliency import saliency_maps
+
+            self._maps = saliency_maps(self.run.data, self.indices.cpu(), self.run.saliency).float()
+        return self._maps
+
+    def image_batch(self, needs_saliency: bool = False) -> ImageBatch:
+        return ImageBatch(self.size, self.B, saliency=self.maps() if needs_saliency else None,
+                          patch=self.run.model.patch_size, images=self.images, labels=self.labels,
+                          model=self.run.model, indices=self.indices.tolist(), device=self.images.device)
+
+    def start(self, spec, budget: int) -> torch.Tensor:
+        """The positions of a (start) placement: (1, m, 2) when deterministic, else (B, m, 2)."""
+        p = make_placement(spec)
+        key = (p.label, budget)
+        self.run.placements[p.label] = p
+        if key not in self._start:
+            s = self.run.settings
+            streams = ImageStreams("spot-oracle", p.label, budget, s.seed, self.run.data.split)
+            self._start[key] = place(p, budget, self.image_batch(p.needs_saliency), streams)
+        return self._start[key]
+
+    def found(self, search, budget: int) -> torch.Tensor:
+        """The final positions of a search (a SPoT-ON placement) at ``budget``, from its start placement."""
+        key = (search.label, budget)
+        if key not in self._found:
+            batch = self.image_batch()
+            s = self.run.settings
+            streams = ImageStreams("spot-oracle-targets", search.name, s.seed, self.run.data.split)
+            targets = torch.cat([search.targets(batch.image(j), streams.generator(int(i)))
+                                 for j, i in enumerate(batch.indices)]) if isinstance(search, SpotOnRandomLabel) \
+                else self.labels
+            record = search == self.run.trajectory_search and budget == s.sparse_budget and \
+                bool(self.run.in_trajectories(self.indices).any())
+            out = search.search(batch, self.start(search.init, budget), targets, record_trajectory=record)
+            if record:
+                out, trajectory = out
+                self._keep_trajectory(trajectory, out)
+            self._found[key] = out
+        return self._found[key]
+
+    def correct(self, positions) -> torch.Tensor:
+        return correct(self.run.model, self.images, self.labels, positions)
+
+    def _keep_trajectory(self, trajectory: torch.Tensor, final: torch.Tensor) -> None:
+        keep = self.run.in_trajectories(self.indices).to(self.images.device)
+        self.run.trajectory_parts.append(dict(
+            positions=trajectory[:, keep].float().cpu(), labels=self.labels[keep].cpu(),
+            indices=self.indices[keep.cpu()], initial_correct=self.correct(trajectory[0])[keep].cpu(),
+            final_correct=self.correct(final)[keep].cpu()))
+
+
+# ------------------------------------------------------------------------------------------------------ the tables
+
+def _table1(b: _Batch, t: _Tally) -> None:
+    """Subpixel vs snapped: SPoT and SPoT-ON (every setting) at the sparse budget from Isotropic; how far the tokens
+    moved and how many changed grid cell."""
+    S, (H, W), patch = b.run.settings.sparse_budget, b.size, b.run.model.patch_size
+    start = b.start(ISOTROPIC, S)
+    t.add(_Key("table1", ISOTROPIC, S, "acc1"), b.correct(start))
+    t.add(_Key("table1", ISOTROPIC, S, "acc1", positions="snapped"), b.correct(snap_to_grid(start, (H, W), patch)))
+    cells0 = grid_cell_index(start, (H, W), patch)
+    for i, s in enumerate(b.run.search):
+        search = b.run.searches(setting=i)
+        final = b.found(search, S)
+        key = dict(experiment="table1", placement=search.name, budget=S, init=ISOTROPIC, setting=s.label)
+        t.add(_Key(metric="acc1", **key), b.correct(final))
+        t.add(_Key(metric="acc1", positions="snapped", **key), b.correct(snap_to_grid(final, (H, W), patch)))
+        move = (to_pixels(final, (H, W)) - to_pixels(start.expand_as(final), (H, W))).norm(dim=-1)
+        t.add(_Key(metric="displacement_px", **key), move)
+        t.add(_Key(metric="cells_changed", **key), 100.0 * (grid_cell_index(final, (H, W), patch) != cells0))
+
+
+def _table2(b: _Batch, t: _Tally) -> None:
+    """Every prior at the sparse budget, and SPoT-ON from it for every setting (§4.2's and the paper's implied)."""
+    S = b.run.settings.sparse_budget
+    for prior in b.run.settings.priors:
+        p = make_placement(prior)
+        t.add(_Key("table2", p.label, S, "acc1"), b.correct(b.start(p, S)))
+        for i, s in enumerate(b.run.search):
+            search = b.run.searches(init=p, setting=i)
+            t.add(_Key("table2", search.name, S, "acc1", init=p.label, setting=s.label),
+                  b.correct(b.found(search, S)))
+
+
+def _table3(b: _Batch, t: _Tally) -> None:
+    """Saliency of the SPoT-ON placement against its Isotropic start (Eq. 4–5), per budget."""
+    search, k = b.run.searches(), b.run.settings.saliency_window
+    for m in b.run.settings.budgets:
+        final = b.found(search, m)
+        key = dict(experiment="table3", placement=search.name, budget=m, init=ISOTROPIC, setting=search_label(search))
+        before = saliency_scores(b.maps(), b.start(ISOTROPIC, m).expand_as(final), k)
+        after = saliency_scores(b.maps(), final, k)
+        t.add(_Key(metric="saliency_init", **key), before)
+        t.add(_Key(metric="saliency_final", **key), after)
+        # Eq. 5 per trajectory (one per token); an initial score of 0 has no relative gain: skipped, and counted
+        gain = relative_saliency_gain(before, after)
+        skipped = torch.isnan(gain)
+        t.add(_Key(metric="rsg", **key), gain[~skipped], n_images=b.B)
+        t.add(_Key(metric="rsg_zero_init", **key), 100.0 * skipped.double())
+
+
+def _table5(b: _Batch, t: _Tally, queries: dict | None) -> None:
+    """SPoT (Isotropic) and SPoT-ON from it at every budget: Acc@1, and the features for their kNN."""
+    search = b.run.searches()
+    for m in b.run.settings.budgets:
+        for key, positions in ((_Key("table5", ISOTROPIC, m, "acc1"), b.start(ISOTROPIC, m)),
+                               (_Key("table5", search.name, m, "acc1", init=ISOTROPIC, setting=search_label(search)),
+                                b.found(search, m))):
+            features = pooled(b.run.model, b.images, positions)
+            t.add(key, b.run.model.head(features).argmax(-1) == b.labels)
+            if queries is not None:
+                queries.setdefault(key, ([], []))
+                queries[key][0].append(features.float())
+                queries[key][1].append(b.labels)
+
+
+def _table6(b: _Batch, t: _Tally) -> None:
+    """Harmful priors and adversarial searches at the sparse budget."""
+    S = b.run.settings.sparse_budget
+    for prior in (ISOTROPIC, "background", "boundary"):
+        t.add(_Key("table6", prior, S, "acc1"), b.correct(b.start(prior, S)))
+    for kind in (SpotOnAscent, SpotOnRandomLabel):
+        search = b.run.searches(kind)
+        t.add(_Key("table6", search.name, S, "acc1", init=ISOTROPIC, setting=search_label(search)),
+              b.correct(b.found(search, S)))
+
+
+def search_label(search) -> str:
+    return SearchSetting(search.lr, search.steps).label
+
+
+def _parse_tables(tables) -> tuple[str, ...]:
+    if isinstance(tables, str):
+        tables = [t.strip() for t in tables.split(",") if t.strip()]
+    tables = tuple(str(t) for t in tables)
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown or not tables:
+        raise ValueError(f"unknown table(s) {unknown or tables!r}; accepted: {', '.join(TABLES)} (e.g. --tables 1,2,3)")
+    return tables
+
+
+def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str = "model", variant: str = "spot",
+                       tables=TABLES, saliency=None, knn_bank: KnnBank | None = None,
+                       log=None) -> tuple[list[dict], dict | None]:
+    """Run the oracle tables for one model on one ``EvalData`` → (rows, Figure 4 trajectories or None).
+
+    ``model`` is a classifying :class:`~spot.models.SPoTViT` (already on its device; the images go there), ``tables``
+    a subset of :data:`TABLES` (the Figure 4 trajectories are recorded whenever ``oracle.trajectories.images`` > 0).
+    ``saliency`` is a :class:`~spot.saliency.SaliencySettings` (default: the article masks), needed by the salient
+    and background priors and Table 3. ``knn_bank`` adds Table 5's kNN rows. See the module docs for the rows.
+
+    Trajectories: a dict of numpy arrays ``positions`` float32 (steps + 1, n, m, 2), ``labels`` (n,), ``indices``
+    (n,), ``initial_correct`` / ``final_correct`` (n,) bool, and the ``prior``, ``budget``, ``lr``, ``steps``.
+    """
+    from ..saliency import SaliencySettings
+
+    settings.validate()
+    tables = _parse_tables(tables)
+    saliency = saliency if saliency is not None else SaliencySettings()
+    device = next(model.parameters()).device
+    run = _Run(model, data, settings, saliency)
+    if "3" in tables and settings.saliency_window > min(data.image_size):
+        raise ValueError(f"oracle.saliency_window = {settings.saliency_window} is larger than the images "
+                         f"{data.image_size}")
+    tally = _Tally(keep_values=("rsg",))
+    queries = {} if knn_bank is not None and "5" in tables else None
+    runners = {"1": _table1, "2": _table2, "3": _table3, "5": lambda b, t: _table5(b, t, queries), "6": _table6}
+    t0 = time.time()
+    for images, labels, indices in data.batches(settings.batch_size):
+        batch = _Batch(run, images.to(device), labels.to(device), indices)
+        for table in TABLES:
+            if table in tables:
+                runners[table](batch, tally)
+        if bool(run.in_trajectories(indices).any()):
+            batch.found(run.trajectory_search, settings.sparse_budget)
+    for key, (features, labels) in (queries or {}).items():
+        knn = _Key(key.experiment, key.placement, key.budget, "knn", key.init, key.positions, key.setting)
+        tally.add(knn, knn_bank.accuracy(model, key.budget, torch.cat(features), torch.cat(labels)))
+    if log is not None:
+        log(f"oracle {backbone}: {data.n} images, tables {','.join(tables)} in {time.time() - t0:.1f} s")
+    return _rows(tally, run, backbone=backbone, variant=variant), run.trajectories()
+
+
+# ------------------------------------------------------------------------------------------------------ rows
+
+_PERCENT = ("acc1", "knn")  # tallied as 0/1 per image, reported in %
+
+
+def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict]:
+    rows, settings = [], run.settings
+
+    def _random(key: _Key) -> bool:
+        """Whether the number depends on a random draw: a stochastic start, or random target labels."""
+        start = run.placements[key.init or key.placement]
+        return not start.deterministic or key.placement == SpotOnRandomLabel.name
+
+    def value_of(key: _Key) -> float:
+        return tally.mean(key) * (100.0 if key.metric in _PERCENT else 1.0)
+
+    def row(key: _Key, metric=None, value=None):
+        rows.append(dict(experiment=key.experiment, backbone=backbone, variant=variant, method="spot",
+                         placement=key.placement, init=key.init, positions=key.positions, budget=key.budget,
+                         setting=key.setting, seed=settings.seed if _random(key) else None,
+                         metric=metric or key.metric, value=value_of(key) if value is None else value,
+                         n_images=tally.images[key]))
+
+    for key in list(tally.sums):
+        row(key)
+        if key.experiment == "table2" and key.init:
+            start = _Key("table2", key.init, key.budget, "acc1")
+            row(key, metric="oracle_delta", value=value_of(key) - value_of(start))
+        if key.experiment == "table3" and key.metric == "rsg":
+            row(key, metric="rsg_median", value=tally.median(key))
+            means = [tally.mean(_Key(**{**key.__dict__, "metric": m})) for m in ("saliency_init", "saliency_final")]
+            row(key, metric="rsg_ratio_of_means", value=relative_saliency_gain(*means))
+        if key.experiment == "table6" and key.placement != ISOTROPIC:
+            base = value_of(_Key("table6", ISOTROPIC, key.budget, "acc1"))
+            row(key, metric="drop_vs_isotropic", value=base - value_of(key))
+    order = [f"table{t}" for t in TABLES]
+    return sorted(rows, key=lambda r: order.index(r["experiment"]))  # stable: each table keeps its own order

@@ -1,0 +1,122 @@
+"""What the table and figure builders share: the run's config, reading result tables, labels, writing files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..provenance import atomic_output, atomic_write_json, atomic_write_text, provenance, sha256_file
+
+# Table 8 of the paper: ElasticViT's *published* ImageNet-1k accuracies (Pardyl et al., 2025), tokens → Acc@1 (%).
+ELASTICVIT_TABLE8 = {39: 67.17, 59: 72.65, 78: 75.47, 98: 77.47, 118: 78.18, 137: 79.73, 157: 80.81, 176: 81.31,
+                     196: 82.04}
+
+
+def load_run_config(config) -> dict:
+    """The run's config from a mapping, a preset file (its ``extends:`` resolved), or the JSON list of files and
+    override mappings that the workflow passes (``--config-json``)."""
+    from ..config import load_config, merge_configs
+
+    if isinstance(config, dict):
+        return config
+    text = str(config)
+    if text.lstrip().startswith("["):
+        layers = json.loads(text)
+        return merge_configs(*(load_config(i) if isinstance(i, str) else i for i in layers))
+    return load_config(config)
+
+
+def read_results(inputs: dict, kind: str) -> pd.DataFrame:
+    """Every row of the ``kind`` result tables among ``inputs`` (``{kind: [paths]}``), concatenated."""
+    paths = [p for p in inputs.get(kind, []) if str(p).endswith(".csv")]
+    if not paths:
+        raise ValueError(f"no {kind} result table among the inputs ({', '.join(inputs) or 'none'})")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
+def prior_order() -> list[str]:
+    """The priors in the paper's order: Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary."""
+    from ..placement import PRIORS
+
+    return list(PRIORS)
+
+
+def placements_in_order(present, exclude=()) -> list[str]:
+    """The prior labels in ``present`` (other placements left out): the paper's priors first in its order, then any
+    prior with settings (``center(scale=0.3)``) in the order they appear."""
+    priors = prior_order()
+    present = [p for p in dict.fromkeys(present) if str(p).split("(")[0] in priors]  # priors, with or without settings
+    order = [p for p in priors if p in present]
+    return [p for p in order + [p for p in present if p not in order] if p not in exclude]
+
+
+def prior_label(placement: str) -> str:
+    """How a table shows a placement: ``isotropic`` → ``Isotropic`` (a label with settings keeps them)."""
+    return placement[:1].upper() + placement[1:]
+
+
+def label(config: dict, backbone: str) -> str:
+    """The display label of a backbone (``cls_in1k`` → ``CLS-IN1k``), from the config's ``backbones``."""
+    return config.get("backbones", {}).get(str(backbone), {}).get("label", str(backbone))
+
+
+def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and (sample) std over seeds of ``value`` per ``keys`` (std 0 when a prior is deterministic)."""
+    g = frame.groupby(keys, dropna=False)["value"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def pm(mean, std) -> str:
+    return f"{mean:.2f}" if not std else f"{mean:.2f} ± {std:.2f}"
+
+
+def oracle_rows(inputs) -> pd.DataFrame:
+    """The oracle's rows (``init`` empty — not a search — read back as "")."""
+    frame = read_results(inputs, "oracle")
+    frame["init"] = frame["init"].fillna("")
+    return frame
+
+
+def evaluation_rows(inputs) -> pd.DataFrame:
+    return read_results(inputs, "evaluation")
+
+
+def _sidecar(path: Path, inputs, extra=None) -> None:
+    ins = {str(p): sha256_file(p) for p in inputs if Path(p).is_file()}
+    for p in inputs:  # the result tables' own provenance sidecars are part of the chain
+        side = Path(p).with_suffix(".json")
+        if side.is_file() and str(side) not in ins:
+            ins[str(side)] = sha256_file(side)
+    atomic_write_json(path, {"output": path.stem, "inputs": ins, **(extra or {}), "provenance": provenance()})
+
+
+def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=()) -> list[Path]:
+    """``stem.csv``, ``stem.md``, ``stem.tex`` and ``stem.provenance.json`` in ``out_dir`` (atomic)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md", out_dir / f"{stem}.tex"]
+    atomic_write_text(paths[0], frame.to_csv(index=False))
+    atomic_write_text(paths[1], frame.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.2f", escape=True))
+    _sidecar(out_dir / f"{stem}.provenance.json", inputs, {"files": [p.name for p in paths]})
+    return paths + [out_dir / f"{stem}.provenance.json"]
+
+
+def write_figure_files(fig, out_dir, stem: str, inputs=()) -> list[Path]:
+    """``stem.pdf`` and ``stem.png`` (atomic: drawn to a temporary name, then renamed) plus a provenance sidecar."""
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("pdf", "png"):
+        path = out_dir / f"{stem}.{ext}"
+        with atomic_output(path, suffix=f".tmp.{ext}") as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    _sidecar(out_dir / f"{stem}.provenance.json", inputs, {"files": [p.name for p in paths]})
+    return paths + [out_dir / f"{stem}.provenance.json"]

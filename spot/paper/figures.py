@@ -1,0 +1,294 @@
+"""The paper's figures: one registered builder each, ``build(inputs, config) -> matplotlib Figure`` (see
+:mod:`spot.paper.registry`); figures that draw images read the dataset folder of the ``data`` manifest.
+matplotlib and torch are imported by the builders, so the registry stays importable without them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._common import evaluation_rows, label, mean_std, oracle_rows, prior_order, read_results
+from .registry import figure
+
+
+def _data_folder(inputs) -> Path:
+    """The prepared dataset's folder: where its manifest (the ``data`` input) lies."""
+    return Path(inputs["data"][0]).parent
+
+
+def _geometry(config: dict) -> tuple[int, int]:
+    """(patch size, grid token count) of the run's first backbone."""
+    from ..factory import create_backbone
+    from ..recipes import load_recipe
+
+    family = next(iter(config["backbones"].values()))
+    kind, name = family["classifier"].split(":", 1)
+    if kind == "train":
+        r = load_recipe(config, name)
+        kwargs = dict(r.model.timm_kwargs)
+        for key in ("img_size", "in_chans", "num_classes"):
+            if getattr(r.model, key) is not None:
+                kwargs[key] = getattr(r.model, key)
+        vit = create_backbone(r.model.backbone, **kwargs)
+    else:
+        vit = create_backbone(name)
+    return int(vit.patch_embed.patch_size[0]), int(vit.patch_embed.num_patches)
+
+
+def _example(data, index: int = 0):
+    """An evaluation image (H, W[, C]) for drawing, its saliency-free footprint info, and the EvalData."""
+    from ..data.evaluation import EvalData
+
+    d = EvalData.open(data, "test" if (Path(data) / "test.npz").is_file() else "val", indices=[index])
+    return d.take([index])[0], d
+
+
+@figure("figure1", reads=("data",),
+        caption="Figure 1: patch tokenization on the grid, a sparse subset of grid patches, and subpixel windows at the Center prior's positions, on an evaluation image.")
+def figure1(inputs, config):
+    """Figure 1: patch tokenization on the grid, a sparse subset of grid patches, and subpixel windows."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..plotting import plot_positions
+    from ..positions import grid_positions
+    from ..placement import sample_positions
+
+    patch, n = _geometry(config)
+    image, _ = _example(_data_folder(inputs))
+    size = tuple(image.shape[-2:])
+    m = config["oracle"]["sparse_budget"]
+    grid = grid_positions(size, patch)
+    keep = torch.randperm(len(grid), generator=torch.Generator().manual_seed(0))[:m]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    plot_positions(image, grid, patch, ax=axes[0], grid_patch=patch, title=f"patch grid ({n} tokens)")
+    plot_positions(image, grid[keep], patch, ax=axes[1], grid_patch=patch, color="tab:orange",
+                   title=f"{m} random grid patches")
+    plot_positions(image, sample_positions("center", m, 1, size)[0], patch, ax=axes[2], grid_patch=patch,
+                   title=f"SPoT: {m} subpixel windows (Center)")
+    fig.tight_layout()
+    return fig
+
+
+@figure("figure2", reads=("data",),
+        caption="Figure 2: grid misalignment — the object's centre falls between patches; a subpixel window sits on it.")
+def figure2(inputs, config):
+    """Figure 2: grid misalignment — the object's centre falls between patches; a subpixel window sits on it."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..plotting import plot_positions
+    from ..positions import snap_to_grid
+
+    patch, _ = _geometry(config)
+    image, d = _example(_data_folder(inputs))
+    size = tuple(image.shape[-2:])
+    if "top_left" in d.extras:  # the canvas benchmark knows where the article is: its centre
+        from ..data.fmnist import ARTICLE
+
+        centre = (torch.tensor(d.extras["top_left"][int(d.index[0])], dtype=torch.float64) + ARTICLE / 2) / \
+            torch.tensor(size)
+    else:  # otherwise the image's centre of mass of |x|
+        w = image.abs().sum(0) if image.dim() == 3 else image.abs()
+        ys, xs = torch.meshgrid(torch.arange(size[0]) + 0.5, torch.arange(size[1]) + 0.5, indexing="ij")
+        centre = torch.stack([(w * ys).sum() / w.sum() / size[0], (w * xs).sum() / w.sum() / size[1]]).double()
+    snapped = snap_to_grid(centre[None], size, patch)
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    plot_positions(image, snapped, patch, ax=axes[0], grid_patch=patch, color="tab:orange",
+                   title="nearest grid patch")
+    plot_positions(image, centre[None], patch, ax=axes[1], grid_patch=patch, title="subpixel window at the centre")
+    fig.tight_layout()
+    return fig
+
+
+@figure("figure3", reads=("data",),
+        caption="Figure 3: the spatial priors (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary) on an evaluation image.")
+def figure3(inputs, config):
+    """Figure 3: the spatial priors (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ..plotting import plot_positions
+    from ..placement import make_prior, sample_positions
+    from ..saliency import SaliencySettings, saliency_maps
+
+    patch, n = _geometry(config)
+    image, d = _example(_data_folder(inputs))
+    size = tuple(image.shape[-2:])
+    m = config["evaluation"]["budgets"][1] if len(config["evaluation"]["budgets"]) > 1 else n // 4
+    priors = list(prior_order())
+    saliency = None
+    try:
+        from ..recipes import settings_from_dict
+
+        settings = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
+        saliency = saliency_maps(d, torch.arange(1), settings)[0]
+    except (ValueError, FileNotFoundError, ImportError) as err:  # drawn without the saliency priors, said in the title
+        priors = priors[:5] + ["boundary"]
+        print(f"figure 3: saliency unavailable ({err}); salient/background not drawn")
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    for ax, name in zip(axes.flat, priors):
+        g = torch.Generator().manual_seed(0)
+        pos = sample_positions(name, m, 1, size, generator=g,
+                               saliency=saliency if make_prior(name).needs_saliency else None)[0]
+        plot_positions(image, pos, patch, ax=ax, title=f"{name.capitalize()} ({m})")
+    for ax in list(axes.flat)[len(priors):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+@figure("figure4", reads=("trajectories", "data"),
+        caption="Figure 4: SPoT-ON trajectories from the Isotropic prior at the sparse budget (dark → bright), for the first images of the oracle's set; ✓/✗: classified correctly at the final positions.")
+def figure4(inputs, config):
+    """Figure 4: SPoT-ON trajectories (dark → bright) from the Isotropic prior for the first stored images."""
+    import matplotlib.pyplot as plt
+
+    from ..data.evaluation import EvalData
+    from ..plotting import plot_positions
+
+    files = list(inputs["trajectories"])
+    stores = [dict(np.load(p, allow_pickle=False)) for p in files]
+    n_cols = min(4, min(int(s["positions"].shape[2]) for s in stores))
+    n_rows = sum(len(s["models"]) for s in stores)
+    patch, _ = _geometry(config)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.8 * n_rows), squeeze=False)
+    row = 0
+    for store in stores:
+        indices = store["indices"]
+        d = EvalData.open(_data_folder(inputs), config["oracle"]["split"], indices=indices[:n_cols])
+        for mi, model in enumerate(store["models"]):
+            for j in range(n_cols):
+                image = d.take([int(indices[j])])[0]
+                traj = store["positions"][mi, :, j]
+                ok = "✓" if bool(store["final_correct"][mi, j] if store["final_correct"].ndim > 1
+                                  else store["final_correct"][j]) else "✗"
+                plot_positions(image, None, patch, ax=axes[row, j], trajectory=traj,
+                               title=f"{label(config, str(model))} {ok}" if j == 0 else ok)
+            row += 1
+    fig.suptitle(f"SPoT-ON trajectories, {int(store['budget'])} tokens, lr {float(store['lr']):g}, "
+                 f"{int(store['steps'])} steps")
+    fig.tight_layout()
+    return fig
+
+
+def _throughput(inputs) -> pd.DataFrame:
+    tp = read_results(inputs, "throughput")
+    return tp[tp.metric == "images_per_s"]
+
+
+def _speeds(tp: pd.DataFrame, backbone: str, method: str) -> pd.Series:
+    """Images/s per budget of a method on its model — SPoT on the SPoT model, PatchDropout on the grid ViT (the
+    parent) —: the best over the batch sizes measured (each the median of repeats), so that a budget whose small batch
+    is launch-bound on a GPU is read at a batch that fills it."""
+    variant = "spot" if method == "spot" else "parent"
+    f = tp[(tp.backbone == backbone) & (tp.variant == variant) & (tp.method == method)]
+    return f.groupby("budget")["value"].max().sort_index()
+
+
+@figure("figure5", reads=("throughput", "evaluation", "oracle"),
+        caption="Figure 5: Acc@1 (%) against throughput (images/s) at every budget: the grid ViTs with PatchDropout, SPoT (best backbone and prior per budget) and SPoT-ON; the gap between the last two shaded, and the ceiling band where the config gives one.")
+def figure5(inputs, config):
+    """Figure 5 as the paper draws it: one panel, Acc@1 vs throughput for five models at every budget — the grid ViT
+    of each backbone with PatchDropout, SPoT (its optimal configuration at each budget: the best backbone and prior)
+    and SPoT-ON (the best backbone) —, one point per budget sized by its token count, the *gap* between SPoT and
+    SPoT-ON shaded, and the *ceiling* band (``figures.figure5.ceiling``: ImageNet's label noise, Beyer et al. 2020;
+    none for a benchmark without a published one)."""
+    import matplotlib.pyplot as plt
+
+    ceiling = ((config.get("figures") or {}).get("figure5") or {}).get("ceiling")
+    budgets = list(config["evaluation"]["budgets"])
+    tp = _throughput(inputs)
+    e = evaluation_rows(inputs)
+    e = e[(e.positions == "placed") & (e.metric == "acc1") & e.budget.isin(budgets)]
+    acc = mean_std(e, ["backbone", "variant", "method", "placement", "budget"])
+    o = oracle_rows(inputs)
+    on = o[(o.experiment == "table5") & (o.placement == "spot_on") & (o.metric == "acc1")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    size = {b: 12 + 140 * b / max(budgets) for b in budgets}
+
+    def draw(points: dict, style: str, label: str, **kw):
+        """points: budget → (images/s, Acc@1)."""
+        bs = [b for b in budgets if b in points]
+        if not bs:
+            return
+        x, y = [points[b][0] for b in bs], [points[b][1] for b in bs]
+        line = ax.plot(x, y, style, label=label, **kw)[0]
+        ax.scatter(x, y, s=[size[b] for b in bs], color=line.get_color(), zorder=3)
+
+    best_spot, best_on = {}, {}  # budget → (images/s, Acc@1, backbone)
+    for backbone in config["backbones"]:
+        a = acc[(acc.backbone == backbone) & (acc.variant == "parent") & (acc.method == "patchdropout")]
+        speed = _speeds(tp, backbone, "patchdropout")
+        draw({int(r.budget): (float(speed[r.budget]), float(r["mean"])) for _, r in a.iterrows()
+              if r.budget in speed.index}, "--", f"ViT {label(config, backbone)} + PatchDropout", alpha=0.8)
+        speed = _speeds(tp, backbone, "spot")
+        spot = acc[(acc.backbone == backbone) & (acc.variant == "spot") & (acc.method == "spot")]
+        for b, v in spot.groupby("budget")["mean"].max().items():
+            if b in speed.index and v > best_spot.get(b, (0, -np.inf))[1]:
+                best_spot[int(b)] = (float(speed[b]), float(v), backbone)
+        for b, v in on[on.backbone == backbone].groupby("budget")["value"].mean().items():
+            if b in speed.index and v > best_on.get(b, (0, -np.inf))[1]:
+                best_on[int(b)] = (float(speed[b]), float(v), backbone)
+    draw(best_spot, "-", "SPoT (best backbone and prior)", color="tab:blue", linewidth=2)
+    draw(best_on, ":", "SPoT-ON (best backbone)", color="black")
+    common = [b for b in budgets if b in best_spot and b in best_on]
+    if common:
+        ax.fill_between([best_spot[b][0] for b in common], [best_spot[b][1] for b in common],
+                        [best_on[b][1] for b in common], color="tab:green", alpha=0.15, label="gap")
+    for b, (x, y, _) in best_spot.items():
+        ax.annotate(f"{b}", (x, y), textcoords="offset points", xytext=(0, -14), fontsize=7, ha="center")
+    if ceiling:
+        ax.axhspan(float(ceiling["from"]), float(ceiling.get("to", 100.0)), color="tab:red", alpha=0.12,
+                   label=f"ceiling ({ceiling.get('source', 'label noise')})")
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput (images/s); points sized by tokens")
+    ax.set_ylabel("Acc@1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+@figure("figure5b", reads=("throughput", "evaluation", "oracle"),
+        caption="Figure 5, one panel per backbone: Acc@1 (%) against throughput (images/s) for SPoT (Isotropic, Center), the grid ViT with PatchDropout and SPoT-ON.")
+def figure5_per_backbone(inputs, config):
+    """Figure 5, one panel per backbone: Acc@1 vs throughput (images/s) at every budget for SPoT (Isotropic,
+    Center), PatchDropout on the grid ViT, and SPoT-ON (the oracle's placement)."""
+    import matplotlib.pyplot as plt
+
+    tp = _throughput(inputs)
+    e = evaluation_rows(inputs)
+    acc = mean_std(e[(e.metric == "acc1") & (e.positions == "placed")],
+                   ["backbone", "variant", "method", "placement", "budget"])
+    o = oracle_rows(inputs)
+    on = o[(o.experiment == "table5") & (o.placement == "spot_on") & (o.metric == "acc1")]
+    backbones = list(dict.fromkeys(acc["backbone"]))
+    fig, axes = plt.subplots(1, len(backbones), figsize=(4.6 * len(backbones), 3.8), squeeze=False)
+    for ax, backbone in zip(axes[0], backbones):
+        spot_speed = _speeds(tp, backbone, "spot")
+        pd_speed = _speeds(tp, backbone, "patchdropout")
+        a = acc[acc.backbone == backbone]
+        series = [("SPoT (Isotropic)", a[(a.variant == "spot") & (a.method == "spot") & (a.placement == "isotropic")],
+                   spot_speed, "o-"),
+                  ("SPoT (Center)", a[(a.variant == "spot") & (a.method == "spot") & (a.placement == "center")],
+                   spot_speed, "s-"),
+                  ("ViT + PatchDropout", a[(a.variant == "parent") & (a.method == "patchdropout")], pd_speed, "^--")]
+        for name, f, sp, style in series:
+            f = f[f.budget.isin(sp.index)].sort_values("budget")
+            if len(f):
+                ax.plot(sp.loc[f.budget].values, f["mean"].values, style, label=name)
+        f_on = on[(on.backbone == backbone) & on.budget.isin(spot_speed.index)].groupby("budget")["value"].mean()
+        if len(f_on):
+            ax.plot(spot_speed.loc[f_on.index].values, f_on.values, "*:", label="SPoT-ON (Isotropic init)")
+        for b, x in spot_speed.items():
+            ax.annotate(str(b), (x, ax.get_ylim()[0]), fontsize=7, ha="center", va="bottom", alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("throughput (images/s)")
+        ax.set_ylabel("Acc@1 (%)")
+        ax.set_title(label(config, backbone))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,119 @@
+"""What a recipe trains and how: the model (from scratch or a parent checkpoint), timm's optimiser with layer-wise
+learning-rate decay, and timm's per-step scheduler."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..recipes import Recipe
+
+__all__ = ["build_training_model", "build_optimizer", "build_scheduler", "timm_kwargs"]
+
+
+def _is_spot_state(state: dict) -> bool:
+    """A SPoTViT / SubpixelMAE ``state_dict`` (as opposed to timm-ViT or MAE-repo key names)."""
+    return any(k.startswith(("window_embed.", "encoder.window_embed.")) for k in state)
+
+
+def timm_kwargs(recipe: Recipe, parent=None) -> dict:
+    """timm keyword config of the recipe's model. The pooling head (``global_pool``, ``fc_norm``) is an architectural
+    property of a classifier: unset in the recipe, it is the parent classifier's (from its record), else the
+    backbone's own — so retrofitting a global-pool parent keeps its head."""
+    from ..checkpoints import checkpoint_record
+
+    m = recipe.model
+    kw = dict(m.timm_kwargs)
+    inherited = {}
+    if parent is not None and (m.global_pool is None or m.fc_norm is None):
+        record = checkpoint_record(parent) or {}
+        if record.get("format") in ("timm_vit", "spot_vit"):
+            inherited = {k: v for k, v in (record.get("timm_kwargs") or {}).items() if k in ("global_pool", "fc_norm")}
+    for key, value in (("img_size", m.img_size), ("num_classes", m.num_classes), ("in_chans", m.in_chans),
+                       ("global_pool", m.global_pool), ("fc_norm", m.fc_norm)):
+        if value is None:
+            value = inherited.get(key)
+        if value is not None:
+            kw[key] = value
+    kw["drop_path_rate"] = m.drop_path
+    return kw
+
+
+def _load_into(module: torch.nn.Module, state: dict, what: str, log) -> None:
+    """Load matching keys; a classifier head of another shape (e.g. 1000 → 10 classes, or none) is left at init."""
+    own = module.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if skipped and not all(k.startswith(("head.", "fc_norm.")) for k in skipped):
+        raise ValueError(f"the parent checkpoint does not fit the model ({what}): shape mismatch for {skipped[:5]}")
+    result = module.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(("head.", "fc_norm."))]
+    if missing:
+        raise ValueError(f"the parent checkpoint lacks {len(missing)} weights of the model ({what}): {missing[:5]}")
+    fresh = sorted(set(skipped) | set(result.missing_keys))
+    if fresh:
+        log(f"parent: {', '.join(fresh)} not in the parent (or of another shape): newly initialised")
+
+
+def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None, log=print):
+    """The module a recipe trains: a timm ViT (grid classify), a SPoTViT (subpixel / grid_subset classify) or a
+    SubpixelMAE (mae), initialised from ``parent`` (a timm ViT, SPoT or MAE-layout checkpoint) or at random."""
+    from ..factory import create_backbone
+    from ..formats import read_state_dict
+    from ..models import SPoTViT
+
+    if recipe.init == "parent" and parent is None:
+        raise ValueError(f"recipe {recipe.name!r} starts from a parent checkpoint (init: parent): pass --parent PATH")
+    if recipe.init == "scratch" and parent is not None:
+        raise ValueError(f"recipe {recipe.name!r} trains from scratch (init: scratch) but a parent was given")
+    state = read_state_dict(parent) if parent is not None else None
+    vit = create_backbone(recipe.model.backbone, **timm_kwargs(recipe, parent))
+    spot_kw = dict(window=recipe.model.window, pe_sigma=recipe.model.pe_sigma)
+    if recipe.task == "mae":
+        from ..mae import SubpixelMAE
+
+        cfg = recipe.mae
+        model = SubpixelMAE.from_backbone(vit, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
+                                          decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss,
+                                          fixed_sincos_pe=cfg.fixed_sincos_pe and state is None, **spot_kw)
+        if state is not None:
+            if _is_spot_state(state):
+                model.load_state_dict(state)
+            else:
+                model.load_mae_state_dict(state)
+        return model
+    if state is not None and not _is_spot_state(state):
+        enc = {k: v for k, v in state.items() if not k.startswith(("decoder_", "mask_token"))}
+        _load_into(vit, enc, recipe.model.backbone, log)
+    if recipe.tokens.mode == "grid":
+        if state is not None and _is_spot_state(state):
+            raise ValueError("grid training of a plain ViT cannot start from a SPoT checkpoint; use tokens.mode: "
+                             "grid_subset with max_tokens = the grid size to train a SPoT model on the full grid")
+        return vit
+    model = SPoTViT.from_timm(vit, **spot_kw)
+    if state is not None and _is_spot_state(state):
+        _load_into(model, state, "SPoT", log)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe):
+    """timm's optimiser factory: AdamW (or the recipe's), weight decay off for 1-d weights and tokens, and layer-wise
+    lr decay by the model's ``group_matcher`` (the stem gets ``lr·decay^(L+1)``, block i ``lr·decay^(L−i)``, the head
+    ``lr``: deeper layers get larger rates)."""
+    from timm.optim import create_optimizer_v2
+
+    o = recipe.optimizer
+    kwargs = dict(betas=tuple(o.betas), eps=o.eps) if "adam" in o.name.lower() or "lamb" in o.name.lower() else {}
+    return create_optimizer_v2(model, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
+                               layer_decay=o.layer_decay, **kwargs)
+
+
+def build_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):
+    from timm.scheduler import create_scheduler_v2
+
+    s = recipe.schedule
+    sched, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=recipe.epochs, warmup_epochs=s.warmup_epochs,
+                                   warmup_lr=s.warmup_lr, min_lr=s.min_lr, step_on_epochs=False,
+                                   updates_per_epoch=updates_per_epoch)
+    return sched
+
+

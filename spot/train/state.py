@@ -1,0 +1,164 @@
+"""What a training run keeps: the resumable state (model, optimiser, scheduler, grad scaler, every RNG, the position
+in the epoch, the history — saved atomically after every epoch and on a signal; resumed only by the same recipe,
+parent checkpoint, data and DDP world size), the finished model and its record."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
+from .build import timm_kwargs
+
+__all__ = ["Progress", "ResumableState", "save_model", "final_record", "model_format", "STATE_FILE"]
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class Progress:
+    """Where a run is: what the resumable state restores besides the modules and RNGs."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    history: list = field(default_factory=list)
+    images_seen: int = 0
+    train_time: float = 0.0
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "sampler": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    generator.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+
+def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
+    """Weights as safetensors (a plain ViT under timm's key names) + ``<path>.json`` record; atomic."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # an MAE is stored in the MAE repository's layout (timm encoder names + decoder), like the official file
+    weights = model.mae_state_dict() if hasattr(model, "mae_state_dict") else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    with atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": record.get("format", "")})
+    record = {**record, "sha256": sha256_file(path), "size": path.stat().st_size, "file": path.name}
+    atomic_write_json(path.with_suffix(".json"), record)
+    return record
+
+
+
+class ResumableState:
+    """``state_dir/state.pt`` of one run, and the run's live per-epoch log beside it.
+
+    ``identity`` is what a state must match to be resumed: the recipe, the parent checkpoint and data it started
+    from (their sha256), the DDP world size.
+    """
+
+    def __init__(self, state_dir, identity: dict):
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / STATE_FILE
+        self.log_path = self.dir / "log.jsonl"
+        self.identity = identity
+
+    def resume(self, modules: dict, generator, rank: int) -> Progress | None:
+        """Load the state into ``modules`` (name → object with ``load_state_dict``) and ``generator``; None when
+        there is none. A state of another run (recipe, inputs or world size differ) is a ValueError."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        names = {"recipe": "recipe", "inputs": "parent checkpoint or data", "world": "DDP world size"}
+        differs = [names[k] for k, ours in self.identity.items() if ours != state.get(k)]
+        if differs:
+            raise ValueError(f"{self.path} holds the unfinished state of another run (different "
+                             f"{', '.join(differs)}); delete {self.dir} to start over, or run what made it")
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], generator)
+        return Progress(state["epoch"], state["step_in_epoch"], state["global_step"], state["history"],
+                        state["images_seen"], state["train_time"])
+
+    def save(self, modules: dict, generator, progress: Progress, *, epoch: int, step: int, world: int,
+             is_main: bool) -> None:
+        """Save the state at (epoch, step) — every rank's RNGs gathered to rank 0, which writes."""
+        rngs = [None] * world
+        mine = rng_state(generator)
+        if world > 1:
+            torch.distributed.all_gather_object(rngs, mine)
+        else:
+            rngs = [mine]
+        if is_main:
+            with atomic_output(self.path) as tmp:
+                torch.save({**{name: m.state_dict() for name, m in modules.items()}, "rng": rngs, "epoch": epoch,
+                            "step_in_epoch": step, "global_step": progress.global_step, "history": progress.history,
+                            "images_seen": progress.images_seen, "train_time": progress.train_time,
+                            **self.identity}, tmp)
+
+    def finish(self) -> None:
+        """The run is finished: its state has served (a later run, e.g. of an edited recipe, starts afresh)."""
+        import contextlib
+
+        for leftover in (self.path, self.log_path):
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+
+def model_format(model) -> str:
+    from ..models import SPoTViT
+
+    if isinstance(model, SPoTViT):
+        return "spot_vit"
+    return "mae" if model.__class__.__name__ == "SubpixelMAE" else "timm_vit"
+
+
+def final_record(model, recipe, recipe_dict, parent, checksums, data_root, data, history, device, world, images_seen,
+                  train_time, wall_time, config_source) -> dict:
+    inputs = dict(checksums)
+    inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
+    fmt = model_format(model)
+    kwargs = timm_kwargs(recipe, parent)
+    kwargs.pop("drop_path_rate", None)
+    record = {
+        "format": fmt,
+        "origin": f"trained here by `spot train` (recipe {recipe.name})",
+        "backbone": recipe.model.backbone,
+        "timm_kwargs": kwargs,
+        "spot": {"window": recipe.model.window, "pe_sigma": recipe.model.pe_sigma} if fmt != "timm_vit" else None,
+        "mae": recipe_dict["mae"] if fmt == "mae" else None,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "recipe": recipe_dict,
+        "parent": inputs["checkpoint:parent"] if parent else None,
+        "data": {"root": str(data_root), "kind": recipe.data.kind, "manifest": data.manifest,
+                 "train_images": data.train_len},
+        "history": history,
+        "final": history[-1] if history else {},
+        "images_seen": images_seen,
+        "train_time_s": train_time,
+        "wall_time_s": wall_time,
+        "images_per_s": images_seen / max(train_time, 1e-9),
+        "world_size": world,
+        "config_file": config_source,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provenance": provenance(recipe_dict, seed=recipe.seed, device=device, inputs=inputs),
+    }
+    return record
