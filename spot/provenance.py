@@ -51,8 +51,35 @@ def device_description(device=None) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         return {"type": "cuda", "name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count()}
-    return {"type": device.type, "name": platform.processor() or platform.machine(),
+    return {"type": device.type, "name": platform.processor() or platform.machine(), **_cpu_model(),
             "threads": torch.get_num_threads()}
+
+
+def _cpu_model() -> dict:
+    """The CPU's model and widest vector extension (from /proc/cpuinfo, where there is one): float results of the
+    same code differ between CPU generations (e.g. AVX2 vs AVX-512 kernels), so a result names the one it ran on."""
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {}
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """``{"cpu": "<model name> (family F, model M)", "isa": widest vector extension}`` from /proc/cpuinfo text."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+        if not line.strip() and fields:
+            break  # the first processor's block
+    flags = set(fields.get("flags", "").split())
+    isa = next((f for f in ("avx512f", "avx2", "avx", "neon", "asimd") if f in flags), None)
+    out = {"cpu": f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+                  f"model {fields.get('model', '?')})"}
+    if isa:
+        out["isa"] = isa
+    return out
 
 
 def provenance(config: dict | None = None, *, seed=None, device=None, inputs: dict | None = None) -> dict:

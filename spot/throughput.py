@@ -150,7 +150,8 @@ def _device_text(device: torch.device) -> str:
 
     d = device_description(device)
     extra = f", {d['threads']} threads" if "threads" in d else ""
-    return f"{d['type']}: {d['name']}{extra}"
+    isa = f", {d['isa']}" if "isa" in d else ""
+    return f"{d['type']}: {d.get('cpu', d['name'])}{isa}{extra}"
 
 
 def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in_chans: int | None = None,

@@ -356,3 +356,15 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
     with pytest.raises(ValueError, match="=PATH"):
         run_from_args(parser.parse_args(["--config", "config.yaml", "--model", str(models["vit"]), "--data",
                                          str(canvas), "--out", str(tmp_path / "x.csv")]))
+
+
+def test_cpu_description_names_model_and_vector_extension():
+    from spot.provenance import parse_cpuinfo
+
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 49\n"
+            "model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+            "processor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n")
+    d = parse_cpuinfo(text)
+    assert d == {"cpu": "AMD EPYC 7B12 (family 23, model 49)", "isa": "avx2"}
+    assert parse_cpuinfo("processor : 0\nflags : avx512f avx2\n")["isa"] == "avx512f"
+    assert "isa" not in parse_cpuinfo("processor : 0\nflags : sse2\n")
