@@ -8,12 +8,13 @@ inference throughput — images/s recorded in one JSON file.
 What runs (each a real `spot train` under `torchrun --standalone --nproc_per_node=NPROC -m spot train`):
 
 * embedded preset (needs a canvas folder built by `spot data fmnist`; skipped with the reason when absent):
-  backbone_cls_in1k from scratch, retrofit_cls (subpixel tokens) from it, backbone_mae_pretrain (MAE) — STEPS steps
-  each (`data.limit` = STEPS × batch);
+  backbone_cls_in1k from scratch, retrofit_cls (subpixel tokens) and prune_spot_ad (SPOT-AD token pruning) from it,
+  backbone_mae_pretrain (MAE) — STEPS steps each (`data.limit` = STEPS × batch);
 * ViT-B/16 (config/paper.yaml's retrofit_cls_in1k: subpixel tokens, mixup/cutmix, LLRD, RandAugment) from a random
   init (`init=scratch`; no weights needed) on a prepared-ImageNet folder of random JPEGs in torchvision's layout,
   STEPS steps at `--vit-batch` images per step;
-* `spot throughput` of ViT-B/16 (config/paper.yaml: bf16, budgets 25…196) on the first device.
+* `spot throughput` of ViT-B/16 (config/paper.yaml: bf16, budgets 25…196; with `throughput.pruning` every pruning
+  method over the keep-ratio sweep, ToMe, SPoT + SPOT-AD and SPoT at SPOT-AD's cost points) on the first device.
 
 Each run's record (`*.json` beside its weights) holds images/s per epoch, the device and the world size; the summary
 (OUT/gpu_check.json) collects them. On a CPU-only machine the same script runs with `--device cpu` (gloo, no autocast)
@@ -130,6 +131,9 @@ def main(argv=None) -> int:
         report["runs"].append(embedded("embedded_backbone", "backbone_cls_in1k", 64 * args.nproc))
         if report["runs"][-1]["ok"]:
             report["runs"].append(embedded("embedded_retrofit", "retrofit_cls", 128 * args.nproc,
+                                           out / "embedded_backbone.safetensors"))
+            # token pruning (SPOT-AD: Gumbel masks through attention, the frozen teacher, the predictor's lr group)
+            report["runs"].append(embedded("embedded_prune", "prune_spot_ad", 128 * args.nproc,
                                            out / "embedded_backbone.safetensors"))
         report["runs"].append(embedded("embedded_mae", "backbone_mae_pretrain", 128 * args.nproc))
 

@@ -13,6 +13,7 @@ Quick start::
     logits = model(images, spot.grid_positions((224, 224), 16))   # == vit(images)
     logits = model(images, prior="center", num_tokens=25, generator=torch.Generator().manual_seed(0))
     model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True)   # timm's registry
+    pruned = spot.prune(model, method="spot_ad", keep_ratio=0.7)   # token pruning between blocks (spot.pruning)
 """
 from .checkpoints import Checkpoint, load_trained, open_checkpoint
 from .embedding import KernelizedPositionalEmbedding
@@ -22,6 +23,7 @@ from .models import PatchDropoutViT, SPoTViT
 from .official import load_official
 from .oracle import SpotOn, oracle_search  # registers the SPoT-ON placements
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
+from .pruning import PRUNING_METHODS, PrunedViT, prune
 from .placement import (PLACEMENTS, PRIORS, ImageBatch, ImageStreams, Placement, Prior, isotropic_layout, make_placement,
                         make_prior, place, random_patch_subset, sample_positions)
 from .tokenizer import WindowEmbedding, extract_windows
@@ -34,7 +36,7 @@ __all__ = [
     "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
     "SPoTViT", "SubpixelMAE", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
     "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",
-    "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions",
+    "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions", "prune", "PrunedViT", "PRUNING_METHODS",
 ]
 
 

@@ -32,6 +32,7 @@ FORMATS = {
     "spot_vit": "a SPoT model (retrofitted here)",
     "mae": "an MAE encoder + pixel decoder (no classifier)",
     "official": "a record pointing at one of the authors' released SPoT checkpoints",
+    "pruned_vit": "a timm ViT or SPoT model with token pruning (spot.pruning; fine-tuned here)",
 }
 
 # the backbones whose weights can be fetched, by name
@@ -111,6 +112,8 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
     * ``spot train`` outputs: the record names the backbone and timm config; ``format`` is ``timm_vit`` (returned as
       a :class:`~spot.models.SPoTViT` wrapping it, or the plain ViT with ``wrap=False``), ``spot_vit`` (a
       retrofitted SPoT model) or ``mae`` (a :class:`~spot.mae.SubpixelMAE`).
+    * ``format: pruned_vit``: the wrapped model (a timm ViT or a SPoT model) pruned as its record says
+      (:class:`spot.pruning.PrunedViT`).
     * ``spot checkpoints fetch`` outputs: the record's ``name`` is the backbone key (``cls_in1k`` …).
     * ``spot checkpoints official`` records (``format: official``): the authors' released file they point at,
       loaded with :func:`spot.official.load_official`.
@@ -142,6 +145,16 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
             decoder_dim=mae_cfg.get("decoder_dim", 512), decoder_depth=mae_cfg.get("decoder_depth", 8),
             decoder_heads=mae_cfg.get("decoder_heads", 16), norm_pix_loss=mae_cfg.get("norm_pix_loss", True))
         return model.load_mae_state_dict(read_state_dict(path)).eval()
+    if fmt == "pruned_vit":
+        from .pruning import prune
+
+        info = record["prune"]
+        vit = create_backbone(name, **kwargs)
+        base = SPoTViT.from_timm(vit, window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5)) \
+            if info["base_format"] == "spot_vit" else vit
+        model = prune(base, info["method"], info["keep_ratio"], stages=info["stages"], **info.get("settings", {}))
+        model.load_state_dict(read_state_dict(path), strict=True)
+        return model.eval()
     if fmt == "spot_vit":
         if not wrap:
             raise ValueError(f"{path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")

@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     oracle.configure_transfer_parser(p)
     p.set_defaults(func=oracle.run_transfer_from_args)
 
+    from .pruning import experiment as pruning_experiment
+
+    p = sub.add_parser("pruning", help="token pruning (SPOT-AD and baselines): accuracy and GFLOPs over keep ratios, "
+                                       "ToMe, and sampling at equal cost, for one backbone's models")
+    pruning_experiment.configure_parser(p)
+    p.set_defaults(func=pruning_experiment.run_from_args)
+
     p = sub.add_parser("throughput", help="images/s and GFLOPs per model × token budget (Figure 5)")
     throughput.configure_parser(p)
     p.set_defaults(func=throughput.run_from_args)

@@ -79,6 +79,17 @@ BACKBONES: dict[str, Backbone] = {
                             "mae_finetuned_vit_base.pth",
                             description="official MAE ViT-B/16 fine-tuned on ImageNet-1k (the paper's MAE ViT-B/16 "
                                         "baseline rows)")),
+    # the pruning experiments' backbones (seed 003, Table 1): DeiT-S and DeiT-T (Touvron et al. 2021)
+    "deit_s": Backbone(
+        "deit_small_patch16_224.fb_in1k", "DeiT-S", description="DeiT-S/16, ImageNet-1k (79.9 % top-1 in timm)",
+        source=WeightSource(_HF.format("deit_small_patch16_224.fb_in1k"), "model.safetensors",
+                            hf_repo="timm/deit_small_patch16_224.fb_in1k",
+                            description="timm deit_small_patch16_224.fb_in1k (DeiT-S)")),
+    "deit_t": Backbone(
+        "deit_tiny_patch16_224.fb_in1k", "DeiT-T", description="DeiT-T/16, ImageNet-1k (72.2 % top-1 in timm)",
+        source=WeightSource(_HF.format("deit_tiny_patch16_224.fb_in1k"), "model.safetensors",
+                            hf_repo="timm/deit_tiny_patch16_224.fb_in1k",
+                            description="timm deit_tiny_patch16_224.fb_in1k (DeiT-T)")),
     # small ViTs for the embedded (CPU) preset: 8 px patches, one grey channel, 10 classes by default
     "vit_nano_patch8": Backbone("vit_tiny_patch16_224", "ViT-N/8", kwargs=dict(
         img_size=64, patch_size=8, in_chans=1, num_classes=10, embed_dim=96, depth=4, num_heads=3)),

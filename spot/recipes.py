@@ -12,6 +12,10 @@ The tasks:
   recipe and budget schedule on random subsets of grid patches.
 * ``mae`` — masked auto-encoding (Table 7c): on the grid (standard MAE pre-training) or with subpixel windows
   (MAE retrofitting); ``mae.mask_ratio`` of each image's tokens are hidden from the encoder.
+* ``prune`` — token-pruning fine-tuning (seed 003): the parent classifier (a grid ViT, or a SPoT model with
+  ``tokens.mode: subpixel``) wrapped by :func:`spot.prune` with ``prune.method`` at ``prune.keep_ratio``,
+  trained with Eq. 15 (cross-entropy + λ1·rate + λ2·KL to the frozen parent + λ3·token cosine); the method's own
+  parameters (SPOT-AD's predictors) at ``prune.predictor_lr_scale`` × the recipe's learning rate.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from .config import _build, _merge, load_config, merge_configs, settings_from_dict
 
 __all__ = ["Recipe", "ModelSettings", "DataSettings", "TokenSampling", "OptimizerSettings", "ScheduleSettings",
-           "MixupSettings", "MAESettings", "load_recipe", "recipe_from_dict", "recipe_to_dict",
+           "MixupSettings", "MAESettings", "PruneSettings", "load_recipe", "recipe_from_dict", "recipe_to_dict",
            # re-exported from spot.config, where they live
            "load_config", "merge_configs", "settings_from_dict"]
 
@@ -121,9 +125,23 @@ class MAESettings:
 
 
 @dataclass
+class PruneSettings:
+    """Token pruning (``task: prune``); the seed's values (App. 6.2) as defaults."""
+
+    method: str = "spot_ad"  # a name of spot.pruning.PRUNING_METHODS
+    keep_ratio: float = 0.7  # ρ: stage k keeps ρ^k of the patch tokens
+    stages: list | None = None  # 0-indexed stage blocks; None: one block after each of the first three quarters
+    settings: dict = field(default_factory=dict)  # the method's own (SPOT-AD's d_remap, statistics, …; EViT's fuse)
+    rate_weight: float = 2.0  # λ1
+    distill_weight: float = 0.5  # λ2 (KL to the unpruned parent)
+    token_weight: float = 0.0  # λ3 (0 for DeiT in the seed)
+    predictor_lr_scale: float = 10.0  # the method's parameters: lr × this (seed: 1e-2 against the backbone's 1e-3)
+
+
+@dataclass
 class Recipe:
     name: str = "recipe"
-    task: str = "classify"  # classify | mae
+    task: str = "classify"  # classify | mae | prune
     description: str = ""
     init: str = "parent"  # parent: start from the parent checkpoint (required); scratch: random init
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -133,6 +151,7 @@ class Recipe:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     mixup: MixupSettings = field(default_factory=MixupSettings)
     mae: MAESettings = field(default_factory=MAESettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
     epochs: int = 1
     batch_size: int = 128  # global batch (split over DDP processes)
     label_smoothing: float = 0.0
@@ -145,8 +164,10 @@ class Recipe:
         def bad(key, value, accepted):
             raise ValueError(f"recipe {self.name!r}: {key} = {value!r} is not valid; accepted: {accepted}")
 
-        if self.task not in ("classify", "mae"):
-            bad("task", self.task, "classify, mae")
+        if self.task not in ("classify", "mae", "prune"):
+            bad("task", self.task, "classify, mae, prune")
+        if self.task == "prune":
+            self._validate_prune(bad)
         if self.init not in ("parent", "scratch"):
             bad("init", self.init, "parent, scratch")
         if self.tokens.mode not in ("grid", "subpixel", "grid_subset"):
@@ -187,6 +208,24 @@ class Recipe:
         if self.task == "mae" and self.mixup.active:
             bad("mixup", "active", "no mixup/cutmix for the mae task")
         return self
+
+    def _validate_prune(self, bad) -> None:
+        from .pruning.catalog import check_method
+
+        p = self.prune
+        try:
+            check_method(p.method, p.settings, f"recipe {self.name!r}: prune")
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        if isinstance(p.keep_ratio, bool) or not isinstance(p.keep_ratio, (int, float)) or not 0 < p.keep_ratio <= 1:
+            bad("prune.keep_ratio", p.keep_ratio, "a number in (0, 1]")
+        for key in ("rate_weight", "distill_weight", "token_weight"):
+            if getattr(p, key) < 0:
+                bad(f"prune.{key}", getattr(p, key), "≥ 0")
+        if p.predictor_lr_scale <= 0:
+            bad("prune.predictor_lr_scale", p.predictor_lr_scale, "> 0")
+        if self.init != "parent":
+            bad("init", self.init, "parent (pruning fine-tunes a trained classifier)")
 
     @property
     def lr(self) -> float:

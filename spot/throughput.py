@@ -59,6 +59,7 @@ class ThroughputSettings:
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 on CUDA only)
     methods: list = field(default_factory=lambda: list(METHODS))
     seed: int = 0  # of the random input images and PatchDropout's subsets
+    pruning: bool = False  # also time the `pruning:` section's methods, ToMe and SPoT at their cost points
 
     def validate(self) -> "ThroughputSettings":
         _check_budgets(self.budgets)
@@ -157,7 +158,7 @@ def _device_text(device: torch.device) -> str:
 def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in_chans: int | None = None,
                        device=None, dtype: str = "float32", warmup: int = 3, repeats: int = 10, *,
                        methods=tuple(METHODS), vit: VisionTransformer | None = None, seed: int = 0,
-                       backbone: str = "model", variant: str = "model") -> list[dict]:
+                       backbone: str = "model", variant: str = "model", extra_runs=()) -> list[dict]:
     """Throughput rows (per method and budget, one per metric; ``vit`` once, at the full grid) of a ViT architecture.
 
     Args:
@@ -168,6 +169,9 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
         device: default CUDA when available. ``dtype``: float32, bfloat16 or float16 (autocast).
         methods: a subset of ``METHODS``. ``seed``: of the random images and PatchDropout's subsets.
         backbone, variant: the ``backbone`` and ``variant`` columns of the rows.
+        extra_runs: more ``(columns, forward)`` to time on the same images — ``columns`` names at least ``method``
+            and ``budget`` (and may set ``variant``, ``placement`` and any column of its own, e.g. the pruning
+            rows' ``keep_ratio``; :func:`spot.pruning.experiment.pruning_throughput_runs`).
 
     Returns rows with: experiment, backbone, variant, method, placement, budget, fraction (of the grid),
     sequence_length (+ prefix tokens), batch_size, dtype, device, image_size, warmup, repeats, metric (:data:`METRICS`)
@@ -176,7 +180,7 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
     budgets = _check_budgets(budgets)
     methods = list(methods)
     ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
-                       methods=methods, seed=seed).validate()
+                       methods=methods or ["vit"], seed=seed).validate()
     if isinstance(model, VisionTransformer):
         vit = model
         spot = SPoTViT.from_timm(vit)
@@ -184,7 +188,7 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
         spot = model
     else:
         raise ValueError(f"model must be a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")
-    needs_vit = [m for m in methods if m != "spot"]
+    needs_vit = [m for m in methods if m != "spot"] or (["pruning"] if extra_runs else [])
     if needs_vit and vit is None:
         raise ValueError(f"methods {needs_vit} need the plain ViT: pass vit= (a timm VisionTransformer of the same "
                          f"architecture; untrained weights time the same) or methods=['spot']")
@@ -214,25 +218,29 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
     setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
                  warmup=warmup, repeats=repeats)
 
-    runs = []  # (method, budget, forward)
+    runs = []  # (columns, forward)
     for m in budgets:
         if "spot" in methods:  # the deterministic layout, placed once on the device
             positions = place("isotropic", m, ImageBatch((H, W), 1, device=device))
-            runs.append(("spot", m, lambda x, p=positions: spot(x, p)))
+            runs.append(({"method": "spot", "budget": m}, lambda x, p=positions: spot(x, p)))
         if "patchdropout" in methods:
-            runs.append(("patchdropout", m, lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
+            runs.append(({"method": "patchdropout", "budget": m},
+                         lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
     if "vit" in methods:
-        runs.append(("vit", grid, vit))
+        runs.append(({"method": "vit", "budget": grid}, vit))
+    runs += list(extra_runs)
     rows = []
-    for method, m, forward in runs:
+    for columns, forward in runs:
+        method, m = columns["method"], columns["budget"]
         gflops = count_gflops(forward, images[:1])
         times = _time(forward, images, device, dtype, warmup, repeats)
         rates = [batch_size / t for t in times]
         values = dict(images_per_s=statistics.median(rates), images_per_s_min=min(rates),
                       images_per_s_max=max(rates), ms_per_batch=1e3 * statistics.median(times),
                       ms_per_batch_min=1e3 * min(times), ms_per_batch_max=1e3 * max(times), gflops_per_image=gflops)
-        measurement = dict(common, method=method, placement=METHODS[method], budget=m, fraction=m / grid,
+        measurement = dict(common, method=method, placement=METHODS.get(method), budget=m, fraction=m / grid,
                            sequence_length=m + npt, **setup)
+        measurement.update({k: v for k, v in columns.items() if k not in ("method", "budget")})
         rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
     return rows
 
@@ -261,6 +269,30 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
+
+
+def _pruning_rows(config, settings, models, device, backbone) -> list[dict]:
+    """Token pruning on the grid ViT's architecture (``pruning:`` section; weights do not change the timing)."""
+    from .config import settings_from_dict
+    from .pruning.experiment import PruningSettings, pruning_throughput_runs
+
+    vit = next((v for _, _, v, _ in models if v is not None), None)
+    if vit is None:  # e.g. only the authors' released SPoT model: nothing to prune here, said so
+        print("throughput.pruning: no grid ViT among the models (--model parent=PATH or --architecture NAME): "
+              "no pruning rows")
+        return []
+    pruning = settings_from_dict(PruningSettings, config["pruning"], "pruning").validate()
+    rows = []
+    runs = pruning_throughput_runs(vit, pruning, config.get("recipes") or {}, device)
+    for batch_size in settings.batch_sizes:
+        rows += measure_throughput(vit, [1], batch_size, device=device, dtype=settings.dtype, warmup=settings.warmup,
+                                   repeats=settings.repeats, methods=[], vit=vit, seed=settings.seed,
+                                   backbone=backbone, variant="parent", extra_runs=runs)
+    for r in rows:
+        if r["metric"] in ("images_per_s", "gflops_per_image"):
+            print(f"{backbone}/{r['variant']:>8s} {r['method']:>12s} {r.get('setting') or '':>16s} m={r['budget']:<4d} "
+                  f"ρ={r.get('keep_ratio')} {r['metric']} {r['value']:.3f}")
+    return rows
 
 
 def _parse_ints(text: str, option: str = "--budgets") -> list[int]:
@@ -330,6 +362,8 @@ def run_from_args(args) -> int:
                 if r["metric"] in ("images_per_s", "gflops_per_image"):
                     print(f"{args.backbone}/{variant:>12s} {r['method']:>12s} m={r['budget']:<4d} batch "
                           f"{batch_size:<5d} {r['metric']} {r['value']:.3f}")
+    if settings.pruning and config.get("pruning"):
+        rows += _pruning_rows(config, settings, models, device, args.backbone)
     checkpoints = {label: path for label, _, _, path in models if path is not None}
     write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": config_layers(args),
                                         "backbone": args.backbone},

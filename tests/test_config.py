@@ -81,7 +81,7 @@ def test_the_paper_preset_is_complete_and_extends_nothing():
 
 
 def test_every_other_preset_is_an_overlay():
-    for name in ("config.yaml", "config/smoke.yaml", "config/embedded_long.yaml"):
+    for name in ("config.yaml", "config/smoke.yaml", "config/embedded_long.yaml", "config/pruning_ablations.yaml"):
         raw = yaml.safe_load((ROOT / name).read_text())
         assert raw.get("extends"), f"{name} must name what it extends"
     embedded = load_config(ROOT / "config.yaml")
@@ -99,6 +99,7 @@ import importlib, importlib.util, sys, types
 pkg = types.ModuleType("_spot_light"); pkg.__path__ = [{str(ROOT / 'spot')!r}]; sys.modules["_spot_light"] = pkg
 config = importlib.import_module("_spot_light.config").load_config({str(ROOT / 'config.yaml')!r})
 importlib.import_module("_spot_light.recipes").load_recipe(config, "retrofit_cls")
+assert importlib.import_module("_spot_light.recipes").load_recipe(config, "prune_evit").prune.method == "evit"
 placement = importlib.import_module("_spot_light.placement")
 assert placement.check_placement(dict(name="center", scale=0.3), "x").label == "center(scale=0.3)"
 paper = importlib.import_module("_spot_light.paper")
@@ -116,7 +117,8 @@ def test_the_registry_declares_every_artifact_once_with_its_inputs_and_caption()
     names = list(paper.ARTIFACTS)
     assert [n for n in names if n.startswith("table")] == [f"table{i}" for i in range(1, 9)]
     assert [n for n in names if n.startswith("figure")] == ["figure1", "figure2", "figure3", "figure4", "figure5",
-                                                            "figure5b"]
+                                                            "figure5b", "figure_sampling_vs_pruning"]
+    assert {"pruning_table1", "pruning_ablations", "sampling_vs_pruning"} <= set(names)
     for a in paper.ARTIFACTS.values():
         assert a.reads and set(a.reads) <= set(paper.RESULT_KINDS) and len(a.caption) > 40, a.name
     with pytest.raises(ValueError, match="registered twice"):

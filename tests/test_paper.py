@@ -173,3 +173,69 @@ def test_audit_follows_the_chain_and_flags_a_changed_file(tmp_path, capsys):
     (data / "test.npz").unlink()
     links, _ = audit(table)
     assert any(link.status == "missing" and link.path.endswith("test.npz") for link in links)
+
+
+def _pruning_rows():
+    base = dict(experiment="pruning", backbone="cls_in1k", n_images=100, split="test")
+    rows = []
+
+    def add(metric_values, **cols):
+        for metric, value in metric_values.items():
+            rows.append(dict(base, **cols, metric=metric, value=value))
+
+    add({"acc1": 80.0, "gflops": 1.0}, variant="parent", method="vit", setting="", placement="grid", budget=36,
+        keep_ratio=1.0)
+    for setting, method, accs, flops in (("spot_ad", "spot_ad", (75.0, 78.0), (0.60, 0.75)),
+                                        ("evit", "evit", (74.0, 77.0), (0.62, 0.76)),
+                                        ("heuristic", "heuristic", (73.0, 76.0), (0.58, 0.72))):
+        for rho, acc, g in zip((0.5, 0.7), accs, flops):
+            add({"acc1": acc, "gflops": g}, variant="parent", method=method, setting=setting, placement="grid",
+                budget=36, keep_ratio=rho, trained_keep_ratio=0.7)
+    for rho, acc, g, r in ((0.5, 70.0, 0.6, 4), (0.7, 79.0, 0.74, 2)):
+        add({"acc1": acc, "gflops": g}, variant="parent", method="tome", setting="tome", placement="grid", budget=36,
+            keep_ratio=rho, r=r)
+    for m, g, iso, uni in ((20, 0.61, 70.0, (71.0, 73.0)), (26, 0.74, 79.5, (77.0, 78.0))):
+        add({"acc1": iso, "gflops": g}, variant="spot", method="spot", setting="", placement="isotropic", budget=m)
+        for seed, acc in enumerate(uni):
+            add({"acc1": acc, "gflops": g}, variant="spot", method="spot", setting="", placement="uniform", budget=m,
+                seed=seed)
+        add({"acc1": iso - 10, "gflops": g}, variant="parent", method="patchdropout", setting="",
+            placement="grid_random", budget=m, seed=0)
+        add({"acc1": iso - 5, "gflops": g}, variant="grid_control", method="spot", setting="",
+            placement="grid_random", budget=m, seed=0)
+    return rows
+
+
+def _pruning_inputs(tmp_path):
+    write_table(_pruning_rows(), tmp_path / "pruning.csv", config={})
+    tp = [dict(experiment="throughput", backbone="cls_in1k", variant="parent", method="vit", budget=36,
+               metric="images_per_s", value=1000.0, batch_size=256),
+          dict(experiment="throughput", backbone="cls_in1k", variant="parent", method="spot_ad", setting="spot_ad",
+               budget=36, keep_ratio=0.7, metric="images_per_s", value=1250.0, batch_size=256)]
+    write_table(tp, tmp_path / "throughput.csv", config={})
+    return {"pruning": [tmp_path / "pruning.csv"], "throughput": [tmp_path / "throughput.csv"]}
+
+
+def test_pruning_table1_reports_changes_against_the_dense_model(tmp_path, config):
+    t = paper.build("pruning_table1", _pruning_inputs(tmp_path), config).set_index("Method")
+    assert list(t.index[:2]) == ["Baseline (dense)", "SPOT-AD"] and "ToMe (r = 2, training-free)" in t.index
+    assert t.loc["SPOT-AD", "Acc@1 (%)"] == 78.0 and t.loc["SPOT-AD", "Δ (points)"] == pytest.approx(-2.0)
+    assert t.loc["SPOT-AD", "GFLOPs Δ (%)"] == pytest.approx(-25.0)
+    assert t.loc["SPOT-AD", "Speed-up (×)"] == pytest.approx(1.25)
+    assert pd.isna(t.loc["EViT", "Throughput (images/s)"])  # not timed: shown as missing, never invented
+
+
+def test_pruning_ablations_price_the_predictor_against_the_heuristic(tmp_path, config):
+    t = paper.build("pruning_ablations", _pruning_inputs(tmp_path), config).set_index("Setting")
+    # every value is below 1 GFLOP: the table says MFLOPs
+    assert t.loc["spot_ad", "Predictor MFLOPs"] == pytest.approx(1000 * (0.75 - 0.72))
+    assert t.loc["spot_ad", "Predictor share (%)"] == pytest.approx(100 * 0.03 / 0.75)
+    assert t.loc["heuristic", "Predictor MFLOPs"] == 0.0 and "evit" not in t.index
+
+
+def test_sampling_vs_pruning_matches_cost_points_and_names_the_winner(tmp_path, config):
+    t = paper.build("sampling_vs_pruning", _pruning_inputs(tmp_path), config).set_index("ρ")
+    assert list(t["m*"]) == [20, 26]  # the budgets whose GFLOPs are closest to SPOT-AD's at ρ = 0.5 and 0.7
+    assert t.loc[0.5, "SPoT best prior"] == pytest.approx(72.0) and t.loc[0.5, "Best prior"] == "uniform"
+    assert t.loc[0.5, "Winner"] == "pruning"  # SPOT-AD 75 > sampling's best 72
+    assert t.loc[0.7, "SPoT Isotropic"] == 79.5 and t.loc[0.7, "Winner"] == "sampling"  # 79.5 > ToMe's 79

@@ -28,6 +28,7 @@ SMALL = {
     "oracle": {"limit": 6, "batch_size": 4, "budgets": [25, 49], "priors": ["isotropic", "uniform"],
                "settings": [{"lr": 3.0e-3, "steps": 1}, {"lr": 1.0e-2, "steps": 2}], "trajectories": {"images": 2}},
     "throughput": {"budgets": [25, 49], "batch_size": [1, 2], "warmup": 0, "repeats": 1},
+    "pruning": {"sweep": [0.5, 0.7], "combined_budgets": [196]},
 }
 
 
@@ -98,3 +99,57 @@ def test_table3_table5_and_figure5_from_the_paper_preset(run):
     assert "ceiling (ImageNet label noise, Beyer et al. 2020)" in labels and "SPoT-ON (best backbone)" in labels
     fastest = tp[tp.metric == "images_per_s"].groupby("budget").value.max()
     assert list(fig.axes[0].lines[0].get_xdata()) == [fastest[25], fastest[49]]  # SPoT at its fastest batch
+
+
+@pytest.fixture(scope="module")
+def pruning_run(tmp_path_factory, run):
+    """The paper preset's token pruning on the fake ImageNet: a DeiT-T (random weights, stored as `spot checkpoints
+    fetch` stores the hub's) fine-tuned with the paper's SPOT-AD recipe for one short epoch, then `spot pruning` and
+    `spot throughput` for the backbone, as the workflow's rules call them."""
+    import timm
+    from safetensors.torch import save_file
+
+    out, config = run
+    root = out.parent
+    vit = timm.create_model("deit_tiny_patch16_224")
+    downloaded = root / "deit_tiny_model.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(downloaded))
+    assert main(["checkpoints", "fetch", "deit_t", "--dir", str(root / "checkpoints"), "--from", str(downloaded)]) == 0
+    parent = root / "checkpoints" / "deit_t.safetensors"
+    configs = ["--config", "config/paper.yaml", "--config", str(root / "small.yaml")]
+    pruned = root / "models" / "deit_t_prune_spot_ad.safetensors"
+    assert main(["train", *configs, "--recipe", "prune_spot_ad_deit", "--data", str(root / "imagenet"), "--out",
+                 str(pruned), "--parent", str(parent), "--state-dir", str(root / "state"), "--device", "cpu",
+                 "--no-progress", "--set", "epochs=1", "--set", "batch_size=6", "--set", "eval_batch_size=6",
+                 "--set", "data.workers=0"]) == 0
+    models = ["--backbone", "deit_t", "--model", f"parent={parent}", "--model", f"spot_ad={pruned}"]
+    assert main(["pruning", *configs, "--data", str(root / "imagenet"), "--device", "cpu", *models,
+                 "--out", str(out / "pruning.csv")]) == 0
+    assert main(["throughput", *configs, "--backbone", "deit_t", "--model", f"parent={parent}", "--device", "cpu",
+                 "--out", str(out / "throughput_deit_t.csv")]) == 0
+    return out, config, pruned
+
+
+def test_paper_pruning_recipe_fine_tunes_deit_and_records_it(pruning_run):
+    _, _, pruned = pruning_run
+    record = json.loads(pruned.with_suffix(".json").read_text())
+    assert record["format"] == "pruned_vit" and record["backbone"] == "deit_t"
+    assert record["prune"] == {"method": "spot_ad", "keep_ratio": 0.7, "stages": [3, 6, 9], "base_format": "timm_vit",
+                               "settings": {"d_remap": 192, "statistics": ["mean", "variance"], "dynamics": True,
+                                            "heads": "per_head", "shared": False, "attention": True}}
+    assert record["recipe"]["prune"]["rate_weight"] == 2.0 and record["recipe"]["optimizer"]["lr"] == 1e-3
+
+
+def test_paper_pruning_tables_from_the_fake_imagenet(pruning_run):
+    out, config, _ = pruning_run
+    rows = pd.read_csv(out / "pruning.csv")
+    assert set(rows.backbone) == {"deit_t"} and (rows.n_images == 6).all()
+    assert set(rows.keep_ratio.dropna()) == {0.5, 0.7, 1.0}  # the sweep and the dense model
+    assert "spot" not in set(rows.variant)  # DeiT has no SPoT model: no sampling rows
+    tp = pd.read_csv(out / "throughput_deit_t.csv")
+    timed = tp[(tp.metric == "gflops_per_image") & (tp.setting == "spot_ad") & np.isclose(tp.keep_ratio, 0.7)]
+    assert 2 * 0.84 == pytest.approx(timed["value"].iloc[0], abs=0.01)  # DeiT-T + SPOT-AD: 0.84 GMACs (2 FLOPs each)
+    results = {"pruning": [out / "pruning.csv"], "throughput": [out / "throughput_deit_t.csv"]}
+    t1 = paper.build("pruning_table1", results, config)
+    assert list(t1["Method"][:2]) == ["Baseline (dense)", "SPOT-AD"] and set(t1["Model"]) == {"DeiT-T"}
+    assert t1.set_index("Method").loc["SPOT-AD", "GFLOPs Δ (%)"] == pytest.approx(100 * (0.844 / 1.254 - 1), abs=0.5)

@@ -39,11 +39,33 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     done = snakemake("-n", "--cores", "8", "--configfile", "config/paper.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
-    assert counts["fetch_checkpoint"] == 4  # cls_in1k, cls_in21k, mae_in1k (+decoder), mae_in1k_ft
+    # cls_in1k, cls_in21k, mae_in1k (+decoder), mae_in1k_ft; DeiT-S and DeiT-T (token pruning)
+    assert counts["fetch_checkpoint"] == 6
     assert counts["train_chain_stage"] == 8  # 2 supervised retrofits + MAE retrofit & fine-tune, and grid controls
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
-    assert (counts["evaluate"], counts["oracle"], counts["transfer"], counts["throughput"]) == (3, 3, 1, 3)
-    assert (counts["table"], counts["figure"]) == (8, 6)  # figures 1–5 and 5b (one panel per backbone)
+    assert (counts["evaluate"], counts["oracle"], counts["transfer"]) == (3, 3, 1)
+    # pruning: DeiT-S/T × SPOT-AD, EViT, DynamicViT-style, heuristic; SPoT + SPOT-AD on the three SPoT models; a
+    # pruning job and a throughput job for each of the five backbones
+    assert (counts["train_pruned"], counts["pruning"], counts["throughput"]) == (2 * 4 + 3, 5, 5)
+    for deit in ("deit_s", "deit_t"):
+        assert f"results/paper/models/{deit}_prune_spot_ad.safetensors" in done.stdout
+        assert f"results/paper/checkpoints/{deit}.safetensors" in done.stdout
+    assert "results/paper/models/cls_in1k_spotprune_spot_ad_spot.safetensors" in done.stdout
+    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure
+    assert (counts["table"], counts["figure"]) == (11, 7)
+
+
+def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
+    done = snakemake("-n", "--cores", "2", "--configfile", "config/pruning_ablations.yaml", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = job_counts(done.stdout)
+    assert counts["train_pruned"] == 3 * (4 + 6 + 1)  # per backbone: 4 methods, 6 ablations, SPoT + SPOT-AD
+    assert "results/pruning_ablations/models/mae_in1k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
+    from spot.recipes import load_config, load_recipe
+
+    config = load_config(workdir / "config" / "pruning_ablations.yaml")
+    assert load_recipe(config, "prune_spot_ad_no_mean").prune.settings == {"statistics": ["variance"]}
+    assert load_recipe(config, "prune_spot_ad_shared").prune.settings == {"shared": True}
 
 
 def resolved_resources(output: str, rule: str) -> dict:
@@ -153,18 +175,27 @@ def test_smoke_preset_end_to_end(workdir):
     done = snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir, timeout=1500)
     assert done.returncode == 0, done.stderr[-5000:]
     out = workdir / "paper_figures" / "smoke"
-    for n in range(1, 9):
+    from spot.paper import ARTIFACTS
+
+    tables = [n for n, a in ARTIFACTS.items() if a.kind == "table"]
+    figures = [n for n, a in ARTIFACTS.items() if a.kind == "figure"]
+    assert {"pruning_table1", "pruning_ablations", "sampling_vs_pruning", "figure_sampling_vs_pruning"} <= set(ARTIFACTS)
+    for name in tables:
         for ext in ("csv", "md", "tex"):
-            assert (out / f"table{n}.{ext}").stat().st_size > 0
-    for n in ["1", "2", "3", "4", "5", "5b"]:
+            assert (out / f"{name}.{ext}").stat().st_size > 0, name
+    for name in figures:
         for ext in ("pdf", "png"):
-            assert (out / f"figure{n}.{ext}").stat().st_size > 0
+            assert (out / f"{name}.{ext}").stat().st_size > 0, name
+    import pandas as pd
+
+    comparison = pd.read_csv(out / "sampling_vs_pruning.csv")  # every cost point has both families measured
+    assert len(comparison) == 3 * 2 and comparison["Winner"].isin(["pruning", "sampling", "tie"]).all()
     from spot.audit import audit
 
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        for target in [out / f"table{n}.csv" for n in range(1, 9)] + [out / f"figure{n}.pdf" for n in ("1", "2", "3", "4", "5", "5b")]:
+        for target in [out / f"{n}.csv" for n in tables] + [out / f"{n}.pdf" for n in figures]:
             links, _ = audit(target.relative_to(workdir))
             assert links and not [link for link in links if link.broken], target
         links, _ = audit(Path("paper_figures/smoke/table5.csv"))

@@ -57,8 +57,15 @@ def prior_label(placement: str) -> str:
 
 
 def label(config: dict, backbone: str) -> str:
-    """The display label of a backbone (``cls_in1k`` → ``CLS-IN1k``), from the config's ``backbones``."""
-    return config.get("backbones", {}).get(str(backbone), {}).get("label", str(backbone))
+    """The display label of a backbone (``cls_in1k`` → ``CLS-IN1k``), from the config's ``backbones`` (else spot's
+    own :data:`~spot.factory.BACKBONES`: ``deit_s`` → ``DeiT-S``)."""
+    entry = config.get("backbones", {}).get(str(backbone))
+    if entry is not None:
+        return entry.get("label", str(backbone))
+    from ..factory import BACKBONES  # a backbone pruned only (pruning.backbones: DeiT-S/T), known by spot
+
+    known = BACKBONES.get(str(backbone))
+    return known.label if known is not None else str(backbone)
 
 
 def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

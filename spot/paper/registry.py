@@ -24,6 +24,7 @@ RESULT_KINDS = {
     "trajectories": "the oracle's Figure 4 trajectories (.trajectories.npz), one per backbone",
     "transfer": "the spot transfer table (Table 4)",
     "throughput": "the spot throughput table (images/s and FLOPs per model, method and budget)",
+    "pruning": "spot pruning tables, one per backbone (pruned models over keep ratios, ToMe, sampling at equal cost)",
     "records": "the records (.json) of the SPoT models, holding the recipes they were trained with",
     "data": "the prepared dataset's manifest (figures draw its images)",
 }

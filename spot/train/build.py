@@ -8,7 +8,7 @@ import torch
 
 from ..recipes import Recipe
 
-__all__ = ["build_training_model", "build_optimizer", "build_scheduler", "timm_kwargs"]
+__all__ = ["build_training_model", "build_optimizer", "build_scheduler", "timm_kwargs", "architecture"]
 
 
 def _is_spot_state(state: dict) -> bool:
@@ -39,6 +39,19 @@ def timm_kwargs(recipe: Recipe, parent=None) -> dict:
     return kw
 
 
+def architecture(recipe: Recipe, parent=None) -> tuple[str, dict]:
+    """(backbone name, timm keyword config) of the recipe's model. A pruning recipe serves any parent: its
+    architecture is the parent's (from its record), with the recipe's own model settings on top."""
+    name, kwargs = recipe.model.backbone, timm_kwargs(recipe, parent)
+    if recipe.task == "prune" and parent is not None:
+        from ..checkpoints import checkpoint_record
+
+        record = checkpoint_record(parent) or {}
+        name = record.get("backbone") or record.get("name") or name
+        kwargs = {**(record.get("timm_kwargs") or {}), **kwargs}
+    return name, kwargs
+
+
 def _load_into(module: torch.nn.Module, state: dict, what: str, log) -> None:
     """Load matching keys; a classifier head of another shape (e.g. 1000 → 10 classes, or none) is left at init."""
     own = module.state_dict()
@@ -55,8 +68,19 @@ def _load_into(module: torch.nn.Module, state: dict, what: str, log) -> None:
 
 
 def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None, log=print):
-    """The module a recipe trains: a timm ViT (grid classify), a SPoTViT (subpixel / grid_subset classify) or a
-    SubpixelMAE (mae), initialised from ``parent`` (a timm ViT, SPoT or MAE-layout checkpoint) or at random."""
+    """The module a recipe trains: a timm ViT (grid classify), a SPoTViT (subpixel / grid_subset classify), a
+    SubpixelMAE (mae) or either classifier wrapped by :func:`spot.prune` (prune), initialised from ``parent``
+    (a timm ViT, SPoT or MAE-layout checkpoint) or at random."""
+    model = _build_model(recipe, parent, log)
+    if recipe.task == "prune":
+        from ..pruning import prune
+
+        p = recipe.prune
+        return prune(model, p.method, p.keep_ratio, stages=p.stages, **(p.settings or {}))
+    return model
+
+
+def _build_model(recipe: Recipe, parent, log):
     from ..factory import create_backbone
     from ..formats import read_state_dict
     from ..models import SPoTViT
@@ -66,7 +90,8 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
     if recipe.init == "scratch" and parent is not None:
         raise ValueError(f"recipe {recipe.name!r} trains from scratch (init: scratch) but a parent was given")
     state = read_state_dict(parent) if parent is not None else None
-    vit = create_backbone(recipe.model.backbone, **timm_kwargs(recipe, parent))
+    name, kwargs = architecture(recipe, parent)
+    vit = create_backbone(name, **kwargs)
     spot_kw = dict(window=recipe.model.window, pe_sigma=recipe.model.pe_sigma)
     if recipe.task == "mae":
         from ..mae import SubpixelMAE
@@ -98,13 +123,25 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
 def build_optimizer(model: torch.nn.Module, recipe: Recipe):
     """timm's optimiser factory: AdamW (or the recipe's), weight decay off for 1-d weights and tokens, and layer-wise
     lr decay by the model's ``group_matcher`` (the stem gets ``lr·decay^(L+1)``, block i ``lr·decay^(L−i)``, the head
-    ``lr``: deeper layers get larger rates)."""
+    ``lr``: deeper layers get larger rates). A pruned model: the wrapped model so, and the pruning method's own
+    parameters (SPOT-AD's predictors) in groups of their own at ``prune.predictor_lr_scale`` × lr."""
     from timm.optim import create_optimizer_v2
+
+    from ..pruning import PrunedViT
 
     o = recipe.optimizer
     kwargs = dict(betas=tuple(o.betas), eps=o.eps) if "adam" in o.name.lower() or "lamb" in o.name.lower() else {}
-    return create_optimizer_v2(model, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
-                               layer_decay=o.layer_decay, **kwargs)
+    backbone = model.model if isinstance(model, PrunedViT) else model
+    optimizer = create_optimizer_v2(backbone, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
+                                    layer_decay=o.layer_decay, **kwargs)
+    if isinstance(model, PrunedViT):
+        params = [p for p in model.method.parameters() if p.requires_grad]
+        lr = recipe.lr * recipe.prune.predictor_lr_scale
+        for decay, group in ((o.weight_decay, [p for p in params if p.ndim > 1]),
+                             (0.0, [p for p in params if p.ndim <= 1])):
+            if group:
+                optimizer.add_param_group({"params": group, "lr": lr, "weight_decay": decay})
+    return optimizer
 
 
 def build_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):

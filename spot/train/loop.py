@@ -44,10 +44,11 @@ def _dist_env() -> tuple[int, int, int]:
 
 
 def _geometry(model) -> tuple[tuple[int, int], int, dict, int | None]:
-    """(patch size, image height, pretrained cfg, num_classes) of a timm ViT, SPoTViT or SubpixelMAE."""
+    """(patch size, image height, pretrained cfg, num_classes) of a timm ViT, SPoTViT, SubpixelMAE or PrunedViT."""
     from ..models import SPoTViT
+    from ..pruning import PrunedViT
 
-    m = getattr(model, "encoder", model)
+    m = model.model if isinstance(model, PrunedViT) else getattr(model, "encoder", model)
     if isinstance(m, SPoTViT):
         return tuple(m.patch_size), m.image_size[0], m.pretrained_cfg, m.num_classes
     return tuple(m.patch_embed.patch_size), m.patch_embed.img_size[0], m.pretrained_cfg or {}, m.num_classes
@@ -121,6 +122,7 @@ class _Run:
     state: ResumableState
     checksums: dict  # of the parent checkpoint and the data manifest, hashed once per run
     progress: Progress
+    teacher: torch.nn.Module | None = None  # task prune: the frozen parent (Eq. 15's KL and token terms)
 
     def amp(self):
         use = self.device.type == "cuda" and self.amp_dtype is not None
@@ -153,10 +155,35 @@ def _loss(run: _Run, x, y):
         target = None
         if run.mixup is not None:
             x, target = run.mixup(x, y)
-        logits = run.train_model(x) if positions is None else run.train_model(x, positions)
+        inputs = (x,) if positions is None else (x, positions)
+        logits = run.train_model(*inputs)
         if target is not None:
-            return SoftTargetCrossEntropy()(logits, target), m
-        return F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing), m
+            loss = SoftTargetCrossEntropy()(logits, target)
+        else:
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        if recipe.task == "prune":
+            loss = loss + _pruning_terms(run, inputs, logits)
+        return loss, m
+
+
+def _pruning_terms(run: _Run, inputs, logits):
+    """Eq. 15 of seed 003 beyond the cross-entropy: λ1·rate + λ2·KL(teacher ‖ student) + λ3·token cosine."""
+    from ..pruning.loss import distillation_loss, rate_loss, token_loss
+
+    p, state = run.recipe.prune, run.model.state
+    total = logits.new_zeros(())
+    rate = rate_loss(state.decisions, p.keep_ratio, state.num_patches)
+    if rate is not None and p.rate_weight:
+        total = total + p.rate_weight * rate
+    if p.distill_weight or p.token_weight:
+        with torch.no_grad():
+            teacher_tokens = run.teacher.forward_features(*inputs)
+            teacher_logits = run.teacher.forward_head(teacher_tokens)
+        if p.distill_weight:
+            total = total + p.distill_weight * distillation_loss(logits, teacher_logits)
+        if p.token_weight:
+            total = total + p.token_weight * token_loss(run.model.last_tokens, teacher_tokens, state)
+    return total
 
 
 def _step(run: _Run, loss) -> bool:
@@ -243,6 +270,11 @@ def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
     np.random.seed(recipe.seed + rank)
     random.seed(recipe.seed + rank)
     model = build_training_model(recipe, parent, log=log if is_main else (lambda *_: None)).to(device)
+    teacher = None
+    if recipe.task == "prune":  # the parent as it was (before any resumed state is loaded), frozen
+        import copy
+
+        teacher = copy.deepcopy(model.model).eval().requires_grad_(False)
     patch, img_size, cfg, num_classes = _geometry(model)
     data = load_data(recipe, data_root, {"img_size": img_size, "mean": cfg.get("mean", (0.5,)),
                                          "std": cfg.get("std", (0.5,))})
@@ -254,7 +286,7 @@ def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
     use_amp = device.type == "cuda" and amp_dtype is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     mixup = None
-    if recipe.task == "classify" and recipe.mixup.active:
+    if recipe.task in ("classify", "prune") and recipe.mixup.active:
         mx = recipe.mixup
         mixup = Mixup(mixup_alpha=mx.mixup_alpha, cutmix_alpha=mx.cutmix_alpha, prob=mx.prob,
                       switch_prob=mx.switch_prob, label_smoothing=recipe.label_smoothing, num_classes=num_classes)
@@ -263,7 +295,7 @@ def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
     state = ResumableState(state_dir, {"recipe": recipe_to_dict(recipe), "world": world,
                                        "inputs": {k: v["sha256"] for k, v in checksums.items()}})
     run = _Run(recipe, model, model, optimizer, scheduler, scaler, generator, sampler, data, batches, device,
-               amp_dtype, mixup, world, is_main, state, checksums, Progress())
+               amp_dtype, mixup, world, is_main, state, checksums, Progress(), teacher)
     resumed = state.resume(run.modules, generator, rank)
     if resumed is not None:
         run.progress = resumed

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
-from .build import timm_kwargs
+from .build import architecture
 
 __all__ = ["Progress", "ResumableState", "save_model", "final_record", "model_format", "STATE_FILE"]
 
@@ -125,7 +125,10 @@ class ResumableState:
 
 def model_format(model) -> str:
     from ..models import SPoTViT
+    from ..pruning import PrunedViT
 
+    if isinstance(model, PrunedViT):
+        return "pruned_vit"
     if isinstance(model, SPoTViT):
         return "spot_vit"
     return "mae" if model.__class__.__name__ == "SubpixelMAE" else "timm_vit"
@@ -136,14 +139,17 @@ def final_record(model, recipe, recipe_dict, parent, checksums, data_root, data,
     inputs = dict(checksums)
     inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
     fmt = model_format(model)
-    kwargs = timm_kwargs(recipe, parent)
+    base = model.model if fmt == "pruned_vit" else model
+    base_fmt = model_format(base)
+    name, kwargs = architecture(recipe, parent)
+    kwargs = dict(kwargs)
     kwargs.pop("drop_path_rate", None)
     record = {
         "format": fmt,
         "origin": f"trained here by `spot train` (recipe {recipe.name})",
-        "backbone": recipe.model.backbone,
+        "backbone": name,
         "timm_kwargs": kwargs,
-        "spot": {"window": recipe.model.window, "pe_sigma": recipe.model.pe_sigma} if fmt != "timm_vit" else None,
+        "spot": {"window": recipe.model.window, "pe_sigma": recipe.model.pe_sigma} if base_fmt != "timm_vit" else None,
         "mae": recipe_dict["mae"] if fmt == "mae" else None,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "recipe": recipe_dict,
@@ -161,4 +167,6 @@ def final_record(model, recipe, recipe_dict, parent, checksums, data_root, data,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": provenance(recipe_dict, seed=recipe.seed, device=device, inputs=inputs),
     }
+    if fmt == "pruned_vit":  # what spot.load_trained needs to rebuild it
+        record["prune"] = {**model.describe(), "base_format": base_fmt}
     return record

@@ -72,6 +72,20 @@ DATA = config["data"]["root"] or f"{RESULTS}/data"
 MODELS = list(config["backbones"])
 
 
+# Token pruning (`pruning:`): the backbones whose classifiers are fine-tuned with every `pruning.models` recipe (the
+# `backbones:` themselves, or extra ones such as DeiT-S/T in the paper preset), and the SPoT backbones, whose SPoT
+# models get the `pruning.combined` recipes. A pruning job per backbone of either kind.
+PRUNING = dict(config.get("pruning") or {})
+for _key in ("models", "combined"):  # a setting mapped to null is switched off (how an overlay removes one)
+    PRUNING[_key] = {k: v for k, v in (PRUNING.get(_key) or {}).items() if v}
+PRUNING_BACKBONES = list(PRUNING.get("backbones") or MODELS) if PRUNING.get("models") else []
+PRUNING_JOBS = list(dict.fromkeys(PRUNING_BACKBONES + (MODELS if PRUNING.get("combined") else [])))
+_clash = set(PRUNING.get("models") or {}) & set(PRUNING.get("combined") or {})
+if _clash or set(PRUNING.get("backbones") or {}) & set(MODELS):
+    raise WorkflowError(f"config: pruning setting or backbone names must be distinct from each other and from "
+                        f"`backbones:` ({sorted(_clash) or sorted(set(PRUNING.get('backbones') or {}) & set(MODELS))})")
+
+
 def _check_recipes():
     """Fail at DAG-build time, with spot's own message, on any recipe the DAG uses that is invalid."""
     load_recipe = spot_module("recipes").load_recipe
@@ -82,6 +96,8 @@ def _check_recipes():
             if spec and spec.startswith("train:"):
                 used.add(spec.split(":", 1)[1])
         used.update(b.get("retrofit", []) + b.get("grid_control", []))
+    used.update(PRUNING["models"].values())
+    used.update(PRUNING["combined"].values())
     for recipe in sorted(used):
         try:
             load_recipe(config, recipe)
@@ -156,6 +172,53 @@ def spot_model(backbone):
     return chain_output(backbone, "spot")
 
 
+ALL_BACKBONES = list(dict.fromkeys(MODELS + PRUNING_JOBS))
+
+
+wildcard_constraints:
+    backbone="|".join(ALL_BACKBONES),
+    setting="|".join(list(PRUNING.get("models") or {}) + list(PRUNING.get("combined") or {})) or "no_setting",
+
+
+def classifier_path(backbone):
+    """The classifier checkpoint of a SPoT backbone or of a pruning-only backbone (`pruning.backbones`)."""
+    if backbone in config["backbones"]:
+        return spec_path(backbone, "classifier")
+    kind, name = PRUNING["backbones"][backbone].split(":", 1)
+    return f"{RESULTS}/checkpoints/{name}.safetensors" if kind == "fetch" else \
+        f"{RESULTS}/models/{backbone}_classifier.safetensors"
+
+
+def pruned_path(backbone, setting):
+    """A pruning fine-tune: `{backbone}_prune_{setting}` (of the classifier) or `{backbone}_spotprune_{setting}`
+    (of the SPoT model)."""
+    base = "spotprune" if setting in (PRUNING.get("combined") or {}) else "prune"
+    return f"{RESULTS}/models/{backbone}_{base}_{setting}.safetensors"
+
+
+def pruning_recipe(setting):
+    return {**(PRUNING.get("models") or {}), **(PRUNING.get("combined") or {})}[setting]
+
+
+def pruning_inputs(backbone):
+    """--model NAME=PATH of one backbone's pruning job."""
+    models = {"parent": classifier_path(backbone)}
+    if backbone in MODELS:
+        models.update(spot=spot_model(backbone), grid_control=chain_output(backbone, "grid_control"))
+        models.update({s: pruned_path(backbone, s) for s in PRUNING.get("combined") or {}})
+    if backbone in PRUNING_BACKBONES:
+        models.update({s: pruned_path(backbone, s) for s in PRUNING.get("models") or {}})
+    return models
+
+
+def throughput_models(backbone):
+    """The models a throughput job times: a SPoT backbone's SPoT model and grid ViT; a pruning-only backbone's
+    classifier."""
+    if backbone in MODELS:
+        return {"spot": spot_model(backbone), "parent": spec_path(backbone, "classifier")}
+    return {"parent": classifier_path(backbone)}
+
+
 def variants(backbone):
     """A backbone's models by variant (the `variant` column of the results): the grid ViT, its SPoT retrofit, and
     the retrofit's grid control."""
@@ -206,7 +269,12 @@ def model_flags(models):
 def result_files(kind):
     """The files of one kind of result (spot.paper.registry.RESULT_KINDS) in this preset."""
     per_model = {"evaluation": "{r}/evaluation/{m}.csv", "oracle": "{r}/oracle/{m}.csv",
-                 "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv"}
+                 "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv",
+                 "pruning": "{r}/pruning/{m}.csv"}
+    if kind == "pruning":
+        return [per_model[kind].format(r=RESULTS, m=m) for m in PRUNING_JOBS]
+    if kind == "throughput":
+        return [per_model[kind].format(r=RESULTS, m=m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
     if kind in per_model:
         return [per_model[kind].format(r=RESULTS, m=m) for m in MODELS]
     if kind == "records":  # Table 7 reads the recipes the SPoT models were trained with

@@ -92,14 +92,16 @@ rule throughput:
     conda:
         "../envs/spot.yaml"
     input:
-        models=lambda w: [spot_model(w.backbone), spec_path(w.backbone, "classifier")],
+        models=lambda w: list(throughput_models(w.backbone).values()),
     output:
         table=report(f"{RESULTS}/throughput/{{backbone}}.csv", category="Results", subcategory="Throughput",
                      caption="../report/throughput.rst"),
         provenance=f"{RESULTS}/throughput/{{backbone}}.json",
     params:
-        settings={"throughput": config["throughput"]},
-        flags=lambda w: model_flags({"spot": spot_model(w.backbone), "parent": spec_path(w.backbone, "classifier")}),
+        settings={"throughput": config["throughput"], "pruning": PRUNING if config["throughput"].get("pruning") else {},
+                  "recipes": {r: recipe_params(r) for r in ((PRUNING.get("models") or {}) | (PRUNING.get("combined")
+                              or {})).values()} if config["throughput"].get("pruning") else {}},
+        flags=lambda w: model_flags(throughput_models(w.backbone)),
     log:
         f"{RESULTS}/logs/throughput_{{backbone}}.log",
     benchmark:

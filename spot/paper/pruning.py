@@ -1,0 +1,261 @@
+"""Token pruning's tables and figure (seed 003 "SPOT-AD" and the comparison neither paper makes): registered builders
+reading ``spot pruning`` and ``spot throughput`` tables. Display labels live here."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._common import label, read_results
+from .registry import figure, table
+
+METHOD_LABELS = {"vit": "Baseline (dense)", "spot_ad": "SPOT-AD", "evit": "EViT", "dynamicvit": "DynamicViT-style",
+                 "heuristic": "Heuristic (CLS attention, seed 003 Tab. 7)", "tome": "ToMe", "spot": "SPoT",
+                 "patchdropout": "PatchDropout"}
+
+
+def _pruning(inputs) -> pd.DataFrame:
+    f = read_results(inputs, "pruning")
+    f["setting"] = f["setting"].fillna("")
+    return f
+
+
+def _speed(inputs, backbone, **match) -> float:
+    """Images/s of one throughput measurement (best over batch sizes), NaN when it was not timed."""
+    if not inputs.get("throughput"):
+        return np.nan
+    tp = read_results(inputs, "throughput")
+    tp = tp[(tp.backbone == backbone) & (tp.metric == "images_per_s")]
+    return _best(tp, match)
+
+
+def _best(frame: pd.DataFrame, match: dict) -> float:
+    """The largest ``value`` among rows matching ``match`` (None: the column is empty or absent), NaN if none."""
+    for key, value in match.items():
+        if key not in frame:
+            if value is None:
+                continue
+            return np.nan
+        frame = frame[frame[key].isna()] if value is None else frame[np.isclose(frame[key], value)] \
+            if isinstance(value, float) else frame[frame[key] == value]
+    return float(frame["value"].max()) if len(frame) else np.nan
+
+
+def _value(f, metric, **match) -> float:
+    for key, value in match.items():
+        f = f[np.isclose(f[key], value)] if isinstance(value, float) else f[f[key] == value]
+    f = f[f.metric == metric]
+    return float(f["value"].mean()) if len(f) else np.nan
+
+
+def _flops_unit(frame: pd.DataFrame) -> pd.DataFrame:
+    """GFLOPs columns in MFLOPs when every value is below 1 G (the embedded ViTs: ≈ 0.035 GFLOPs), so that two
+    decimals still tell methods apart; the column names say which."""
+    columns = [c for c in frame.columns if "GFLOPs" in c and "Δ" not in c and "share" not in c]
+    if columns and frame[columns].abs().max().max() < 1:
+        frame = frame.copy()
+        for c in columns:
+            frame[c] = frame[c] * 1000
+        frame = frame.rename(columns={c: c.replace("GFLOPs", "MFLOPs") for c in columns})
+    return frame
+
+
+def _trained_ratio(f) -> float:
+    r = f["trained_keep_ratio"].dropna()
+    return float(r.iloc[0]) if len(r) else 0.7
+
+
+def _settings(config, key="models") -> list[str]:
+    return list(((config.get("pruning") or {}).get(key) or {}))
+
+
+@table("pruning_table1", reads=("pruning", "throughput"),
+       caption="Token pruning in the format of seed 003's Table 1: per backbone, the dense classifier and every pruning fine-tune at the keep ratio it was trained at (ρ = 0.7), with ToMe at the matching r — Acc@1 (%), its change (points), GFLOPs per image (2 per multiply-add), their change (%), and measured throughput (images/s).")
+def pruning_table1(inputs, config) -> pd.DataFrame:
+    f = _pruning(inputs)
+    rows = []
+    for backbone, b in f.groupby("backbone", sort=False):
+        if not (b.method == "vit").any():
+            continue
+        n0 = int(b.loc[b.method == "vit", "budget"].iloc[0])
+        dense = {"acc": _value(b, "acc1", method="vit"), "g": _value(b, "gflops", method="vit"),
+                 "speed": _speed(inputs, backbone, variant="parent", method="vit", setting=None)}
+        rho = _trained_ratio(b)
+        entries = [("Baseline (dense)", dense)]
+        for setting in _settings(config):
+            s = b[(b.setting == setting) & (b.variant == "parent")]
+            if not len(s):
+                continue
+            method = s["method"].iloc[0]
+            entries.append((METHOD_LABELS.get(method, method) + ("" if setting == method else f" [{setting}]"), {
+                "acc": _value(s, "acc1", keep_ratio=rho), "g": _value(s, "gflops", keep_ratio=rho),
+                "speed": _speed(inputs, backbone, setting=setting, keep_ratio=rho)}))
+        t = b[(b.method == "tome") & np.isclose(b.keep_ratio, rho)]
+        if len(t):
+            entries.append((f"ToMe (r = {int(t['r'].iloc[0])}, training-free)", {
+                "acc": _value(t, "acc1"), "g": _value(t, "gflops"),
+                "speed": _speed(inputs, backbone, setting="tome", keep_ratio=rho)}))
+        for name, e in entries:
+            rows.append({"Model": label(config, backbone), "Method": name, "ρ": 1.0 if e is dense else rho,
+                         "Acc@1 (%)": e["acc"], "Δ (points)": e["acc"] - dense["acc"], "GFLOPs": e["g"],
+                         "GFLOPs Δ (%)": 100 * (e["g"] / dense["g"] - 1), "Throughput (images/s)": e["speed"],
+                         "Speed-up (×)": e["speed"] / dense["speed"], "Input tokens": n0})
+    return _flops_unit(pd.DataFrame(rows))
+
+
+@table("pruning_ablations", reads=("pruning",),
+       caption="Pruning ablations in the spirit of seed 003's Tables 2, 7 and 8: every fine-tune of a learned or heuristic method at its training keep ratio — Acc@1 (%), GFLOPs, and the predictor's own cost (GFLOPs beyond the heuristic's at the same token counts) and share of the model's GFLOPs.")
+def pruning_ablations(inputs, config) -> pd.DataFrame:
+    f = _pruning(inputs)
+    rows = []
+    for backbone, b in f.groupby("backbone", sort=False):
+        rho = _trained_ratio(b)
+        same_counts = b[(b.method == "heuristic") & np.isclose(b.keep_ratio, rho)]
+        reference = _value(same_counts, "gflops") if len(same_counts) else np.nan
+        for setting in _settings(config):
+            s = b[(b.setting == setting) & (b.variant == "parent") & np.isclose(b.keep_ratio, rho)]
+            if not len(s) or s["method"].iloc[0] not in ("spot_ad", "dynamicvit", "heuristic"):
+                continue
+            g = _value(s, "gflops")
+            predictor = g - reference if s["method"].iloc[0] != "heuristic" else 0.0
+            rows.append({"Model": label(config, backbone), "Setting": setting,
+                         "Method": METHOD_LABELS.get(s["method"].iloc[0], s["method"].iloc[0]),
+                         "Acc@1 (%)": _value(s, "acc1"), "GFLOPs": g, "Predictor GFLOPs": predictor,
+                         "Predictor share (%)": 100 * predictor / g})
+    return _flops_unit(pd.DataFrame(rows))
+
+
+def _sampling_at(b, gflops: float) -> dict:
+    """The sampling rows (SPoT per prior, PatchDropout, grid control) at the equal-cost budget closest to
+    ``gflops``: {name: (acc, budget, label)}."""
+    s = b[(b.setting == "") & b.method.isin(["spot", "patchdropout"])]
+    g = s[s.metric == "gflops"].groupby("budget")["value"].mean()
+    if not len(g):
+        return {}
+    m = int((g - gflops).abs().idxmin())
+    at = s[(s.budget == m) & (s.metric == "acc1")]
+    spot = at[(at.variant == "spot") & (at.method == "spot")].groupby("placement")["value"].mean()
+    out = {"m": m, "gflops": float(g[m])}
+    if len(spot):
+        out["best"] = (float(spot.max()), spot.idxmax())
+        out["isotropic"] = float(spot.get("isotropic", np.nan))
+    for key, variant, method in (("patchdropout", "parent", "patchdropout"), ("grid_control", "grid_control", "spot")):
+        v = at[(at.variant == variant) & (at.method == method)]["value"]
+        out[key] = float(v.mean()) if len(v) else np.nan
+    return out
+
+
+@table("sampling_vs_pruning", reads=("pruning",),
+       caption="Sampling vs pruning at equal cost: at each keep ratio ρ of SPOT-AD (its GFLOPs the cost point), Acc@1 (%) of every pruning method at the same ρ, SPoT + SPOT-AD on the full grid, and — at the token budget m* whose GFLOPs are closest — SPoT with its best prior and with Isotropic, PatchDropout and the grid control; the family with the higher accuracy wins the point.")
+def sampling_vs_pruning(inputs, config) -> pd.DataFrame:
+    f = _pruning(inputs)
+    pruning_cfg = config.get("pruning") or {}
+    anchor = pruning_cfg.get("equal_cost") or "spot_ad"
+    rows = []
+    for backbone, b in f.groupby("backbone", sort=False):
+        a = b[(b.setting == anchor) & (b.variant == "parent")]
+        if not len(a):
+            continue
+        n0 = int(a["budget"].iloc[0])
+        for rho in sorted(a["keep_ratio"].dropna().unique()):
+            g = _value(a, "gflops", keep_ratio=float(rho))
+            row = {"Model": label(config, backbone), "ρ": float(rho), "GFLOPs": g}
+            pruned = {}
+            for setting in _settings(config) + ["tome"]:
+                s = b[(b.setting == setting) & (b.variant == "parent")]
+                if len(s):
+                    name = METHOD_LABELS.get(s["method"].iloc[0], setting) + ("" if setting in (
+                        s["method"].iloc[0], "tome") else f" [{setting}]")
+                    pruned[name] = _value(s, "acc1", keep_ratio=float(rho))
+            row.update(pruned)
+            combined = {}
+            for setting in _settings(config, "combined"):
+                c = b[(b.setting == setting) & (b.budget == n0)]
+                if len(c):
+                    combined[f"SPoT + SPOT-AD ({n0} tok.)"] = _value(c, "acc1", keep_ratio=float(rho))
+            row.update(combined)
+            sampled = _sampling_at(b, g)
+            if sampled:
+                row.update({"m*": sampled["m"], "m* GFLOPs": sampled["gflops"],
+                            "SPoT best prior": sampled.get("best", (np.nan, ""))[0],
+                            "Best prior": sampled.get("best", (np.nan, ""))[1],
+                            "SPoT Isotropic": sampled.get("isotropic", np.nan),
+                            "PatchDropout": sampled["patchdropout"], "Grid control": sampled["grid_control"]})
+                best_sampling = np.nanmax([row["SPoT best prior"], row["PatchDropout"], row["Grid control"]])
+                best_pruning = np.nanmax(list(pruned.values())) if pruned else np.nan
+                row["Winner"] = "pruning" if best_pruning > best_sampling else \
+                    "sampling" if best_sampling > best_pruning else "tie"
+            rows.append(row)
+    return _flops_unit(pd.DataFrame(rows))
+
+
+@figure("figure_sampling_vs_pruning", reads=("pruning", "throughput", "evaluation"),
+        caption="Sampling vs pruning: Acc@1 (%) against GFLOPs per image (left) and measured throughput (right) per backbone — SPoT (Isotropic, and its best prior per budget) over token budgets, PatchDropout, the grid control, every pruning method over its keep-ratio sweep, ToMe, SPoT + SPOT-AD, and the dense classifier (star).")
+def figure_sampling_vs_pruning(inputs, config):
+    import matplotlib.pyplot as plt
+
+    f = _pruning(inputs)
+    tp = read_results(inputs, "throughput") if inputs.get("throughput") else pd.DataFrame()
+    e = read_results(inputs, "evaluation") if inputs.get("evaluation") else pd.DataFrame()
+    backbones = list(dict.fromkeys(f["backbone"]))
+    fig, axes = plt.subplots(len(backbones), 2, figsize=(10, 3.6 * len(backbones)), squeeze=False)
+
+    def tp_value(backbone, metric, **match):
+        if not len(tp):
+            return np.nan
+        return _best(tp[(tp.backbone == backbone) & (tp.metric == metric)], match)
+
+    for row, backbone in zip(axes, backbones):
+        b = f[f.backbone == backbone]
+        curves = {}  # label → [(gflops, speed, acc)]
+        # sampling: SPoT over the evaluation's budgets and the equal-cost budgets
+        if len(e):
+            ev = e[(e.backbone == backbone) & (e.metric == "acc1") & (e.positions == "placed")]
+            for name, variant, method, placement in (("SPoT (Isotropic)", "spot", "spot", "isotropic"),
+                                                     ("PatchDropout", "parent", "patchdropout", "grid_random"),
+                                                     ("Grid control", "grid_control", "spot", "grid_random")):
+                g = ev[(ev.variant == variant) & (ev.method == method) & (ev.placement == placement)]
+                for m, acc in g.groupby("budget")["value"].mean().items():
+                    kind = "spot" if method == "spot" else "patchdropout"
+                    tvariant = "spot" if method == "spot" else "parent"
+                    curves.setdefault(name, []).append(
+                        (tp_value(backbone, "gflops_per_image", variant=tvariant, method=kind, budget=int(m)),
+                         tp_value(backbone, "images_per_s", variant=tvariant, method=kind, budget=int(m)), acc))
+        sampled = b[(b.setting == "") & b.method.isin(["spot", "patchdropout"])]
+        for (variant, method, placement), g in sampled.groupby(["variant", "method", "placement"]):
+            name = {"parent": "PatchDropout", "grid_control": "Grid control"}.get(variant, f"SPoT ({placement})")
+            if variant == "spot" and placement != "isotropic":
+                continue
+            for m, gg in g.groupby("budget"):
+                kind = "spot" if method == "spot" else "patchdropout"
+                curves.setdefault(name, []).append(
+                    (_value(gg, "gflops"), tp_value(backbone, "images_per_s", setting="equal_cost", method=kind,
+                                                    budget=int(m)), _value(gg, "acc1")))
+        # pruning: every setting over its sweep (the combined models at the full budget), ToMe
+        for setting, s in b[b.setting != ""].groupby("setting", sort=False):
+            method = s["method"].iloc[0]
+            for m, sm in s.groupby("budget"):
+                name = METHOD_LABELS.get(method, method) + ("" if setting in (method, "tome") else f" [{setting}]")
+                if s["variant"].iloc[0] == "spot":
+                    name = f"SPoT + SPOT-AD ({int(m)} tok.)"
+                for rho, sr in sm.groupby("keep_ratio"):
+                    curves.setdefault(name, []).append(
+                        (_value(sr, "gflops"), tp_value(backbone, "images_per_s", setting=setting,
+                                                        keep_ratio=float(rho), budget=int(m)), _value(sr, "acc1")))
+        dense = (_value(b, "gflops", method="vit"), tp_value(backbone, "images_per_s", variant="parent", method="vit",
+                                                           setting=None), _value(b, "acc1", method="vit"))
+        for ax, axis in zip(row, (0, 1)):
+            for name, points in curves.items():
+                points = sorted(p for p in points if np.isfinite(p[axis]) and np.isfinite(p[2]))
+                if points:
+                    style = "o-" if name.startswith("SPoT") and "+" not in name else "s--" if name in (
+                        "PatchDropout", "Grid control") else "^-"
+                    ax.plot([p[axis] for p in points], [p[2] for p in points], style, label=name, markersize=4)
+            if np.isfinite(dense[axis]):
+                ax.plot([dense[axis]], [dense[2]], "k*", markersize=12, label="dense classifier")
+            ax.set_xlabel("GFLOPs per image" if axis == 0 else "throughput (images/s)")
+            ax.set_ylabel("Acc@1 (%)")
+            ax.set_title(f"{label(config, backbone)}: accuracy vs {'GFLOPs' if axis == 0 else 'throughput'}")
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig

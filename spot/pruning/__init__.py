@@ -1,0 +1,41 @@
+"""Token pruning between ViT blocks: SPOT-AD (seed 003) and its baselines, on timm ViTs and SPoT models.
+
+::
+
+    import spot
+    pruned = spot.prune(vit_or_spot_model, method="spot_ad", keep_ratio=0.7)   # or evit, dynamicvit, heuristic, tome
+    logits = pruned(images)              # a SPoT model also takes positions / prior= + num_tokens=
+    pruned.token_counts                  # sequence length entering each block of that forward pass
+
+One module per part: :mod:`.encoder` (the token state and one timm block run with hooks), :mod:`.statistics`
+(SPOT-AD's attention descriptors), :mod:`.predictor` (the learned keep predictor), :mod:`.methods` (the registry
+``PRUNING_METHODS``), :mod:`.model` (:class:`PrunedViT`, :func:`prune`), :mod:`.loss` (seed 003's Eq. 15),
+:mod:`.experiment` (``spot pruning``), :mod:`.catalog` (the methods' names and settings, without torch: what the
+workflow checks configs against). The names below load their module on first use, so that importing
+``spot.pruning.catalog`` does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "encoder": ("TokenState", "attention", "run_block", "softmax_with_policy"),
+    "methods": ("PRUNING_METHODS", "DynamicViT", "EViT", "Heuristic", "PruningMethod", "ScoredPruning", "SpotAD",
+                "ToMe", "default_stages", "keep_counts", "matching_r", "method_settings", "register"),
+    "model": ("PrunedViT", "prune"),
+    "statistics": ("FEATURES", "RunningMoments", "attention_statistics"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,345 @@
+"""``spot pruning``: accuracy and GFLOPs of pruned models, ToMe, and sampling at the same cost (seed 003 Tables 1,
+2, 7, 8; the sampling-vs-pruning comparison).
+
+``evaluate_pruning({name: checkpoint}, data_root, settings, …)`` takes one backbone's models — its grid ViT
+(``parent``; required), SPoT model (``spot``) and grid control (``grid_control``) where it has them, and any number
+of pruning fine-tunes
+(``format: pruned_vit``; the name is the row's ``setting``: ``spot_ad``, ``evit``, ``spot_ad_no_mean`` …) — and
+returns tidy rows (:data:`COLUMNS`):
+
+* the dense parent (``method`` ``vit``) and every pruned model at every keep ratio of ``pruning.sweep`` (a model
+  fine-tuned at ρ = 0.7 evaluated at other ρ: ``trained_keep_ratio`` says which); a pruned SPoT model (SPoT +
+  SPOT-AD) at each of ``pruning.combined_budgets`` input tokens (Isotropic positions);
+* ToMe on the parent (training-free) with the r matching each ρ (:func:`~spot.pruning.methods.matching_r`);
+* sampling at equal cost: for each cost point of the ``pruning.equal_cost`` model, the token budget m* at which the
+  SPoT model costs the closest GFLOPs; there the SPoT model with every prior of ``evaluation.priors`` (stochastic
+  ones per seed), PatchDropout on the parent and the grid control on random grid patches.
+
+Metrics: ``acc1`` (%), ``gflops`` (per image, ``FlopCounterMode``, 2 per multiply–add), ``tokens_out`` (patch tokens
+after the last stage). Images: the evaluation's (``evaluation.split``, its stratified ``limit`` subset, the same
+per-image position streams, so SPoT rows at a budget the evaluation also has are the same numbers).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "configure_parser", "run_from_args"]
+
+COLUMNS = ("experiment", "backbone", "variant", "method", "setting", "placement", "budget", "keep_ratio",
+           "trained_keep_ratio", "r", "seed", "metric", "value", "n_images", "split")
+
+
+@dataclass
+class PruningSettings:
+    """The ``pruning:`` section of the workflow config."""
+
+    # null: the classifiers of the workflow's `backbones:`; or name → classifier spec of backbones pruned only
+    backbones: dict | None = None
+    # setting name → recipe: each fine-tuned from every backbone's classifier (the recipe's prune.method is the method)
+    models: dict = field(default_factory=dict)
+    # setting name → recipe fine-tuned from every backbone's SPoT model (SPoT + SPOT-AD); {} for none
+    combined: dict = field(default_factory=dict)
+    sweep: list = field(default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9])  # keep ratios every model is evaluated at
+    tome: bool = True  # ToMe on the parent at the r matching each keep ratio of the sweep
+    equal_cost: str | None = "spot_ad"  # the setting whose cost points sampling is evaluated at (None: none)
+    combined_budgets: list = field(default_factory=lambda: [18, 36])
+    batch_size: int = 500
+
+    def validate(self) -> "PruningSettings":
+        def bad(key, value, accepted):
+            raise ValueError(f"pruning.{key} = {value!r} is not valid; accepted: {accepted}")
+
+        for key in ("models", "combined"):
+            if not isinstance(getattr(self, key), dict):
+                bad(key, getattr(self, key), "a mapping setting name → recipe name")
+            # a setting mapped to null is switched off (how an overlay removes one)
+            setattr(self, key, {k: v for k, v in getattr(self, key).items() if v})
+        if not isinstance(self.sweep, list) or not self.sweep or not all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in self.sweep):
+            bad("sweep", self.sweep, "a non-empty list of keep ratios in (0, 1]")
+        if self.equal_cost is not None and self.equal_cost not in self.models:
+            bad("equal_cost", self.equal_cost, f"one of pruning.models ({', '.join(self.models) or 'none'}) or null")
+        if not isinstance(self.combined_budgets, list) or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in self.combined_budgets):
+            bad("combined_budgets", self.combined_budgets, "a list of token counts ≥ 1")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad("batch_size", self.batch_size, "an int ≥ 1")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------- measuring
+
+def equal_cost_budget(spot_model, gflops: float, max_budget: int, image_size, in_chans: int, cache: dict) -> int:
+    """The token budget m ≤ ``max_budget`` at which ``spot_model`` (Isotropic positions) costs the GFLOPs closest to
+    ``gflops`` (ties: the smaller m). The cost grows with m, so a bisection counts ~log2(max_budget) budgets
+    (``cache``: m → GFLOPs, shared between calls)."""
+    from ..placement import ImageBatch, place
+    from ..throughput import count_gflops
+
+    device = next(spot_model.parameters()).device
+    one = torch.zeros(1, in_chans, *image_size, device=device)
+
+    def cost(m: int) -> float:
+        if m not in cache:
+            positions = place("isotropic", m, ImageBatch(tuple(image_size), 1, device=device))
+            cache[m] = count_gflops(lambda x, p=positions: spot_model(x, p), one)
+        return cache[m]
+
+    lo, hi = 1, max_budget  # the first m whose cost reaches gflops lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cost(mid) < gflops:
+            lo = mid + 1
+        else:
+            hi = mid
+    return min({lo, max(1, lo - 1)}, key=lambda m: (abs(cost(m) - gflops), m))
+
+
+@torch.inference_mode()
+def _accuracy(net, data, batch_size: int, device, tokens=None) -> float:
+    """Top-1 (%) of ``net`` on ``data``; ``tokens(images, indices)`` → the net's keyword arguments per batch."""
+    correct = 0
+    for images, labels, indices in data.batches(batch_size):
+        images = images.to(device)
+        kwargs = tokens(images, indices) if tokens is not None else {}
+        logits = net(images, **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+        correct += int((logits.argmax(-1).cpu() == labels).sum())
+    return 100.0 * correct / data.n
+
+
+def _gflops(net, data, device, **kwargs) -> float:
+    from ..throughput import count_gflops
+
+    images, _, _ = next(iter(data.batches(1)))
+    return count_gflops(lambda x: net(x, **kwargs), images.to(device))
+
+
+class _Models:
+    """One backbone's checkpoints, opened once, classified by their records."""
+
+    def __init__(self, models: dict):
+        from ..checkpoints import open_checkpoint
+
+        self.checkpoints = {name: open_checkpoint(path, classifier=True, name=name) for name, path in models.items()}
+        self.pruned = {n: c for n, c in self.checkpoints.items() if c.format == "pruned_vit"}
+        if "parent" not in self.checkpoints:
+            raise ValueError("spot pruning needs --model parent=PATH (the backbone's grid ViT)")
+        if self.checkpoints["parent"].format != "timm_vit":
+            raise ValueError(f"--model parent must be a grid ViT (timm_vit), got {self.checkpoints['parent'].format}")
+
+
+def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluation, saliency_settings=None,
+                     device="cpu", backbone: str = "model", log=print) -> list[dict]:
+    """See the module docs. ``evaluation``: the :class:`spot.evaluate.EvaluationSettings` whose images, priors and
+    seeds are used."""
+    from ..data.evaluation import EvalData
+    from ..models import PatchDropoutViT
+    from .methods import matching_r
+    from .model import prune
+
+    device = torch.device(device)
+    settings.validate()
+    opened = _Models(models)
+    parent_ck, spot_ck = opened.checkpoints["parent"], opened.checkpoints.get("spot")
+    vit = parent_ck.grid_vit().to(device).eval()
+    spot = spot_ck.model.to(device).eval() if spot_ck is not None else None
+    mean, std = parent_ck.normalisation
+    data = EvalData.open(data_root, evaluation.split, mean=mean, std=std, limit=evaluation.limit,
+                         subset_seed=evaluation.subset_seed, crop_mode=evaluation.crop_mode,
+                         img_size=vit.patch_embed.img_size[0])
+    if spot_ck is not None and spot_ck.normalisation != (mean, std):
+        raise ValueError(f"the SPoT model was trained with another normalisation ({spot_ck.normalisation}) than its "
+                         f"parent ({(mean, std)}): one image protocol cannot serve both")
+    n0 = vit.patch_embed.num_patches
+    depth = len(vit.blocks)
+    rows = []
+
+    def row(**values):
+        rows.append({c: values.get(c) for c in COLUMNS} | {"experiment": "pruning", "backbone": backbone,
+                                                            "n_images": data.n, "split": evaluation.split})
+
+    def measure(net, base: dict, tokens=None, **gflops_kwargs):
+        t0 = time.time()
+        acc = _accuracy(net, data, settings.batch_size, device, tokens)
+        g = _gflops(net, data, device, **gflops_kwargs)
+        row(**base, metric="acc1", value=acc)
+        row(**base, metric="gflops", value=g)
+        counts = getattr(net, "token_counts", None)
+        if counts:
+            row(**base, metric="tokens_out", value=counts[-1] - net.state.prefix)
+        log(f"[{base.get('setting') or base['method']}] ρ={base.get('keep_ratio')} m={base['budget']}: "
+            f"acc1 {acc:.2f} %, {g:.4f} GFLOPs ({time.time() - t0:.1f} s)")
+        return g
+
+    dense = dict(variant="parent", method="vit", setting="", placement="grid", budget=n0, keep_ratio=1.0)
+    measure(vit, dense)
+    cost_points = []
+    for name, ck in opened.pruned.items():
+        info = ck.record["prune"]
+        model = ck.model.to(device).eval()
+        on_spot = info["base_format"] == "spot_vit"
+        budgets = settings.combined_budgets if on_spot else [n0]
+        for rho in settings.sweep:
+            model.method.keep_ratio = float(rho)
+            for m in budgets:
+                base = dict(variant="spot" if on_spot else "parent", method=info["method"], setting=name,
+                            placement="isotropic" if on_spot else "grid", budget=m, keep_ratio=float(rho),
+                            trained_keep_ratio=info["keep_ratio"])
+                if on_spot:
+                    def tokens(images, indices, m=m):
+                        return {"prior": "isotropic", "num_tokens": m}
+
+                    g = measure(model, base, tokens, prior="isotropic", num_tokens=m)
+                else:
+                    g = measure(model, base)
+                if name == settings.equal_cost and not on_spot:
+                    cost_points.append(g)
+        model.to("cpu")
+    if settings.tome:
+        for rho in settings.sweep:
+            r = matching_r(n0, depth, float(rho))
+            tome = prune(copy.deepcopy(vit), "tome", keep_ratio=float(rho), r=r).eval()
+            measure(tome, dict(variant="parent", method="tome", setting="tome", placement="grid", budget=n0,
+                               keep_ratio=float(rho), r=r))
+    if cost_points and spot is not None:  # a backbone without a SPoT model (DeiT in the paper preset): none
+        cache: dict = {}
+        budgets = sorted({equal_cost_budget(spot, g, n0, data.image_size, spot.in_chans, cache) for g in cost_points})
+        log(f"sampling at the cost of {settings.equal_cost} (ρ in {settings.sweep}): budgets {budgets}")
+        _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, saliency_settings, device, measure,
+                         PatchDropoutViT)
+    return rows
+
+
+def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, saliency_settings, device, measure,
+                     patchdropout_cls) -> None:
+    """SPoT with every prior, PatchDropout and the grid control at the equal-cost budgets."""
+    from ..placement import ImageBatch, ImageStreams, make_placement, place
+    from ..positions import grid_cell_index
+
+    patch = spot.patch_size
+
+    def positions_of(placement, m, seed, images, indices):
+        saliency = None
+        if placement.needs_saliency:
+            from ..saliency import saliency_maps
+
+            saliency = saliency_maps(data, indices, saliency_settings)
+        batch = ImageBatch(tuple(images.shape[-2:]), len(indices), saliency=saliency, patch=patch,
+                           indices=indices.tolist())
+        streams = None if placement.deterministic else ImageStreams("spot-evaluate", seed, data.split)
+        return place(placement, m, batch, streams)
+
+    runs = [("spot", spot, "spot", make_placement(p)) for p in evaluation.priors]
+    runs.append(("parent", patchdropout_cls(vit).eval(), "patchdropout", make_placement("grid_random")))
+    if "grid_control" in opened.checkpoints:
+        runs.append(("grid_control", opened.checkpoints["grid_control"].model.to(device).eval(), "spot",
+                     make_placement("grid_random")))
+    for variant, net, method, placement in runs:
+        for m in budgets:
+            for seed in ([None] if placement.deterministic else evaluation.seeds):
+                def tokens(images, indices, placement=placement, m=m, seed=seed, method=method):
+                    pos = positions_of(placement, m, seed, images, indices)
+                    if method == "patchdropout":
+                        keep = grid_cell_index(pos, tuple(images.shape[-2:]), patch)
+                        return {"keep": keep.expand(len(indices), -1)}
+                    return {"positions": pos}
+
+                one = tokens(*_first(data))
+                measure(net, dict(variant=variant, method=method, setting="", placement=placement.label, budget=m,
+                                  seed=seed), tokens, **one)
+
+
+def _first(data):
+    images, _, indices = next(iter(data.batches(1)))
+    return images, indices
+
+
+def pruning_throughput_runs(vit, settings: PruningSettings, recipes: dict, device) -> list[tuple[dict, object]]:
+    """``(columns, forward)`` for :func:`spot.throughput.measure_throughput` (``extra_runs``): every model of
+    ``settings.models`` (its recipe's method and settings) and ToMe on the grid ViT's architecture at every keep
+    ratio of the sweep, the ``combined`` models on its SPoT model at ``combined_budgets``, and the SPoT model
+    (Isotropic) at the equal-cost budgets. Predictors are untrained: weights do not change the timing."""
+    from ..models import PatchDropoutViT, SPoTViT
+    from ..placement import ImageBatch, place
+    from ..recipes import load_recipe
+    from ..throughput import count_gflops
+    from .methods import matching_r
+    from .model import prune
+
+    vit = copy.deepcopy(vit).eval().to(device)
+    spot = SPoTViT.from_timm(copy.deepcopy(vit)).eval().to(device)
+    H, W = vit.patch_embed.img_size
+    n0, depth = vit.patch_embed.num_patches, len(vit.blocks)
+    one = torch.zeros(1, spot.in_chans, H, W, device=device)
+    config = {"recipes": recipes}
+    runs, costs = [], []
+
+    def pruned(base, recipe_name, rho):
+        p = load_recipe(config, recipe_name).prune
+        return prune(base, p.method, float(rho), stages=p.stages, **(p.settings or {})).eval().to(device), p.method
+
+    for name, recipe_name in settings.models.items():
+        for rho in settings.sweep:
+            net, method = pruned(vit, recipe_name, rho)
+            runs.append((dict(variant="parent", method=method, setting=name, placement="grid", budget=n0,
+                              keep_ratio=float(rho)), net))
+            if name == settings.equal_cost:
+                costs.append(count_gflops(net, one))
+    if settings.tome:
+        for rho in settings.sweep:
+            r = matching_r(n0, depth, float(rho))
+            runs.append((dict(variant="parent", method="tome", setting="tome", placement="grid", budget=n0,
+                              keep_ratio=float(rho), r=r), prune(vit, "tome", float(rho), r=r).eval()))
+    for name, recipe_name in settings.combined.items():
+        for rho in settings.sweep:
+            for m in settings.combined_budgets:
+                net, method = pruned(spot, recipe_name, rho)
+                positions = place("isotropic", m, ImageBatch((H, W), 1, device=device))
+                runs.append((dict(variant="spot", method=method, setting=name, placement="isotropic", budget=m,
+                                  keep_ratio=float(rho)), lambda x, net=net, p=positions: net(x, p)))
+    cache: dict = {}
+    dropout = PatchDropoutViT(vit).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    for m in sorted({equal_cost_budget(spot, g, n0, (H, W), spot.in_chans, cache) for g in costs}):
+        positions = place("isotropic", m, ImageBatch((H, W), 1, device=device))
+        runs.append((dict(variant="spot", method="spot", setting="equal_cost", placement="isotropic", budget=m),
+                     lambda x, p=positions: spot(x, p)))
+        runs.append((dict(variant="parent", method="patchdropout", setting="equal_cost", placement="grid_random",
+                          budget=m), lambda x, m=m: dropout(x, num_tokens=m, generator=generator)))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+def configure_parser(p) -> None:
+    from ..results import add_experiment_arguments
+
+    add_experiment_arguments(p, "pruning")
+    p.epilog = ("--model parent=PATH (the grid ViT) is required; spot=PATH (its SPoT model) adds sampling at equal "
+                "cost, grid_control=PATH the grid control; any other NAME=PATH is a pruning fine-tune (format "
+                "pruned_vit), NAME its setting")
+
+
+def run_from_args(args) -> int:
+    from ..config import config_layers, settings_from_dict
+    from ..evaluate import EvaluationSettings
+    from ..results import experiment_settings, input_checksums, parse_model_args, write_table
+
+    started = time.time()
+    config, evaluation, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
+    settings = settings_from_dict(PruningSettings, config.get("pruning"), "pruning").validate()
+    models = parse_model_args(args.model)
+    rows = evaluate_pruning(models, args.data, settings, evaluation, saliency, device=device, backbone=args.backbone)
+    provenance_config = {"pruning": dataclasses.asdict(settings), "evaluation": dataclasses.asdict(evaluation),
+                         "backbone": args.backbone, "models": {k: str(v) for k, v in models.items()},
+                         "data": str(args.data), "config_files": config_layers(args)}
+    out = write_table(rows, args.out, config=provenance_config,
+                      inputs=input_checksums(checkpoints=models, data_root=args.data), seed=evaluation.seeds,
+                      device=device, started=started)
+    print(f"spot pruning: {len(rows)} rows for {len(models)} model(s) in {time.time() - started:.0f} s → {out}")
+    return 0
