@@ -251,7 +251,13 @@ def recipe_from_dict(values: dict, name: str = "recipe") -> Recipe:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
-    return dataclasses.asdict(recipe)
+    """The recipe as plain values (records, the resumable state's identity, the workflow's params). ``prune`` only
+    for a pruning recipe: the section has no meaning for the others, and adding it must not make their runs look
+    changed (a changed param re-runs a workflow job)."""
+    values = dataclasses.asdict(recipe)
+    if recipe.task != "prune":
+        values.pop("prune")
+    return values
 
 
 def load_recipe(config, name: str, overrides: dict | None = None) -> Recipe:

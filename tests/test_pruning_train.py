@@ -164,8 +164,9 @@ def test_pruning_experiment_measures_every_model_tome_and_sampling_at_equal_cost
     run(tmp_path, "evit", pruning(method="evit", keep_ratio=0.7), canvas, parent=parent)
     models = {"parent": parent, "spot": tmp_path / "spot.safetensors", "grid_control": tmp_path / "ctrl.safetensors",
               "evit": tmp_path / "evit.safetensors"}
-    settings = PruningSettings(models={"evit": "prune_evit"}, sweep=[0.5, 0.9], equal_cost="evit")
-    evaluation = EvaluationSettings(limit=60, priors=["isotropic", "uniform"], seeds=[0, 1]).validate()
+    settings = PruningSettings(models={"evit": "prune_evit"}, sweep=[0.5, 0.9], equal_cost="evit",
+                               equal_cost_priors=["isotropic", "uniform"])
+    evaluation = EvaluationSettings(limit=60, priors=["isotropic", "uniform", "center"], seeds=[0, 1]).validate()
     rows = evaluate_pruning(models, canvas, settings, evaluation, backbone="tiny", log=lambda *_: None)
     import pandas as pd
 
@@ -188,3 +189,14 @@ def test_pruning_experiment_measures_every_model_tome_and_sampling_at_equal_cost
         assert abs(spot_g[closest] - evit[rho]) / evit[rho] < 0.15
     uniform = sampled[(sampled.placement == "uniform") & (sampled.metric == "acc1")]
     assert set(uniform["seed"]) == {0, 1}
+    # only pruning.equal_cost_priors, not every prior of the evaluation
+    assert set(sampled[sampled.variant == "spot"]["placement"]) == {"isotropic", "uniform"}
+
+
+def test_pruning_settings_name_the_bad_value():
+    from spot.pruning.experiment import PruningSettings
+
+    with pytest.raises(ValueError, match="pruning.equal_cost_priors.*isotropic"):
+        PruningSettings(models={"evit": "prune_evit"}, equal_cost="evit", equal_cost_priors=["isotropc"]).validate()
+    with pytest.raises(ValueError, match="pruning.sweep"):
+        PruningSettings(models={"evit": "prune_evit"}, equal_cost="evit", sweep=[0.0, 0.5]).validate()

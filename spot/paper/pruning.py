@@ -222,9 +222,10 @@ def figure_sampling_vs_pruning(inputs, config):
                          tp_value(backbone, "images_per_s", variant=tvariant, method=kind, budget=int(m)), acc))
         sampled = b[(b.setting == "") & b.method.isin(["spot", "patchdropout"])]
         for (variant, method, placement), g in sampled.groupby(["variant", "method", "placement"]):
-            name = {"parent": "PatchDropout", "grid_control": "Grid control"}.get(variant, f"SPoT ({placement})")
             if variant == "spot" and placement != "isotropic":
                 continue
+            # the same curves as the evaluation's, at the equal-cost budgets
+            name = {"parent": "PatchDropout", "grid_control": "Grid control"}.get(variant, "SPoT (Isotropic)")
             for m, gg in g.groupby("budget"):
                 kind = "spot" if method == "spot" else "patchdropout"
                 curves.setdefault(name, []).append(

@@ -12,8 +12,9 @@ returns tidy rows (:data:`COLUMNS`):
   SPOT-AD) at each of ``pruning.combined_budgets`` input tokens (Isotropic positions);
 * ToMe on the parent (training-free) with the r matching each ρ (:func:`~spot.pruning.methods.matching_r`);
 * sampling at equal cost: for each cost point of the ``pruning.equal_cost`` model, the token budget m* at which the
-  SPoT model costs the closest GFLOPs; there the SPoT model with every prior of ``evaluation.priors`` (stochastic
-  ones per seed), PatchDropout on the parent and the grid control on random grid patches.
+  SPoT model costs the closest GFLOPs; there the SPoT model with every prior of ``pruning.equal_cost_priors``
+  (default: ``evaluation.priors``; stochastic ones per seed), PatchDropout on the parent and the grid control on
+  random grid patches.
 
 Metrics: ``acc1`` (%), ``gflops`` (per image, ``FlopCounterMode``, 2 per multiply–add), ``tokens_out`` (patch tokens
 after the last stage). Images: the evaluation's (``evaluation.split``, its stratified ``limit`` subset, the same
@@ -48,6 +49,8 @@ class PruningSettings:
     tome: bool = True  # ToMe on the parent at the r matching each keep ratio of the sweep
     equal_cost: str | None = "spot_ad"  # the setting whose cost points sampling is evaluated at (None: none)
     combined_budgets: list = field(default_factory=lambda: [18, 36])
+    # the SPoT priors evaluated at the equal-cost budgets; None: every prior of `evaluation.priors`
+    equal_cost_priors: list | None = None
     batch_size: int = 500
 
     def validate(self) -> "PruningSettings":
@@ -67,6 +70,13 @@ class PruningSettings:
         if not isinstance(self.combined_budgets, list) or not all(
                 isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in self.combined_budgets):
             bad("combined_budgets", self.combined_budgets, "a list of token counts ≥ 1")
+        if self.equal_cost_priors is not None:
+            from ..placement import PLACEMENTS
+
+            if not isinstance(self.equal_cost_priors, list) or not self.equal_cost_priors or any(
+                    p not in PLACEMENTS for p in self.equal_cost_priors):
+                bad("equal_cost_priors", self.equal_cost_priors,
+                    f"null or a non-empty list of placement names ({', '.join(sorted(PLACEMENTS))})")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             bad("batch_size", self.batch_size, "an int ≥ 1")
         return self
@@ -210,14 +220,14 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
         cache: dict = {}
         budgets = sorted({equal_cost_budget(spot, g, n0, data.image_size, spot.in_chans, cache) for g in cost_points})
         log(f"sampling at the cost of {settings.equal_cost} (ρ in {settings.sweep}): budgets {budgets}")
-        _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, saliency_settings, device, measure,
-                         PatchDropoutViT)
+        _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, settings.equal_cost_priors or evaluation.priors,
+                         saliency_settings, device, measure, PatchDropoutViT)
     return rows
 
 
-def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, saliency_settings, device, measure,
+def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, priors, saliency_settings, device, measure,
                      patchdropout_cls) -> None:
-    """SPoT with every prior, PatchDropout and the grid control at the equal-cost budgets."""
+    """SPoT with each of ``priors``, PatchDropout and the grid control at the equal-cost budgets."""
     from ..placement import ImageBatch, ImageStreams, make_placement, place
     from ..positions import grid_cell_index
 
@@ -234,7 +244,7 @@ def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, saliency_sett
         streams = None if placement.deterministic else ImageStreams("spot-evaluate", seed, data.split)
         return place(placement, m, batch, streams)
 
-    runs = [("spot", spot, "spot", make_placement(p)) for p in evaluation.priors]
+    runs = [("spot", spot, "spot", make_placement(p)) for p in priors]
     runs.append(("parent", patchdropout_cls(vit).eval(), "patchdropout", make_placement("grid_random")))
     if "grid_control" in opened.checkpoints:
         runs.append(("grid_control", opened.checkpoints["grid_control"].model.to(device).eval(), "spot",
