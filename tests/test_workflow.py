@@ -60,7 +60,13 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
     assert counts["train_pruned"] == 3 * (4 + 6 + 1)  # per backbone: 4 methods, 6 ablations, SPoT + SPOT-AD
-    assert "results/pruning_ablations/models/mae_in1k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
+    # `results_of: embedded`: the default's data, models and experiments are reused (the ablations join its models);
+    # the pruning and throughput results are the preset's own
+    assert "results/embedded/models/mae_in1k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
+    assert "results/pruning_ablations/pruning/mae_in1k.csv" in done.stdout
+    assert "results/pruning_ablations/throughput/mae_in1k.csv" in done.stdout
+    assert "results/pruning_ablations/models" not in done.stdout and "results/pruning_ablations/evaluation" not in \
+        done.stdout
     from spot.recipes import load_config, load_recipe
 
     config = load_config(workdir / "config" / "pruning_ablations.yaml")
@@ -151,6 +157,12 @@ def test_bad_config_values_fail_with_a_clear_message(workdir):
     bad.write_text("extends: config.yaml\nrecipes:\n  retrofit_cls: {optimizer: {layer_decay: 1.5}}\n")
     message = fails("--configfile", str(bad))
     assert "optimizer.layer_decay = 1.5 is not valid" in message
+    # an overlay reusing the default's results may not change what they depend on
+    bad.write_text("extends: config/pruning_ablations.yaml\nevaluation: {limit: 500}\n")
+    message = fails("--configfile", str(bad))
+    assert "results_of = 'embedded'" in message and "changes evaluation" in message
+    bad.write_text("extends: config/pruning_ablations.yaml\nresults_of: nowhere\n")
+    assert "no preset file config/nowhere.yaml" in fails("--configfile", str(bad))
 
 
 def test_lint_is_clean(workdir):

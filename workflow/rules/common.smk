@@ -65,11 +65,41 @@ shell.prefix(("set -euo pipefail; export " + " ".join(
     f"{k}={v if k == 'PATH' else shlex.quote(v)}" for k, v in _JOB_ENV.items()) + "; ").replace("{", "{{").replace("}", "}}"))
 
 PRESET = config["preset"]
-RESULTS = f"results/{PRESET}"
+# `results_of: NAME` (an overlay that only adds to the `pruning:` section, e.g. config/pruning_ablations.yaml): the
+# data, every trained model and the SPoT experiments are preset NAME's own files (results/NAME/…), reused, not
+# recomputed, and new fine-tunes join them there; this preset's pruning and throughput results, and the logs of its
+# tables and figures, are its own (OWN). Checked: the sections those shared files depend on equal NAME's.
+RESULTS_OF = config.get("results_of")
+RESULTS = f"results/{RESULTS_OF or PRESET}"
+OWN = f"results/{PRESET}"
 FIGURES = f"paper_figures/{PRESET}"
-STATE = f"runs/{PRESET}/state"  # resumable training state: deliberately not a declared output
+STATE = f"runs/{RESULTS_OF or PRESET}/state"  # resumable training state: deliberately not a declared output
 DATA = config["data"]["root"] or f"{RESULTS}/data"
 MODELS = list(config["backbones"])
+
+SHARED_SECTIONS = ("data", "backbones", "evaluation", "oracle", "transfer", "saliency", "retrofit", "knn")
+
+
+def _check_results_of(name):
+    """The preset whose results ``results_of`` reuses must agree on every section they depend on."""
+    path = "config.yaml" if name == "embedded" else f"config/{name}.yaml"
+    if not Path(path).exists():
+        raise WorkflowError(f"config: results_of = {name!r}: no preset file {path} (a preset NAME lives in "
+                            f"config/NAME.yaml; `embedded` in config.yaml)")
+    base = spot_module("config").load_configs([path])
+    validate(base, schema="../schemas/config.schema.yaml")
+    if base["preset"] != name:
+        raise WorkflowError(f"config: results_of = {name!r}, but {path} is preset {base['preset']!r}")
+    changed = [k for k in SHARED_SECTIONS if base.get(k) != config.get(k)]
+    changed += [f"recipes.{r}" for r, v in base["recipes"].items() if config["recipes"].get(r) != v]
+    if changed:
+        raise WorkflowError(f"config: results_of = {name!r} reuses that preset's models and experiments, but this "
+                            f"preset changes {', '.join(changed)}: reusing would overwrite its results; drop the "
+                            f"change or `results_of`")
+
+
+if RESULTS_OF:
+    _check_results_of(RESULTS_OF)
 
 
 # Token pruning (`pruning:`): the backbones whose classifiers are fine-tuned with every `pruning.models` recipe (the
@@ -272,9 +302,9 @@ def result_files(kind):
                  "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv",
                  "pruning": "{r}/pruning/{m}.csv"}
     if kind == "pruning":
-        return [per_model[kind].format(r=RESULTS, m=m) for m in PRUNING_JOBS]
+        return [per_model[kind].format(r=OWN, m=m) for m in PRUNING_JOBS]
     if kind == "throughput":
-        return [per_model[kind].format(r=RESULTS, m=m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
+        return [per_model[kind].format(r=OWN, m=m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
     if kind in per_model:
         return [per_model[kind].format(r=RESULTS, m=m) for m in MODELS]
     if kind == "records":  # Table 7 reads the recipes the SPoT models were trained with

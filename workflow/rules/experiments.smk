@@ -94,18 +94,18 @@ rule throughput:
     input:
         models=lambda w: list(throughput_models(w.backbone).values()),
     output:
-        table=report(f"{RESULTS}/throughput/{{backbone}}.csv", category="Results", subcategory="Throughput",
+        table=report(f"{OWN}/throughput/{{backbone}}.csv", category="Results", subcategory="Throughput",
                      caption="../report/throughput.rst"),
-        provenance=f"{RESULTS}/throughput/{{backbone}}.json",
+        provenance=f"{OWN}/throughput/{{backbone}}.json",
     params:
         settings={"throughput": config["throughput"], "pruning": PRUNING if config["throughput"].get("pruning") else {},
                   "recipes": {r: recipe_params(r) for r in ((PRUNING.get("models") or {}) | (PRUNING.get("combined")
                               or {})).values()} if config["throughput"].get("pruning") else {}},
         flags=lambda w: model_flags(throughput_models(w.backbone)),
     log:
-        f"{RESULTS}/logs/throughput_{{backbone}}.log",
+        f"{OWN}/logs/throughput_{{backbone}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/throughput_{{backbone}}.tsv"
+        f"{OWN}/benchmarks/throughput_{{backbone}}.tsv"
     threads: config["resources"]["throughput_threads"]  # above --cores: alone on the machine (timings not shared)
     resources:
         gpu=config["resources"]["eval_gpus"],

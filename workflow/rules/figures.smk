@@ -23,7 +23,7 @@ rule table:
         caption=lambda w: ARTIFACTS[w.name].caption,
         out_dir=lambda w, output: str(Path(output.csv).parent),
     log:
-        f"{RESULTS}/logs/{{name}}.log",
+        f"{OWN}/logs/{{name}}.log",
     shell:
         "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
         " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
@@ -48,7 +48,7 @@ rule figure:
         caption=lambda w: ARTIFACTS[w.name].caption,
         out_dir=lambda w, output: str(Path(output.pdf).parent),
     log:
-        f"{RESULTS}/logs/{{name}}.log",
+        f"{OWN}/logs/{{name}}.log",
     shell:
         "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
         " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"

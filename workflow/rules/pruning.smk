@@ -42,17 +42,17 @@ rule pruning:
         data=data_manifest(),
         models=lambda w: list(pruning_inputs(w.backbone).values()),
     output:
-        table=report(f"{RESULTS}/pruning/{{backbone}}.csv", category="Results", subcategory="Pruning",
+        table=report(f"{OWN}/pruning/{{backbone}}.csv", category="Results", subcategory="Pruning",
                      caption="../report/pruning.rst"),
-        provenance=f"{RESULTS}/pruning/{{backbone}}.json",
+        provenance=f"{OWN}/pruning/{{backbone}}.json",
     params:
         settings={"pruning": PRUNING, "evaluation": config["evaluation"], "saliency": config["saliency"]},
         flags=lambda w: model_flags(pruning_inputs(w.backbone)),
         data=lambda w: data_root(),
     log:
-        f"{RESULTS}/logs/pruning_{{backbone}}.log",
+        f"{OWN}/logs/pruning_{{backbone}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/pruning_{{backbone}}.tsv"
+        f"{OWN}/benchmarks/pruning_{{backbone}}.tsv"
     threads: config["resources"]["threads"]
     resources:
         gpu=config["resources"]["eval_gpus"],
