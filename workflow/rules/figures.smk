@@ -24,8 +24,8 @@ rule table:
         out_dir=lambda w, output: str(Path(output.csv).parent),
     log:
         f"{OWN}/logs/{{name}}.log",
-    shell:
-        "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
+    shell:  # a kernel starts slowly on a loaded 2-core machine: papermill's 60 s default failed once under CI
+        "papermill --start-timeout 600 {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
         " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
 
 
@@ -49,6 +49,6 @@ rule figure:
         out_dir=lambda w, output: str(Path(output.pdf).parent),
     log:
         f"{OWN}/logs/{{name}}.log",
-    shell:
-        "papermill {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
+    shell:  # a kernel starts slowly on a loaded 2-core machine: papermill's 60 s default failed once under CI
+        "papermill --start-timeout 600 {input.notebook} {output.notebook} -r name {wildcards.name} -r inputs {params.inputs:q}"
         " -r config_json \"$SPOT_CONFIG\" -r out_dir {params.out_dir} --cwd . > {log} 2>&1"
