@@ -232,17 +232,22 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
     rows = []
     for columns, forward in runs:
         method, m = columns["method"], columns["budget"]
-        gflops = count_gflops(forward, images[:1])
-        times = _time(forward, images, device, dtype, warmup, repeats)
-        rates = [batch_size / t for t in times]
-        values = dict(images_per_s=statistics.median(rates), images_per_s_min=min(rates),
-                      images_per_s_max=max(rates), ms_per_batch=1e3 * statistics.median(times),
-                      ms_per_batch_min=1e3 * min(times), ms_per_batch_max=1e3 * max(times), gflops_per_image=gflops)
         measurement = dict(common, method=method, placement=METHODS.get(method), budget=m, fraction=m / grid,
                            sequence_length=m + npt, **setup)
         measurement.update({k: v for k, v in columns.items() if k not in ("method", "budget")})
+        values = _timed(forward, images, device, dtype, warmup, repeats)
         rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
     return rows
+
+
+def _timed(forward, images, device, dtype, warmup, repeats) -> dict:
+    """:data:`METRICS` of one forward on the batch ``images``: images/s and ms per batch (median, min, max over the
+    repeats) and GFLOPs per image."""
+    times = _time(forward, images, device, dtype, warmup, repeats)
+    rates = [len(images) / t for t in times]
+    return dict(images_per_s=statistics.median(rates), images_per_s_min=min(rates), images_per_s_max=max(rates),
+                ms_per_batch=1e3 * statistics.median(times), ms_per_batch_min=1e3 * min(times),
+                ms_per_batch_max=1e3 * max(times), gflops_per_image=count_gflops(forward, images[:1]))
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
