@@ -25,7 +25,7 @@ from .oracle import SpotOn, oracle_search  # registers the SPoT-ON placements
 from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
 from .pruning import PRUNING_METHODS, PrunedViT, prune
 from .placement import (PLACEMENTS, PRIORS, ImageBatch, ImageStreams, Placement, Prior, isotropic_layout, make_placement,
-                        make_prior, place, random_patch_subset, sample_positions)
+                        make_prior, place, random_patch_subset, sample_positions, transport_layout)
 from .tokenizer import WindowEmbedding, extract_windows
 from . import timm_models  # noqa: E402,F401 — registers the spot_* models in timm's registry
 
@@ -36,7 +36,7 @@ __all__ = [
     "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
     "SPoTViT", "SubpixelMAE", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
     "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",
-    "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions", "prune", "PrunedViT", "PRUNING_METHODS",
+    "transport_layout", "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions", "prune", "PrunedViT", "PRUNING_METHODS",
 ]
 
 

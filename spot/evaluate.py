@@ -421,7 +421,7 @@ def _groups(measurements: list[_Measurement]) -> list[list[_Measurement]]:
 
 
 def _seeds(placement, settings: EvaluationSettings) -> list:
-    return [None] if placement.deterministic else list(settings.seeds)
+    return list(settings.seeds) if placement.random else [None]
 
 
 def _spot_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Measurement]:

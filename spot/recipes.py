@@ -69,7 +69,9 @@ class TokenSampling:
     token and image, then clamped to the image — so tokens cover continuous positions. ``grid_subset``: m from the same
     schedule, a uniformly random subset of m grid patches per image (the grid control). ``full_share``: that share of
     batches (drawn per batch) is the exact full patch grid instead — for either mode the plain ViT's input, so
-    retrofitting keeps rehearsing the parent's full budget.
+    retrofitting keeps rehearsing the parent's full budget. ``mixture_share``: in ``subpixel`` mode, that share of the
+    other batches takes its positions from one of the ``mixture`` placements (drawn per batch, uniformly; stochastic
+    priors too), so that a retrofit sees the layouts it will be evaluated on, not only jittered Isotropic ones.
     """
 
     mode: str = "grid"  # grid | subpixel | grid_subset
@@ -80,6 +82,8 @@ class TokenSampling:
     prior: str | dict = "isotropic"  # a placement spec (spot.placement); with jitter > 0 a deterministic layout
     jitter: float = 1.0  # fraction of the layout spacing (1.0: anywhere in the token's own cell)
     full_share: float = 0.0  # share of batches on the exact full patch grid (no jitter), the rest from the schedule
+    mixture: list = field(default_factory=list)  # placement specs for mixture_share of the scheduled batches
+    mixture_share: float = 0.0
 
 
 @dataclass
@@ -188,6 +192,15 @@ class Recipe:
                 "layout's points move within their cells")
         if not (isinstance(self.tokens.full_share, (int, float)) and 0 <= self.tokens.full_share <= 1):
             bad("tokens.full_share", self.tokens.full_share, "0 … 1 (share of batches on the full patch grid)")
+        share = self.tokens.mixture_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            bad("tokens.mixture_share", share, "0 … 1 (share of scheduled batches placed by a mixture prior)")
+        if not isinstance(self.tokens.mixture, list) or (share > 0 and not self.tokens.mixture):
+            bad("tokens.mixture", self.tokens.mixture, "a list of placements (non-empty when mixture_share > 0)")
+        if share > 0 and self.tokens.mode != "subpixel":
+            bad("tokens.mixture_share", share, "0 unless tokens.mode is subpixel")
+        for spec in self.tokens.mixture:
+            check_placement(spec, f"recipe {self.name!r}: tokens.mixture")
         if self.data.kind not in ("fmnist", "imagenet"):
             bad("data.kind", self.data.kind, "fmnist, imagenet")
         if not (isinstance(self.data.random_erasing, (int, float)) and 0 <= self.data.random_erasing <= 1):
@@ -252,11 +265,14 @@ def recipe_from_dict(values: dict, name: str = "recipe") -> Recipe:
 
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The recipe as plain values (records, the resumable state's identity, the workflow's params). ``prune`` only
-    for a pruning recipe: the section has no meaning for the others, and adding it must not make their runs look
-    changed (a changed param re-runs a workflow job)."""
+    for a pruning recipe, ``tokens.mixture``/``mixture_share`` only when the share is > 0: settings with no effect
+    on a run must not make it look changed (a changed param re-runs a workflow job)."""
     values = dataclasses.asdict(recipe)
     if recipe.task != "prune":
         values.pop("prune")
+    if not recipe.tokens.mixture_share:
+        values["tokens"].pop("mixture")
+        values["tokens"].pop("mixture_share")
     return values
 
 

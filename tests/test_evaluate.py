@@ -175,7 +175,7 @@ def test_sweep_has_exactly_the_requested_rows(sweep):
     expected = set()
     for variant in ("parent", "grid_control"):
         for prior in s.priors:
-            seeds = [None] if prior == "isotropic" else s.seeds
+            seeds = [None] if prior in ("isotropic", "salient") else s.seeds  # Salient: a layout per map, no draw
             for m, budget_set in budgets:
                 for seed in seeds:
                     for positions in ("placed", "snapped"):
@@ -191,7 +191,7 @@ def test_sweep_has_exactly_the_requested_rows(sweep):
                     expected |= {(variant, method, placement, "placed", m, budget_set, seed, metric)
                                  for metric in ("acc1", "knn")}
     got = [_key(r) for r in sweep.itertuples()]
-    assert len(got) == len(set(got)) == len(expected) == 146
+    assert len(got) == len(set(got)) == len(expected) == 122
     assert set(got) == expected
     assert set(sweep.model_format[sweep.variant == "parent"]) == {"timm_vit"}
     assert set(sweep.tokens_mode[sweep.variant == "grid_control"]) == {"grid_subset"}
@@ -245,10 +245,10 @@ def test_priors_with_settings_are_placements_named_by_their_label(models, canvas
 
 def test_a_seed_gives_the_same_numbers_alone_or_among_others(sweep, models, canvas):
     rows = evaluate_models({"grid_control": models["ctrl"]}, canvas,
-                           _settings(priors=["salient"], budgets=[9], extra_budgets=[], seeds=[1],
+                           _settings(priors=["uniform"], budgets=[9], extra_budgets=[], seeds=[1],
                                      grid_placements=["grid_random"]),
                            SaliencySettings(source="article_mask"), device="cpu", log=lambda *_: None)
-    assert len(rows) == 2 * 2 + 2  # salient (placed, snapped) × 2 metrics + grid_random
+    assert len(rows) == 2 * 2 + 2  # uniform (placed, snapped) × 2 metrics + grid_random
     for r in rows:
         same = sweep[(sweep.variant == "grid_control") & (sweep.method == r["method"]) &
                      (sweep.placement == r["placement"]) & (sweep.positions == r["positions"]) &

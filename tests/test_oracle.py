@@ -188,7 +188,7 @@ def test_tables_match_hand_computations(checkpoints, canvas):
     s = _settings()
     data = EvalData.open(canvas, "test", mean=mean, std=std, limit=s.limit)
     rows, traj = oracle_experiments(model, data, s, backbone="a")
-    assert {r["experiment"] for r in rows} == {"table1", "table2", "table3", "table5", "table6"}
+    assert {r["experiment"] for r in rows} == {"table1", "table2", "table3", "table5", "table6", "controls"}
     assert all(r["n_images"] == 24 for r in rows)
 
     # Table 1 by hand: oracle from Isotropic at 4 tokens, accuracy at the subpixel and at the snapped positions
@@ -407,3 +407,133 @@ def test_table5_knn_classifies_final_positions_against_the_isotropic_bank(checkp
     # without a bank there are no kNN rows
     rows, _ = oracle_experiments(model, data, s, tables=("5",))
     assert {r["metric"] for r in rows} == {"acc1"}
+
+
+# ------------------------------------------------------------------------------------------------ the controls
+
+class PositionsOnly(torch.nn.Module):
+    """A toy classifier whose output depends on the token positions only (the image is ignored): the centroid of
+    the tokens, read by 4 classes pointing right, left, down, up — fully steerable by construction."""
+
+    num_classes, patch_size, image_size = 4, 8, (SIZE, SIZE)
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(400.0))
+
+    def forward(self, images, positions):
+        c = positions.float().mean(1) - 0.5  # (B, 2): (y, x) of the centroid, 0 at the Isotropic start
+        return self.gain * torch.stack([c[:, 1], -c[:, 1], c[:, 0], -c[:, 0]], dim=1)
+
+
+class ImageOnly(torch.nn.Module):
+    """A toy classifier that ignores the positions (its output is a function of the image alone)."""
+
+    num_classes, patch_size, image_size = 4, 8, (SIZE, SIZE)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Linear(SIZE * SIZE, 4)
+
+    def forward(self, images, positions):
+        return self.head(images.flatten(1)) + 0.0 * positions.float().sum((1, 2))[:, None]
+
+
+def _four_class_data(canvas):
+    data = EvalData.open(canvas, "test", mean=MEAN, std=STD, limit=24)
+    data.labels = data.labels % 4
+    return data
+
+
+CONTROLS = dict(budgets=[4, 9], priors=["isotropic"], trajectories={"images": 0})
+
+
+def test_controls_a_positions_only_model_is_fully_steerable(canvas):
+    data = _four_class_data(canvas)
+    rows, _ = oracle_experiments(PositionsOnly(), data, _settings(**CONTROLS), tables=("controls",))
+    assert {r["experiment"] for r in rows} == {"controls"}
+    for b in (4, 9):
+        def v(placement, metric):
+            return _value(rows, placement=placement, budget=b, metric=metric)
+
+        assert v("spot_on_random_target", "target_rate") == 100.0  # every random target reached …
+        assert v("spot_on_random_target", "target_rate_init") <= 40.0  # … from one class for all at the start
+        assert v("spot_on_random_target", "acc1") == 0.0  # a wrong label reached means the true one is lost
+        assert v("spot_on", "acc1") == 100.0  # the oracle "finds" every true label …
+        assert v("spot_on", "blank_acc1") == 100.0  # … on blank images as well: no evidence needed
+        assert v("isotropic", "blank_acc1") == v("isotropic", "acc1")  # (the start ignores the image too)
+        assert v("spot_on_label_free", "acc1") < 50.0  # the label-free search cannot know the label
+    seeds = {r["placement"]: r["seed"] for r in rows}
+    assert seeds["spot_on_random_target"] == 0 and seeds["spot_on"] is None and seeds["spot_on_label_free"] is None
+
+
+def test_controls_a_model_that_ignores_positions_is_not_steerable(canvas):
+    data = _four_class_data(canvas)
+    model = ImageOnly()
+    rows, _ = oracle_experiments(model, data, _settings(**CONTROLS), tables=("controls",))
+    with torch.no_grad():
+        pred = model(data.images, torch.zeros(1, 4, 2)).argmax(-1)
+        blank_pred = model(torch.full_like(data.images[:1], -MEAN[0] / STD[0]), torch.zeros(1, 4, 2)).argmax(-1)
+    acc = 100 * (pred == data.labels).double().mean().item()
+    for b in (4, 9):
+        def v(placement, metric):
+            return _value(rows, placement=placement, budget=b, metric=metric)
+
+        assert v("spot_on_random_target", "target_rate") == v("spot_on_random_target", "target_rate_init") < 100.0
+        assert v("spot_on", "acc1") == v("spot_on_label_free", "acc1") == v("isotropic", "acc1") == \
+            pytest.approx(acc)
+        # blank images: the background canvas, one prediction for all, right for the images of that class only
+        expected = 100 * (data.labels == blank_pred).double().mean().item()
+        assert v("spot_on", "blank_acc1") == v("isotropic", "blank_acc1") == pytest.approx(expected)
+    # the random targets are never the true label, and the draw is the image's own (independent of the batch size)
+    from spot.oracle import random_other_labels
+
+    labels = torch.arange(4).repeat(50)
+    draws = random_other_labels(labels, 4, torch.Generator().manual_seed(0))
+    assert (draws != labels).all() and set(draws.tolist()) == {0, 1, 2, 3}
+    again, _ = oracle_experiments(model, data, _settings(**CONTROLS, batch_size=7), tables=("controls",))
+    assert again == rows
+
+
+def test_cross_model_controls(canvas):
+    """Positions searched towards random targets on a positions-only model carry the targets to its copy, and do
+    nothing to a model that ignores positions; Table 4's rows are the transfer budget's, the others are controls."""
+    data = _four_class_data(canvas)
+    models = {"a": PositionsOnly(), "b": PositionsOnly(), "c": ImageOnly()}
+    settings = TransferSettings(budget=4, budgets=[4, 9], random_target=True)
+    rows = pd.DataFrame(transfer(models, data, settings, _settings(**CONTROLS)))
+    assert set(rows[rows.experiment == "table4"].budget) == {4}
+    assert set(rows[rows.placement == "spot_on_random_target"].experiment) == {"controls"}
+    assert set(rows[(rows.experiment == "controls") & (rows.placement == "spot_on")].budget) == {9}
+
+    def v(src, tgt, metric, budget=9):
+        return rows[(rows.source == src) & (rows.target == tgt) & (rows.metric == metric) &
+                    (rows.budget == budget)].value.item()
+
+    for budget in (4, 9):
+        assert v("a", "a", "random_target_rate", budget) == v("a", "b", "random_target_rate", budget) == 100.0
+        assert v("a", "c", "random_target_rate", budget) == v("a", "c", "random_target_rate_init", budget)
+        assert v("a", "b", "transfer_acc1", budget) == 100.0 and v("b", "a", "transfer_acc1", budget) == 100.0
+        assert v("a", "c", "transfer_delta", budget) == 0.0
+    # without random targets: Table 4's rows and the cross-model oracle at the other budgets only
+    plain = pd.DataFrame(transfer(models, data, TransferSettings(budget=4, budgets=[9]), _settings(**CONTROLS)))
+    assert "spot_on_random_target" not in set(plain.placement)
+    common = ["source", "target", "metric", "budget", "value"]
+    merged = plain[common].merge(rows[common], on=common[:-1], suffixes=("", "_rt"))
+    assert len(merged) == len(plain) and (merged.value == merged.value_rt).all()
+
+
+def test_control_settings_errors():
+    with pytest.raises(ValueError, match="oracle.controls.blank must be one of background, mean"):
+        _settings(controls={"blank": "white"})
+    with pytest.raises(ValueError, match="oracle.controls.random_target must be true or false"):
+        _settings(controls={"random_target": "yes"})
+    with pytest.raises(ValueError, match="unknown key"):
+        _settings(controls={"steer": True})
+    with pytest.raises(ValueError, match="transfer.budgets"):
+        TransferSettings(budgets=[4, 0]).validate()
+    with pytest.raises(ValueError, match="objective must be one of"):
+        oracle_search(PositionsOnly(), torch.zeros(1, 1, SIZE, SIZE), torch.zeros(1, dtype=torch.long),
+                      torch.full((4, 2), 0.5), 1e-2, 2, objective="hinge")
+    assert _settings(controls={"blank": None, "random_target": False, "label_free": False}).controls.any is False

@@ -48,6 +48,71 @@ def _oracle_rows():
     return rows
 
 
+def _transfer_rows():
+    """Table 4 at 4 tokens and the cross-model controls at 4 and 9, from mae_in1k into cls_in1k and back."""
+    base = dict(variant="spot", method="spot", init="isotropic", setting="lr=0.01,steps=10", n_images=100, seed=None)
+    rows = []
+    for b in (4, 9):
+        experiment = "table4" if b == 4 else "controls"
+        for src, tgt in (("mae_in1k", "cls_in1k"), ("cls_in1k", "mae_in1k")):
+            for m, v in (("original_acc1", 30.0 + b), ("transfer_acc1", 60.0 + b), ("transfer_delta", 30.0)):
+                rows.append(dict(base, experiment=experiment, placement="spot_on", source=src, target=tgt,
+                                 budget=b, metric=m, value=v))
+            rows.append(dict(base, experiment="controls", placement="spot_on_random_target", source=src, target=tgt,
+                             budget=b, metric="random_target_rate", value=20.0 + b, seed=0))
+    return rows
+
+
+def _control_rows():
+    base = dict(experiment="controls", backbone="cls_in1k", variant="spot", method="spot", positions="placed",
+                n_images=100, init="isotropic", setting="lr=0.01,steps=10", seed=None)
+    rows = []
+    for b in (4, 9):
+        for placement, metric, value in (("isotropic", "acc1", 50.0), ("spot_on", "acc1", 80.0),
+                                         ("spot_on_label_free", "acc1", 55.0), ("spot_on", "blank_acc1", 70.0),
+                                         ("isotropic", "blank_acc1", 10.0),
+                                         ("spot_on_random_target", "target_rate", 90.0),
+                                         ("spot_on_random_target", "target_rate_init", 11.0)):
+            rows.append(dict(base, placement=placement, budget=b, metric=metric, value=value + b,
+                             init="" if placement == "isotropic" else "isotropic",
+                             setting="none" if placement == "isotropic" else base["setting"]))
+    return rows
+
+
+def _write(tmp_path, **frames):
+    """{kind: [path]} of hand-made result rows written as CSV."""
+    out = {}
+    for kind, rows in frames.items():
+        path = tmp_path / f"{kind}.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        out[kind] = [path]
+    return out
+
+
+def test_controls_table_shows_every_control_beside_spot_on(tmp_path, config):
+    inputs = _write(tmp_path, oracle=_oracle_rows() + _control_rows(), transfer=_transfer_rows())
+    t = paper.build("oracle_controls", inputs, config)
+    assert list(t.columns) == ["Backbone", "Measure", "4 Tok.", "9 Tok."]
+    m = t.set_index("Measure")
+    assert m.loc["SPoT (Isotropic) Acc@1 (%)", "9 Tok."] == 59.0 and m.loc["SPoT-ON Acc@1 (%)", "4 Tok."] == 84.0
+    assert m.loc["SPoT-ON positions from MAE-IN1k Acc@1 (%)", "9 Tok."] == 69.0  # transfer into CLS-IN1k
+    assert m.loc["label-free search (min. entropy) Acc@1 (%)", "4 Tok."] == 59.0
+    assert m.loc["SPoT-ON on blank images Acc@1 (%)", "9 Tok."] == 79.0
+    assert m.loc["SPoT-ON towards a random wrong label: label output (%)", "4 Tok."] == 94.0
+    assert m.loc["the random wrong label output at the start (%)", "4 Tok."] == 15.0
+    assert m.loc["random-wrong-label positions from MAE-IN1k: label output (%)", "9 Tok."] == 29.0
+    assert set(t.Backbone) == {"CLS-IN1k"}  # the rows *into* cls_in1k only
+    # Table 1 shows them at the sparse budget below SPoT-ON; Table 4 keeps its own rows (4 tokens) only
+    t1 = paper.build("table1", _write(tmp_path, oracle=_oracle_rows() + _control_rows() + [
+        dict(experiment="table1", backbone="cls_in1k", variant="spot", method="spot", placement="isotropic", init="",
+             positions="placed", budget=4, setting="none", seed=None, metric="acc1", value=54.0, n_images=100)],
+        transfer=_transfer_rows()), config).set_index("Method")
+    assert t1.loc["Control: SPoT-ON positions from MAE-IN1k Acc@1 (%)", "Acc@1 (%)"] == 64.0
+    assert t1.loc["Control: SPoT-ON on blank images Acc@1 (%)", "Steps"] == "10"
+    t4 = paper.build("table4", _write(tmp_path, transfer=_transfer_rows()), config)
+    assert len(t4) == 2 and set(t4["Original (%)"]) == {34.0}
+
+
 def test_table2_reports_mean_and_std_over_seeds_and_the_oracle_gain_of_every_setting(tmp_path, config):
     e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
     pd.DataFrame(_eval_rows()).to_csv(e, index=False)
@@ -83,11 +148,14 @@ def test_figure5_draws_one_panel_with_gap_and_ceiling(tmp_path, config):
                   for metric in ("images_per_s", "images_per_s_max")]).to_csv(tp, index=False)
     config = {**config, "evaluation": {**config["evaluation"], "budgets": [4, 9]},
               "figures": {"figure5": {"ceiling": {"from": 96.0, "source": "test"}}}}
-    fig = paper.build("figure5", {"throughput": [tp], "evaluation": [e], "oracle": [o]}, config)
+    tr = _write(tmp_path, transfer=_transfer_rows())["transfer"]
+    fig = paper.build("figure5", {"throughput": [tp], "evaluation": [e], "oracle": [o], "transfer": tr}, config)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:3] == ["ViT CLS-IN1k + PatchDropout", "SPoT (best backbone and prior)", "SPoT-ON (best backbone)"]
-    assert "gap" in labels and "ceiling (test)" in labels
+    assert labels[:4] == ["ViT CLS-IN1k + PatchDropout", "SPoT (best backbone and prior)", "SPoT-ON (best backbone)",
+                          "SPoT-ON positions from another model (best backbone)"]
+    assert "gap" in labels and "gap, cross-model" in labels and "ceiling (test)" in labels
+    assert list(ax.lines[3].get_ydata()) == [64.0, 69.0]  # the cross-model oracle into CLS-IN1k
     spot = ax.lines[1]
     assert list(spot.get_xdata()) == [16000.0, 64000 / 9]  # the fastest batch size per budget
     assert list(spot.get_ydata()) == [54.0, 59.0]  # the best prior per budget (Isotropic)
@@ -99,12 +167,16 @@ def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
     e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
     pd.DataFrame(_eval_rows()).to_csv(e, index=False)
     pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    t = paper.build("table5", {"evaluation": [e], "oracle": [o]}, config)
+    t = paper.build("table5", {"evaluation": [e], "oracle": [o], **_write(tmp_path, transfer=_transfer_rows())},
+                    config)
     row = t[t.Prior == "Patch grid (PatchDropout)"].iloc[0]
     assert row["4 Tok. Acc@1 (%)"] == 30.0 and row["4 Tok. kNN (%)"] == 31.0
     assert t[t.Prior == "Uniform"].iloc[0]["4 Tok. Acc@1 (%)"] == 41.0
     on = t[t.Model == "SPoT-ON"].iloc[0]
     assert on["4 Tok. Acc@1 (%)"] == 80.0 and on["4 Tok. kNN (%)"] == 70.0 and "ours" in on["Prior"]
+    cross = t[t.Prior == "SPoT-ON positions from MAE-IN1k Acc@1 (%)"].iloc[0]
+    assert cross["Model"] == "SPoT-ON control (ours)" and cross["4 Tok. Acc@1 (%)"] == 64.0
+    assert t[t.Model == "SPoT"].Oracle.eq("").all()  # no ✓ on a prior (the paper's Salient ✓: see the caption)
 
 
 def test_table4_transfer_rows(tmp_path, config):
@@ -239,3 +311,16 @@ def test_sampling_vs_pruning_matches_cost_points_and_names_the_winner(tmp_path, 
     assert t.loc[0.5, "SPoT best prior"] == pytest.approx(72.0) and t.loc[0.5, "Best prior"] == "uniform"
     assert t.loc[0.5, "Winner"] == "pruning"  # SPOT-AD 75 > sampling's best 72
     assert t.loc[0.7, "SPoT Isotropic"] == 79.5 and t.loc[0.7, "Winner"] == "sampling"  # 79.5 > ToMe's 79
+
+
+def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_path, config):
+    base = dict(experiment="evaluation", backbone="cls_in1k", variant="spot", model_format="spot_vit", method="spot",
+                positions="placed", budget_set="main", n_images=100, metric="acc1", seed=0)
+    rows = [dict(base, placement=p, budget=b, value=v + b)
+            for p, v in (("isotropic", 50.0), ("salient(layout=sample)", 10.0), ("salient", 52.0),
+                         ("salient(blur=0.05)", 48.0)) for b in (4, 9)]
+    t = paper.build("prior_selection", _write(tmp_path, prior_selection=rows), config).set_index("Prior")
+    assert t.loc["Salient", "Chosen"] == "✓" and t.loc["Salient(layout=sample)", "Chosen"] == ""
+    assert t.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0
+    assert t.loc["Salient(layout=sample)", "9 Tok. Acc@1 (%)"] == 19.0
+    assert t.loc["Salient(blur=0.05)", "9 Tok. Δ vs Isotropic (points)"] == -2.0

@@ -27,6 +27,7 @@ SMALL = {
                    "snapped": ["isotropic"], "grid_model_priors": ["isotropic"], "extra_budget_priors": []},
     "oracle": {"limit": 6, "batch_size": 4, "budgets": [25, 49], "priors": ["isotropic", "uniform"],
                "settings": [{"lr": 3.0e-3, "steps": 1}, {"lr": 1.0e-2, "steps": 2}], "trajectories": {"images": 2}},
+    "transfer": {"budgets": [25, 49]},
     "throughput": {"budgets": [25, 49], "batch_size": [1, 2], "warmup": 0, "repeats": 1},
     "pruning": {"sweep": [0.5, 0.7], "combined_budgets": [196]},
 }
@@ -53,6 +54,9 @@ def run(tmp_path_factory):
     model = ["--backbone", "cls_in1k", "--model", f"spot={record}"]
     assert main(["evaluate", *common, *model, "--out", str(out / "evaluation.csv")]) == 0
     assert main(["oracle", *common, *model, "--out", str(out / "oracle.csv")]) == 0
+    # the cross-model controls need two models: the release's checkpoint under two backbone names
+    assert main(["transfer", *common, "--model", f"cls_in1k={record}", "--model", f"cls_in21k={record}",
+                 "--out", str(out / "transfer.csv")]) == 0
     assert main(["throughput", *configs, *model, "--device", "cpu", "--out", str(out / "throughput.csv")]) == 0
     return out, load_configs(["config/paper.yaml", small])
 
@@ -80,7 +84,7 @@ def test_official_checkpoints_are_normalised_as_the_release(run):
 def test_table3_table5_and_figure5_from_the_paper_preset(run):
     out, config = run
     results = {"evaluation": [out / "evaluation.csv"], "oracle": [out / "oracle.csv"],
-               "throughput": [out / "throughput.csv"]}
+               "throughput": [out / "throughput.csv"], "transfer": [out / "transfer.csv"]}
     t3 = paper.build("table3", results, config)
     assert list(t3.columns) == ["Backbone", "Statistic", "25 Tok.", "49 Tok."] and len(t3) == 4
     skipped = t3.set_index("Statistic").loc["trajectories skipped, initial score 0 (%)"]
@@ -94,6 +98,11 @@ def test_table3_table5_and_figure5_from_the_paper_preset(run):
     tp = pd.read_csv(out / "throughput.csv")
     assert set(tp.method) == {"spot"} and sorted(set(tp.batch_size)) == [1, 2]  # a sweep; SPoT rows only
     assert tp.device.str.startswith("cpu").all()  # the device of every measurement
+    controls = paper.build("oracle_controls", results, config).set_index("Measure")
+    # the same checkpoint twice: positions searched on one steer the other exactly as they steer it
+    steered = controls.loc["SPoT-ON towards a random wrong label: label output (%)", "49 Tok."]
+    assert controls.loc["random-wrong-label positions from CLS-IN21k: label output (%)", "49 Tok."] == steered
+    assert 0 <= controls.loc["SPoT-ON on blank images Acc@1 (%)", "25 Tok."] <= 100  # the paper preset's blank: mean
     fig = paper.build("figure5", results, config)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "ceiling (ImageNet label noise, Beyer et al. 2020)" in labels and "SPoT-ON (best backbone)" in labels

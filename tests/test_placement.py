@@ -6,7 +6,7 @@ import torch
 from scipy.stats import kstest, qmc, truncnorm
 
 import spot
-from spot.placement import PRIORS
+from spot.placement import PRIORS, make_prior
 
 SIZE = (64, 64)
 
@@ -23,7 +23,7 @@ def test_count_range_and_determinism(name, m):
     assert a.shape == (8, m, 2) and a.dtype == torch.float64
     assert (a >= 0).all() and (a <= 1).all()
     assert torch.equal(a, _sample(name, m))  # same generator state → same positions
-    if not PRIORS[name].deterministic and m > 1:
+    if make_prior(name).random and m > 1:
         assert not torch.equal(a, _sample(name, m, seed=1))
         assert not torch.equal(a[0], a[1])  # a fresh draw per image
     if PRIORS[name].deterministic:
@@ -97,17 +97,44 @@ def test_salient_follows_the_map_and_background_avoids_it():
     sal = torch.ones(32, 32)
     sal[:16, :16] = 9.0  # top-left quadrant holds 9 / (9 + 3) = 75 % of the mass
     g = torch.Generator().manual_seed(0)
-    pos = spot.sample_positions("salient", 400, 10, (32, 32), generator=g, saliency=sal)
+    iid = {"name": "salient", "layout": "sample"}
+    pos = spot.sample_positions(iid, 400, 10, (32, 32), generator=g, saliency=sal)
     in_quadrant = ((pos[..., 0] < 0.5) & (pos[..., 1] < 0.5)).float().mean().item()
     assert in_quadrant == pytest.approx(0.75, abs=0.03)
+    # the default transports the Isotropic layout: the same share, with no draw (and no generator needed)
+    moved = spot.sample_positions("salient", 400, 1, (32, 32), saliency=sal)
+    assert ((moved[..., 0] < 0.5) & (moved[..., 1] < 0.5)).double().mean().item() == pytest.approx(0.75, abs=0.02)
     back = spot.sample_positions("background", 400, 10, (32, 32), generator=g, saliency=sal)
     assert ((back[..., 0] < 0.5) & (back[..., 1] < 0.5)).float().mean().item() == 0.0
     # a single bright pixel: every token lands inside it (sub-pixel jitter within the pixel)
     point = torch.zeros(1, 32, 32)
     point[0, 5, 20] = 1.0
-    p = spot.sample_positions("salient", 50, 1, (32, 32), generator=g, saliency=point)[0]
-    assert ((p[:, 0] * 32).floor() == 5).all() and ((p[:, 1] * 32).floor() == 20).all()
-    assert p.std(0).min() > 0  # jittered, not all on one point
+    for spec in (iid, "salient"):
+        p = spot.sample_positions(spec, 50, 1, (32, 32), generator=g, saliency=point)[0]
+        assert ((p[:, 0] * 32).floor() == 5).all() and ((p[:, 1] * 32).floor() == 20).all()
+        assert p.std(0).min() > 0  # spread inside the pixel, not all on one point
+
+
+def test_salient_transport_spreads_the_isotropic_layout_over_the_region():
+    from spot.placement import transport_layout
+
+    size = (32, 32)
+    # a uniform map gives the Isotropic layout back; a rectangle gets the layout squeezed into it, evenly
+    assert torch.allclose(transport_layout(spot.isotropic_layout(9, size), torch.ones(1, 32, 32, dtype=torch.float64)),
+                          spot.isotropic_layout(9, size)[None])
+    mask = torch.zeros(32, 32)
+    mask[8:24, 4:12] = 1.0
+    p = spot.sample_positions("salient", 4, 1, size, saliency=mask)[0] * 32
+    assert torch.allclose(p, torch.tensor([[12.0, 6.0], [12.0, 10.0], [20.0, 6.0], [20.0, 10.0]], dtype=p.dtype))
+    # a blurred map reaches the outline, a uniform floor beyond it; both stay deterministic per map
+    soft = spot.sample_positions({"name": "salient", "blur": 0.1, "floor": 0.3}, 16, 1, size, saliency=mask)[0] * 32
+    assert soft[:, 1].min() < 4.0 and soft[:, 1].max() > 12.0 and soft[:, 1].max() < 32
+    assert torch.equal(soft, spot.sample_positions({"name": "salient", "blur": 0.1, "floor": 0.3}, 16, 1, size,
+                                                   saliency=mask)[0] * 32)
+    for bad, match in (({"layout": "grid"}, "layout must be one of transport, sample"), ({"blur": -1}, "blur"),
+                       ({"floor": 1.0}, "floor")):
+        with pytest.raises(ValueError, match=match):
+            spot.sample_positions({"name": "salient", **bad}, 4, 1, size, saliency=mask)
 
 
 def test_per_image_saliency_maps():

@@ -9,6 +9,7 @@ import torch
 from helpers import make_canvas
 
 from spot.data.fmnist import CanvasConfig
+from spot.placement import ImageBatch, make_placement
 from spot.recipes import load_recipe, recipe_from_dict
 from spot.train import (
     NonFiniteLossError,
@@ -136,6 +137,30 @@ def test_full_share_rehearses_the_exact_grid_in_that_share_of_batches():
     assert ma == mb and torch.equal(pa, pb)
     with pytest.raises(ValueError, match="full_share"):
         _sampler(full_share=1.5)
+
+
+def test_mixture_share_places_that_share_of_batches_with_the_mixture_priors():
+    s = _sampler(budget="choices", choices=[9], jitter=0.0, mixture=["uniform", "center"], mixture_share=0.5)
+    g = torch.Generator().manual_seed(2)
+    iso, center = s.placement.sample(9, ImageBatch((48, 48), 1)), make_placement("center").sample(9, ImageBatch((48, 48), 1))
+    kinds = {"isotropic": 0, "center": 0, "uniform": 0}
+    for _ in range(300):
+        pos, _ = s(2, g)
+        kind = "isotropic" if torch.equal(pos[:1], iso) else "center" if torch.equal(pos[:1], center) else "uniform"
+        kinds[kind] += 1
+        if kind == "uniform":
+            assert not torch.equal(pos[0], pos[1])  # a stochastic prior draws per image
+    assert 0.4 < kinds["isotropic"] / 300 < 0.6 and 0.17 < kinds["center"] / 300 < 0.33, kinds
+    # mixture_share 0 draws exactly as before, whatever the mixture lists
+    a, b = _sampler(), _sampler(mixture=["uniform"], mixture_share=0.0)
+    pa, ma = a(3, torch.Generator().manual_seed(9))
+    pb, mb = b(3, torch.Generator().manual_seed(9))
+    assert ma == mb and torch.equal(pa, pb)
+    for bad, match in ((dict(mixture_share=0.5), "tokens.mixture"), (dict(mixture=["nope"], mixture_share=0.2),
+                                                                     "unknown placement"),
+                       (dict(mode="grid_subset", mixture=["uniform"], mixture_share=0.2), "mixture_share")):
+        with pytest.raises(ValueError, match=match):
+            _sampler(**bad)
 
 
 def test_a_retrofit_keeps_its_parents_pooling_head_unless_the_recipe_sets_one(tmp_path):

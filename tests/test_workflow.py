@@ -44,6 +44,7 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["train_chain_stage"] == 8  # 2 supervised retrofits + MAE retrofit & fine-tune, and grid controls
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
     assert (counts["evaluate"], counts["oracle"], counts["transfer"]) == (3, 3, 1)
+    assert counts["prior_selection"] == 3  # Salient's candidate settings through each SPoT model
     # pruning: DeiT-S/T × SPOT-AD, EViT, DynamicViT-style, heuristic; SPoT + SPOT-AD on the three SPoT models; a
     # pruning job and a throughput job for each of the five backbones
     assert (counts["train_pruned"], counts["pruning"], counts["throughput"]) == (2 * 4 + 3, 5, 5)
@@ -51,8 +52,9 @@ def test_paper_preset_resolves_the_full_dag(workdir):
         assert f"results/paper/models/{deit}_prune_spot_ad.safetensors" in done.stdout
         assert f"results/paper/checkpoints/{deit}.safetensors" in done.stdout
     assert "results/paper/models/cls_in1k_spotprune_spot_ad_spot.safetensors" in done.stdout
-    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure
-    assert (counts["table"], counts["figure"]) == (11, 7)
+    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure; the oracle's controls
+    # and the prior selection (ours)
+    assert (counts["table"], counts["figure"]) == (13, 7)
 
 
 def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):

@@ -1,21 +1,22 @@
 """SPoT-ON: oracle-guided neighbourhood search over token positions (§3.2, Eq. 3), and the experiments built on it.
 
 * :mod:`spot.oracle.search` — the search (:func:`oracle_search`) and the placements it makes (``spot_on``,
-  ``spot_on_ascent``, ``spot_on_random_label``); the saliency score (Eq. 4) and gain (Eq. 5).
+  ``spot_on_ascent``, ``spot_on_random_label``, and the controls ``spot_on_random_target`` and
+  ``spot_on_label_free``); the saliency score (Eq. 4) and gain (Eq. 5).
 * :mod:`spot.oracle.tables` — :func:`oracle_experiments`: Tables 1, 2, 3, 5 (SPoT-ON rows) and 6, one function each,
-  and Figure 4's trajectories; :mod:`spot.oracle.transfer` — Table 4; :mod:`spot.oracle.trajectories` — their file.
+  and Figure 4's trajectories, and the controls (what SPoT-ON's gain measures); :mod:`spot.oracle.transfer` — Table 4; :mod:`spot.oracle.trajectories` — their file.
 * :mod:`spot.oracle.settings` — the ``oracle:`` and ``transfer:`` config sections; :mod:`spot.oracle.cli` — the
   ``spot oracle`` and ``spot transfer`` commands.
 """
-from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnRandomLabel, correct, oracle_search,
-                     relative_saliency_gain, saliency_scores)
-from .settings import OracleSettings, TrajectorySettings, TransferSettings
+from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
+                     correct, oracle_search, random_other_labels, relative_saliency_gain, saliency_scores)
+from .settings import ControlSettings, OracleSettings, TrajectorySettings, TransferSettings
 from .tables import ROW_COLUMNS, TABLES, KnnBank, oracle_experiments
 from .trajectories import write_trajectories
 from .transfer import TRANSFER_COLUMNS, transfer
 from .cli import configure_parser, configure_transfer_parser, run_from_args, run_transfer_from_args  # noqa: E402
 
-__all__ = ["SearchSetting", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "OracleSettings", "TrajectorySettings",
-           "TransferSettings", "oracle_search", "correct", "relative_saliency_gain", "saliency_scores",
+__all__ = ["SearchSetting", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "SpotOnRandomTarget", "SpotOnLabelFree",
+           "random_other_labels", "OracleSettings", "TrajectorySettings", "ControlSettings", "TransferSettings", "oracle_search", "correct", "relative_saliency_gain", "saliency_scores",
            "oracle_experiments", "KnnBank", "transfer", "write_trajectories", "configure_parser", "run_from_args",
            "configure_transfer_parser", "run_transfer_from_args", "TABLES", "ROW_COLUMNS", "TRANSFER_COLUMNS"]

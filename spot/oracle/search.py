@@ -7,7 +7,11 @@ registered, so a config or :func:`spot.placement.place` can name them — the se
 
 * ``spot_on`` — Eq. 3 for the true labels;
 * ``spot_on_ascent`` — Eq. 3 maximised: the worst placement the search finds (Table 6);
-* ``spot_on_random_label`` — Eq. 3 for a label drawn uniformly at random per image (Table 6's label obfuscation).
+* ``spot_on_random_label`` — Eq. 3 for a label drawn uniformly at random per image (Table 6's label obfuscation);
+* ``spot_on_random_target`` — Eq. 3 for a *wrong* label drawn uniformly per image: whether the search reaches it
+  measures how far positions alone steer the classifier (the steerability control);
+* ``spot_on_label_free`` — the positions that minimise the entropy of the prediction, no label used: what better
+  placement buys without the answer (the label-free control).
 
 Also here: the saliency score of a placement (Eq. 4) and the relative saliency gain (Eq. 5).
 """
@@ -22,8 +26,11 @@ import torch.nn.functional as F
 from ..placement import ImageBatch, Placement, make_placement, register
 from ..tokenizer import extract_windows
 
-__all__ = ["SearchSetting", "oracle_search", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "correct",
-           "pooled", "saliency_scores", "relative_saliency_gain"]
+__all__ = ["SearchSetting", "oracle_search", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "SpotOnRandomTarget",
+           "SpotOnLabelFree", "OBJECTIVES", "random_other_labels", "correct", "pooled", "saliency_scores",
+           "relative_saliency_gain"]
+
+OBJECTIVES = ("cross_entropy", "entropy")  # of the labels (Eq. 3); of the prediction itself (no label)
 
 
 def _is_int(value) -> bool:
@@ -51,14 +58,17 @@ class SearchSetting:
 
 
 def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positions: torch.Tensor, lr: float,
-                  steps: int, *, ascent: bool = False, record_trajectory: bool = False):
+                  steps: int, *, ascent: bool = False, objective: str = "cross_entropy",
+                  record_trajectory: bool = False):
     """SPoT-ON (Eq. 3): optimise the token positions of every image for its label, the encoder frozen.
 
     The model's parameters get ``requires_grad_(False)`` and the model is put in eval mode for the search (both are
     restored afterwards; no gradient is ever accumulated on a parameter). The only leaf is a float64 copy of the
     positions, one set per image — (B, m, 2), an (m, 2) or (1, m, 2) init is shared as the start of every image.
 
-    Each step: ``loss = cross_entropy(model(images, positions), labels, reduction="sum")``, one
+    Each step: ``loss = cross_entropy(model(images, positions), labels, reduction="sum")`` (with
+    ``objective="entropy"`` the summed entropy of the predicted distributions instead; ``labels`` is then unused and
+    may be None), one
     ``torch.optim.AdamW([positions], lr=lr, weight_decay=0)`` step — gradient descent, or ascent (the loss maximised)
     with ``ascent=True`` — then the positions are clamped to [0, 1].
 
@@ -76,6 +86,10 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
         raise ValueError(f"oracle lr must be a number > 0, got {lr!r}")
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"oracle steps must be an int ≥ 1, got {steps!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"oracle objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "cross_entropy" and labels is None:
+        raise ValueError("oracle_search with objective='cross_entropy' needs labels")
     if not isinstance(init_positions, torch.Tensor) or init_positions.shape[-1:] != (2,) or \
             init_positions.dim() not in (2, 3):
         raise ValueError("init_positions must be a tensor of shape (B, m, 2) or (m, 2) holding (y, x) in [0, 1]")
@@ -86,7 +100,7 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
     if init.shape[0] not in (1, B):
         raise ValueError(f"init_positions have batch size {init.shape[0]} but images have {B}")
     positions = init.expand(B, -1, -1).clone().requires_grad_(True)
-    labels = labels.to(images.device)
+    labels = labels.to(images.device) if labels is not None else None
     params = list(model.parameters())
     grad_flags = [p.requires_grad for p in params]
     was_training = model.training
@@ -99,7 +113,7 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
         sign = -1.0 if ascent else 1.0
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(images, positions).float(), labels, reduction="sum")
+            loss = _objective(model(images, positions).float(), labels, objective)
             (sign * loss).backward()
             opt.step()
             with torch.no_grad():
@@ -116,12 +130,29 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
     return final
 
 
+def _objective(logits: torch.Tensor, labels, objective: str) -> torch.Tensor:
+    if objective == "entropy":
+        logp = F.log_softmax(logits, dim=-1)
+        return -(logp.exp() * logp).sum()
+    return F.cross_entropy(logits, labels, reduction="sum")
+
+
+def random_other_labels(labels: torch.Tensor, num_classes: int, generator=None) -> torch.Tensor:
+    """A label ≠ the true one per image, uniform over the other ``num_classes − 1`` classes."""
+    if num_classes < 2:
+        raise ValueError(f"a random other label needs ≥ 2 classes, got {num_classes}")
+    shift = torch.randint(1, num_classes, tuple(labels.shape), generator=generator)
+    return (labels.cpu() + shift) % num_classes
+
+
 @dataclass(frozen=True)
 class _Search(Placement):
     """A search from ``init`` (a placement) with AdamW at ``lr`` for ``steps`` steps (Eq. 3)."""
 
     needs_model: ClassVar[bool] = True
     ascent: ClassVar[bool] = False
+    objective: ClassVar[str] = "cross_entropy"
+    random_targets: ClassVar[bool] = False  # targets() draws labels (from the generator it is given)
     init: object = "isotropic"
     lr: float = 1e-2
     steps: int = 10
@@ -146,7 +177,7 @@ class _Search(Placement):
         """The search from given start positions towards given targets (what :meth:`sample` does after drawing
         them): the final positions, and with ``record_trajectory`` every step."""
         return oracle_search(batch.model, batch.images, targets, init_positions, self.lr, self.steps,
-                             ascent=self.ascent, record_trajectory=record_trajectory)
+                             ascent=self.ascent, objective=self.objective, record_trajectory=record_trajectory)
 
     def sample(self, num_tokens, batch: ImageBatch, generator=None):
         init = self.init.sample(num_tokens, batch, None if self.init.deterministic else generator)
@@ -176,10 +207,36 @@ class SpotOnRandomLabel(_Search):
     """SPoT-ON towards a label drawn uniformly at random per image (Table 6's "label obfuscation")."""
 
     name: ClassVar[str] = "spot_on_random_label"
+    random_targets: ClassVar[bool] = True
 
     def targets(self, batch: ImageBatch, generator=None) -> torch.Tensor:
         classes = int(batch.model.num_classes)
         return torch.randint(0, classes, (batch.batch_size,), generator=generator).to(batch.images.device)
+
+
+@register
+@dataclass(frozen=True)
+class SpotOnRandomTarget(_Search):
+    """SPoT-ON towards a wrong label drawn uniformly per image: the steerability control (does the search make the
+    model say whatever it is asked to?)."""
+
+    name: ClassVar[str] = "spot_on_random_target"
+    random_targets: ClassVar[bool] = True
+
+    def targets(self, batch: ImageBatch, generator=None) -> torch.Tensor:
+        return random_other_labels(batch.labels, int(batch.model.num_classes), generator).to(batch.images.device)
+
+
+@register
+@dataclass(frozen=True)
+class SpotOnLabelFree(_Search):
+    """The positions that minimise the entropy of the model's prediction (no label used): the label-free control."""
+
+    name: ClassVar[str] = "spot_on_label_free"
+    objective: ClassVar[str] = "entropy"
+
+    def targets(self, batch: ImageBatch, generator=None):
+        return None
 
 
 @torch.no_grad()

@@ -6,12 +6,37 @@ from dataclasses import dataclass, field
 from ..placement import check_placement
 from .search import SearchSetting, _is_int
 
-__all__ = ["OracleSettings", "TrajectorySettings", "TransferSettings"]
+__all__ = ["OracleSettings", "TrajectorySettings", "ControlSettings", "TransferSettings"]
+
+BLANKS = ("background", "mean")  # what replaces the content in the blank-image control
 
 
 @dataclass
 class TrajectorySettings:
     images: int = 8  # Figure 4: full trajectories of the first N images (0: none)
+
+
+@dataclass
+class ControlSettings:
+    """``oracle.controls``: what else the search can do, measured beside SPoT-ON at every budget (the ``controls``
+    experiment) — how much of its gain is the label written into the positions rather than better-placed evidence."""
+
+    random_target: bool = True  # steerability: the search towards a random wrong label; the share that reaches it
+    blank: str | None = "background"  # SPoT-ON on images whose content is removed: background | mean | None (off)
+    label_free: bool = True  # the positions minimising the prediction's entropy (no label used)
+
+    def validate(self) -> "ControlSettings":
+        for name in ("random_target", "label_free"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"oracle.controls.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.blank is not None and self.blank not in BLANKS:
+            raise ValueError(f"oracle.controls.blank must be one of {', '.join(BLANKS)} or null (off), "
+                             f"got {self.blank!r}")
+        return self
+
+    @property
+    def any(self) -> bool:
+        return self.random_target or self.label_free or self.blank is not None
 
 
 @dataclass
@@ -31,6 +56,7 @@ class OracleSettings:
     # Table 2's initialisations: placement specs (a name, or {name: …, setting: …})
     priors: list = field(default_factory=lambda: ["uniform", "gaussian", "sobol", "isotropic", "center", "salient"])
     trajectories: TrajectorySettings = field(default_factory=TrajectorySettings)
+    controls: ControlSettings = field(default_factory=ControlSettings)
     saliency_window: int = 8
     knn: bool = True  # Table 5's SPoT-ON kNN (ours): queries at the final positions against the evaluation's bank
     seed: int = 0
@@ -62,6 +88,7 @@ class OracleSettings:
             _check_prior(p, "oracle.priors")
         if not _is_int(self.trajectories.images) or self.trajectories.images < 0:
             raise ValueError(f"oracle.trajectories.images must be an int ≥ 0, got {self.trajectories.images!r}")
+        self.controls.validate()
         if not _is_int(self.saliency_window) or self.saliency_window < 1:
             raise ValueError(f"oracle.saliency_window must be an int ≥ 1, got {self.saliency_window!r}")
         if not _is_int(self.seed):
@@ -83,15 +110,32 @@ class OracleSettings:
 
 @dataclass
 class TransferSettings:
-    """The ``transfer:`` section: budget and initial prior of Table 4 (the oracle setting is ``oracle``'s main one)."""
+    """The ``transfer:`` section: budget and initial prior of Table 4 (the oracle setting is ``oracle``'s main one),
+    and the cross-model controls: every budget of ``budgets`` (Table 4's included), and with ``random_target`` the
+    positions searched towards a random wrong label on one model evaluated on the others too."""
 
     budget: int = 4
     prior: object = "isotropic"  # a placement spec
+    budgets: list | None = None  # the cross-model oracle's budgets (None: Table 4's budget only)
+    random_target: bool = False
 
     def validate(self) -> "TransferSettings":
         _check_budget(self.budget, "transfer.budget")
         _check_prior(self.prior, "transfer.prior")
+        if self.budgets is not None:
+            if not isinstance(self.budgets, list) or not self.budgets:
+                raise ValueError(f"transfer.budgets must be a non-empty list of token budgets or null, "
+                                 f"got {self.budgets!r}")
+            for b in self.budgets:
+                _check_budget(b, "transfer.budgets")
+        if not isinstance(self.random_target, bool):
+            raise ValueError(f"transfer.random_target must be true or false, got {self.random_target!r}")
         return self
+
+    @property
+    def all_budgets(self) -> list[int]:
+        """Table 4's budget first, then the other budgets of ``budgets``."""
+        return list(dict.fromkeys([self.budget, *(self.budgets or [])]))
 
 
 def _check_budget(value, where: str) -> int:

@@ -4,12 +4,15 @@
 search once and shares them between the tables (Table 1's search at the sparse budget is Table 5's, Figure 4's …).
 Every measurement is tallied per image under the key of the row it becomes.
 
-Row schema (:data:`ROW_COLUMNS`): ``experiment`` (``table1`` … ``table6``), ``backbone``, ``variant``, ``method``
-(``spot``: the SPoT model's tokenizer), ``placement`` (a prior's label for the start positions, or ``spot_on``,
-``spot_on_ascent``, ``spot_on_random_label``), ``init`` (the start of a search; empty otherwise), ``positions``
-(``placed``, or ``snapped`` to grid-cell centres), ``budget``, ``setting`` (``lr=0.01,steps=10``, or ``none``),
-``seed`` (set where a number depends on a random draw), ``metric``, ``value``, ``n_images``. Accuracies (``acc1``,
-``knn``), deltas, drops, RSG and ``cells_changed`` are in percent, saliency scores in [0, 1], displacements in pixels.
+Row schema (:data:`ROW_COLUMNS`): ``experiment`` (``table1`` … ``table6``, ``controls``), ``backbone``, ``variant``,
+``method`` (``spot``: the SPoT model's tokenizer), ``placement`` (a prior's label for the start positions, or a
+search: ``spot_on``, ``spot_on_ascent``, ``spot_on_random_label``, ``spot_on_random_target``,
+``spot_on_label_free``), ``init`` (the start of a search; empty otherwise), ``positions`` (``placed``, or
+``snapped`` to grid-cell centres), ``budget``, ``setting`` (``lr=0.01,steps=10``, or ``none``), ``seed`` (set where
+a number depends on a random draw), ``metric``, ``value``, ``n_images``. In percent: accuracies (``acc1``, ``knn``,
+``blank_acc1`` on blank images), ``target_rate`` (the share of images whose output is the search's random target)
+and ``target_rate_init`` (the same at the start: chance), deltas, drops, RSG and ``cells_changed``; saliency scores
+are in [0, 1], displacements in pixels.
 
 Random draws come from per-image streams (:class:`spot.placement.ImageStreams`): a stochastic start from
 ``spot-oracle/<placement>/<budget>/<seed>/<split>/<image>``, a random target label from
@@ -26,13 +29,13 @@ import torch
 
 from ..placement import ImageBatch, ImageStreams, make_placement, place
 from ..positions import grid_cell_index, snap_to_grid, to_pixels
-from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnRandomLabel, correct, pooled,
-                     relative_saliency_gain, saliency_scores)
+from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
+                     correct, pooled, relative_saliency_gain, saliency_scores)
 from .settings import OracleSettings
 
 __all__ = ["TABLES", "ROW_COLUMNS", "KnnBank", "oracle_experiments"]
 
-TABLES = ("1", "2", "3", "5", "6")
+TABLES = ("1", "2", "3", "5", "6", "controls")
 ROW_COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "init", "positions", "budget", "setting",
                "seed", "metric", "value", "n_images")
 ISOTROPIC = "isotropic"
@@ -152,10 +155,11 @@ class _Batch:
     """One batch of images and everything the tables share about it — start positions per (placement, budget),
     search results per (search, budget), saliency maps — each computed once."""
 
-    def __init__(self, run: _Run, images, labels, indices):
+    def __init__(self, run: _Run, images, labels, indices, is_blank: bool = False):
         self.run, self.images, self.labels, self.indices = run, images, labels, indices
         self.B, self.size = images.shape[0], tuple(images.shape[-2:])
-        self._start, self._found, self._maps = {}, {}, None
+        self.is_blank = is_blank  # the blank-image control's copy: never records Figure 4's trajectories
+        self._start, self._found, self._maps, self._blank = {}, {}, None, None
 
     def maps(self) -> torch.Tensor:
         if self._maps is None:
@@ -180,24 +184,45 @@ class _Batch:
             self._start[key] = place(p, budget, self.image_batch(p.needs_saliency), streams)
         return self._start[key]
 
+    def targets(self, search) -> torch.Tensor | None:
+        """The labels a search aims at: the batch's own, a random draw per image (its own stream: the same draw
+        whichever tables run, and the same for the blank images and the cross-model control), or None (label-free)."""
+        if not getattr(search, "random_targets", False):
+            return search.targets(self.image_batch())
+        key = ("targets", search.name)
+        if key not in self._found:
+            batch = self.image_batch()
+            streams = ImageStreams("spot-oracle-targets", search.name, self.run.settings.seed, self.run.data.split)
+            self._found[key] = torch.cat([search.targets(batch.image(j), streams.generator(int(i)))
+                                          for j, i in enumerate(batch.indices)])
+        return self._found[key]
+
     def found(self, search, budget: int) -> torch.Tensor:
         """The final positions of a search (a SPoT-ON placement) at ``budget``, from its start placement."""
         key = (search.label, budget)
         if key not in self._found:
-            batch = self.image_batch()
             s = self.run.settings
-            streams = ImageStreams("spot-oracle-targets", search.name, s.seed, self.run.data.split)
-            targets = torch.cat([search.targets(batch.image(j), streams.generator(int(i)))
-                                 for j, i in enumerate(batch.indices)]) if isinstance(search, SpotOnRandomLabel) \
-                else self.labels
-            record = search == self.run.trajectory_search and budget == s.sparse_budget and \
+            record = not self.is_blank and search == self.run.trajectory_search and budget == s.sparse_budget and \
                 bool(self.run.in_trajectories(self.indices).any())
-            out = search.search(batch, self.start(search.init, budget), targets, record_trajectory=record)
+            out = search.search(self.image_batch(), self.start(search.init, budget), self.targets(search),
+                                record_trajectory=record)
             if record:
                 out, trajectory = out
                 self._keep_trajectory(trajectory, out)
             self._found[key] = out
         return self._found[key]
+
+    def blank(self) -> "_Batch":
+        """The same batch with the content removed (``oracle.controls.blank``): every pixel the normalised
+        background (the canvas' 0) or the normalised mean colour (0); labels and indices kept."""
+        if self._blank is None:
+            data = self.run.data
+            fill = 0.0 if self.run.settings.controls.blank == "mean" else \
+                -torch.tensor(data.mean, dtype=self.images.dtype) / torch.tensor(data.std, dtype=self.images.dtype)
+            fill = torch.as_tensor(fill, dtype=self.images.dtype).reshape(-1, 1, 1).to(self.images.device)
+            self._blank = _Batch(self.run, torch.zeros_like(self.images) + fill, self.labels, self.indices,
+                                 is_blank=True)
+        return self._blank
 
     def correct(self, positions) -> torch.Tensor:
         return correct(self.run.model, self.images, self.labels, positions)
@@ -286,8 +311,41 @@ def _table6(b: _Batch, t: _Tally) -> None:
               b.correct(b.found(search, S)))
 
 
+def _controls(b: _Batch, t: _Tally) -> None:
+    """What SPoT-ON's gain measures, at every budget from Isotropic (``oracle.controls``): the label-free search's
+    accuracy; the share of images for which the search towards a random wrong label makes the model output it (and
+    the share that already did at the start: chance); SPoT and SPoT-ON on blank images."""
+    c, model = b.run.settings.controls, b.run.model
+    spot_on = b.run.searches()
+    for m in b.run.settings.budgets:
+        start = b.start(ISOTROPIC, m)
+        key = dict(experiment="controls", budget=m, init=ISOTROPIC, setting=search_label(spot_on))
+        t.add(_Key("controls", ISOTROPIC, m, "acc1"), b.correct(start))
+        t.add(_Key(placement=spot_on.name, metric="acc1", **key), b.correct(b.found(spot_on, m)))
+        if c.label_free:
+            search = b.run.searches(SpotOnLabelFree)
+            t.add(_Key(placement=search.name, metric="acc1", **key), b.correct(b.found(search, m)))
+        if c.random_target:
+            search = b.run.searches(SpotOnRandomTarget)
+            targets = b.targets(search)
+            final = b.found(search, m)
+            t.add(_Key(placement=search.name, metric="target_rate", **key), correct(model, b.images, targets, final))
+            t.add(_Key(placement=search.name, metric="target_rate_init", **key),
+                  correct(model, b.images, targets, start))
+            t.add(_Key(placement=search.name, metric="acc1", **key), b.correct(final))
+        if c.blank is not None:
+            blank = b.blank()
+            t.add(_Key("controls", ISOTROPIC, m, "blank_acc1"), blank.correct(blank.start(ISOTROPIC, m)))
+            t.add(_Key(placement=spot_on.name, metric="blank_acc1", **key), blank.correct(blank.found(spot_on, m)))
+
+
 def search_label(search) -> str:
     return SearchSetting(search.lr, search.steps).label
+
+
+def experiment_name(table: str) -> str:
+    """The ``experiment`` column of a table's rows: ``table1`` … ``table6``, ``controls``."""
+    return f"table{table}" if table.isdigit() else table
 
 
 def _parse_tables(tables) -> tuple[str, ...]:
@@ -325,7 +383,8 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
                          f"{data.image_size}")
     tally = _Tally(keep_values=("rsg",))
     queries = {} if knn_bank is not None and "5" in tables else None
-    runners = {"1": _table1, "2": _table2, "3": _table3, "5": lambda b, t: _table5(b, t, queries), "6": _table6}
+    runners = {"1": _table1, "2": _table2, "3": _table3, "5": lambda b, t: _table5(b, t, queries), "6": _table6,
+               "controls": _controls}
     t0 = time.time()
     for images, labels, indices in data.batches(settings.batch_size):
         batch = _Batch(run, images.to(device), labels.to(device), indices)
@@ -344,7 +403,8 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
 
 # ------------------------------------------------------------------------------------------------------ rows
 
-_PERCENT = ("acc1", "knn")  # tallied as 0/1 per image, reported in %
+_PERCENT = ("acc1", "knn", "blank_acc1", "target_rate", "target_rate_init")  # tallied 0/1 per image, reported in %
+_RANDOM_TARGETS = (SpotOnRandomLabel.name, SpotOnRandomTarget.name)
 
 
 def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict]:
@@ -353,7 +413,7 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
     def _random(key: _Key) -> bool:
         """Whether the number depends on a random draw: a stochastic start, or random target labels."""
         start = run.placements[key.init or key.placement]
-        return not start.deterministic or key.placement == SpotOnRandomLabel.name
+        return start.random or key.placement in _RANDOM_TARGETS
 
     def value_of(key: _Key) -> float:
         return tally.mean(key) * (100.0 if key.metric in _PERCENT else 1.0)
@@ -377,5 +437,5 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
         if key.experiment == "table6" and key.placement != ISOTROPIC:
             base = value_of(_Key("table6", ISOTROPIC, key.budget, "acc1"))
             row(key, metric="drop_vs_isotropic", value=base - value_of(key))
-    order = [f"table{t}" for t in TABLES]
+    order = [experiment_name(t) for t in TABLES]
     return sorted(rows, key=lambda r: order.index(r["experiment"]))  # stable: each table keeps its own order

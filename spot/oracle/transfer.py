@@ -1,4 +1,5 @@
-"""Table 4: SPoT-ON positions found on one model evaluated on another (§4.4)."""
+"""Table 4: SPoT-ON positions found on one model evaluated on another (§4.4), at every budget, and the same for
+positions searched towards random targets (the cross-model controls)."""
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import torch
 
 from ..placement import ImageBatch, ImageStreams, make_placement, place
-from .search import correct, oracle_search
+from .search import SpotOnRandomTarget, correct, oracle_search, random_other_labels
 from .settings import OracleSettings, TransferSettings
 from .tables import _Tally
 
@@ -45,17 +46,22 @@ def _lockstep(datas: dict, batch_size: int):
 
 def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSettings, *, saliency=None,
              log=None) -> list[dict]:
-    """Table 4: for every source model A, SPoT-ON positions S_A from ``transfer.prior`` at ``transfer.budget`` (the
-    main oracle setting), evaluated on every other model B.
+    """Table 4 and the cross-model controls: for every source model A, SPoT-ON positions S_A from ``transfer.prior``
+    (the main oracle setting), evaluated on every other model B — at ``transfer.budget`` (Table 4) and every other
+    budget of ``transfer.budgets``; with ``transfer.random_target`` also the positions R_A searched on A towards a
+    random wrong label per image (the oracle's steerability control, the same draws), evaluated on every model.
 
     ``models``: name → classifying SPoTViT (on its device); ``data``: one ``EvalData``, or name → ``EvalData`` (each
     model's own normalisation of the same images). Every model starts from the same S_0 (drawn once per batch with
-    ``oracle.seed`` for a stochastic prior).
+    ``oracle.seed`` for a stochastic prior, the oracle's own start).
 
-    Rows per ordered pair A → B: ``original_acc1`` (B at S_0), ``transfer_acc1`` (B at S_A) and ``transfer_delta`` =
-    transfer − original, in points: an *improvement* is positive. (The paper's Eq. 6 writes
+    Rows per budget and ordered pair A → B: ``original_acc1`` (B at S_0), ``transfer_acc1`` (B at S_A) and
+    ``transfer_delta`` = transfer − original, in points: an *improvement* is positive. (The paper's Eq. 6 writes
     Δ = E[g_A(I, S_0) = y] − E[g_A(I, S_B) = y], whose sign is the opposite of the ↑ gains it reports; we use the
-    reported convention.) Per model A also ``oracle_acc1`` (source = target = A: A at its own S_A).
+    reported convention.) Per model A also ``oracle_acc1`` (source = target = A: A at its own S_A). With random
+    targets, per pair A → B (B = A included: the steerability of A itself) ``random_target_rate``: the share of
+    images for which B outputs A's target at R_A, and ``random_target_rate_init``: B outputs it at S_0 (chance).
+    ``experiment`` is ``table4`` for Table 4's rows (its budget, true labels), ``controls`` for the others.
     """
     from ..saliency import SaliencySettings
 
@@ -72,7 +78,8 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     prior = make_placement(settings.prior)
     names = list(models)
     split = datas[names[0]].split
-    streams = ImageStreams("spot-oracle", prior.label, settings.budget, oracle.seed, split)
+    target_streams = ImageStreams("spot-oracle-targets", SpotOnRandomTarget.name, oracle.seed, split)
+    classes = int(models[names[0]].num_classes)
     tally = _Tally()
     t0 = time.time()
     for images, labels, indices in _lockstep({n: datas[n] for n in names}, oracle.batch_size):
@@ -82,37 +89,61 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
             from ..saliency import saliency_maps
 
             sal = saliency_maps(datas[names[0]], indices, saliency).float()
-        # the same start as the oracle's for these images (its per-image streams)
-        init = place(prior, settings.budget, ImageBatch(size, B, saliency=sal, indices=indices.tolist()), streams)
         dev = {n: next(m.parameters()).device for n, m in models.items()}
         x = {n: images[n].to(dev[n]) for n in names}
         y = {n: labels.to(dev[n]) for n in names}
-        for b in names:
-            tally.add(("original", b), correct(models[b], x[b], y[b], init.to(dev[b])))
-        for a in names:
-            s_a = oracle_search(models[a], x[a], y[a], init.to(dev[a]), s.lr, s.steps)
-            tally.add(("oracle", a), correct(models[a], x[a], y[a], s_a))
+        targets = torch.cat([random_other_labels(labels[j:j + 1], classes, target_streams.generator(int(i)))
+                             for j, i in enumerate(indices.tolist())]) if settings.random_target else None
+        for m in settings.all_budgets:
+            # the same start as the oracle's for these images (its per-image streams)
+            streams = ImageStreams("spot-oracle", prior.label, m, oracle.seed, split)
+            init = place(prior, m, ImageBatch(size, B, saliency=sal, indices=indices.tolist()), streams)
             for b in names:
-                if b != a:
-                    tally.add(("transfer", a, b), correct(models[b], x[b], y[b], s_a.to(dev[b])))
-    if log is not None:
-        log(f"transfer: {len(names)} models, {tally.count(('original', names[0]))} images in {time.time() - t0:.1f} s")
-    seed = oracle.seed if not prior.deterministic else None
-    base = dict(experiment="table4", variant="spot", method="spot", placement="spot_on", init=prior.label,
-                budget=settings.budget, setting=s.label)
-    rows = []
-    for a in names:
-        n = tally.count(("oracle", a))
-        rows.append(dict(base, source=a, target=a, metric="oracle_acc1", value=100.0 * tally.mean(("oracle", a)),
-                         n_images=n, seed=seed))
-        for b in names:
-            if b == a:
+                tally.add(("original", m, b), correct(models[b], x[b], y[b], init.to(dev[b])))
+            for a in names:
+                s_a = oracle_search(models[a], x[a], y[a], init.to(dev[a]), s.lr, s.steps)
+                tally.add(("oracle", m, a), correct(models[a], x[a], y[a], s_a))
+                for b in names:
+                    if b != a:
+                        tally.add(("transfer", m, a, b), correct(models[b], x[b], y[b], s_a.to(dev[b])))
+            if targets is None:
                 continue
-            original = 100.0 * tally.mean(("original", b))
-            moved = 100.0 * tally.mean(("transfer", a, b))
-            for metric, value in (("original_acc1", original), ("transfer_acc1", moved),
-                                  ("transfer_delta", moved - original)):
-                rows.append(dict(base, source=a, target=b, metric=metric, value=value, n_images=n, seed=seed))
+            for b in names:
+                tally.add(("target_init", m, b), correct(models[b], x[b], targets.to(dev[b]), init.to(dev[b])))
+            for a in names:
+                r_a = oracle_search(models[a], x[a], targets.to(dev[a]), init.to(dev[a]), s.lr, s.steps)
+                for b in names:
+                    tally.add(("target", m, a, b), correct(models[b], x[b], targets.to(dev[b]), r_a.to(dev[b])))
+    if log is not None:
+        n = tally.count(("original", settings.budget, names[0]))
+        log(f"transfer: {len(names)} models, {n} images, budgets {settings.all_budgets} in {time.time() - t0:.1f} s")
+    return _transfer_rows(tally, names, settings, prior, s, oracle.seed)
+
+
+def _transfer_rows(tally: _Tally, names: list, settings: TransferSettings, prior, s, seed) -> list[dict]:
+    rows = []
+    for m in settings.all_budgets:
+        base = dict(experiment="table4" if m == settings.budget else "controls", variant="spot", method="spot",
+                    placement="spot_on", init=prior.label, budget=m, setting=s.label,
+                    seed=seed if prior.random else None)
+        for a in names:
+            n = tally.count(("oracle", m, a))
+            rows.append(dict(base, source=a, target=a, metric="oracle_acc1",
+                             value=100.0 * tally.mean(("oracle", m, a)), n_images=n))
+            for b in names:
+                if b == a:
+                    continue
+                original = 100.0 * tally.mean(("original", m, b))
+                moved = 100.0 * tally.mean(("transfer", m, a, b))
+                for metric, value in (("original_acc1", original), ("transfer_acc1", moved),
+                                      ("transfer_delta", moved - original)):
+                    rows.append(dict(base, source=a, target=b, metric=metric, value=value, n_images=n))
+            if ("target", m, a, a) not in tally.sums:
+                continue
+            for b in names:
+                for metric, key in (("random_target_rate", ("target", m, a, b)),
+                                    ("random_target_rate_init", ("target_init", m, b))):
+                    rows.append(dict(base, experiment="controls", placement=SpotOnRandomTarget.name, seed=seed,
+                                     source=a, target=b, metric=metric, value=100.0 * tally.mean(key),
+                                     n_images=tally.count(key)))
     return [{k: r[k] for k in TRANSFER_COLUMNS} for r in rows]
-
-

@@ -189,13 +189,15 @@ def _speeds(tp: pd.DataFrame, backbone: str, method: str) -> pd.Series:
     return f.groupby("budget")["value"].max().sort_index()
 
 
-@figure("figure5", reads=("throughput", "evaluation", "oracle"),
-        caption="Figure 5: Acc@1 (%) against throughput (images/s) at every budget: the grid ViTs with PatchDropout, SPoT (best backbone and prior per budget) and SPoT-ON; the gap between the last two shaded, and the ceiling band where the config gives one.")
+@figure("figure5", reads=("throughput", "evaluation", "oracle", "transfer"),
+        caption="Figure 5: Acc@1 (%) against throughput (images/s) at every budget: the grid ViTs with PatchDropout, SPoT (best backbone and prior per budget), SPoT-ON, and SPoT-ON's positions searched on another model (cross-model, ours: the oracle's gain without the label written into the positions for the model evaluated); the gap from SPoT to each shaded, and the ceiling band where the config gives one.")
 def figure5(inputs, config):
     """Figure 5 as the paper draws it: one panel, Acc@1 vs throughput for five models at every budget — the grid ViT
     of each backbone with PatchDropout, SPoT (its optimal configuration at each budget: the best backbone and prior)
     and SPoT-ON (the best backbone) —, one point per budget sized by its token count, the *gap* between SPoT and
-    SPoT-ON shaded, and the *ceiling* band (``figures.figure5.ceiling``: ImageNet's label noise, Beyer et al. 2020;
+    SPoT-ON shaded; the same gap to the cross-model oracle (a model evaluated at SPoT-ON positions searched on
+    another model, the mean over sources; the best backbone) — the oracle's gain with the steering of the evaluated
+    model taken out —; and the *ceiling* band (``figures.figure5.ceiling``: ImageNet's label noise, Beyer et al. 2020;
     none for a benchmark without a published one)."""
     import matplotlib.pyplot as plt
 
@@ -207,6 +209,8 @@ def figure5(inputs, config):
     acc = mean_std(e, ["backbone", "variant", "method", "placement", "budget"])
     o = oracle_rows(inputs)
     on = o[(o.experiment == "table5") & (o.placement == "spot_on") & (o.metric == "acc1")]
+    t = read_results(inputs, "transfer")
+    cross = t[(t.placement == "spot_on") & (t.metric == "transfer_acc1")]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     size = {b: 12 + 140 * b / max(budgets) for b in budgets}
 
@@ -219,7 +223,7 @@ def figure5(inputs, config):
         line = ax.plot(x, y, style, label=label, **kw)[0]
         ax.scatter(x, y, s=[size[b] for b in bs], color=line.get_color(), zorder=3)
 
-    best_spot, best_on = {}, {}  # budget → (images/s, Acc@1, backbone)
+    best_spot, best_on, best_cross = {}, {}, {}  # budget → (images/s, Acc@1, backbone)
     for backbone in config["backbones"]:
         a = acc[(acc.backbone == backbone) & (acc.variant == "parent") & (acc.method == "patchdropout")]
         speed = _speeds(tp, backbone, "patchdropout")
@@ -233,12 +237,17 @@ def figure5(inputs, config):
         for b, v in on[on.backbone == backbone].groupby("budget")["value"].mean().items():
             if b in speed.index and v > best_on.get(b, (0, -np.inf))[1]:
                 best_on[int(b)] = (float(speed[b]), float(v), backbone)
+        for b, v in cross[cross.target == backbone].groupby("budget")["value"].mean().items():
+            if b in speed.index and v > best_cross.get(b, (0, -np.inf))[1]:
+                best_cross[int(b)] = (float(speed[b]), float(v), backbone)
     draw(best_spot, "-", "SPoT (best backbone and prior)", color="tab:blue", linewidth=2)
     draw(best_on, ":", "SPoT-ON (best backbone)", color="black")
-    common = [b for b in budgets if b in best_spot and b in best_on]
-    if common:
-        ax.fill_between([best_spot[b][0] for b in common], [best_spot[b][1] for b in common],
-                        [best_on[b][1] for b in common], color="tab:green", alpha=0.15, label="gap")
+    draw(best_cross, "-.", "SPoT-ON positions from another model (best backbone)", color="tab:purple")
+    for best, color, name in ((best_on, "tab:green", "gap"), (best_cross, "tab:purple", "gap, cross-model")):
+        common = [b for b in budgets if b in best_spot and b in best]
+        if common:
+            ax.fill_between([best_spot[b][0] for b in common], [best_spot[b][1] for b in common],
+                            [best[b][1] for b in common], color=color, alpha=0.15, label=name)
     for b, (x, y, _) in best_spot.items():
         ax.annotate(f"{b}", (x, y), textcoords="offset points", xytext=(0, -14), fontsize=7, ha="center")
     if ceiling:

@@ -22,6 +22,7 @@ RESULT_KINDS = {
     "evaluation": "spot evaluate tables, one per backbone (Acc@1 and kNN per model, method, placement, budget)",
     "oracle": "spot oracle tables, one per backbone (SPoT-ON: Tables 1, 2, 3, 5, 6)",
     "trajectories": "the oracle's Figure 4 trajectories (.trajectories.npz), one per backbone",
+    "prior_selection": "spot evaluate tables of prior_selection's candidates on its split, one per backbone",
     "transfer": "the spot transfer table (Table 4)",
     "throughput": "the spot throughput table (images/s and FLOPs per model, method and budget)",
     "pruning": "spot pruning tables, one per backbone (pruned models over keep ratios, ToMe, sampling at equal cost)",

@@ -10,8 +10,8 @@ from ._common import (ELASTICVIT_TABLE8, evaluation_rows, label, mean_std, oracl
 from .registry import table
 
 
-@table("table1", reads=("oracle",),
-       caption="Table 1: SPoT vs SPoT-ON at the sparse budget from the Isotropic prior — Acc@1 (%) at the oracle's final positions kept subpixel or snapped to the patch grid, per oracle setting, with the mean token displacement (px) and the share of tokens that changed grid cell (%).")
+@table("table1", reads=("oracle", "transfer"),
+       caption="Table 1: SPoT vs SPoT-ON at the sparse budget from the Isotropic prior — Acc@1 (%) at the oracle's final positions kept subpixel or snapped to the patch grid, per oracle setting, with the mean token displacement (px) and the share of tokens that changed grid cell (%); below them the controls at the main setting (ours): SPoT-ON's positions from another model, the label-free search, SPoT-ON on blank images, and the share of images a search towards a random wrong label makes the model output it.")
 def table1(inputs, config) -> pd.DataFrame:
     """Table 1: SPoT vs SPoT-ON at the sparse budget, the oracle's final positions kept subpixel or snapped to the
     grid; with the mean token displacement (px) and the share of tokens that changed grid cell."""
@@ -36,6 +36,71 @@ def table1(inputs, config) -> pd.DataFrame:
                              "Acc@1 (%)": val("spot_on", setting, positions, "acc1"),
                              "Mean displacement (px)": val("spot_on", setting, "placed", "displacement_px"),
                              "Tokens changing cell (%)": val("spot_on", setting, "placed", "cells_changed")})
+        controls = control_rows(inputs, config, backbone, base["Tokens"])
+        lr, steps = (kv.split("=")[1] for kv in controls.pop("setting").split(","))
+        for name, value in controls.items():
+            rows.append({**base, "Method": f"Control: {name}", "Positions": "Subpixel", "lr": lr, "Steps": steps,
+                         "Acc@1 (%)": value, "Mean displacement (px)": np.nan, "Tokens changing cell (%)": np.nan})
+    return pd.DataFrame(rows)
+
+
+CONTROLS = {  # (placement, metric) of the oracle's controls → how the tables name them
+    ("spot_on_label_free", "acc1"): "label-free search (min. entropy) Acc@1 (%)",
+    ("spot_on", "blank_acc1"): "SPoT-ON on blank images Acc@1 (%)",
+    ("isotropic", "blank_acc1"): "SPoT (Isotropic) on blank images Acc@1 (%)",
+    ("spot_on_random_target", "target_rate"): "SPoT-ON towards a random wrong label: label output (%)",
+    ("spot_on_random_target", "target_rate_init"): "the random wrong label output at the start (%)",
+}
+
+
+def cross_model(inputs, backbone, budget, metric="transfer_acc1", placement="spot_on") -> dict:
+    """{source: value} of the transfer rows into ``backbone`` at ``budget`` (positions searched on each source)."""
+    t = read_results(inputs, "transfer")
+    f = t[(t.target == backbone) & (t.source != backbone) & (t.budget == budget) & (t.metric == metric) &
+          (t.placement == placement)]
+    return dict(zip(f.source, f.value.astype(float)))
+
+
+def control_rows(inputs, config, backbone, budget) -> dict:
+    """The controls of one backbone at one budget as {name: value} (and ``setting``: the main oracle setting):
+    SPoT-ON's positions from each other model, then :data:`CONTROLS` where the oracle measured them."""
+    o = oracle_rows(inputs)
+    f = o[(o.experiment == "controls") & (o.backbone == backbone) & (o.budget == budget)]
+    out = {"setting": str(f[f.setting != "none"]["setting"].iloc[0]) if len(f[f.setting != "none"]) else
+           "lr=nan,steps=nan"}
+    for source, value in cross_model(inputs, backbone, budget).items():
+        out[f"SPoT-ON positions from {label(config, source)} Acc@1 (%)"] = value
+    for (placement, metric), name in CONTROLS.items():
+        v = f[(f.placement == placement) & (f.metric == metric)]["value"]
+        if len(v):
+            out[name] = float(v.mean())
+    for source, value in cross_model(inputs, backbone, budget, "random_target_rate", "spot_on_random_target").items():
+        out[f"random-wrong-label positions from {label(config, source)}: label output (%)"] = value
+    return out
+
+
+@table("oracle_controls", reads=("oracle", "transfer"),
+       caption="Oracle controls (ours, not in the paper) per backbone and budget, from the Isotropic start at the main oracle setting: SPoT and SPoT-ON Acc@1 (%), SPoT-ON's positions searched on another model (cross-model), the label-free search (positions minimising the prediction's entropy), SPoT and SPoT-ON on blank images (content removed), and steerability — the share of images for which a search towards a random wrong label makes the model output it, on the model itself and with positions searched on another model, beside the share that outputs it at the start (chance).")
+def oracle_controls(inputs, config) -> pd.DataFrame:
+    """What SPoT-ON's gain measures: per backbone, one row per control, one column per budget."""
+    o = oracle_rows(inputs)
+    c = o[o.experiment == "controls"]
+    rows = []
+    for backbone, f in c.groupby("backbone", sort=False):
+        budgets = sorted(int(b) for b in f.budget.unique())
+        per_budget = {b: control_rows(inputs, config, backbone, b) for b in budgets}
+        for b in budgets:
+            per_budget[b].pop("setting")
+        spot = {b: float(f[(f.placement == "isotropic") & (f.metric == "acc1") & (f.budget == b)]["value"].mean())
+                for b in budgets}
+        on = {b: float(f[(f.placement == "spot_on") & (f.metric == "acc1") & (f.budget == b)]["value"].mean())
+              for b in budgets}
+        measures = {"SPoT (Isotropic) Acc@1 (%)": spot, "SPoT-ON Acc@1 (%)": on}
+        for name in dict.fromkeys(k for b in budgets for k in per_budget[b]):
+            measures[name] = {b: per_budget[b].get(name, np.nan) for b in budgets}
+        for name, values in measures.items():
+            rows.append({"Backbone": label(config, backbone), "Measure": name,
+                         **{f"{b} Tok.": values[b] for b in budgets}})
     return pd.DataFrame(rows)
 
 
@@ -109,6 +174,7 @@ def table3(inputs, config) -> pd.DataFrame:
 def table4(inputs, config) -> pd.DataFrame:
     """Table 4: SPoT-ON positions of a source model evaluated on a target model (original, transfer, Δ)."""
     t = read_results(inputs, "transfer")
+    t = t[t.experiment == "table4"] if "experiment" in t else t
     rows = []
     for (src, tgt), f in t.groupby(["source", "target"], sort=False):
         if src == tgt:  # the source's own oracle accuracy, not a transfer
@@ -120,8 +186,8 @@ def table4(inputs, config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@table("table5", reads=("evaluation", "oracle"),
-       caption="Table 5: Acc@1 and kNN (%) per backbone, model, prior and budget: the grid ViT with PatchDropout, SPoT with each prior, SPoT-ON (its kNN is our procedure), and the fair controls (grid-control models, snapped positions).")
+@table("table5", reads=("evaluation", "oracle", "transfer"),
+       caption="Table 5: Acc@1 and kNN (%) per backbone, model, prior and budget: the grid ViT with PatchDropout, SPoT with each prior, SPoT-ON (its kNN is our procedure) with the oracle controls beside it (cross-model positions, label-free search, blank images, and the share of images a search makes output a random wrong label), and the fair controls (grid-control models, snapped positions). ✓ marks the oracle's searches; the paper also marks Salient ✓ in its Oracle column, which is ambiguous there (Salient places tokens on a saliency map, no search): here it is not marked.")
 def table5(inputs, config) -> pd.DataFrame:
     """Table 5: Acc@1 and kNN per model × prior × budget: the grid ViT with PatchDropout (the paper's ViT-B/16
     rows), SPoT with each prior, SPoT-ON from Isotropic; plus the fair controls (grid control model with random and
@@ -153,8 +219,7 @@ def table5(inputs, config) -> pd.DataFrame:
             picker(s[(s.variant == "parent") & (s.method == "patchdropout")]))
         spot = s[(s.variant == "spot") & (s.method == "spot") & (s.positions == "placed")]
         for prior in placements_in_order(spot.placement, exclude=("background", "boundary")):
-            add(backbone, "SPoT", prior_label(prior), "✓" if prior == "salient" else "",
-                picker(spot[spot.placement == prior]))
+            add(backbone, "SPoT", prior_label(prior), "", picker(spot[spot.placement == prior]))
         f_on = on[on.backbone == backbone]
 
         def pick_on(b, metric, f_on=f_on):
@@ -164,6 +229,10 @@ def table5(inputs, config) -> pd.DataFrame:
         # kNN of SPoT-ON: our procedure (the paper gives no method) — the pooled feature at the oracle's final
         # positions classified against the evaluation's bank encoded at Isotropic positions
         add(backbone, "SPoT-ON", "Isotropic (kNN at final positions: ours)", "✓", pick_on)
+        per_budget = {b: control_rows(inputs, config, backbone, b) for b in budgets}
+        for name in dict.fromkeys(k for b in budgets for k in per_budget[b] if k != "setting"):
+            add(backbone, "SPoT-ON control (ours)", name, "✓",
+                lambda b, metric, name=name: per_budget[b].get(name, np.nan) if metric == "acc1" else np.nan)
         grid = s[(s.variant == "grid_control") & (s.positions == "placed")]
         for placement, shown in (("grid_random", "grid patches (random)"), ("grid_even", "grid patches (even)")):
             g = grid[grid.placement == placement]
@@ -256,4 +325,27 @@ def table8(inputs, config) -> pd.DataFrame:
         rows.append({"Model": f"SPoT {label(config, backbone)}",
                      **{f"{b} Tok. Acc@1 (%)": float(f[f.budget == b]["mean"].iloc[0]) if len(f[f.budget == b])
                         else np.nan for b in budgets}})
+    return pd.DataFrame(rows)
+
+
+@table("prior_selection", reads=("prior_selection",),
+       caption="Prior selection: SPoT Acc@1 (%) of every candidate setting of the Salient prior, and Isotropic as the reference, on a split the tables do not report (the canvases' validation split; at paper scale ImageNet's val, see config/paper.yaml), per budget, with the difference to Isotropic (points); ✓ marks the settings the other tables use (Salient's defaults, what `salient` names).")
+def prior_selection(inputs, config) -> pd.DataFrame:
+    """The candidates of ``prior_selection`` per backbone: Acc@1 per budget and Δ against Isotropic; the chosen
+    settings are the one whose label is the bare name (the defaults)."""
+    e = read_results(inputs, "prior_selection")
+    e = e[(e.method == "spot") & (e.positions == "placed") & (e.metric == "acc1")]
+    stats = mean_std(e, ["backbone", "placement", "budget"])
+    budgets = sorted(int(b) for b in stats.budget.unique())
+    rows = []
+    for backbone, f in stats.groupby("backbone", sort=False):
+        iso = f[f.placement == "isotropic"].set_index("budget")["mean"]
+        for placement in dict.fromkeys(f.placement):
+            g = f[f.placement == placement].set_index("budget")["mean"]
+            row = {"Backbone": label(config, backbone), "Prior": prior_label(placement),
+                   "Chosen": "✓" if placement in ("salient", "isotropic") else ""}
+            row.update({f"{b} Tok. Acc@1 (%)": float(g.get(b, np.nan)) for b in budgets})
+            row.update({f"{b} Tok. Δ vs Isotropic (points)": float(g.get(b, np.nan) - iso.get(b, np.nan))
+                        for b in budgets})
+            rows.append(row)
     return pd.DataFrame(rows)

@@ -41,7 +41,7 @@ torch = lazy("torch")
 
 __all__ = ["Placement", "ImageBatch", "ImageStreams", "PLACEMENTS", "RELEASE_NAMES", "register", "make_placement",
            "placement_label", "place", "check_placement", "PRIORS", "Prior", "make_prior", "sample_positions",
-           "isotropic_layout", "release_grid_layout", "random_patch_subset", "even_grid_cells"]
+           "isotropic_layout", "release_grid_layout", "transport_layout", "random_patch_subset", "even_grid_cells"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,12 @@ class Placement:
 
     def validate(self) -> "Placement":
         return self
+
+    @property
+    def random(self) -> bool:
+        """Whether the positions depend on a random draw (a seed): not for a shared layout, nor for a layout computed
+        from each image alone (Salient's transported layout)."""
+        return not self.deterministic
 
     @property
     def label(self) -> str:
@@ -220,4 +226,5 @@ def place(spec, num_tokens: int, batch: ImageBatch, streams=None):
 from . import grid, priors  # noqa: E402,F401
 from .grid import Grid, GridEven, GridRandom, Jittered, Snapped, even_grid_cells, random_patch_subset  # noqa: E402,F401
 from .priors import (PRIORS, Background, Boundary, Center, Gaussian, Isotropic, Prior, Salient, Sobol,  # noqa: E402,F401
-                     Uniform, isotropic_layout, make_prior, release_grid_layout, sample_positions)
+                     Uniform, isotropic_layout, make_prior, release_grid_layout, sample_positions,
+                     transport_layout)

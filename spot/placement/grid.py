@@ -127,6 +127,10 @@ class _Wrapper(Placement):
         return self.of.deterministic
 
     @property
+    def random(self) -> bool:  # type: ignore[override]
+        return self.of.random
+
+    @property
     def needs_saliency(self) -> bool:  # type: ignore[override]
         return self.of.needs_saliency
 
@@ -165,6 +169,10 @@ class Jittered(_Wrapper):
     @property
     def deterministic(self) -> bool:  # type: ignore[override]
         return self.amount == 0
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return self.amount != 0
 
     def layout(self, num_tokens: int, image_size):
         """(the layout (m, 2), each point's cell size (m, 2): 1/rows and 1/points-in-its-row); computed once."""

@@ -21,7 +21,8 @@ Isotropic      grid_uniform deterministic even coverage for any m: ``r ≈ √(m
                             spread over them as evenly as possible; the patch grid when m is a grid count
 Center         grid_center  the Isotropic layout warped towards the centre per axis,
                             ``δ' = δ·(1 − exp(−(δ/scale)²))`` with ``δ = c − ½``
-Salient        —            pixels drawn from the saliency map's distribution + U[0, 1) sub-pixel jitter
+Salient        —            the Isotropic layout transported through the saliency map's distribution
+                            (``layout="sample"``: pixels drawn from it + U[0, 1) sub-pixel jitter)
 Background     —            the same from the inverted map ``max(M) − M``
 Boundary       edge         per axis ``v = sign(u)(1 − |u|^exponent)``, ``u ~ U(−1, 1)``, mapped to [0, 1]
                             and clamped to [margin, 1 − margin]
@@ -51,7 +52,7 @@ torch = lazy("torch")
 
 __all__ = [
     "Prior", "Uniform", "Gaussian", "Sobol", "Isotropic", "Center", "Salient", "Background", "Boundary",
-    "PRIORS", "make_prior", "sample_positions", "isotropic_layout", "release_grid_layout",
+    "PRIORS", "make_prior", "sample_positions", "isotropic_layout", "release_grid_layout", "transport_layout",
 ]
 
 
@@ -247,15 +248,88 @@ def _sample_from_maps(weights: torch.Tensor, num_tokens: int, generator) -> torc
     return torch.stack(((rows + jitter[..., 0]) / H, (cols + jitter[..., 1]) / W), dim=-1)
 
 
+def _soften(maps: torch.Tensor, blur: float, floor: float) -> torch.Tensor:
+    """Each map (B, H, W) blurred by a Gaussian of σ = ``blur`` × the shorter image side (zeros outside the image),
+    normalised to sum 1, then mixed with the uniform distribution: ``(1 − floor)·M + floor/(H·W)``. An all-zero map
+    becomes uniform."""
+    B, H, W = maps.shape
+    if blur > 0:
+        sigma = blur * min(H, W)
+        radius = max(1, math.ceil(3 * sigma))
+        x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+        k = torch.exp(-0.5 * (x / sigma) ** 2)
+        k = k / k.sum()
+        m = torch.nn.functional.conv2d(maps[:, None], k.view(1, 1, 1, -1), padding=(0, radius))
+        maps = torch.nn.functional.conv2d(m, k.view(1, 1, -1, 1), padding=(radius, 0))[:, 0]
+    total = maps.sum(dim=(1, 2), keepdim=True)
+    maps = torch.where(total > 0, maps / total.clamp_min(1e-300), torch.full_like(maps, 1.0 / (H * W)))
+    return (1.0 - floor) * maps + floor / (H * W)
+
+
+def _inverse_cdf(mass: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The inverse CDF of piecewise-constant densities: ``mass`` (..., n) ≥ 0 per unit cell (each row sums to > 0),
+    ``u`` (..., m) in [0, 1] → coordinates (..., m) in [0, n], linear inside each cell."""
+    cdf = torch.cumsum(mass, dim=-1)
+    cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf / cdf[..., -1:]], dim=-1)  # (..., n + 1)
+    cell = (torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True) - 1).clamp(0, mass.shape[-1] - 1)
+    lo, hi = cdf.gather(-1, cell), cdf.gather(-1, cell + 1)
+    frac = torch.where(hi > lo, (u - lo) / (hi - lo).clamp_min(1e-300), torch.full_like(u, 0.5))
+    return cell.to(u.dtype) + frac.clamp(0.0, 1.0)
+
+
+def transport_layout(layout: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The points of a layout (m, 2) in [0, 1] moved through each map's distribution (B, H, W) (Knothe–Rosenblatt:
+    the row coordinate through the inverse CDF of the row marginal, the column coordinate through the inverse CDF of
+    that row's conditional) → (B, m, 2): an even layout becomes one spread over the map's mass, as dense as the map,
+    deterministic per map. A uniform map gives the layout back."""
+    B, H, W = weights.shape
+    u = layout.to(weights).expand(B, -1, -1)
+    rows = _inverse_cdf(weights.sum(2), u[..., 0])  # (B, m) in [0, H]
+    r = rows.floor().long().clamp(0, H - 1)
+    conditional = weights.gather(1, r[..., None].expand(-1, -1, W))  # (B, m, W): the row each point landed in
+    empty = conditional.sum(-1, keepdim=True) <= 0
+    conditional = torch.where(empty, torch.ones_like(conditional), conditional)
+    cols = _inverse_cdf(conditional, u[..., 1:2])[..., 0]  # each point its own conditional
+    return torch.stack((rows / H, cols / W), dim=-1)
+
+
+SALIENT_LAYOUTS = ("transport", "sample")
+
+
 @register
 @dataclass(frozen=True)
 class Salient(Prior):
+    """Tokens on the salient regions of each image's saliency map, softened by a Gaussian blur (σ = ``blur`` × the
+    shorter image side) and a uniform ``floor`` share: ``layout="transport"`` moves the Isotropic layout through the map's distribution
+    (:func:`transport_layout`: even coverage of the salient region, no draw), ``"sample"`` draws i.i.d. pixels from
+    it with sub-pixel jitter (the literal reading; tokens pile up inside the region and miss its outline)."""
+
     name: ClassVar[str] = "salient"
     needs_saliency: ClassVar[bool] = True
+    layout: str = "transport"
+    blur: float = 0.0
+    floor: float = 0.0
+
+    def validate(self):
+        if self.layout not in SALIENT_LAYOUTS:
+            raise ValueError(f"Salient prior: layout must be one of {', '.join(SALIENT_LAYOUTS)}, got {self.layout!r}")
+        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not self.blur >= 0:
+            raise ValueError(f"Salient prior: blur must be a number ≥ 0 (σ as a fraction of the image side), "
+                             f"got {self.blur!r}")
+        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 <= self.floor < 1:
+            raise ValueError(f"Salient prior: floor must be a number in [0, 1) (the uniform share), got {self.floor!r}")
+        return self
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return self.layout == "sample"
 
     def sample(self, num_tokens, batch: ImageBatch, generator=None):
-        maps = _saliency_maps(batch.saliency, batch.batch_size, tuple(batch.image_size))
-        return _sample_from_maps(maps, num_tokens, generator)
+        size = tuple(batch.image_size)
+        maps = _soften(_saliency_maps(batch.saliency, batch.batch_size, size), float(self.blur), float(self.floor))
+        if self.layout == "sample":
+            return _sample_from_maps(maps, num_tokens, generator)
+        return transport_layout(isotropic_layout(num_tokens, size), maps).to(generator_device(generator))
 
 
 @register

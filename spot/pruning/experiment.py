@@ -241,7 +241,7 @@ def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, priors, salie
             saliency = saliency_maps(data, indices, saliency_settings)
         batch = ImageBatch(tuple(images.shape[-2:]), len(indices), saliency=saliency, patch=patch,
                            indices=indices.tolist())
-        streams = None if placement.deterministic else ImageStreams("spot-evaluate", seed, data.split)
+        streams = ImageStreams("spot-evaluate", seed, data.split) if placement.random else None
         return place(placement, m, batch, streams)
 
     runs = [("spot", spot, "spot", make_placement(p)) for p in priors]
@@ -251,7 +251,7 @@ def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, priors, salie
                      make_placement("grid_random")))
     for variant, net, method, placement in runs:
         for m in budgets:
-            for seed in ([None] if placement.deterministic else evaluation.seeds):
+            for seed in (evaluation.seeds if placement.random else [None]):
                 def tokens(images, indices, placement=placement, m=m, seed=seed, method=method):
                     pos = positions_of(placement, m, seed, images, indices)
                     if method == "patchdropout":

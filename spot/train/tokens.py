@@ -17,7 +17,9 @@ class TokenSampler:
     ``full_share`` the exact full patch grid (rehearsal); else one budget m (uniform in [min_tokens, max_tokens], or
     one of ``choices``) and the positions of the mode's placement — ``subpixel``: the ``prior`` layout moved within
     its cells by ``jitter`` (placement ``jittered``; the prior itself when jitter is 0), ``grid_subset``: m distinct
-    random grid patches (placement ``grid_random``: the grid control).
+    random grid patches (placement ``grid_random``: the grid control). With ``mixture_share`` > 0 (subpixel), after
+    the budget that share of batches (a uniform draw) takes its positions from one of ``mixture`` (a uniform draw)
+    instead; with 0 nothing more is drawn, so the other schedules' draws are unchanged.
     """
 
     def __init__(self, tokens, image_size, patch_size):
@@ -37,6 +39,7 @@ class TokenSampler:
                                  + (f" ≤ {cap} for grid_subset" if cap else ""))
         self.lo, self.hi = lo, hi
         self.placement = self._placement(tokens)
+        self.mixture = [make_placement(p) for p in (tokens.mixture or [])] if tokens.mixture_share > 0 else []
 
     @staticmethod
     def _placement(tokens):
@@ -63,4 +66,7 @@ class TokenSampler:
         if mode == "grid":
             return None, m
         batch = ImageBatch(self.image_size, batch_size, patch=self.patch_size)
-        return place(self.placement, m, batch, generator).expand(batch_size, -1, -1), m
+        placement = self.placement
+        if self.mixture and float(torch.rand((), generator=generator, dtype=torch.float64)) < self.cfg.mixture_share:
+            placement = self.mixture[int(torch.randint(len(self.mixture), (1,), generator=generator))]
+        return place(placement, m, batch, generator).expand(batch_size, -1, -1), m

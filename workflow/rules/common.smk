@@ -43,7 +43,7 @@ try:
 except (ValueError, FileNotFoundError) as err:
     raise WorkflowError(f"config: {err}")
 _missing = [k for k in ("preset", "data", "backbones", "recipes", "evaluation", "oracle", "transfer", "throughput",
-                        "saliency") if k not in _resolved]
+                        "saliency", "prior_selection") if k not in _resolved]
 if _missing:
     raise WorkflowError(f"config: {' + '.join(CONFIG_FILES)} extends no preset and lacks {', '.join(_missing)}: an "
                         f"overlay names what it starts from, e.g. `extends: config.yaml` (the embedded default) or "
@@ -77,7 +77,8 @@ STATE = f"runs/{RESULTS_OF or PRESET}/state"  # resumable training state: delibe
 DATA = config["data"]["root"] or f"{RESULTS}/data"
 MODELS = list(config["backbones"])
 
-SHARED_SECTIONS = ("data", "backbones", "evaluation", "oracle", "transfer", "saliency", "retrofit", "knn")
+SHARED_SECTIONS = ("data", "backbones", "evaluation", "oracle", "transfer", "saliency", "retrofit", "knn",
+                   "prior_selection")
 
 
 def _check_results_of(name):
@@ -291,6 +292,17 @@ def evaluation_protocol(keys):
     return {k: config["evaluation"].get(k) for k in keys}
 
 
+def selection_config_json():
+    """The run's config layers plus the evaluation of prior_selection's candidates on its split (one seed, no
+    snapped, grid-model or extra-budget measurements, no PatchDropout): what `spot evaluate` runs for the
+    prior_selection rule."""
+    s = config["prior_selection"]
+    override = {"evaluation": {"split": s["split"], "limit": s.get("limit"), "priors": s["candidates"],
+                               "seeds": [s.get("seed", 0)], "extra_budgets": [], "snapped": False,
+                               "grid_model_priors": [], "extra_budget_priors": [], "patchdropout": False}}
+    return json.dumps(json.loads(SPOT_CONFIG) + [override], sort_keys=True)
+
+
 def model_flags(models):
     """--model NAME=PATH arguments of the experiment commands."""
     return " ".join(f"--model {name}={path}" for name, path in models.items())
@@ -299,6 +311,7 @@ def model_flags(models):
 def result_files(kind):
     """The files of one kind of result (spot.paper.registry.RESULT_KINDS) in this preset."""
     per_model = {"evaluation": "{r}/evaluation/{m}.csv", "oracle": "{r}/oracle/{m}.csv",
+                 "prior_selection": "{r}/prior_selection/{m}.csv",
                  "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv",
                  "pruning": "{r}/pruning/{m}.csv"}
     if kind == "pruning":

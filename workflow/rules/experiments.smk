@@ -29,6 +29,35 @@ rule evaluate:
         " --out {output.table} > {log} 2>&1"
 
 
+rule prior_selection:
+    """Candidate settings of a prior on a split the tables do not report, through one backbone's SPoT model (the
+    prior_selection table): `spot evaluate` with the evaluation's protocol on prior_selection's split and candidates."""
+    conda:
+        "../envs/spot.yaml"
+    input:
+        data=data_manifest(),
+        model=lambda w: spot_model(w.backbone),
+    output:
+        table=report(f"{RESULTS}/prior_selection/{{backbone}}.csv", category="Results", subcategory="Prior selection",
+                     caption="../report/prior_selection.rst"),
+        provenance=f"{RESULTS}/prior_selection/{{backbone}}.json",
+    params:
+        settings={"prior_selection": config["prior_selection"], "saliency": config["saliency"],
+                  "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode", "budgets", "batch_size"))},
+        config_json=selection_config_json(),
+        data=lambda w: data_root(),
+    log:
+        f"{RESULTS}/logs/prior_selection_{{backbone}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prior_selection_{{backbone}}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        gpu=config["resources"]["eval_gpus"],
+    shell:
+        "spot evaluate --config-json {params.config_json:q} --backbone {wildcards.backbone} --model spot={input.model}"
+        " --data {params.data} --out {output.table} > {log} 2>&1"
+
+
 rule oracle:
     """SPoT-ON on the retrofitted SPoT model of one backbone: Tables 1, 2, 3, 5 (SPoT-ON rows), 6 and Figure 4."""
     conda:
