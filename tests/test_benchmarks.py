@@ -1,0 +1,39 @@
+"""The benchmark scripts keep running (tiny settings; what they print is read by a person, never timed here)."""
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overhead_prints_every_ratio_per_budget(capsys, one_thread):
+    overhead = _load("overhead")
+    assert overhead.main(["--scale", "embedded", "--batch", "2", "--repeats", "3"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| embedded |")]
+    assert [int(r.split("|")[2]) for r in rows] == [4, 9, 18, 36]
+    cells = rows[-1].split("|")
+    assert cells[4].strip() != "–"  # the full grid is compared with the plain timm ViT too
+    assert all(float(c.split()[0]) > 0 for c in (cells[3], cells[4], cells[6]))
+    assert 0 < float(cells[5].split()[0]) < 100  # the tokenizer's share of the forward, in %
+
+
+def test_workflow_times_sums_benchmark_files_per_rule(tmp_path, capsys):
+    times = _load("workflow_times")
+    bench = tmp_path / "run" / "benchmarks"
+    bench.mkdir(parents=True)
+    for stem, s in (("train_cls_in1k_classifier", 300.0), ("train_cls_in1k_prune_spot_ad", 60.0),
+                    ("train_cls_in1k_spotprune_spot_ad_spot", 40.0), ("evaluate_cls_in1k", 100.0),
+                    ("pruning_cls_in1k", 20.0)):
+        (bench / f"{stem}.tsv").write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t1.0\n")
+    assert times.main([str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "| train_pruned | 2 | 100 | 60 |" in out and "| train | 1 | 300 | 300 |" in out
+    assert "SPoT part: 400 job-s; token pruning: 120 job-s; all: 520 job-s" in out
+    assert times.main([str(tmp_path / "empty")]) == 2
+
