@@ -4,7 +4,7 @@
 # canvases' *validation* split (1 000 images, one seed) with every prior at 4 / 9 / 18 / 36 tokens. Uses the
 # workflow's embedded parent (run `snakemake --cores 2 --until train_backbone` first); one torch job at a time.
 #
-#   benchmarks/retrofit_priors_study.sh [OUT]       # OUT: a scratch folder (default /tmp/spot-retrofit-study)
+#   [VARIANTS="base mix50"] benchmarks/retrofit_priors_study.sh [OUT]   # OUT: scratch (default /tmp/spot-retrofit-study)
 #
 # Prints, per variant, Acc@1 per prior and budget and the largest gap to Isotropic at 36 tokens (the target: every
 # prior within 5 points at the full budget, no more than 1 point lost at the sparse budgets).
@@ -40,8 +40,18 @@ print(f"{sys.argv[2]:<14} {cells} | largest gap to Isotropic at 36: {gap:.1f}")
 EOF
 }
 
-variant base
-variant mix30 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.3
-variant mix50 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5
-variant mix50_jit1 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set tokens.jitter=1.0
-variant mix50_2ep --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set epochs=2
+# the workflow's own CLS-IN1k retrofit is the base (same parent and recipe) when it exists
+BASE=results/embedded/models/cls_in1k_spot0
+if [ -f "$BASE.safetensors" ] && [ ! -f "$OUT/base.safetensors" ]; then
+  cp "$BASE.safetensors" "$OUT/base.safetensors" && cp "$BASE.json" "$OUT/base.json"
+fi
+for v in ${VARIANTS:-base mix30 mix50 mix50_jit1 mix50_2ep}; do
+  case $v in
+    base) variant base ;;
+    mix30) variant mix30 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.3 ;;
+    mix50) variant mix50 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 ;;
+    mix50_jit1) variant mix50_jit1 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set tokens.jitter=1.0 ;;
+    mix50_2ep) variant mix50_2ep --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set epochs=2 ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+done

@@ -217,7 +217,7 @@ def test_tables_match_hand_computations(checkpoints, canvas):
             assert _value(rows, experiment="table2", init=prior, setting=st.label,
                           metric="oracle_delta") == pytest.approx(on - spot)
     assert [r["seed"] for r in rows if r["experiment"] == "table2" and r["metric"] == "acc1"
-            and r["init"] == ""] == [0, None, 0]  # seeds on the stochastic priors' rows only
+            and r["init"] == ""] == [0, None, None]  # seeds on the stochastic priors' rows only (Salient: none)
     assert {r["backbone"] for r in rows} == {"a"} and {r["variant"] for r in rows} == {"spot"}
     # Table 3 by hand: Eq. 5 per trajectory (token), averaged over those with an initial score > 0
     from spot.saliency import SaliencySettings, saliency_maps
@@ -295,7 +295,7 @@ def test_transfer_covers_every_ordered_pair(checkpoints, canvas, tmp_path):
     import yaml
 
     small = tmp_path / "small.yaml"
-    small.write_text(yaml.safe_dump({"oracle": SMALL, "transfer": {"budget": 4, "prior": "isotropic"}}))
+    small.write_text(yaml.safe_dump({"oracle": SMALL, "transfer": {"budget": 4, "prior": "isotropic", "budgets": [4]}}))
     p = argparse.ArgumentParser()
     configure_transfer_parser(p)
     out = tmp_path / "transfer.csv"

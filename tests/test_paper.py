@@ -319,8 +319,12 @@ def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_p
     rows = [dict(base, placement=p, budget=b, value=v + b)
             for p, v in (("isotropic", 50.0), ("salient(layout=sample)", 10.0), ("salient", 52.0),
                          ("salient(blur=0.05)", 48.0)) for b in (4, 9)]
-    t = paper.build("prior_selection", _write(tmp_path, prior_selection=rows), config).set_index("Prior")
-    assert t.loc["Salient", "Chosen"] == "✓" and t.loc["Salient(layout=sample)", "Chosen"] == ""
-    assert t.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0
-    assert t.loc["Salient(layout=sample)", "9 Tok. Acc@1 (%)"] == 19.0
-    assert t.loc["Salient(blur=0.05)", "9 Tok. Δ vs Isotropic (points)"] == -2.0
+    rows += [dict(r, backbone="mae_in1k", value=r["value"] + 10) for r in rows]
+    t = paper.build("prior_selection", _write(tmp_path, prior_selection=rows), config)
+    one = t[t.Backbone == "CLS-IN1k"].set_index("Prior")
+    assert one.loc["Salient", "Chosen"] == "✓" and one.loc["Salient(layout=sample)", "Chosen"] == ""
+    assert one.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0
+    assert one.loc["Salient(layout=sample)", "9 Tok. Acc@1 (%)"] == 19.0
+    assert one.loc["Salient(blur=0.05)", "9 Tok. Δ vs Isotropic (points)"] == -2.0
+    mean = t[t.Backbone == "mean over backbones"].set_index("Prior")
+    assert mean.loc["Salient", "4 Tok. Acc@1 (%)"] == 61.0 and mean.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0

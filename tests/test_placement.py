@@ -97,19 +97,20 @@ def test_salient_follows_the_map_and_background_avoids_it():
     sal = torch.ones(32, 32)
     sal[:16, :16] = 9.0  # top-left quadrant holds 9 / (9 + 3) = 75 % of the mass
     g = torch.Generator().manual_seed(0)
-    iid = {"name": "salient", "layout": "sample"}
+    iid = {"name": "salient", "layout": "sample", "blur": 0.0, "floor": 0.0}  # the raw map, drawn i.i.d.
+    sharp = {"name": "salient", "blur": 0.0, "floor": 0.0}  # the raw map, transported
     pos = spot.sample_positions(iid, 400, 10, (32, 32), generator=g, saliency=sal)
     in_quadrant = ((pos[..., 0] < 0.5) & (pos[..., 1] < 0.5)).float().mean().item()
     assert in_quadrant == pytest.approx(0.75, abs=0.03)
     # the default transports the Isotropic layout: the same share, with no draw (and no generator needed)
-    moved = spot.sample_positions("salient", 400, 1, (32, 32), saliency=sal)
+    moved = spot.sample_positions(sharp, 400, 1, (32, 32), saliency=sal)
     assert ((moved[..., 0] < 0.5) & (moved[..., 1] < 0.5)).double().mean().item() == pytest.approx(0.75, abs=0.02)
     back = spot.sample_positions("background", 400, 10, (32, 32), generator=g, saliency=sal)
     assert ((back[..., 0] < 0.5) & (back[..., 1] < 0.5)).float().mean().item() == 0.0
     # a single bright pixel: every token lands inside it (sub-pixel jitter within the pixel)
     point = torch.zeros(1, 32, 32)
     point[0, 5, 20] = 1.0
-    for spec in (iid, "salient"):
+    for spec in (iid, sharp):
         p = spot.sample_positions(spec, 50, 1, (32, 32), generator=g, saliency=point)[0]
         assert ((p[:, 0] * 32).floor() == 5).all() and ((p[:, 1] * 32).floor() == 20).all()
         assert p.std(0).min() > 0  # spread inside the pixel, not all on one point
@@ -124,7 +125,7 @@ def test_salient_transport_spreads_the_isotropic_layout_over_the_region():
                           spot.isotropic_layout(9, size)[None])
     mask = torch.zeros(32, 32)
     mask[8:24, 4:12] = 1.0
-    p = spot.sample_positions("salient", 4, 1, size, saliency=mask)[0] * 32
+    p = spot.sample_positions({"name": "salient", "blur": 0.0, "floor": 0.0}, 4, 1, size, saliency=mask)[0] * 32
     assert torch.allclose(p, torch.tensor([[12.0, 6.0], [12.0, 10.0], [20.0, 6.0], [20.0, 10.0]], dtype=p.dtype))
     # a blurred map reaches the outline, a uniform floor beyond it; both stay deterministic per map
     soft = spot.sample_positions({"name": "salient", "blur": 0.1, "floor": 0.3}, 16, 1, size, saliency=mask)[0] * 32
@@ -141,8 +142,11 @@ def test_per_image_saliency_maps():
     maps = torch.zeros(2, 16, 16)
     maps[0, 0, 0] = 1
     maps[1, 15, 15] = 1
-    p = spot.sample_positions("salient", 5, 2, (16, 16), saliency=maps)
+    p = spot.sample_positions({"name": "salient", "blur": 0.0, "floor": 0.0}, 5, 2, (16, 16), saliency=maps)
     assert (p[0] < 1 / 16).all() and (p[1] > 15 / 16).all()
+    # the default softens the map: a blurred, half-uniform map spreads the tokens over the image, still per map
+    q = spot.sample_positions("salient", 16, 2, (16, 16), saliency=maps)
+    assert q[0].mean(0).sum() < q[1].mean(0).sum() and q[0].max() > 0.5 and q[1].min() < 0.5
 
 
 @pytest.mark.parametrize("kwargs,match", [
