@@ -23,11 +23,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..placement import ImageBatch, Placement, make_placement, register
+from ..placement import ImageBatch, ImageStreams, Placement, make_placement, register
 from ..tokenizer import extract_windows
 
 __all__ = ["SearchSetting", "oracle_search", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "SpotOnRandomTarget",
-           "SpotOnLabelFree", "OBJECTIVES", "random_other_labels", "correct", "pooled", "saliency_scores",
+           "SpotOnLabelFree", "OBJECTIVES", "random_other_labels", "image_targets", "correct", "pooled", "saliency_scores",
            "relative_saliency_gain"]
 
 OBJECTIVES = ("cross_entropy", "entropy")  # of the labels (Eq. 3); of the prediction itself (no label)
@@ -143,6 +143,14 @@ def random_other_labels(labels: torch.Tensor, num_classes: int, generator=None) 
         raise ValueError(f"a random other label needs ≥ 2 classes, got {num_classes}")
     shift = torch.randint(1, num_classes, tuple(labels.shape), generator=generator)
     return (labels.cpu() + shift) % num_classes
+
+
+def image_targets(search, batch: ImageBatch, seed: int, split: str) -> torch.Tensor:
+    """A random-target search's labels for every image of ``batch``, each from the image's own stream
+    ``spot-oracle-targets/<search>/<seed>/<split>/<image>``: the same draw for the oracle's tables, its blank-image
+    copy and the cross-model control, whatever the batch size."""
+    streams = ImageStreams("spot-oracle-targets", search.name, seed, split)
+    return torch.cat([search.targets(batch.image(j), streams.generator(int(i))) for j, i in enumerate(batch.indices)])
 
 
 @dataclass(frozen=True)

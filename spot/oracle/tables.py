@@ -30,7 +30,7 @@ import torch
 from ..placement import ImageBatch, ImageStreams, make_placement, place
 from ..positions import grid_cell_index, snap_to_grid, to_pixels
 from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
-                     correct, pooled, relative_saliency_gain, saliency_scores)
+                     correct, image_targets, pooled, relative_saliency_gain, saliency_scores)
 from .settings import OracleSettings
 
 __all__ = ["TABLES", "ROW_COLUMNS", "KnnBank", "oracle_experiments"]
@@ -191,10 +191,7 @@ class _Batch:
             return search.targets(self.image_batch())
         key = ("targets", search.name)
         if key not in self._found:
-            batch = self.image_batch()
-            streams = ImageStreams("spot-oracle-targets", search.name, self.run.settings.seed, self.run.data.split)
-            self._found[key] = torch.cat([search.targets(batch.image(j), streams.generator(int(i)))
-                                          for j, i in enumerate(batch.indices)])
+            self._found[key] = image_targets(search, self.image_batch(), self.run.settings.seed, self.run.data.split)
         return self._found[key]
 
     def found(self, search, budget: int) -> torch.Tensor:
@@ -385,6 +382,8 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
     queries = {} if knn_bank is not None and "5" in tables else None
     runners = {"1": _table1, "2": _table2, "3": _table3, "5": lambda b, t: _table5(b, t, queries), "6": _table6,
                "controls": _controls}
+    if not settings.controls.any:  # every control switched off: no controls rows at all
+        tables = tuple(t for t in tables if t != "controls")
     t0 = time.time()
     for images, labels, indices in data.batches(settings.batch_size):
         batch = _Batch(run, images.to(device), labels.to(device), indices)

@@ -7,7 +7,7 @@ import time
 import torch
 
 from ..placement import ImageBatch, ImageStreams, make_placement, place
-from .search import SpotOnRandomTarget, correct, oracle_search, random_other_labels
+from .search import SpotOnRandomTarget, correct, image_targets, oracle_search
 from .settings import OracleSettings, TransferSettings
 from .tables import _Tally
 
@@ -78,8 +78,7 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     prior = make_placement(settings.prior)
     names = list(models)
     split = datas[names[0]].split
-    target_streams = ImageStreams("spot-oracle-targets", SpotOnRandomTarget.name, oracle.seed, split)
-    classes = int(models[names[0]].num_classes)
+    target_search = SpotOnRandomTarget()
     tally = _Tally()
     t0 = time.time()
     for images, labels, indices in _lockstep({n: datas[n] for n in names}, oracle.batch_size):
@@ -92,8 +91,10 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
         dev = {n: next(m.parameters()).device for n, m in models.items()}
         x = {n: images[n].to(dev[n]) for n in names}
         y = {n: labels.to(dev[n]) for n in names}
-        targets = torch.cat([random_other_labels(labels[j:j + 1], classes, target_streams.generator(int(i)))
-                             for j, i in enumerate(indices.tolist())]) if settings.random_target else None
+        # the oracle's own random wrong labels for these images (image_targets: per-image streams)
+        targets = image_targets(target_search, ImageBatch(size, B, images=images[names[0]], labels=labels, model=models[names[0]],
+                                                           indices=indices.tolist()), oracle.seed, split) \
+            if settings.random_target else None
         for m in settings.all_budgets:
             # the same start as the oracle's for these images (its per-image streams)
             streams = ImageStreams("spot-oracle", prior.label, m, oracle.seed, split)
