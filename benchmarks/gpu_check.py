@@ -14,7 +14,9 @@ What runs (each a real `spot train` under `torchrun --standalone --nproc_per_nod
   init (`init=scratch`; no weights needed) on a prepared-ImageNet folder of random JPEGs in torchvision's layout,
   STEPS steps at `--vit-batch` images per step;
 * `spot throughput` of ViT-B/16 (config/paper.yaml: bf16, budgets 25…196; with `throughput.pruning` every pruning
-  method over the keep-ratio sweep, ToMe, SPoT + SPOT-AD and SPoT at SPOT-AD's cost points) on the first device.
+  method over the keep-ratio sweep, ToMe, SPoT + SPOT-AD and SPoT at SPOT-AD's cost points) on the first device,
+  each measurement also as a fraction of the FLOP bound: images/s × GFLOPs per image ÷ the measured matmul peak in
+  the same dtype (issue 16's target: ≥ 30 % for SPoT at 196 tokens).
 
 Each run's record (`*.json` beside its weights) holds images/s per epoch, the device and the world size; the summary
 (OUT/gpu_check.json) collects them. On a CPU-only machine the same script runs with `--device cpu` (gloo, no autocast)
@@ -43,6 +45,46 @@ def environment() -> dict:
         info.update(device_name=torch.cuda.get_device_name(0), bf16_supported=torch.cuda.is_bf16_supported(),
                     nccl_available=torch.distributed.is_nccl_available())
     return info
+
+
+def matmul_peak_tflops(device: str, dtype: str, repeats: int = 10) -> float:
+    """The measured matmul peak: TFLOP/s of a square matrix product (8192² on CUDA, 1024² on the CPU) in ``dtype``,
+    the best of ``repeats`` — the bound a forward's FLOPs are measured against (its "fraction of the FLOP bound")."""
+    import torch
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    n = 8192 if dev.type == "cuda" else 1024
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e12
+
+
+def flop_bound(rows: list[dict], peak_tflops: float) -> list[dict]:
+    """Per throughput measurement (the tidy rows of `spot throughput`): images/s × GFLOPs per image, as TFLOP/s and
+    as a fraction of the measured matmul peak."""
+    measured = {}
+    for row in rows:
+        key = tuple((k, v) for k, v in row.items() if k not in ("metric", "value"))
+        measured.setdefault(key, {})[row["metric"]] = float(row["value"])
+    out = []
+    for key, metrics in measured.items():
+        if "images_per_s" in metrics and "gflops_per_image" in metrics:
+            tflops = metrics["images_per_s"] * metrics["gflops_per_image"] / 1e3
+            columns = dict(key)
+            out.append({k: columns.get(k, "") for k in ("method", "budget", "keep_ratio", "batch_size", "dtype")}
+                       | {"images_per_s": metrics["images_per_s"], "tflops": tflops,
+                          "fraction_of_peak": tflops / peak_tflops})
+    return out
 
 
 def fake_imagenet(root: Path, classes: int, per_class: int, size: int = 256, seed: int = 0) -> Path:
@@ -160,6 +202,9 @@ def main(argv=None) -> int:
 
             with open(out / "throughput_vit_b16.csv") as f:
                 entry["rows"] = list(csv.DictReader(f))
+            dtype = entry["rows"][0]["dtype"] if entry["rows"] else "float32"
+            entry["matmul_peak_tflops"] = {"dtype": dtype, "value": matmul_peak_tflops(args.device, dtype)}
+            entry["flop_bound"] = flop_bound(entry["rows"], entry["matmul_peak_tflops"]["value"])
         else:
             entry["error"] = (done.stdout + done.stderr)[-3000:]
         report["runs"].append(entry)
@@ -172,6 +217,12 @@ def main(argv=None) -> int:
               + (f"{run['images_per_s']:.0f} images/s (world {run['world_size']}, {run['device']})"
                  if run.get("images_per_s") else run.get("skipped", run.get("error", "")[-300:]) if not run["ok"]
                  else ""))
+        if run.get("flop_bound"):
+            peak = run["matmul_peak_tflops"]
+            print(f"  fraction of the {peak['dtype']} matmul peak ({peak['value']:.1f} TFLOP/s):")
+            for b in run["flop_bound"]:
+                print(f"  {b['method']:<13} ρ {b['keep_ratio'] or '–':<4} {b['budget']:>4} tokens  "
+                      f"{b['images_per_s']:>9.0f} images/s  {b['tflops']:7.2f} TFLOP/s  {100 * b['fraction_of_peak']:5.1f} %")
     return 0 if all(r["ok"] or r.get("skipped") for r in report["runs"]) else 1
 
 

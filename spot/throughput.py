@@ -181,63 +181,74 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
     methods = list(methods)
     ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
                        methods=methods or ["vit"], seed=seed).validate()
-    if isinstance(model, VisionTransformer):
-        vit = model
-        spot = SPoTViT.from_timm(vit)
-    elif isinstance(model, SPoTViT):
-        spot = model
-    else:
-        raise ValueError(f"model must be a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")
-    needs_vit = [m for m in methods if m != "spot"] or (["pruning"] if extra_runs else [])
-    if needs_vit and vit is None:
-        raise ValueError(f"methods {needs_vit} need the plain ViT: pass vit= (a timm VisionTransformer of the same "
-                         f"architecture; untrained weights time the same) or methods=['spot']")
+    spot, vit = _models(model, vit, methods, bool(extra_runs))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _autocast(device, dtype)  # fails early for float16 on the CPU
     from . import _checks
 
     H, W = _checks.image_size_of(image_size if image_size is not None else spot.image_size)
-    C = in_chans or spot.in_chans
     grid = (H // spot.patch_size[0]) * (W // spot.patch_size[1])
+    _check_grid(vit, grid, (H, W), methods, budgets)
+    spot = spot.eval().to(device)
+    if vit is not None:
+        vit.eval().to(device)
+    images = torch.randn(batch_size, in_chans or spot.in_chans, H, W,
+                         generator=torch.Generator().manual_seed(seed)).to(device)
+    runs = _method_runs(spot, vit, methods, budgets, (H, W), device, seed) + list(extra_runs)
+    common = dict(experiment="throughput", backbone=backbone, variant=variant)
+    setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
+                 warmup=warmup, repeats=repeats)
+    rows = []
+    for columns, forward in runs:
+        method, m = columns["method"], columns["budget"]
+        measurement = dict(common, method=method, placement=METHODS.get(method), budget=m, fraction=m / grid,
+                           sequence_length=m + spot.num_prefix_tokens, **setup)
+        measurement.update({k: v for k, v in columns.items() if k not in ("method", "budget")})
+        values = _timed(forward, images, device, dtype, warmup, repeats)
+        rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
+    return rows
+
+
+def _models(model, vit, methods: list, extra_runs: bool):
+    """(the SPoT model, the plain timm ViT or None) that ``methods`` time, from ``model`` and ``vit=``."""
+    if isinstance(model, VisionTransformer):
+        return SPoTViT.from_timm(model), model
+    if not isinstance(model, SPoTViT):
+        raise ValueError(f"model must be a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")
+    needs_vit = [m for m in methods if m != "spot"] or (["pruning"] if extra_runs else [])
+    if needs_vit and vit is None:
+        raise ValueError(f"methods {needs_vit} need the plain ViT: pass vit= (a timm VisionTransformer of the same "
+                         f"architecture; untrained weights time the same) or methods=['spot']")
+    return model, vit
+
+
+def _check_grid(vit, grid: int, size: tuple, methods: list, budgets: list) -> None:
     if vit is not None:
         vit_grid = tuple(vit.patch_embed.grid_size)
         if vit_grid[0] * vit_grid[1] != grid:
-            raise ValueError(f"the ViT's patch grid {vit_grid} does not match image_size {(H, W)}; build the ViT at "
+            raise ValueError(f"the ViT's patch grid {vit_grid} does not match image_size {size}; build the ViT at "
                              f"that size (img_size=)")
     if "patchdropout" in methods and max(budgets) > grid:
         raise ValueError(f"PatchDropout keeps at most the grid's {grid} patches; budgets {budgets} exceed it (drop "
                          f"patchdropout from methods or use budgets ≤ {grid})")
-    spot = spot.eval().to(device)
-    dropout = PatchDropoutViT(vit).eval().to(device) if vit is not None else None
-    if vit is not None:
-        vit.eval().to(device)
-    npt = spot.num_prefix_tokens
-    images = torch.randn(batch_size, C, H, W, generator=torch.Generator().manual_seed(seed)).to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    common = dict(experiment="throughput", backbone=backbone, variant=variant)
-    setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
-                 warmup=warmup, repeats=repeats)
 
-    runs = []  # (columns, forward)
+
+def _method_runs(spot, vit, methods: list, budgets: list, size: tuple, device, seed: int) -> list:
+    """``(columns, forward)`` of :data:`METHODS` at every budget (the plain ViT once, at the full grid)."""
+    dropout = PatchDropoutViT(vit).eval().to(device) if vit is not None else None
+    gen = torch.Generator(device=device).manual_seed(seed)
+    runs = []
     for m in budgets:
         if "spot" in methods:  # the deterministic layout, placed once on the device
-            positions = place("isotropic", m, ImageBatch((H, W), 1, device=device))
+            positions = place("isotropic", m, ImageBatch(size, 1, device=device))
             runs.append(({"method": "spot", "budget": m}, lambda x, p=positions: spot(x, p)))
         if "patchdropout" in methods:
             runs.append(({"method": "patchdropout", "budget": m},
                          lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
     if "vit" in methods:
-        runs.append(({"method": "vit", "budget": grid}, vit))
-    runs += list(extra_runs)
-    rows = []
-    for columns, forward in runs:
-        method, m = columns["method"], columns["budget"]
-        measurement = dict(common, method=method, placement=METHODS.get(method), budget=m, fraction=m / grid,
-                           sequence_length=m + npt, **setup)
-        measurement.update({k: v for k, v in columns.items() if k not in ("method", "budget")})
-        values = _timed(forward, images, device, dtype, warmup, repeats)
-        rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
-    return rows
+        runs.append(({"method": "vit", "budget": (size[0] // spot.patch_size[0]) * (size[1] // spot.patch_size[1])},
+                     vit))
+    return runs
 
 
 def _timed(forward, images, device, dtype, warmup, repeats) -> dict:

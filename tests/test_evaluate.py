@@ -106,6 +106,11 @@ def test_knn_equals_an_independent_weighted_vote():
         for d, i in zip(dist[q], idx[q]):
             votes[q, train_y[i]] += np.exp((1.0 - d) / T)
     assert (ours == votes.argmax(1)).all()
+    # the bank in blocks (smaller than k, uneven, larger than the bank): the merged top k are the same neighbours
+    for block in (3, 50, 1000):
+        blocked = knn_classify(torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(query), k=k,
+                               temperature=T, num_classes=5, chunk_size=4, bank_chunk_size=block).numpy()
+        assert (blocked == votes.argmax(1)).all(), block
     # k larger than the memory bank: every training feature votes
     few = knn_classify(torch.from_numpy(train_x[:3]), torch.tensor([0, 1, 1]), torch.from_numpy(query), k=20)
     assert few.shape == (33,) and set(few.tolist()) <= {0, 1}

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import make_canvas
 
 from spot.data.fmnist import CanvasConfig
@@ -37,6 +38,14 @@ def test_gpu_check_runs_every_stage_on_cpu(tmp_path, tmp_path_factory):
     assert {row["method"] for row in rows} == {"spot", "spot_ad", "evit", "dynamicvit", "heuristic", "tome",
                                                "patchdropout"}
     assert {row["metric"] for row in rows} >= {"images_per_s"}
+    # every measurement against the measured matmul peak: images/s × GFLOPs per image ÷ peak
+    peak = runs["throughput_vit_b16"]["matmul_peak_tflops"]["value"]
+    bound = runs["throughput_vit_b16"]["flop_bound"]
+    assert peak > 0 and {b["method"] for b in bound} == {row["method"] for row in rows}
+    spot = next(b for b in bound if b["method"] == "spot")
+    ips = next(float(r["value"]) for r in rows if r["method"] == "spot" and r["metric"] == "images_per_s")
+    gflops = next(float(r["value"]) for r in rows if r["method"] == "spot" and r["metric"] == "gflops_per_image")
+    assert spot["fraction_of_peak"] * peak == pytest.approx(ips * gflops / 1e3) and spot["fraction_of_peak"] > 0
 
 
 def test_gpu_check_says_why_the_embedded_runs_are_skipped(tmp_path):
