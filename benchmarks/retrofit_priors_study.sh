@@ -52,6 +52,10 @@ for v in ${VARIANTS:-base mix30 mix50 mix50_jit1 mix50_2ep}; do
     mix50) variant mix50 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 ;;
     mix50_jit1) variant mix50_jit1 --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set tokens.jitter=1.0 ;;
     mix50_2ep) variant mix50_2ep --set "tokens.mixture=$MIX" --set tokens.mixture_share=0.5 --set epochs=2 ;;
+    mix100) variant mix100 --set "tokens.mixture=$MIX" --set tokens.mixture_share=1.0 ;;
+    mix100_2ep) variant mix100_2ep --set "tokens.mixture=$MIX" --set tokens.mixture_share=1.0 --set epochs=2 ;;
+    # a ceiling: every sparse batch Uniform — how close can Uniform come to Isotropic if trained for it alone?
+    uniform_only) variant uniform_only --set "tokens.mixture=[uniform]" --set tokens.mixture_share=1.0 ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
 done
