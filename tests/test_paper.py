@@ -305,6 +305,26 @@ def test_pruning_ablations_price_the_predictor_against_the_heuristic(tmp_path, c
     assert t.loc["heuristic", "Predictor MFLOPs"] == 0.0 and "evit" not in t.index
 
 
+def test_pruning_tables_report_each_fine_tune_at_its_own_keep_ratio(tmp_path, config):
+    rows = _pruning_rows()
+    base = dict(experiment="pruning", backbone="cls_in1k", n_images=100, split="test", variant="parent",
+                method="spot_ad", setting="spot_ad_r05", placement="grid", budget=36, trained_keep_ratio=0.5)
+    for rho, acc, g in ((0.5, 77.5, 0.60), (0.7, 70.0, 0.75)):  # trained at 0.5: its row is the ρ = 0.5 one
+        rows += [dict(base, keep_ratio=rho, metric="acc1", value=acc), dict(base, keep_ratio=rho, metric="gflops",
+                                                                              value=g)]
+    write_table(rows, tmp_path / "pruning.csv", config={})
+    config = {**config, "pruning": {**config["pruning"], "models": {**config["pruning"]["models"],
+                                                                     "spot_ad_r05": "prune_spot_ad"}}}
+    inputs = {"pruning": [tmp_path / "pruning.csv"]}
+    t1 = paper.build("pruning_table1", inputs, config).set_index("Method")
+    assert t1.loc["SPOT-AD [spot_ad_r05]", "ρ"] == 0.5 and t1.loc["SPOT-AD [spot_ad_r05]", "Acc@1 (%)"] == 77.5
+    assert t1.loc["SPOT-AD", "ρ"] == 0.7 and t1.loc["SPOT-AD", "Acc@1 (%)"] == 78.0  # the others: still 0.7
+    assert t1.loc["ToMe (r = 2, training-free)", "ρ"] == 0.7
+    ablations = paper.build("pruning_ablations", inputs, config).set_index("Setting")
+    assert ablations.loc["spot_ad_r05", "ρ"] == 0.5  # priced against the heuristic at the same ρ (0.58)
+    assert ablations.loc["spot_ad_r05", "Predictor MFLOPs"] == pytest.approx(1000 * (0.60 - 0.58))
+
+
 def test_sampling_vs_pruning_matches_cost_points_and_names_the_winner(tmp_path, config):
     t = paper.build("sampling_vs_pruning", _pruning_inputs(tmp_path), config).set_index("ρ")
     assert list(t["m*"]) == [20, 26]  # the budgets whose GFLOPs are closest to SPOT-AD's at ρ = 0.5 and 0.7
@@ -328,3 +348,10 @@ def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_p
     assert one.loc["Salient(blur=0.05)", "9 Tok. Δ vs Isotropic (points)"] == -2.0
     mean = t[t.Backbone == "mean over backbones"].set_index("Prior")
     assert mean.loc["Salient", "4 Tok. Acc@1 (%)"] == 61.0 and mean.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0
+    # the rule's pick on these results: the best mean at 4 tokens among the candidates (never Isotropic)
+    assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == ["Salient"] and mean.loc["Salient", "Rule's pick"] == "★"
+    better = [dict(r, value=r["value"] + 20) if r["placement"] == "salient(blur=0.05)" else r for r in rows]
+    (tmp_path / "b").mkdir()
+    t = paper.build("prior_selection", _write(tmp_path / "b", prior_selection=better), config)
+    assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == ["Salient(blur=0.05)"]
+    assert t.set_index(["Backbone", "Prior"]).loc[("mean over backbones", "Salient"), "Chosen"] == "✓"

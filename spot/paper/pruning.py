@@ -60,8 +60,9 @@ def _flops_unit(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trained_ratio(f) -> float:
+    """The keep ratio the fine-tunes of ``f`` were trained at (the most common one; 0.7 when none says)."""
     r = f["trained_keep_ratio"].dropna()
-    return float(r.iloc[0]) if len(r) else 0.7
+    return float(r.mode().min()) if len(r) else 0.7
 
 
 def _settings(config, key="models") -> list[str]:
@@ -69,7 +70,7 @@ def _settings(config, key="models") -> list[str]:
 
 
 @table("pruning_table1", reads=("pruning", "throughput"),
-       caption="Token pruning in the format of seed 003's Table 1: per backbone, the dense classifier and every pruning fine-tune at the keep ratio it was trained at (ρ = 0.7), with ToMe at the matching r — Acc@1 (%), its change (points), GFLOPs per image (2 per multiply-add), their change (%), and measured throughput (images/s).")
+       caption="Token pruning in the format of seed 003's Table 1: per backbone, the dense classifier and every pruning fine-tune at the keep ratio it was trained at (ρ column), with ToMe at the r matching the most common one — Acc@1 (%), its change (points), GFLOPs per image (2 per multiply-add), their change (%), and measured throughput (images/s).")
 def pruning_table1(inputs, config) -> pd.DataFrame:
     f = _pruning(inputs)
     rows = []
@@ -85,17 +86,17 @@ def pruning_table1(inputs, config) -> pd.DataFrame:
             s = b[(b.setting == setting) & (b.variant == "parent")]
             if not len(s):
                 continue
-            method = s["method"].iloc[0]
+            method, own = s["method"].iloc[0], _trained_ratio(s)  # each fine-tune at the ratio it was trained at
             entries.append((METHOD_LABELS.get(method, method) + ("" if setting == method else f" [{setting}]"), {
-                "acc": _value(s, "acc1", keep_ratio=rho), "g": _value(s, "gflops", keep_ratio=rho),
-                "speed": _speed(inputs, backbone, setting=setting, keep_ratio=rho)}))
+                "acc": _value(s, "acc1", keep_ratio=own), "g": _value(s, "gflops", keep_ratio=own),
+                "speed": _speed(inputs, backbone, setting=setting, keep_ratio=own), "rho": own}))
         t = b[(b.method == "tome") & np.isclose(b.keep_ratio, rho)]
         if len(t):
             entries.append((f"ToMe (r = {int(t['r'].iloc[0])}, training-free)", {
                 "acc": _value(t, "acc1"), "g": _value(t, "gflops"),
-                "speed": _speed(inputs, backbone, setting="tome", keep_ratio=rho)}))
+                "speed": _speed(inputs, backbone, setting="tome", keep_ratio=rho), "rho": rho}))
         for name, e in entries:
-            rows.append({"Model": label(config, backbone), "Method": name, "ρ": 1.0 if e is dense else rho,
+            rows.append({"Model": label(config, backbone), "Method": name, "ρ": e.get("rho", 1.0),
                          "Acc@1 (%)": e["acc"], "Δ (points)": e["acc"] - dense["acc"], "GFLOPs": e["g"],
                          "GFLOPs Δ (%)": 100 * (e["g"] / dense["g"] - 1), "Throughput (images/s)": e["speed"],
                          "Speed-up (×)": e["speed"] / dense["speed"], "Input tokens": n0})
@@ -103,22 +104,23 @@ def pruning_table1(inputs, config) -> pd.DataFrame:
 
 
 @table("pruning_ablations", reads=("pruning",),
-       caption="Pruning ablations in the spirit of seed 003's Tables 2, 7 and 8: every fine-tune of a learned or heuristic method at its training keep ratio — Acc@1 (%), GFLOPs, and the predictor's own cost (GFLOPs beyond the heuristic's at the same token counts) and share of the model's GFLOPs.")
+       caption="Pruning ablations in the spirit of seed 003's Tables 2, 7 and 8: every fine-tune of a learned or heuristic method at its training keep ratio ρ — Acc@1 (%), GFLOPs, and the predictor's own cost (GFLOPs beyond the heuristic's at the same token counts) and share of the model's GFLOPs.")
 def pruning_ablations(inputs, config) -> pd.DataFrame:
     f = _pruning(inputs)
     rows = []
     for backbone, b in f.groupby("backbone", sort=False):
-        rho = _trained_ratio(b)
-        same_counts = b[(b.method == "heuristic") & np.isclose(b.keep_ratio, rho)]
-        reference = _value(same_counts, "gflops") if len(same_counts) else np.nan
         for setting in _settings(config):
-            s = b[(b.setting == setting) & (b.variant == "parent") & np.isclose(b.keep_ratio, rho)]
+            s = b[(b.setting == setting) & (b.variant == "parent")]
             if not len(s) or s["method"].iloc[0] not in ("spot_ad", "dynamicvit", "heuristic"):
                 continue
+            rho = _trained_ratio(s)  # each fine-tune at the ratio it was trained at
+            s = s[np.isclose(s.keep_ratio, rho)]
+            same_counts = b[(b.method == "heuristic") & np.isclose(b.keep_ratio, rho)]
+            reference = _value(same_counts, "gflops") if len(same_counts) else np.nan
             g = _value(s, "gflops")
             predictor = g - reference if s["method"].iloc[0] != "heuristic" else 0.0
             rows.append({"Model": label(config, backbone), "Setting": setting,
-                         "Method": METHOD_LABELS.get(s["method"].iloc[0], s["method"].iloc[0]),
+                         "Method": METHOD_LABELS.get(s["method"].iloc[0], s["method"].iloc[0]), "ρ": rho,
                          "Acc@1 (%)": _value(s, "acc1"), "GFLOPs": g, "Predictor GFLOPs": predictor,
                          "Predictor share (%)": 100 * predictor / g})
     return _flops_unit(pd.DataFrame(rows))
