@@ -61,7 +61,9 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     done = snakemake("-n", "--cores", "2", "--configfile", "config/pruning_ablations.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
-    assert counts["train_pruned"] == 3 * (4 + 6 + 1)  # per backbone: 4 methods, 6 ablations, SPoT + SPOT-AD
+    # per backbone: 4 methods, 6 ablations, SPOT-AD and EViT fine-tuned at ρ = 0.5, SPoT + SPOT-AD
+    assert counts["train_pruned"] == 3 * (4 + 6 + 2 + 1)
+    assert "results/embedded/models/cls_in1k_prune_spot_ad_r05.safetensors" in done.stdout
     # `results_of: embedded`: the default's data, models and experiments are reused (the ablations join its models);
     # the pruning and throughput results are the preset's own
     assert "results/embedded/models/mae_in1k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
@@ -73,6 +75,7 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
 
     config = load_config(workdir / "config" / "pruning_ablations.yaml")
     assert load_recipe(config, "prune_spot_ad_no_mean").prune.settings == {"statistics": ["variance"]}
+    assert load_recipe(config, "prune_spot_ad_r05").prune.keep_ratio == 0.5
     assert load_recipe(config, "prune_spot_ad_shared").prune.settings == {"shared": True}
 
 
