@@ -55,7 +55,9 @@ def matmul_peak_tflops(device: str, dtype: str, repeats: int = 10) -> float:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     n = 8192 if dev.type == "cuda" else 1024
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    from spot.throughput import DTYPES
+
+    dt = DTYPES[dtype]
     a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
     best = float("inf")
     for _ in range(repeats + 2):
@@ -143,6 +145,31 @@ def torchrun_train(out_dir: Path, name: str, configs: list[str], recipe: str, da
             "amp": record["recipe"]["amp"], "final": record["final"]}
 
 
+def throughput_run(out: Path, args) -> dict:
+    """`spot throughput` of ViT-B/16 (config/paper.yaml) on the first device; its rows and each measurement as a
+    fraction of the measured matmul peak."""
+    cmd = [sys.executable, "-m", "spot", "throughput", "--config", "config/paper.yaml",
+           "--backbone", "vit_b16", "--architecture", "vit_base_patch16_224",
+           "--out", str(out / "throughput_vit_b16.csv"),
+           *args.throughput_args.split()]
+    if args.device != "auto":
+        cmd += ["--device", args.device]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    (out / "throughput.log").write_text(done.stdout + done.stderr)
+    entry = {"name": "throughput_vit_b16", "command": " ".join(cmd), "ok": done.returncode == 0}
+    if done.returncode == 0:
+        import csv
+
+        with open(out / "throughput_vit_b16.csv") as f:
+            entry["rows"] = list(csv.DictReader(f))
+        dtype = entry["rows"][0]["dtype"] if entry["rows"] else "float32"
+        entry["matmul_peak_tflops"] = {"dtype": dtype, "value": matmul_peak_tflops(args.device, dtype)}
+        entry["flop_bound"] = flop_bound(entry["rows"], entry["matmul_peak_tflops"]["value"])
+    else:
+        entry["error"] = (done.stdout + done.stderr)[-3000:]
+    return entry
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (logs, weights, records, gpu_check.json)")
@@ -188,26 +215,7 @@ def main(argv=None) -> int:
                                              "retrofit_cls_in1k", data, args.nproc, args.device, sets))
 
     if "throughput" not in args.skip:
-        cmd = [sys.executable, "-m", "spot", "throughput", "--config", "config/paper.yaml",
-               "--backbone", "vit_b16", "--architecture", "vit_base_patch16_224",
-               "--out", str(out / "throughput_vit_b16.csv"),
-               *args.throughput_args.split()]
-        if args.device != "auto":
-            cmd += ["--device", args.device]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        (out / "throughput.log").write_text(done.stdout + done.stderr)
-        entry = {"name": "throughput_vit_b16", "command": " ".join(cmd), "ok": done.returncode == 0}
-        if done.returncode == 0:
-            import csv
-
-            with open(out / "throughput_vit_b16.csv") as f:
-                entry["rows"] = list(csv.DictReader(f))
-            dtype = entry["rows"][0]["dtype"] if entry["rows"] else "float32"
-            entry["matmul_peak_tflops"] = {"dtype": dtype, "value": matmul_peak_tflops(args.device, dtype)}
-            entry["flop_bound"] = flop_bound(entry["rows"], entry["matmul_peak_tflops"]["value"])
-        else:
-            entry["error"] = (done.stdout + done.stderr)[-3000:]
-        report["runs"].append(entry)
+        report["runs"].append(throughput_run(out, args))
 
     from spot.provenance import atomic_write_json
 

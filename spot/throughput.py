@@ -194,7 +194,7 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
         vit.eval().to(device)
     images = torch.randn(batch_size, in_chans or spot.in_chans, H, W,
                          generator=torch.Generator().manual_seed(seed)).to(device)
-    runs = _method_runs(spot, vit, methods, budgets, (H, W), device, seed) + list(extra_runs)
+    runs = _method_runs(spot, vit, methods, budgets, (H, W), grid, device, seed) + list(extra_runs)
     common = dict(experiment="throughput", backbone=backbone, variant=variant)
     setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
                  warmup=warmup, repeats=repeats)
@@ -233,7 +233,7 @@ def _check_grid(vit, grid: int, size: tuple, methods: list, budgets: list) -> No
                          f"patchdropout from methods or use budgets ≤ {grid})")
 
 
-def _method_runs(spot, vit, methods: list, budgets: list, size: tuple, device, seed: int) -> list:
+def _method_runs(spot, vit, methods: list, budgets: list, size: tuple, grid: int, device, seed: int) -> list:
     """``(columns, forward)`` of :data:`METHODS` at every budget (the plain ViT once, at the full grid)."""
     dropout = PatchDropoutViT(vit).eval().to(device) if vit is not None else None
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -246,8 +246,7 @@ def _method_runs(spot, vit, methods: list, budgets: list, size: tuple, device, s
             runs.append(({"method": "patchdropout", "budget": m},
                          lambda x, m=m: dropout(x, num_tokens=m, generator=gen)))
     if "vit" in methods:
-        runs.append(({"method": "vit", "budget": (size[0] // spot.patch_size[0]) * (size[1] // spot.patch_size[1])},
-                     vit))
+        runs.append(({"method": "vit", "budget": grid}, vit))
     return runs
 
 
