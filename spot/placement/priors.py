@@ -22,7 +22,7 @@ Isotropic      grid_uniform deterministic even coverage for any m: ``r ≈ √(m
 Center         grid_center  the Isotropic layout warped towards the centre per axis,
                             ``δ' = δ·(1 − exp(−(δ/scale)²))`` with ``δ = c − ½``
 Salient        —            the Isotropic layout transported through the saliency map's distribution, the map
-                            blurred (σ = 0.1 × the side) and mixed half and half with uniform
+                            blurred (σ = 0.2 × the side) and mixed half and half with uniform
                             (``layout="sample"``: pixels drawn from it + U[0, 1) sub-pixel jitter)
 Background     —            the same from the inverted map ``max(M) − M``
 Boundary       edge         per axis ``v = sign(u)(1 − |u|^exponent)``, ``u ~ U(−1, 1)``, mapped to [0, 1]
@@ -310,7 +310,7 @@ class Salient(Prior):
     # chosen on the embedded preset's validation split (the prior_selection table: the best mean Acc@1 over the
     # backbones at the sparse budget; i.i.d. draws and sharper maps lose there)
     layout: str = "transport"
-    blur: float = 0.1
+    blur: float = 0.2
     floor: float = 0.5
 
     def validate(self):
