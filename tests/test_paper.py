@@ -355,3 +355,9 @@ def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_p
     t = paper.build("prior_selection", _write(tmp_path / "b", prior_selection=better), config)
     assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == ["Salient(blur=0.05)"]
     assert t.set_index(["Backbone", "Prior"]).loc[("mean over backbones", "Salient"), "Chosen"] == "✓"
+
+
+def test_table_csv_drops_float_noise_but_keeps_precision(tmp_path):
+    frame = pd.DataFrame({"Prior": ["Salient"], "Δ (points)": [0.1 + 0.2], "Acc@1 (%)": [53.75 / 3]})
+    csv = paper.write_table_files(frame, tmp_path, "t")[0].read_text()
+    assert csv.splitlines()[1] == "Salient,0.3,17.9166666667"

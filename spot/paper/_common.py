@@ -105,7 +105,9 @@ def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=()) -> lis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md", out_dir / f"{stem}.tex"]
-    atomic_write_text(paths[0], frame.to_csv(index=False))
+    # 10 decimals: a mean over seeds keeps its precision, a difference loses its float noise (2.3, not
+    # 2.3000000000000007), so the CSV reads as the numbers it holds
+    atomic_write_text(paths[0], frame.round(10).to_csv(index=False))
     atomic_write_text(paths[1], frame.to_markdown(index=False, floatfmt=".2f") + "\n")
     atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.2f", escape=True))
     _sidecar(out_dir / f"{stem}.provenance.json", inputs, {"files": [p.name for p in paths]})
