@@ -16,6 +16,9 @@ interleaved rounds (``overhead.rounds``: every round runs every model once, in a
 * **clock ÷ FLOPs** — time ratio ÷ FLOPs ratio: 1 when the FLOP saving reaches the clock entirely, above 1 when the
   method's own work (explicit attention maps at its stage blocks, gathers, running statistics, matching) eats into it.
 
+Rows "…, explicit map": the heuristic, EViT and ToMe with the whole attention map computed explicitly in every block
+they hook (the path before their blocks ran on fused SDPA; ``PruningMethod.view``) — what fused attention buys them.
+
 Random weights and images (the learned predictors untrained): the cost does not depend on either, only the kept-token
 counts do, and those are fixed by ρ. Nothing here is a test; benchmarks/RESULTS.md records a run.
 """
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import SCALES, ratio, rounds  # noqa: E402
 
 METHODS = ("spot_ad", "dynamicvit", "heuristic", "evit", "tome")
+FUSED = ("heuristic", "evit", "tome")  # read the CLS row or no map: fused SDPA; also run with the explicit map
 BATCHES = {"embedded": (1, 256), "vitb": (1, 16)}  # 1 and a large batch that a 1-thread CPU round still affords
 
 
@@ -49,6 +53,10 @@ def bench(scale: str, batches, keep_ratios, repeats: int) -> list[str]:
     lines = []
     for rho in keep_ratios:
         pruned = {m: prune(vit, m, keep_ratio=rho).eval() for m in METHODS}
+        for m in FUSED:  # the same method with the whole attention map computed explicitly in its blocks
+            net = prune(vit, m, keep_ratio=rho).eval()
+            net.method.view = lambda block: "map"
+            pruned[f"{m}, explicit map"] = net
         one = torch.randn(1, C, H, H)
         base_flops = count_gflops(vit, one)
         flops, tokens = {}, {}
@@ -60,13 +68,13 @@ def bench(scale: str, batches, keep_ratios, repeats: int) -> list[str]:
             fns = {"vit": lambda: vit(images), **{m: (lambda net=net: net(images)) for m, net in pruned.items()}}
             with torch.inference_mode():
                 t = rounds(fns, repeats)
-            for m in METHODS:
+            for m in pruned:
                 r = statistics.median(a / b for a, b in zip(t[m], t["vit"]))
                 lines.append(f"| {scale} | {batch} | {rho} | {m} | {tokens[m]:.2f} | {flops[m]:.2f} | "
                              f"{ratio(t, m, 'vit')} | {r / flops[m]:.2f} |")
             lines.append(f"| {scale} | {batch} | {rho} | *unpruned ViT* | 1.00 | 1.00 | "
                          f"{1e3 * statistics.median(t['vit']):.1f} ms/batch | – |")
-            print("\n".join(lines[-len(METHODS) - 1:]), flush=True)
+            print("\n".join(lines[-len(pruned) - 1:]), flush=True)
     return lines
 
 

@@ -50,6 +50,35 @@ def test_keep_ratio_one_gives_the_unpruned_logits(deit, avg_vit, images, method)
         assert pruned.token_counts == [17] * len(model.blocks)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_fused_attention_views_equal_the_explicit_map(deit, avg_vit, images, method, monkeypatch):
+    """A method that reads only the CLS row or no map runs its blocks on fused SDPA (ToMe's log-size bias as the
+    mask) and gives what the explicit map gives; only SPOT-AD's observed blocks compute the whole map."""
+    model = avg_vit if method == "tome" else deit
+    pruned = prune(model, method, keep_ratio=0.7, **_settings(method, 0.7) if model is deit else {}).eval()
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(k.get("attn_mask") is not None) or sdpa(*a, **k))
+    with torch.no_grad():
+        fused = pruned(images)
+        fused_counts, fused_calls = list(pruned.token_counts), list(calls)
+        monkeypatch.setattr(pruned.method, "view", lambda block: "map")
+        calls.clear()
+        explicit = pruned(images)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    depth = len(model.blocks)
+    hooked = [i for i in range(depth) if pruned.method.observes(i) or pruned.method.reduces(i)]
+    assert pruned.token_counts == fused_counts
+    assert len(calls) == depth - len(hooked)  # forced to the explicit map, only the blocks without hooks use SDPA
+    if method == "spot_ad":  # blocks up to the last stage observe the whole map
+        assert len(fused_calls) == depth - (pruned.method.stages[-1] + 1)
+    else:
+        assert len(fused_calls) == depth
+    if method == "tome":  # every block carries the token sizes as SDPA's additive mask (proportional attention)
+        assert fused_calls == [True] * depth
+
+
 def test_inference_token_counts_follow_the_stated_schedule(deit, images):
     n0, rho = 16, 0.7
     stated = keep_counts(n0, rho, 3)
@@ -177,7 +206,10 @@ def test_gflops_fall_with_keep_ratio_as_the_token_counts_predict(deit):
         with torch.no_grad():
             pruned(one)
         counts = pruned.token_counts + [pruned.token_counts[-1]]
-        stated = sum(block_gflops(counts[i], counts[i + 1]) for i in range(depth)) + rest
+        # the heuristic reads the CLS row of the blocks up to the last stage: one more q·kᵀ row there (fused SDPA
+        # gives the output, the row is computed beside it)
+        cls_rows = sum(2 * counts[i] * C for i in range(depth) if pruned.method.observes(i)) / 1e9
+        stated = sum(block_gflops(counts[i], counts[i + 1]) for i in range(depth)) + rest + cls_rows
         assert got == pytest.approx(stated, rel=1e-6)
         assert got < previous
         previous = got

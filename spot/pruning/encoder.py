@@ -8,16 +8,21 @@ memory a method keeps across blocks (running attention statistics). :meth:`Token
 :func:`run_block` computes a timm ``Block`` exactly as timm does — ``x + ls1(attn(norm1(x)))`` then
 ``x + ls2(mlp(norm2(x)))`` — and, between the two halves, lets the pruning method look at the block's post-softmax
 attention map and reduce the tokens (after attention, before the MLP: where EViT, ToMe and SPOT-AD act). Blocks that
-need neither the map nor a mask run as the timm module itself (fused SDPA).
+need neither the map nor a mask run as the timm module itself (fused SDPA); the others compute the map only as far as
+the method reads it (``view``: the whole map, the CLS row, or none — then attention is fused SDPA too, with ToMe's
+log-size bias as its additive mask). Training masks of learned methods (``policy``) take the explicit path.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block
 
-__all__ = ["TokenState", "attention", "softmax_with_policy", "run_block", "check_blocks"]
+__all__ = ["TokenState", "attention", "softmax_with_policy", "run_block", "check_blocks", "VIEWS"]
+
+VIEWS = ("map", "cls", "none")  # how much of a block's post-softmax attention map a pruning method reads
 
 
 def check_blocks(blocks) -> None:
@@ -42,20 +47,34 @@ def softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor, eps: float =
     return (weights + eps / n) / (weights.sum(dim=-1, keepdim=True) + eps)
 
 
-def attention(attn: Attention, x: torch.Tensor, *, policy=None, size=None):
-    """timm's ``Attention`` computed explicitly → (output, post-softmax map (B, H, N, N), keys (B, H, N, d)).
+def attention(attn: Attention, x: torch.Tensor, *, policy=None, size=None, view: str = "map"):
+    """timm's ``Attention`` → (output, post-softmax map, keys (B, H, N, d)).
 
-    ``policy`` (B, N, 1): keep mask of training (:func:`softmax_with_policy`); ``size`` (B, N, 1): ToMe's token
-    sizes, added as ``log(size)`` to the logits (proportional attention). Neither: exactly timm's softmax."""
+    ``view``: the map returned — ``"map"`` the whole (B, H, N, N) map (computed explicitly), ``"cls"`` its first row
+    (B, H, 1, N), ``"none"`` None; the last two compute the output by fused SDPA. ``policy`` (B, N, 1): keep mask of
+    training (:func:`softmax_with_policy`; always explicit); ``size`` (B, N, 1): ToMe's token sizes, added as
+    ``log(size)`` to the logits (proportional attention). Neither: exactly timm's softmax."""
+    if view not in VIEWS:
+        raise ValueError(f"attention view must be one of {', '.join(VIEWS)}, got {view!r}")
     B, N, _ = x.shape
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
     q, k, v = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
-    logits = (q * attn.scale) @ k.transpose(-2, -1)
-    if size is not None:
-        logits = logits + size.log().reshape(B, 1, 1, N).to(logits.dtype)
-    probs = logits.softmax(dim=-1) if policy is None else softmax_with_policy(logits, policy)
-    out = (attn.attn_drop(probs) @ v).transpose(1, 2).reshape(B, N, attn.attn_dim)
+    bias = None if size is None else size.log().reshape(B, 1, 1, N).to(q.dtype)
+    if policy is None and view != "map":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                             dropout_p=attn.attn_drop.p if attn.training else 0.0)
+        probs = None
+        if view == "cls":
+            logits = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)
+            probs = (logits if bias is None else logits + bias).softmax(dim=-1)
+    else:
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        if bias is not None:
+            logits = logits + bias
+        probs = logits.softmax(dim=-1) if policy is None else softmax_with_policy(logits, policy)
+        out = attn.attn_drop(probs) @ v
+    out = out.transpose(1, 2).reshape(B, N, attn.attn_dim)
     out = attn.norm(out)
     if gate is not None:
         out = out * gate
@@ -118,13 +137,14 @@ def _take(t: torch.Tensor, rows: torch.Tensor, axis: int) -> torch.Tensor:
     return torch.gather(t, axis, index)
 
 
-def run_block(blk: Block, x: torch.Tensor, state: TokenState, *, observe=None, reduce=None) -> torch.Tensor:
+def run_block(blk: Block, x: torch.Tensor, state: TokenState, *, observe=None, reduce=None,
+              view: str = "map") -> torch.Tensor:
     """One timm ``Block`` on the state's tokens. ``observe(probs, keys, x)`` sees the post-softmax attention map
-    and keys of this block (then the map is computed explicitly); ``reduce(x, probs, keys) → x`` prunes or merges
-    tokens after attention, before the MLP."""
+    (as much of it as ``view`` asks: :func:`attention`) and keys of this block; ``reduce(x, probs, keys) → x``
+    prunes or merges tokens after attention, before the MLP."""
     if observe is None and reduce is None and state.policy is None and state.size is None:
         return blk(x)
-    h, probs, keys = attention(blk.attn, blk.norm1(x), policy=state.policy, size=state.size)
+    h, probs, keys = attention(blk.attn, blk.norm1(x), policy=state.policy, size=state.size, view=view)
     x = x + blk.drop_path1(blk.ls1(h))
     if observe is not None:
         observe(probs, keys, x)

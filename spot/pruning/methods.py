@@ -1,7 +1,8 @@
 """Token-pruning methods: one class each, registered by name (``PRUNING_METHODS``), the paper's names.
 
 A method decides, at its stage blocks (after attention, before the MLP), which patch tokens go on. It sees the block's
-post-softmax attention map and keys (:func:`~spot.pruning.encoder.run_block`) and may keep memory across blocks in the
+post-softmax attention map — as much of it as its ``view`` says (the whole map, the CLS row, none: fused SDPA
+otherwise) — and keys (:func:`~spot.pruning.encoder.run_block`) and may keep memory across blocks in the
 :class:`~spot.pruning.encoder.TokenState`. The shared mechanics live in :class:`ScoredPruning`: a method gives one score
 per present patch token; at inference (and always for the non-learned methods) the top ``keep_count`` tokens are
 gathered — later blocks really run on fewer tokens — and in training a *learned* method's keep mask is a hard
@@ -98,6 +99,11 @@ class PruningMethod(nn.Module):
     def reduces(self, block: int) -> bool:
         return block in self.stages
 
+    def view(self, block: int) -> str:
+        """How much of the block's attention map the hooks read: ``"map"`` (the default: all of it, computed
+        explicitly), ``"cls"`` (the CLS row) or ``"none"`` — the latter two keep the block on fused SDPA."""
+        return "map"
+
     def observe(self, block: int, state: TokenState, probs, keys, x) -> None:
         pass
 
@@ -190,6 +196,9 @@ class SpotAD(ScoredPruning):
             return False
         return block <= self.stages[-1] if self.dynamics else block in self.stages
 
+    def view(self, block):
+        return "map" if self.attention else "none"
+
     def observe(self, block, state, probs, keys, x):
         if self.dynamics:
             RunningMoments.update(state, probs)
@@ -241,6 +250,9 @@ class Heuristic(ScoredPruning):
     def observes(self, block):
         return block <= self.stages[-1]
 
+    def view(self, block):
+        return "cls"
+
     def observe(self, block, state, probs, keys, x):
         cls = probs[:, :, 0, :].detach().float().mean(dim=1)  # (B, N) over all tokens present
         held = state.recall(self.MEMORY)
@@ -268,6 +280,9 @@ class EViT(ScoredPruning):
 
     def observes(self, block):
         return block in self.stages
+
+    def view(self, block):
+        return "cls"
 
     def scores(self, stage, state, x, probs):
         return probs[:, :, 0, state.prefix:].mean(dim=1)
@@ -320,6 +335,9 @@ class ToMe(PruningMethod):
 
     def begin(self, state, x):
         state.size = x.new_ones(x.shape[0], x.shape[1], 1)
+
+    def view(self, block):
+        return "none"  # the merge reads the keys only
 
     def reduce(self, block, state, x, probs, keys):
         p, n = state.prefix, x.shape[1] - state.prefix

@@ -89,7 +89,7 @@ class PrunedViT(nn.Module):
                 if method.observes(i) else None
             reduce = (lambda h, probs, keys, i=i: method.reduce(i, state, h, probs, keys)) \
                 if method.reduces(i) else None
-            x = run_block(blk, x, state, observe=observe, reduce=reduce)
+            x = run_block(blk, x, state, observe=observe, reduce=reduce, view=method.view(i))
         self.token_counts, self.state = counts, state
         x = self.model.norm(x)
         self.last_tokens = x
