@@ -77,17 +77,16 @@ def add_config_arguments(parser, *, what: str = "the sections this command reads
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help=f"a preset (YAML) with {what}: config.yaml (embedded), config/paper.yaml, … — its "
                              "`extends:` chain is resolved; repeat to layer an overlay over it")
-    parser.add_argument("--config-json", default=None, metavar="JSON",
+    parser.add_argument("--config-json", action="append", default=[], metavar="JSON",
                         help="a JSON list of config files and override mappings, layered in order after --config "
-                             "(the workflow passes its preset this way), e.g. "
+                             "(the workflow passes its preset this way; repeat to layer more), e.g. "
                              "'[\"config.yaml\", {\"evaluation\": {\"limit\": 100}}]'")
 
 
 def config_layers(args) -> list:
     """The ``--config`` files then the ``--config-json`` items: file paths (str) and override mappings (dict)."""
     layers = list(getattr(args, "config", None) or [])
-    text = getattr(args, "config_json", None)
-    if text:
+    for text in getattr(args, "config_json", None) or []:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:

@@ -40,6 +40,11 @@ def test_command_line_layers_files_then_json_items(tmp_path):
     config = config_from_args(args)
     assert config["data"]["root"] == "/srv/imagenet" and config["evaluation"]["limit"] == 7
     assert config["preset"] == "paper" and config["evaluation"]["budgets"] == [25, 49, 100, 196]
+    again = p.parse_args(["--config-json", json.dumps(["config/paper.yaml", {"evaluation": {"limit": 7}}]),
+                          "--config-json", json.dumps([{"evaluation": {"limit": 3, "seeds": [5]}}])])
+    layered = config_from_args(again)  # a repeated --config-json layers over the previous ones
+    assert layered["evaluation"]["limit"] == 3 and layered["evaluation"]["seeds"] == [5]
+    assert layered["evaluation"]["budgets"] == [25, 49, 100, 196]
     for bad in ("{not json", '{"a": 1}', "[1]"):
         with pytest.raises(ValueError, match="--config-json"):
             config_from_args(p.parse_args(["--config-json", bad]))

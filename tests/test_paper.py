@@ -348,12 +348,17 @@ def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_p
     assert one.loc["Salient(blur=0.05)", "9 Tok. Δ vs Isotropic (points)"] == -2.0
     mean = t[t.Backbone == "mean over backbones"].set_index("Prior")
     assert mean.loc["Salient", "4 Tok. Acc@1 (%)"] == 61.0 and mean.loc["Salient", "4 Tok. Δ vs Isotropic (points)"] == 2.0
-    # the rule's pick on these results: the best mean at 4 tokens among the candidates (never Isotropic)
+    # the rule's pick on these results: the best mean over backbones and budgets among the candidates (never
+    # Isotropic)
     assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == ["Salient"] and mean.loc["Salient", "Rule's pick"] == "★"
+    # a candidate better at the sparse budget alone but worse on average is not picked; better on average, it is
+    sparse = [dict(r, value=r["value"] + (6 if r["budget"] == 4 else -6)) if r["placement"] == "salient(blur=0.05)"
+              else r for r in rows]
     better = [dict(r, value=r["value"] + 20) if r["placement"] == "salient(blur=0.05)" else r for r in rows]
-    (tmp_path / "b").mkdir()
-    t = paper.build("prior_selection", _write(tmp_path / "b", prior_selection=better), config)
-    assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == ["Salient(blur=0.05)"]
+    for name, changed, pick in (("a", sparse, "Salient"), ("b", better, "Salient(blur=0.05)")):
+        (tmp_path / name).mkdir()
+        t = paper.build("prior_selection", _write(tmp_path / name, prior_selection=changed), config)
+        assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == [pick]
     assert t.set_index(["Backbone", "Prior"]).loc[("mean over backbones", "Salient"), "Chosen"] == "✓"
 
 

@@ -223,6 +223,15 @@ def test_smoke_preset_end_to_end(workdir):
     # a second run has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # a preset that reuses these results (as pruning_ablations reuses the embedded default's) re-runs none of them:
+    # no shared job's params may hold the preset's file names
+    reusing = "extends: smoke.yaml\npreset: smoke_reuse\nresults_of: smoke\n"
+    (workdir / "config" / "smoke_reuse.yaml").write_text(reusing)
+    reuse = snakemake("-n", "--cores", "2", "--configfile", "config/smoke_reuse.yaml", cwd=workdir)
+    assert reuse.returncode == 0, reuse.stderr[-3000:]
+    shared = {"train_chain_stage", "train_backbone", "evaluate", "prior_selection", "oracle", "transfer",
+              "train_pruned"}
+    assert not shared & set(job_counts(reuse.stdout)), job_counts(reuse.stdout)
     # the HTML report, with a caption per table and figure
     report = snakemake("--configfile", "config/smoke.yaml", "--report", "report.html", cwd=workdir)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]

@@ -307,8 +307,8 @@ class Salient(Prior):
 
     name: ClassVar[str] = "salient"
     needs_saliency: ClassVar[bool] = True
-    # chosen on the embedded preset's validation split (the prior_selection table: the best mean Acc@1 over the
-    # backbones at the sparse budget; i.i.d. draws and sharper maps lose there)
+    # chosen on the embedded preset's validation split (the prior_selection table: the best Acc@1 averaged over the
+    # backbones and budgets; i.i.d. draws and sharper maps lose there)
     layout: str = "transport"
     blur: float = 0.2
     floor: float = 0.5

@@ -292,15 +292,16 @@ def evaluation_protocol(keys):
     return {k: config["evaluation"].get(k) for k in keys}
 
 
-def selection_config_json():
-    """The run's config layers plus the evaluation of prior_selection's candidates on its split (one seed, no
-    snapped, grid-model or extra-budget measurements, no PatchDropout): what `spot evaluate` runs for the
-    prior_selection rule."""
+def selection_override_json():
+    """The override that turns the evaluation into prior_selection's: its split and candidates, one seed, no
+    snapped, grid-model or extra-budget measurements, no PatchDropout. The rule layers it over the run's config
+    (``--config-json`` twice), so that its params hold settings only — not the preset's file names, which differ
+    between presets that share these results."""
     s = config["prior_selection"]
     override = {"evaluation": {"split": s["split"], "limit": s.get("limit"), "priors": s["candidates"],
                                "seeds": [s.get("seed", 0)], "extra_budgets": [], "snapped": False,
                                "grid_model_priors": [], "extra_budget_priors": [], "patchdropout": False}}
-    return json.dumps(json.loads(SPOT_CONFIG) + [override], sort_keys=True)
+    return json.dumps([override], sort_keys=True)
 
 
 def model_flags(models):

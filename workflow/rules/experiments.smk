@@ -44,7 +44,7 @@ rule prior_selection:
     params:
         settings={"prior_selection": config["prior_selection"], "saliency": config["saliency"],
                   "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode", "budgets", "batch_size"))},
-        config_json=selection_config_json(),
+        override=selection_override_json(),
         data=lambda w: data_root(),
     log:
         f"{RESULTS}/logs/prior_selection_{{backbone}}.log",
@@ -54,8 +54,8 @@ rule prior_selection:
     resources:
         gpu=config["resources"]["eval_gpus"],
     shell:
-        "spot evaluate --config-json {params.config_json:q} --backbone {wildcards.backbone} --model spot={input.model}"
-        " --data {params.data} --out {output.table} > {log} 2>&1"
+        "spot evaluate --config-json \"$SPOT_CONFIG\" --config-json {params.override:q} --backbone {wildcards.backbone}"
+        " --model spot={input.model} --data {params.data} --out {output.table} > {log} 2>&1"
 
 
 rule oracle:
