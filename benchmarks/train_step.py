@@ -11,8 +11,11 @@ initial weights:
 * ``compile`` — the model under ``torch.compile`` (inductor; compilation happens in the warm-up rounds, not timed);
 * ``bf16`` — eager under ``torch.autocast("cpu", torch.bfloat16)``.
 
-Prints each variant's median step time and its ratio to eager (median [IQR] of the per-round ratios), and the
-compile time. Random images and labels. Nothing here is a test; benchmarks/RESULTS.md records a run.
+Prints each variant's median step time and its ratio to eager (median [IQR] of the per-round ratios), the compile
+time, and how close each step comes to the machine: the step's FLOPs (3 × the forward's, ``FlopCounterMode``; the
+backward counted as twice the forward) per second, as a share of the fp32 matmul peak measured in the same process
+(``gpu_check.matmul_peak_tflops``: a 1024² product on these threads) — the physical limit of a faster training step.
+Random images and labels. Nothing here is a test; benchmarks/RESULTS.md records a run.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import matmul_peak_tflops  # noqa: E402
 from overhead import SCALES, ratio, rounds  # noqa: E402
 
 
@@ -56,6 +60,7 @@ def main(argv=None) -> int:
 
     from spot import SPoTViT, isotropic_layout
     from spot.provenance import device_description
+    from spot.throughput import count_gflops
 
     name, kwargs, budgets = SCALES["embedded"]
     torch.manual_seed(0)
@@ -64,8 +69,11 @@ def main(argv=None) -> int:
     images, labels = torch.randn(args.batch, C, H, H), torch.randint(0, vit.num_classes, (args.batch,))
     positions = isotropic_layout(max(budgets), (H, H))[None].expand(args.batch, -1, -1)
     variants = args.variants.split(",")
-    print(f"device: {device_description(torch.device('cpu'))}; batch {args.batch}; {args.repeats} rounds")
-    print("| model | variant | ms per step (median) | ÷ eager (median [IQR]) |\n|---|---|---|---|")
+    peak = 1e3 * matmul_peak_tflops("cpu", "float32")
+    print(f"device: {device_description(torch.device('cpu'))}; batch {args.batch}; {args.repeats} rounds; "
+          f"fp32 matmul peak {peak:.1f} GFLOP/s")
+    print("| model | variant | ms per step (median) | ÷ eager (median [IQR]) | GFLOP/s (% of the matmul peak) |\n"
+          "|---|---|---|---|---|")
     for label, base, pos in (("timm ViT (backbone)", vit, None), ("SPoT, 36 tokens (retrofit)",
                                                                    SPoTViT.from_timm(vit).train(), positions)):
         fns, compile_s = {}, None
@@ -78,11 +86,16 @@ def main(argv=None) -> int:
                 compile_s = time.perf_counter() - start
             fns[v] = step_fn(model, images, labels, pos, autocast=(v == "bf16"))
         t = rounds(fns, args.repeats)
+        forward = base.eval() if pos is None else (lambda x, m=base.eval(): m(x, pos))
+        step_gflops = 3 * count_gflops(forward, images) * args.batch
+        base.train()
         for v in variants:
             r = ratio(t, v, "eager") if v != "eager" else "1"
-            print(f"| {label} | {v} | {1e3 * statistics.median(t[v]):.1f} | {r} |", flush=True)
+            achieved = step_gflops / statistics.median(t[v])
+            print(f"| {label} | {v} | {1e3 * statistics.median(t[v]):.1f} | {r} | {achieved:.1f} "
+                  f"({100 * achieved / peak:.0f} %) |", flush=True)
         if compile_s is not None:
-            print(f"| {label} | compile time | {compile_s:.1f} s (first step) | |", flush=True)
+            print(f"| {label} | compile time | {compile_s:.1f} s (first step) | | |", flush=True)
     return 0
 
 

@@ -37,3 +37,33 @@ def test_workflow_times_sums_benchmark_files_per_rule(tmp_path, capsys):
     assert "SPoT part: 400 job-s; token pruning: 120 job-s; all: 520 job-s" in out
     assert times.main([str(tmp_path / "empty")]) == 2
 
+
+
+def _rows(out: str, first: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith(first)]
+
+
+def test_pruning_times_every_method_and_the_explicit_map_paths(capsys, one_thread):
+    pruning = _load("pruning")
+    assert pruning.main(["--scale", "embedded", "--batches", "1", "--keep", "0.5", "--repeats", "3"]) == 0
+    rows = _rows(capsys.readouterr().out, "| embedded |")
+    methods = [r[3] for r in rows]
+    assert {"spot_ad", "dynamicvit", "heuristic", "evit", "tome", "*unpruned ViT*"} <= set(methods)
+    assert {m for m in methods if m.endswith("explicit map")} == {"heuristic, explicit map", "evit, explicit map",
+                                                                   "tome, explicit map"}
+    for r in rows:
+        if r[3] != "*unpruned ViT*":  # every method saves FLOPs at ρ = 0.5; its time ratio is a median [IQR]
+            assert 0 < float(r[5]) < 1 and float(r[6].split()[0]) > 0 and r[6].split()[1].startswith("[")
+
+
+def test_train_step_reports_each_variant_against_the_matmul_peak(capsys, one_thread):
+    train_step = _load("train_step")
+    assert train_step.main(["--batch", "4", "--repeats", "3", "--variants", "eager,bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32 matmul peak" in out
+    rows = _rows(out, "| timm ViT") + _rows(out, "| SPoT, 36")
+    assert [(r[0], r[1]) for r in rows] == [(m, v) for m in ("timm ViT (backbone)", "SPoT, 36 tokens (retrofit)")
+                                            for v in ("eager", "bf16")]
+    for r in rows:  # achieved GFLOP/s (share of the peak in %)
+        achieved, share = r[4].split(" (")
+        assert float(achieved) > 0 and share.endswith("%)")
