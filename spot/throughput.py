@@ -13,10 +13,14 @@ budget (the ``method`` and ``placement`` columns, the evaluation's vocabulary):
 Rows are tidy, one per measurement and metric: ``images_per_s`` (median over repeats) with ``images_per_s_min`` /
 ``_max``, ``ms_per_batch`` (median, min, max) and ``gflops_per_image``.
 
-Timing protocol: ``torch.inference_mode()``, ``warmup`` untimed batches, then ``repeats`` timed batches, each between
-two ``torch.cuda.synchronize()`` calls on CUDA, measured with ``time.perf_counter``; images/s and ms per batch are the
-median over repeats (min / max beside). ``dtype`` ``bfloat16``/``float16`` run under ``torch.autocast`` (fp16 on CUDA
-only); positions stay float64 (the tokenizer does its coordinate arithmetic in float64). GFLOPs per image come from
+Timing protocol: ``torch.inference_mode()``, ``warmup`` untimed batches of every measurement, then ``repeats``
+interleaved rounds: each round times one batch of every measurement (methods, budgets, the pruning rows; with
+:func:`measure_models` — what ``spot throughput`` runs — of every model given), in an order rotated from round to
+round, so that a machine's drifting load falls on all of them alike and their ratios (a speed-up over the dense
+model) compare like with like. Each batch runs between two ``torch.cuda.synchronize()`` calls on CUDA and is
+measured with ``time.perf_counter``; images/s and ms per batch are the median over the rounds (min / max beside).
+``dtype`` ``bfloat16``/``float16`` run under ``torch.autocast`` (fp16 on CUDA only); positions stay float64 (the
+tokenizer does its coordinate arithmetic in float64). GFLOPs per image come from
 ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass of one image at that budget (matrix products,
 convolutions and attention; element-wise work such as the bilinear window sampling, softmax and norms is not counted).
 Throughput does not depend on image content, so the images are random (seeded) and weights may be untrained.
@@ -39,12 +43,14 @@ from .config import add_config_arguments
 from .models import PatchDropoutViT, SPoTViT
 from .placement import ImageBatch, place
 
-__all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "count_gflops", "configure_parser",
-           "run_from_args"]
+__all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "measure_models", "interleaved_times",
+           "count_gflops", "configure_parser", "run_from_args"]
 
 METHODS = {"spot": "isotropic", "vit": "grid", "patchdropout": "grid_random"}  # method → the placement it times
 METRICS = ("images_per_s", "images_per_s_min", "images_per_s_max", "ms_per_batch", "ms_per_batch_min",
            "ms_per_batch_max", "gflops_per_image")
+COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget", "fraction", "sequence_length",
+           "batch_size", "dtype", "device", "image_size", "warmup", "repeats")  # then a run's own columns
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -130,19 +136,24 @@ def count_gflops(fn, images: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9 / images.shape[0]
 
 
-def _time(fn, images: torch.Tensor, device: torch.device, dtype: str, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of ``fn(images)`` for each of ``repeats`` timed calls, after ``warmup`` untimed ones."""
-    times = []
+def interleaved_times(forwards: list, images: torch.Tensor, device: torch.device, dtype: str, warmup: int,
+                      repeats: int) -> list[list[float]]:
+    """Seconds per call of each of ``forwards`` on ``images``: ``warmup`` untimed calls of each, then ``repeats``
+    rounds that time one call of each, the order rotated by one every round (round r starts with forward r mod n)."""
+    n = len(forwards)
+    times = [[] for _ in forwards]
     with torch.inference_mode(), _autocast(device, dtype):
-        for _ in range(warmup):
-            fn(images)
+        for fn in forwards:
+            for _ in range(warmup):
+                fn(images)
         _sync(device)
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            fn(images)
-            _sync(device)
-            times.append(time.perf_counter() - start)
+        for r in range(repeats):
+            for i in [(r + j) % n for j in range(n)]:
+                _sync(device)
+                start = time.perf_counter()
+                forwards[i](images)
+                _sync(device)
+                times[i].append(time.perf_counter() - start)
     return times
 
 
@@ -175,38 +186,67 @@ def measure_throughput(model, budgets, batch_size: int = 64, image_size=None, in
 
     Returns rows with: experiment, backbone, variant, method, placement, budget, fraction (of the grid),
     sequence_length (+ prefix tokens), batch_size, dtype, device, image_size, warmup, repeats, metric (:data:`METRICS`)
-    and value.
+    and value. :func:`measure_models` times several models in the same rounds.
     """
+    return measure_models([dict(model=model, vit=vit, methods=methods, variant=variant, extra_runs=extra_runs,
+                                image_size=image_size, in_chans=in_chans)],
+                          budgets, batch_size, device=device, dtype=dtype, warmup=warmup, repeats=repeats, seed=seed,
+                          backbone=backbone)
+
+
+def measure_models(models: list[dict], budgets, batch_size: int = 64, device=None, dtype: str = "float32",
+                   warmup: int = 3, repeats: int = 10, *, seed: int = 0, backbone: str = "model") -> list[dict]:
+    """:func:`measure_throughput` of several models — each a dict of its keyword arguments ``model``, ``vit``,
+    ``methods``, ``variant``, ``extra_runs``, ``image_size``, ``in_chans`` — with every measurement of every model
+    timed in one set of interleaved rounds (one set per input shape), so that the rows of different models (a SPoT
+    model against its grid classifier, a pruned model against the dense one) compare like with like."""
     budgets = _check_budgets(budgets)
-    methods = list(methods)
-    ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
-                       methods=methods or ["vit"], seed=seed).validate()
-    spot, vit = _models(model, vit, methods, bool(extra_runs))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _autocast(device, dtype)  # fails early for float16 on the CPU
+    setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), warmup=warmup, repeats=repeats)
+    groups = {}  # input shape → [(measurement, forward)]
+    for entry in models:
+        for shape, measurement, forward in _model_runs(entry, budgets, batch_size, device, dtype, warmup, repeats,
+                                                       seed):
+            columns = dict(measurement, backbone=backbone, **setup)
+            ordered = {k: columns.pop(k) for k in COLUMNS if k in columns}
+            groups.setdefault(shape, []).append((ordered | columns, forward))
+    rows = []
+    for shape, runs in groups.items():
+        images = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(device)
+        times = interleaved_times([forward for _, forward in runs], images, device, dtype, warmup, repeats)
+        for (measurement, forward), seconds in zip(runs, times):
+            values = _metrics(seconds, forward, images)
+            rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
+    return rows
+
+
+def _model_runs(entry: dict, budgets: list, batch_size: int, device, dtype, warmup, repeats, seed) -> list:
+    """[(input shape, measurement columns, forward)] of one model of :func:`measure_models`."""
+    methods = list(entry.get("methods", METHODS))
+    extra_runs = list(entry.get("extra_runs") or ())
+    ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
+                       methods=methods or ["vit"], seed=seed).validate()
+    spot, vit = _models(entry["model"], entry.get("vit"), methods, bool(extra_runs))
     from . import _checks
 
+    image_size = entry.get("image_size")
     H, W = _checks.image_size_of(image_size if image_size is not None else spot.image_size)
     grid = (H // spot.patch_size[0]) * (W // spot.patch_size[1])
     _check_grid(vit, grid, (H, W), methods, budgets)
     spot = spot.eval().to(device)
     if vit is not None:
         vit.eval().to(device)
-    images = torch.randn(batch_size, in_chans or spot.in_chans, H, W,
-                         generator=torch.Generator().manual_seed(seed)).to(device)
-    runs = _method_runs(spot, vit, methods, budgets, (H, W), grid, device, seed) + list(extra_runs)
-    common = dict(experiment="throughput", backbone=backbone, variant=variant)
-    setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), image_size=f"{H}x{W}",
-                 warmup=warmup, repeats=repeats)
-    rows = []
-    for columns, forward in runs:
+    shape = (batch_size, entry.get("in_chans") or spot.in_chans, H, W)
+    out = []
+    for columns, forward in _method_runs(spot, vit, methods, budgets, (H, W), grid, device, seed) + extra_runs:
         method, m = columns["method"], columns["budget"]
-        measurement = dict(common, method=method, placement=METHODS.get(method), budget=m, fraction=m / grid,
-                           sequence_length=m + spot.num_prefix_tokens, **setup)
+        measurement = dict(experiment="throughput", variant=entry.get("variant", "model"), method=method,
+                           placement=METHODS.get(method), budget=m, fraction=m / grid,
+                           sequence_length=m + spot.num_prefix_tokens, image_size=f"{H}x{W}")
         measurement.update({k: v for k, v in columns.items() if k not in ("method", "budget")})
-        values = _timed(forward, images, device, dtype, warmup, repeats)
-        rows += [dict(measurement, metric=metric, value=values[metric]) for metric in METRICS]
-    return rows
+        out.append((shape, measurement, forward))
+    return out
 
 
 def _models(model, vit, methods: list, extra_runs: bool):
@@ -250,10 +290,9 @@ def _method_runs(spot, vit, methods: list, budgets: list, size: tuple, grid: int
     return runs
 
 
-def _timed(forward, images, device, dtype, warmup, repeats) -> dict:
-    """:data:`METRICS` of one forward on the batch ``images``: images/s and ms per batch (median, min, max over the
-    repeats) and GFLOPs per image."""
-    times = _time(forward, images, device, dtype, warmup, repeats)
+def _metrics(times: list[float], forward, images) -> dict:
+    """:data:`METRICS` of one measurement: images/s and ms per batch (median, min, max over its timed calls) and
+    GFLOPs per image."""
     rates = [len(images) / t for t in times]
     return dict(images_per_s=statistics.median(rates), images_per_s_min=min(rates), images_per_s_max=max(rates),
                 ms_per_batch=1e3 * statistics.median(times), ms_per_batch_min=1e3 * min(times),
@@ -286,28 +325,22 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _pruning_rows(config, settings, models, device, backbone) -> list[dict]:
-    """Token pruning on the grid ViT's architecture (``pruning:`` section; weights do not change the timing)."""
+def _pruning_runs(config, models, device) -> tuple[str | None, list]:
+    """(the variant whose grid ViT is pruned, its ``extra_runs``): token pruning on the first grid classifier among the
+    models (else the first SPoT model's grid ViT; ``pruning:`` section; weights do not change the timing), timed in
+    the same interleaved rounds as that classifier's dense forward — the ``parent`` ``vit`` row that the pruning
+    tables divide by — so that each speed-up compares like with like."""
     from .config import settings_from_dict
     from .pruning.experiment import PruningSettings, pruning_throughput_runs
 
-    vit = next((v for _, _, v, _ in models if v is not None), None)
+    candidates = sorted((not grid, i, name, v) for i, (name, _, v, _, grid) in enumerate(models) if v is not None)
+    variant, vit = (candidates[0][2], candidates[0][3]) if candidates else (None, None)
     if vit is None:  # e.g. only the authors' released SPoT model: nothing to prune here, said so
         print("throughput.pruning: no grid ViT among the models (--model parent=PATH or --architecture NAME): "
               "no pruning rows")
-        return []
+        return None, []
     pruning = settings_from_dict(PruningSettings, config["pruning"], "pruning").validate()
-    rows = []
-    runs = pruning_throughput_runs(vit, pruning, config.get("recipes") or {}, device)
-    for batch_size in settings.batch_sizes:
-        rows += measure_throughput(vit, [1], batch_size, device=device, dtype=settings.dtype, warmup=settings.warmup,
-                                   repeats=settings.repeats, methods=[], vit=vit, seed=settings.seed,
-                                   backbone=backbone, variant="parent", extra_runs=runs)
-    for r in rows:
-        if r["metric"] in ("images_per_s", "gflops_per_image"):
-            print(f"{backbone}/{r['variant']:>8s} {r['method']:>12s} {r.get('setting') or '':>16s} m={r['budget']:<4d} "
-                  f"ρ={r.get('keep_ratio')} {r['metric']} {r['value']:.3f}")
-    return rows
+    return variant, pruning_throughput_runs(vit, pruning, config.get("recipes") or {}, device)
 
 
 def _parse_ints(text: str, option: str = "--budgets") -> list[int]:
@@ -318,7 +351,9 @@ def _parse_ints(text: str, option: str = "--budgets") -> list[int]:
 
 
 def _models_from_args(args):
-    """[(variant, model, vit or None, checkpoint path or None)] for every --model and --architecture."""
+    """[(variant, model, vit or None, checkpoint path or None, grid)] for every --model and --architecture; ``grid``:
+    the vit is the model's own trained classifier (a timm_vit checkpoint or an --architecture), not a stand-in of a
+    SPoT model's architecture."""
     from pathlib import Path
 
     from .checkpoints import open_checkpoint
@@ -335,11 +370,11 @@ def _models_from_args(args):
             vit = None
         else:
             vit = checkpoint.grid_vit()
-        out.append((variant, checkpoint.model, vit, Path(path)))
+        out.append((variant, checkpoint.model, vit, Path(path), checkpoint.format == "timm_vit"))
     for name in args.architecture:
         kwargs = {"img_size": args.img_size} if args.img_size else {}
         vit = create_backbone(name, **kwargs)
-        out.append((name, vit, vit, None))
+        out.append((name, vit, vit, None, True))
     if not out:
         raise ValueError("give at least one --model VARIANT=PATH or --architecture NAME")
     return out
@@ -364,22 +399,24 @@ def run_from_args(args) -> int:
     settings = settings_from_dict(ThroughputSettings, values, "throughput").validate()
     models = _models_from_args(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pruned, pruning_runs = (_pruning_runs(config, models, device) if settings.pruning and config.get("pruning")
+                            else (None, []))
+    entries = [dict(model=model, vit=vit, variant=variant,
+                    methods=settings.methods if vit is not None else [m for m in settings.methods if m == "spot"],
+                    extra_runs=pruning_runs if variant == pruned else ())
+               for variant, model, vit, _, _ in models]
     rows = []
-    for variant, model, vit, _ in models:
-        methods = settings.methods if vit is not None else [m for m in settings.methods if m == "spot"]
-        for batch_size in settings.batch_sizes:
-            measured = measure_throughput(model, settings.budgets, batch_size, device=device,
-                                          dtype=settings.dtype, warmup=settings.warmup, repeats=settings.repeats,
-                                          methods=methods, vit=vit, seed=settings.seed, backbone=args.backbone,
-                                          variant=variant)
-            rows += measured
-            for r in measured:
-                if r["metric"] in ("images_per_s", "gflops_per_image"):
-                    print(f"{args.backbone}/{variant:>12s} {r['method']:>12s} m={r['budget']:<4d} batch "
-                          f"{batch_size:<5d} {r['metric']} {r['value']:.3f}")
-    if settings.pruning and config.get("pruning"):
-        rows += _pruning_rows(config, settings, models, device, args.backbone)
-    checkpoints = {label: path for label, _, _, path in models if path is not None}
+    for batch_size in settings.batch_sizes:  # every model in one set of interleaved rounds per batch size
+        measured = measure_models(entries, settings.budgets, batch_size, device=device, dtype=settings.dtype,
+                                  warmup=settings.warmup, repeats=settings.repeats, seed=settings.seed,
+                                  backbone=args.backbone)
+        rows += measured
+        for r in measured:
+            if r["metric"] in ("images_per_s", "gflops_per_image"):
+                print(f"{args.backbone}/{r['variant']:>12s} {r['method']:>12s} {r.get('setting') or '':>16s} "
+                      f"m={r['budget']:<4d} ρ={r.get('keep_ratio', '')} batch {batch_size:<5d} {r['metric']} "
+                      f"{r['value']:.3f}")
+    checkpoints = {label: path for label, _, _, path, _ in models if path is not None}
     write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": config_layers(args),
                                         "backbone": args.backbone},
                 inputs=input_checksums(checkpoints), seed=settings.seed, device=device, started=started)

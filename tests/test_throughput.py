@@ -10,6 +10,8 @@ from spot.throughput import (
     METHODS,
     ThroughputSettings,
     configure_parser,
+    interleaved_times,
+    measure_models,
     measure_throughput,
     run_from_args,
 )
@@ -57,6 +59,35 @@ def test_rows_for_every_method_and_budget(vit):
     assert flops["patchdropout", 16] == pytest.approx(grid)  # all patches kept: the ViT's own computation
     assert grid <= flops["spot", 16] <= 1.03 * grid  # the subpixel tokenizer adds little
     assert flops["spot", 4] < flops["patchdropout", 4]  # PatchDropout embeds every patch before dropping
+
+
+def test_measurements_are_timed_in_interleaved_rotating_rounds():
+    """Every round times one call of every forward, starting one further along each round, after the warm-up calls
+    of each — so drifting load falls on all of them alike (the dense model and its pruned variants)."""
+    calls = []
+    forwards = [lambda x, i=i: calls.append(i) for i in range(3)]
+    times = interleaved_times(forwards, torch.zeros(1), torch.device("cpu"), "float32", warmup=2, repeats=4)
+    assert calls == [0, 0, 1, 1, 2, 2] + [0, 1, 2] + [1, 2, 0] + [2, 0, 1] + [0, 1, 2]
+    assert [len(t) for t in times] == [4, 4, 4] and all(s >= 0 for t in times for s in t)
+
+
+def test_models_of_different_input_sizes_are_timed_in_a_set_of_rounds_each(vit, monkeypatch):
+    from spot import throughput
+
+    calls = []
+    real = throughput.interleaved_times
+    monkeypatch.setattr(throughput, "interleaved_times", lambda f, images, *a: calls.append(images.shape) or
+                        real(f, images, *a))
+    big = create_backbone("vit_nano_patch8", img_size=48).eval()
+    rows = measure_models([dict(model=vit, variant="small", methods=["spot", "vit"]),
+                           dict(model=big, variant="big", methods=["vit"]),
+                           dict(model=SPoTViT.from_timm(vit), variant="spot", methods=["spot"])],
+                          [4], 2, device="cpu", warmup=0, repeats=1)
+    assert [tuple(s) for s in calls] == [(2, 1, 32, 32), (2, 1, 48, 48)]  # one channel (the nano backbone)
+    wide = {(r["variant"], r["method"], r["budget"]): r["image_size"] for r in rows}
+    assert wide == {("small", "spot", 4): "32x32", ("small", "vit", 16): "32x32", ("spot", "spot", 4): "32x32",
+                    ("big", "vit", 36): "48x48"}
+    assert list(rows[0])[:4] == ["experiment", "backbone", "variant", "method"]
 
 
 def test_attention_flops_are_counted_on_the_cpu():
@@ -129,3 +160,42 @@ def test_command_line(tmp_path, vit):
     with pytest.raises(ValueError, match="comma-separated"):
         run_from_args(parser.parse_args(["--config", str(config), "--architecture", "vit_nano_patch8",
                                          "--out", str(out), "--budgets", "4;9"]))
+
+
+def test_every_model_of_a_backbone_shares_one_set_of_rounds(tmp_path, vit, monkeypatch):
+    """`spot throughput` times the SPoT model, the grid classifier and (`throughput.pruning`) every pruned model in the
+    same interleaved rounds (one call of interleaved_times), so a speed-up never compares two different moments; the
+    pruning runs are built on the grid classifier even when the SPoT model is listed first."""
+    from spot import throughput
+    from spot.train import save_model
+
+    plain = tmp_path / "plain.safetensors"
+    save_model(vit, plain, {"format": "timm_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY})
+    spot = tmp_path / "spot.safetensors"
+    save_model(SPoTViT.from_timm(create_backbone("vit_nano_patch8", **TINY)), spot,
+               {"format": "spot_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY,
+                "spot": {"window": None, "pe_sigma": 0.5}})
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("throughput: {budgets: [4], batch_size: 2, warmup: 0, repeats: 1, pruning: true}\n")
+    calls = []
+    real = throughput.interleaved_times
+
+    def spy(forwards, *args, **kwargs):
+        calls.append(len(forwards))
+        return real(forwards, *args, **kwargs)
+
+    monkeypatch.setattr(throughput, "interleaved_times", spy)
+    out = tmp_path / "throughput.csv"
+    args = configure_parser(argparse.ArgumentParser()).parse_args(
+        ["--config", "config/smoke.yaml", "--config", str(overlay), "--backbone", "nano",
+         "--model", f"spot={spot}", "--model", f"parent={plain}", "--out", str(out), "--device", "cpu"])
+    assert run_from_args(args) == 0
+    from spot.results import read_table
+
+    table = read_table(out)
+    pruned = table[table["keep_ratio"].notna()]
+    assert {"spot_ad", "evit", "tome"} <= set(pruned["method"]) and "vit" in set(table["method"])
+    # one set of rounds: both models' spot, patchdropout and vit at budget 4 and every pruning run — the pruning
+    # tables divide by the parent's dense vit row, the figures compare the SPoT model with it
+    assert calls == [len(table) // len(throughput.METRICS)] and len(table) // len(throughput.METRICS) > 6
+    assert set(pruned[pruned["placement"] == "grid"]["variant"]) == {"parent"}
