@@ -45,7 +45,8 @@ def test_rows_for_every_method_and_budget(vit):
     for r in rows:
         assert r["backbone"] == "nano" and r["variant"] == "parent" and r["experiment"] == "throughput"
         assert r["batch_size"] == 2 and r["dtype"] == "float32" and r["repeats"] == 3
-        assert r["device"].startswith("cpu") and r["image_size"] == "32x32" and r["placement"] == placements[r["method"]]
+        assert r["device"].startswith("cpu") and r["image_size"] == "32x32"
+        assert r["placement"] == placements[r["method"]]
         assert r["sequence_length"] == r["budget"] + 1 and r["fraction"] == r["budget"] / 16  # + the CLS token
     for v in wide.values():
         assert v["images_per_s_min"] <= v["images_per_s"] <= v["images_per_s_max"]
@@ -127,17 +128,22 @@ def test_bad_settings_are_clear_errors(vit):
     assert ThroughputSettings().methods == list(METHODS)
 
 
-def test_command_line(tmp_path, vit):
+def _checkpoints(tmp_path, vit):
+    """(a grid classifier, a SPoT model) saved as the workflow saves them."""
     from spot.train import save_model
 
-    config = tmp_path / "config.yaml"
-    config.write_text("throughput:\n  budgets: [4, 16]\n  batch_size: 2\n  warmup: 1\n  repeats: 2\n  dtype: float32\n")
-    plain = tmp_path / "plain.safetensors"
+    plain, spot = tmp_path / "plain.safetensors", tmp_path / "spot.safetensors"
     save_model(vit, plain, {"format": "timm_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY})
-    spot = tmp_path / "spot.safetensors"
     save_model(SPoTViT.from_timm(create_backbone("vit_nano_patch8", **TINY)), spot,
                {"format": "spot_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY,
                 "spot": {"window": None, "pe_sigma": 0.5}})
+    return plain, spot
+
+
+def test_command_line(tmp_path, vit):
+    config = tmp_path / "config.yaml"
+    config.write_text("throughput:\n  budgets: [4, 16]\n  batch_size: 2\n  warmup: 1\n  repeats: 2\n  dtype: float32\n")
+    plain, spot = _checkpoints(tmp_path, vit)
     parser = configure_parser(argparse.ArgumentParser())
     out = tmp_path / "results" / "throughput.csv"
     args = parser.parse_args(["--config", str(config), "--backbone", "nano", "--model", f"parent={plain}",
@@ -167,14 +173,8 @@ def test_every_model_of_a_backbone_shares_one_set_of_rounds(tmp_path, vit, monke
     same interleaved rounds (one call of interleaved_times), so a speed-up never compares two different moments; the
     pruning runs are built on the grid classifier even when the SPoT model is listed first."""
     from spot import throughput
-    from spot.train import save_model
 
-    plain = tmp_path / "plain.safetensors"
-    save_model(vit, plain, {"format": "timm_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY})
-    spot = tmp_path / "spot.safetensors"
-    save_model(SPoTViT.from_timm(create_backbone("vit_nano_patch8", **TINY)), spot,
-               {"format": "spot_vit", "backbone": "vit_nano_patch8", "timm_kwargs": TINY,
-                "spot": {"window": None, "pe_sigma": 0.5}})
+    plain, spot = _checkpoints(tmp_path, vit)
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("throughput: {budgets: [4], batch_size: 2, warmup: 0, repeats: 1, pruning: true}\n")
     calls = []
