@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
@@ -34,18 +33,11 @@ SCALES = {  # name → (timm model, its kwargs, budgets)
 
 
 def rounds(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Seconds of each of ``fns`` (name → zero-argument callable) per round, ``repeats`` interleaved rounds."""
-    names = list(fns)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:  # rotate the order every round
-            start = time.perf_counter()
-            fns[n]()
-            times[n].append(time.perf_counter() - start)
-    return times
+    """Seconds of each of ``fns`` (name → zero-argument callable) per round, ``repeats`` interleaved rounds in a
+    rotating order (``spot.throughput.interleaved_rounds``, what the workflow's throughput job times with)."""
+    from spot.throughput import interleaved_rounds
+
+    return dict(zip(fns, interleaved_rounds(list(fns.values()), warmup, repeats)))
 
 
 def ratio(times: dict, a: str, b: str) -> str:

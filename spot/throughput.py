@@ -44,7 +44,7 @@ from .models import PatchDropoutViT, SPoTViT
 from .placement import ImageBatch, place
 
 __all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "measure_models", "interleaved_times",
-           "count_gflops", "configure_parser", "run_from_args"]
+           "interleaved_rounds", "count_gflops", "configure_parser", "run_from_args"]
 
 METHODS = {"spot": "isotropic", "vit": "grid", "patchdropout": "grid_random"}  # method → the placement it times
 METRICS = ("images_per_s", "images_per_s_min", "images_per_s_max", "ms_per_batch", "ms_per_batch_min",
@@ -136,25 +136,32 @@ def count_gflops(fn, images: torch.Tensor) -> float:
     return counter.get_total_flops() / 1e9 / images.shape[0]
 
 
+def interleaved_rounds(calls: list, warmup: int, repeats: int, sync=lambda: None) -> list[list[float]]:
+    """Seconds per call of each of ``calls`` (zero-argument callables): ``warmup`` untimed calls of each, then
+    ``repeats`` rounds that time one call of each, the order rotated by one every round (round r starts with call
+    r mod n), each timed call between two ``sync()`` (device synchronisation). Shared with benchmarks/."""
+    n = len(calls)
+    times = [[] for _ in calls]
+    for fn in calls:
+        for _ in range(warmup):
+            fn()
+    sync()
+    for r in range(repeats):
+        for i in [(r + j) % n for j in range(n)]:
+            sync()
+            start = time.perf_counter()
+            calls[i]()
+            sync()
+            times[i].append(time.perf_counter() - start)
+    return times
+
+
 def interleaved_times(forwards: list, images: torch.Tensor, device: torch.device, dtype: str, warmup: int,
                       repeats: int) -> list[list[float]]:
-    """Seconds per call of each of ``forwards`` on ``images``: ``warmup`` untimed calls of each, then ``repeats``
-    rounds that time one call of each, the order rotated by one every round (round r starts with forward r mod n)."""
-    n = len(forwards)
-    times = [[] for _ in forwards]
+    """:func:`interleaved_rounds` of ``forward(images)`` for each of ``forwards``, under ``torch.inference_mode``
+    and the ``dtype``'s autocast."""
     with torch.inference_mode(), _autocast(device, dtype):
-        for fn in forwards:
-            for _ in range(warmup):
-                fn(images)
-        _sync(device)
-        for r in range(repeats):
-            for i in [(r + j) % n for j in range(n)]:
-                _sync(device)
-                start = time.perf_counter()
-                forwards[i](images)
-                _sync(device)
-                times[i].append(time.perf_counter() - start)
-    return times
+        return interleaved_rounds([lambda f=f: f(images) for f in forwards], warmup, repeats, lambda: _sync(device))
 
 
 def _device_text(device: torch.device) -> str:
