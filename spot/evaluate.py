@@ -375,6 +375,9 @@ class _Measurement:
     seed: int | None
     positions: tuple = ("placed",)
     sampled: object = None  # the Placement actually drawn (the full grid for a random subset of all patches)
+    # a deterministic placement's positions (placed, snapped) per image size and device, placed once for the whole
+    # pass: the same tensors every batch, so the model keeps their window plan and embedding (LayoutMemo)
+    _layouts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def net(self) -> str:
@@ -388,16 +391,27 @@ class _Measurement:
         """{positions kind: model keyword arguments} for a batch."""
         batch = ImageBatch(tuple(images.shape[-2:]), len(indices), saliency=saliency, patch=patch,
                            indices=indices.tolist())
+        placement = self.sampled or self.placement
+        if self.method == "spot" and placement.deterministic:
+            key = (batch.image_size, images.device)
+            if key not in self._layouts:
+                with torch.inference_mode(False):  # ordinary tensors (a version counter): the model may keep them
+                    self._layouts[key] = self._spot_tokens(place(placement, self.budget, batch), batch, patch,
+                                                           images.device)
+            return self._layouts[key]
         streams = None if self.seed is None else ImageStreams("spot-evaluate", self.seed, data.split)
-        positions = place(self.sampled or self.placement, self.budget, batch, streams)
+        positions = place(placement, self.budget, batch, streams)
         if self.method == "patchdropout":
-            if (self.sampled or self.placement).name == "grid":
+            if placement.name == "grid":
                 return {"placed": {}}  # every patch: the plain ViT
             keep = grid_cell_index(positions, batch.image_size, patch)
             return {"placed": {"keep": keep.expand(batch.batch_size, -1)}}
-        out = {"placed": {"positions": positions}}
+        return self._spot_tokens(positions, batch, patch, images.device)
+
+    def _spot_tokens(self, positions, batch: ImageBatch, patch, device) -> dict:
+        out = {"placed": {"positions": positions.to(device)}}
         if "snapped" in self.positions:
-            out["snapped"] = {"positions": snap_to_grid(positions, batch.image_size, patch)}
+            out["snapped"] = {"positions": snap_to_grid(positions, batch.image_size, patch).to(device)}
         return out
 
 

@@ -19,7 +19,7 @@ from . import _checks
 from .embedding import KernelizedPositionalEmbedding
 from .positions import grid_positions
 from .placement import random_patch_subset, sample_positions
-from .tokenizer import WindowEmbedding
+from .tokenizer import LayoutMemo, WindowEmbedding
 
 __all__ = ["SPoTViT", "PatchDropoutViT"]
 
@@ -85,6 +85,7 @@ class SPoTViT(_TimmHead):
                 if pe.proj.bias is not None:
                     proj.bias.copy_(pe.proj.bias)
         self.window_embed = WindowEmbedding(proj, getattr(pe, "norm", None), geometry=geometry)
+        self._pe_memo = LayoutMemo()  # the positional embedding of a layout reused across forwards (no grad)
 
         # positional term: kernelized PE on the ViT's patch grid, plus timm's learned prefix-token terms
         grid = tuple(pe.grid_size)
@@ -169,7 +170,7 @@ class SPoTViT(_TimmHead):
         x = self.window_embed(images, positions)
         if self.pos_embed is not None:
             # positions stay float64 (a bf16 cast would move them by up to ~1 px at 224²); the PE casts to its weight
-            x = x + self.pos_embed(positions, image_size=tuple(images.shape[-2:])).to(x.dtype)
+            x = x + self.positional_embedding(positions, tuple(images.shape[-2:])).to(x.dtype)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
         if prefix:
             prefix = torch.cat(prefix, dim=1)
@@ -177,6 +178,16 @@ class SPoTViT(_TimmHead):
                 prefix = prefix + self.prefix_pos_embed
             x = torch.cat([prefix, x], dim=1)
         return self.pos_drop(x)
+
+    def positional_embedding(self, positions: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """``pos_embed(positions)``; for a layout reused across forwards outside autograd, computed once while the
+        positions and the embedding's parameters are unchanged (:class:`~spot.tokenizer.LayoutMemo`)."""
+        params = list(self.pos_embed.parameters())
+        compute = lambda: self.pos_embed(positions, image_size=image_size)  # noqa: E731
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return compute()
+        key = (image_size, *((p._version, p.data_ptr(), p.dtype, p.device) for p in params))
+        return self._pe_memo.get(positions, key, compute)
 
     def forward_features(self, images: torch.Tensor, positions=None, **sampling) -> torch.Tensor:
         """Tokens after the final norm: (B, prefix + m, D)."""

@@ -16,13 +16,15 @@ see :func:`extract_windows`); ``"spot"`` (the default) is the convention above.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import _checks
 
-__all__ = ["extract_windows", "WindowEmbedding", "GEOMETRIES"]
+__all__ = ["extract_windows", "plan_windows", "window_plan", "read_windows", "WindowPlan", "LayoutMemo", "WindowEmbedding", "GEOMETRIES"]
 
 GEOMETRIES = ("spot", "release")
 
@@ -54,36 +56,134 @@ def extract_windows(images: torch.Tensor, positions: torch.Tensor, window, geome
 
     How: the k samples of a window are one pixel apart, so they share one fractional offset ``(fy, fx)``; a window
     is the bilinear blend of four integer-shifted k×k crops. We gather one (k+1)×(k+1) integer crop per window (one
-    batched ``gather``) and blend it, with the coordinate arithmetic in float64. Pass float64 positions (the
+    batched ``gather``) and blend it, with the coordinate arithmetic in float64. The positions-only half (indices,
+    zero mask, offsets: :func:`window_plan`) is built once for a layout shared by the batch, and on CPU tensors the
+    blend is skipped when every window starts on a whole pixel and the mask when every sample is inside (both would
+    change no value); :class:`WindowEmbedding` also keeps the plan of a layout reused across forwards. Pass float64 positions (the
     default of ``grid_positions`` and the priors) for exactness: a window centred on a grid cell then returns that
     cell's pixels exactly, whereas a float32 position is only good to ~1e-5 px at 224 px.
     """
+    if _check_geometry(geometry) == "release":
+        positions, kh, kw = _validated(images, positions, window)
+        return _release_windows(images, positions.expand(images.shape[0], -1, -1), kh, kw)
+    return read_windows(images, plan_windows(images, positions, window))
+
+
+def _validated(images: torch.Tensor, positions: torch.Tensor, window) -> tuple[torch.Tensor, int, int]:
+    """Checked images, window and positions: the positions as (B or 1, m, 2) on the images' device, and (kh, kw)."""
     _checks.images_tensor(images)
     B, C, H, W = images.shape
     kh, kw = _checks.pair(window, "window")
     if kh > H or kw > W:
         raise ValueError(f"window {(kh, kw)} is larger than the image {(H, W)}; use a window of at most {(H, W)}")
-    positions = _checks.positions_tensor(positions, batch_size=B).to(images.device).expand(B, -1, -1)
-    if _check_geometry(geometry) == "release":
-        return _release_windows(images, positions, kh, kw)
-    m = positions.shape[1]
+    return _checks.positions_tensor(positions, batch_size=B).to(images.device), kh, kw
+
+
+def plan_windows(images: torch.Tensor, positions: torch.Tensor, window) -> WindowPlan:
+    """The checked :class:`WindowPlan` of ``positions`` for ``images`` (``"spot"`` geometry): what
+    :func:`extract_windows` reads, before reading it (:func:`read_windows`)."""
+    positions, kh, kw = _validated(images, positions, window)
+    if positions.requires_grad:
+        positions = positions.expand(images.shape[0], -1, -1)  # d/d positions per image, summed by the expand
+    return window_plan(positions, tuple(images.shape[-2:]), (kh, kw), images.dtype)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows of a layout read, for one image size: the half of :func:`extract_windows` that depends on
+    the positions only (built once for a layout shared by the batch, and reusable while it does not change).
+
+    ``index`` (P, m, nh, nw) flat pixel indices of each window's integer crop (P = 1: shared by the batch);
+    ``inside`` (P, 1, m, nh, nw) 1 inside the image and 0 outside, None when every sample is inside;
+    ``frac`` (P, m, 2) the windows' shared fractional offsets (carrying d/d positions), None when every window starts
+    on a whole pixel and no gradient is asked (the crop is then the window itself, nh × nw = kh × kw)."""
+
+    index: torch.Tensor
+    inside: torch.Tensor | None
+    frac: torch.Tensor | None
+    window: tuple[int, int]
+
+
+def window_plan(positions: torch.Tensor, image_size: tuple[int, int], window: tuple[int, int],
+                dtype: torch.dtype) -> WindowPlan:
+    """The :class:`WindowPlan` of validated (P, m, 2) positions (``"spot"`` geometry) for images of ``image_size``
+    and ``dtype`` (the dtype of the blend weights), on the positions' device."""
+    (H, W), (kh, kw), device = image_size, window, positions.device
     # pixel-index coordinate (pixel i has its centre at index i) of the window's first sample, per axis
     start = positions.to(torch.float64) * positions.new_tensor([H, W], dtype=torch.float64) - \
-        positions.new_tensor([kh / 2.0, kw / 2.0], dtype=torch.float64)  # (B, m, 2)
+        positions.new_tensor([kh / 2.0, kw / 2.0], dtype=torch.float64)  # (P, m, 2)
     origin = torch.floor(start.detach())
-    frac = (start - origin).to(images.dtype)  # shared by every sample of the window; carries d/d positions
+    frac = (start - origin).to(dtype)  # shared by every sample of the window; carries d/d positions
     origin = origin.long()
-    rows = origin[..., 0, None] + torch.arange(kh + 1, device=images.device)  # (B, m, kh+1)
-    cols = origin[..., 1, None] + torch.arange(kw + 1, device=images.device)  # (B, m, kw+1)
-    inside = ((rows >= 0) & (rows < H))[..., :, None] & ((cols >= 0) & (cols < W))[..., None, :]
-    index = rows.clamp(0, H - 1)[..., :, None] * W + cols.clamp(0, W - 1)[..., None, :]  # (B, m, kh+1, kw+1)
-    crop = torch.gather(images.flatten(2), 2, index.view(B, 1, -1).expand(B, C, -1))
-    crop = crop.view(B, C, m, kh + 1, kw + 1) * inside[:, None].to(images.dtype)  # zeros outside the image
-    fy = frac[..., 0].view(B, 1, m, 1, 1)
-    fx = frac[..., 1].view(B, 1, m, 1, 1)
+    # Work that changes no value is skipped where checking costs no device sync (CPU tensors): the blend when every
+    # window starts on a whole pixel (no gradient asked), the zero mask when every sample is inside the image.
+    host = device.type == "cpu"
+    whole = host and not frac.requires_grad and not bool(frac.any())
+    nh, nw = (kh, kw) if whole else (kh + 1, kw + 1)  # the integer crop: k×k on whole pixels, else (k+1)×(k+1)
+    rows = origin[..., 0, None] + torch.arange(nh, device=device)  # (P, m, nh)
+    cols = origin[..., 1, None] + torch.arange(nw, device=device)  # (P, m, nw)
+    in_rows, in_cols = (rows >= 0) & (rows < H), (cols >= 0) & (cols < W)
+    index = (rows.clamp(0, H - 1) * W)[..., :, None] + cols.clamp(0, W - 1)[..., None, :]  # (P, m, nh, nw)
+    inside = None
+    if not (host and bool(in_rows.all()) and bool(in_cols.all())):
+        inside = in_rows.to(dtype)[..., :, None] * in_cols.to(dtype)[..., None, :]
+        inside = inside[:, None]  # (P, 1, m, nh, nw)
+    return WindowPlan(index, inside, None if whole else frac, (kh, kw))
+
+
+def read_windows(images: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+    """The (B, m, C, kh, kw) windows of ``images`` (B, C, H, W) that ``plan`` describes: one gather of the integer
+    crops, the zero mask, and the bilinear blend of each crop by its window's fractional offset."""
+    B, C, H, W = images.shape
+    (kh, kw), (P, m, nh, nw) = plan.window, plan.index.shape
+    if P == 1:  # one index for every image and channel
+        crop = images.reshape(B * C, H * W).index_select(1, plan.index.view(-1))
+    else:
+        crop = torch.gather(images.flatten(2), 2, plan.index.view(B, 1, -1).expand(B, C, -1))
+    crop = crop.view(B, C, m, nh, nw)
+    if plan.inside is not None:
+        crop = crop * plan.inside  # zeros outside the image
+    if plan.frac is None:  # whole pixels: the blends would multiply by 1 and add 0
+        return crop.permute(0, 2, 1, 3, 4)
+    fy = plan.frac[..., 0].view(P, 1, m, 1, 1)
+    fx = plan.frac[..., 1].view(P, 1, m, 1, 1)
     crop = crop[..., :kh, :] * (1 - fy) + crop[..., 1:, :] * fy  # blend along y: (B, C, m, kh, kw+1)
     crop = crop[..., :kw] * (1 - fx) + crop[..., 1:] * fx  # blend along x: (B, C, m, kh, kw)
     return crop.permute(0, 2, 1, 3, 4)
+
+
+def shared_layout(positions) -> bool:
+    """Whether ``positions`` are one (m, 2) or (1, m, 2) layout for the whole batch (what :class:`LayoutMemo`
+    keeps)."""
+    return isinstance(positions, torch.Tensor) and (positions.dim() == 2 or (positions.dim() == 3 and
+                                                                            positions.shape[0] == 1))
+
+
+class LayoutMemo:
+    """One value computed from a positions tensor, kept while the very same tensor comes back unchanged.
+
+    For a layout reused across forwards (the throughput job's, a user's fixed layout): what depends on the positions
+    only (a :class:`WindowPlan`, the positional embedding) is computed once. An entry is reused only for the same
+    tensor object at the same version counter (an in-place change invalidates it), the same ``key`` (what else the
+    value depends on, e.g. the image size or the parameters' versions) and the same autograd and autocast modes;
+    positions that require grad are never memoised, nor inference tensors (they have no version counter), nor under
+    ``torch.compile``. The entry holds the tensor, so its identity cannot be taken by another."""
+
+    def __init__(self):
+        self._entry = None
+
+    def get(self, positions: torch.Tensor, key: tuple, compute):
+        if positions.requires_grad or positions.is_inference() or torch.compiler.is_compiling():
+            return compute()
+        device = positions.device.type
+        key = (positions._version, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
+               torch.is_autocast_enabled(device), torch.get_autocast_dtype(device), *key)
+        entry = self._entry
+        if entry is not None and entry[0] is positions and entry[1] == key:
+            return entry[2]
+        value = compute()
+        self._entry = (positions, key, value)
+        return value
 
 
 def _release_windows(images: torch.Tensor, positions: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
@@ -136,6 +236,7 @@ class WindowEmbedding(nn.Module):
             raise ValueError(f"proj must be an nn.Conv2d patch projection, got {type(proj).__name__}")
         self.proj = proj
         self.norm = norm if norm is not None else nn.Identity()
+        self._plans = LayoutMemo()  # the plan of a layout shared by the batch and reused across forwards
 
     @property
     def window(self) -> tuple[int, int]:
@@ -147,7 +248,12 @@ class WindowEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         _checks.images_tensor(images, self.in_chans)
-        windows = extract_windows(images, positions, self.window, self.geometry)  # (B, m, C, kh, kw)
+        if self.geometry == "spot" and shared_layout(positions):
+            key = (tuple(images.shape[-2:]), images.dtype, images.device)
+            plan = self._plans.get(positions, key, lambda: plan_windows(images, positions, self.window))
+            windows = read_windows(images, plan)
+        else:
+            windows = extract_windows(images, positions, self.window, self.geometry)  # (B, m, C, kh, kw)
         tokens = F.linear(windows.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
         return self.norm(tokens)
 

@@ -373,3 +373,23 @@ def test_cpu_description_names_model_and_vector_extension():
     assert d == {"cpu": "AMD EPYC 7B12 (family 23, model 49)", "isa": "avx2"}
     assert parse_cpuinfo("processor : 0\nflags : avx512f avx2\n")["isa"] == "avx512f"
     assert "isa" not in parse_cpuinfo("processor : 0\nflags : sse2\n")
+
+
+def test_a_deterministic_layout_is_placed_once_per_pass_with_the_same_rows(models, canvas, monkeypatch):
+    import spot.evaluate as ev
+
+    s = _settings(priors=["isotropic", "uniform"], budgets=[9], extra_budgets=[], limit=40, batch_size=8,
+                  seeds=[0], snapped=True, patchdropout=False)
+    placed = []
+    real_place = ev.place
+    monkeypatch.setattr(ev, "place", lambda spec, *a, **k: placed.append(spec.name) or real_place(spec, *a, **k))
+    kept = evaluate_models({"spot": models["spot"]}, canvas, s, device="cpu", log=lambda *_: None)
+    assert placed.count("isotropic") == 1 and placed.count("uniform") > 2  # uniform: per batch of each pass
+    tokens = ev._Measurement.tokens
+
+    def fresh(self, *a):
+        self._layouts.clear()  # what every batch did before: place the layout again
+        return tokens(self, *a)
+
+    monkeypatch.setattr(ev._Measurement, "tokens", fresh)
+    assert evaluate_models({"spot": models["spot"]}, canvas, s, device="cpu", log=lambda *_: None) == kept

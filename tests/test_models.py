@@ -144,3 +144,26 @@ def test_bad_input(call, match):
 def test_rejects_non_vit():
     with pytest.raises(ValueError, match="VisionTransformer"):
         SPoTViT.from_timm(torch.nn.Linear(2, 2))
+
+
+def test_positional_embedding_of_a_reused_layout_is_computed_once_while_nothing_changes():
+    model = SPoTViT.from_timm(_random_vit(*CONFIGS["tiny_no_cls_gap"])).eval()
+    calls = []
+    model.pos_embed.register_forward_hook(lambda *a: calls.append(1))
+    images, layout = torch.randn(2, 3, 224, 224), spot.isotropic_layout(10, (224, 224))[None]
+    with torch.no_grad():
+        first = model(images, layout)
+        assert torch.equal(model(images, layout), first) and len(calls) == 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(images, layout)  # another autocast mode: computed again
+        assert len(calls) == 2
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    model(images, layout).square().mean().backward()  # training: not memoised, gradients reach the embedding
+    assert model.pos_embed.weight.grad.abs().sum() > 0 and len(calls) == 3
+    opt.step()  # in place: the next evaluation sees the new embedding
+    model.eval()
+    with torch.no_grad():
+        after = model(images, layout)
+        assert torch.equal(after, model(images, layout.clone())) and not torch.equal(after, first)
+    assert len(calls) == 5

@@ -123,3 +123,64 @@ def test_broadcast_positions_overlap_and_single_token():
 def test_bad_input_is_a_clear_value_error(images, positions, window, match):
     with pytest.raises(ValueError, match=match):
         spot.extract_windows(images, positions, window)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_shared_and_whole_pixel_layouts_read_what_grid_sample_reads(gen, dtype):
+    # whole-pixel starts (the blend is skipped on the CPU), some across the border (the zero mask is not), a layout
+    # shared by the batch (one index for every image) and the same layout given per image
+    H, W, kh, kw = 14, 11, 4, 3
+    images = torch.randn(3, 2, H, W, dtype=dtype, generator=gen)
+    sy, sx = torch.randint(-5, H + 2, (1, 9), generator=gen), torch.randint(-4, W + 2, (1, 9), generator=gen)
+    whole = torch.stack(((sy + kh / 2) / H, (sx + kw / 2) / W), -1).double()
+    inner = torch.tensor([[[0.5, 0.5], [0.3, 0.6]]], dtype=torch.float64)  # every sample inside: no mask
+    for positions in (whole, inner, torch.rand(1, 5, 2, dtype=torch.float64, generator=gen)):
+        shared = spot.extract_windows(images, positions, (kh, kw))
+        per_image = spot.extract_windows(images, positions.expand(3, -1, -1), (kh, kw))
+        assert torch.equal(shared, per_image)
+        reference = _grid_sample_reference(images.double(), positions.expand(3, -1, -1), kh, kw).to(dtype)
+        torch.testing.assert_close(shared, reference, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+
+
+def test_window_plan_skips_only_what_changes_nothing():
+    whole = spot.grid_positions((16, 16), 4)[None]
+    plan = spot.tokenizer.window_plan(whole, (16, 16), (4, 4), torch.float32)
+    assert plan.frac is None and plan.inside is None and plan.index.shape == (1, 16, 4, 4)
+    border = torch.tensor([[[0.5, 0.0]]], dtype=torch.float64)  # whole pixels, half the window outside
+    plan = spot.tokenizer.window_plan(border, (16, 16), (4, 4), torch.float32)
+    assert plan.frac is None and plan.inside is not None and plan.inside.sum() == 8
+    learned = whole.clone().requires_grad_()  # a gradient is asked: the blend stays (it carries d/d positions)
+    plan = spot.tokenizer.window_plan(learned, (16, 16), (4, 4), torch.float32)
+    assert plan.frac is not None and plan.frac.requires_grad and plan.index.shape == (1, 16, 5, 5)
+
+
+def test_window_embedding_reuses_a_layout_only_while_it_is_unchanged(monkeypatch):
+    proj = torch.nn.Conv2d(2, 5, 4, 4)
+    embed = spot.WindowEmbedding(proj)
+    images = torch.randn(3, 2, 16, 16)
+    built = []
+    plan_windows = spot.tokenizer.plan_windows
+    monkeypatch.setattr(spot.tokenizer, "plan_windows", lambda *a: built.append(1) or plan_windows(*a))
+    layout = torch.rand(1, 6, 2, dtype=torch.float64)
+    with torch.no_grad():
+        first = embed(images, layout)
+        assert torch.equal(embed(images, layout), first) and len(built) == 1  # reused
+        assert torch.equal(embed(images[:1], layout), first[:1]) and len(built) == 1  # any batch size
+        layout.mul_(0.5)  # moved in place: rebuilt, and the windows follow
+        assert torch.equal(embed(images, layout), embed(images, layout.clone())) and len(built) == 3
+        embed(torch.randn(3, 2, 20, 20), layout)  # another image size
+        assert len(built) == 4
+        embed(images, layout.clone())  # another tensor with the same values
+        assert len(built) == 5
+    moving = layout.clone().requires_grad_()
+    embed(images, moving), embed(images, moving)
+    assert len(built) == 7  # never kept for positions that require grad
+    with torch.inference_mode():
+        made_here = layout.clone()  # an inference tensor: no version counter to watch, so never kept
+        assert torch.equal(embed(images, made_here), embed(images, layout)) and len(built) == 9
+        embed(images, made_here)
+    assert len(built) == 10
+    with torch.no_grad():
+        kept = embed(images, layout)  # one entry: inference mode's replaced it
+        assert torch.equal(embed(images, layout.expand(3, -1, -1)), kept)  # per-image positions: not kept …
+        assert torch.equal(embed(images, layout), kept) and len(built) == 12  # … so the shared layout's stays
