@@ -24,7 +24,8 @@ from torch import nn
 
 from . import _checks
 
-__all__ = ["extract_windows", "plan_windows", "window_plan", "read_windows", "WindowPlan", "LayoutMemo", "WindowEmbedding", "GEOMETRIES"]
+__all__ = ["extract_windows", "plan_windows", "read_windows", "WindowPlan", "LayoutMemo", "WindowEmbedding",
+           "GEOMETRIES"]
 
 GEOMETRIES = ("spot", "release")
 
@@ -57,11 +58,11 @@ def extract_windows(images: torch.Tensor, positions: torch.Tensor, window, geome
     How: the k samples of a window are one pixel apart, so they share one fractional offset ``(fy, fx)``; a window
     is the bilinear blend of four integer-shifted k×k crops. We gather one (k+1)×(k+1) integer crop per window (one
     batched ``gather``) and blend it, with the coordinate arithmetic in float64. The positions-only half (indices,
-    zero mask, offsets: :func:`window_plan`) is built once for a layout shared by the batch, and on CPU tensors the
+    zero mask, offsets: :func:`plan_windows`) is built once for a layout shared by the batch, and on CPU tensors the
     blend is skipped when every window starts on a whole pixel and the mask when every sample is inside (both would
-    change no value); :class:`WindowEmbedding` also keeps the plan of a layout reused across forwards. Pass float64 positions (the
-    default of ``grid_positions`` and the priors) for exactness: a window centred on a grid cell then returns that
-    cell's pixels exactly, whereas a float32 position is only good to ~1e-5 px at 224 px.
+    change no value); :class:`WindowEmbedding` also keeps the plan of a layout reused across forwards. Pass float64
+    positions (the default of ``grid_positions`` and the priors) for exactness: a window centred on a grid cell then
+    returns that cell's pixels exactly, whereas a float32 position is only good to ~1e-5 px at 224 px.
     """
     if _check_geometry(geometry) == "release":
         positions, kh, kw = _validated(images, positions, window)
@@ -85,7 +86,7 @@ def plan_windows(images: torch.Tensor, positions: torch.Tensor, window) -> Windo
     positions, kh, kw = _validated(images, positions, window)
     if positions.requires_grad:
         positions = positions.expand(images.shape[0], -1, -1)  # d/d positions per image, summed by the expand
-    return window_plan(positions, tuple(images.shape[-2:]), (kh, kw), images.dtype)
+    return _window_plan(positions, tuple(images.shape[-2:]), (kh, kw), images.dtype)
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,8 @@ class WindowPlan:
     window: tuple[int, int]
 
 
-def window_plan(positions: torch.Tensor, image_size: tuple[int, int], window: tuple[int, int],
-                dtype: torch.dtype) -> WindowPlan:
+def _window_plan(positions: torch.Tensor, image_size: tuple[int, int], window: tuple[int, int],
+                 dtype: torch.dtype) -> WindowPlan:
     """The :class:`WindowPlan` of validated (P, m, 2) positions (``"spot"`` geometry) for images of ``image_size``
     and ``dtype`` (the dtype of the blend weights), on the positions' device."""
     (H, W), (kh, kw), device = image_size, window, positions.device
@@ -152,28 +153,24 @@ def read_windows(images: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     return crop.permute(0, 2, 1, 3, 4)
 
 
-def shared_layout(positions) -> bool:
-    """Whether ``positions`` are one (m, 2) or (1, m, 2) layout for the whole batch (what :class:`LayoutMemo`
-    keeps)."""
-    return isinstance(positions, torch.Tensor) and (positions.dim() == 2 or (positions.dim() == 3 and
-                                                                            positions.shape[0] == 1))
-
-
 class LayoutMemo:
     """One value computed from a positions tensor, kept while the very same tensor comes back unchanged.
 
-    For a layout reused across forwards (the throughput job's, a user's fixed layout): what depends on the positions
-    only (a :class:`WindowPlan`, the positional embedding) is computed once. An entry is reused only for the same
-    tensor object at the same version counter (an in-place change invalidates it), the same ``key`` (what else the
-    value depends on, e.g. the image size or the parameters' versions) and the same autograd and autocast modes;
-    positions that require grad are never memoised, nor inference tensors (they have no version counter), nor under
-    ``torch.compile``. The entry holds the tensor, so its identity cannot be taken by another."""
+    For a layout shared by the batch ((m, 2) or (1, m, 2)) and reused across forwards (the throughput job's, the
+    evaluation's deterministic placements, a user's fixed layout): what depends on the positions only (a
+    :class:`WindowPlan`, the positional embedding) is computed once; per-image positions are computed every call
+    (and not held). An entry is reused only for the same tensor object at the same version counter (an in-place
+    change invalidates it), the same ``key`` (what else the value depends on, e.g. the image size or the parameters'
+    versions) and the same autograd and autocast modes; positions that require grad are never memoised, nor
+    inference tensors (they have no version counter), nor under ``torch.compile``. The entry holds the tensor, so
+    its identity cannot be taken by another."""
 
     def __init__(self):
         self._entry = None
 
     def get(self, positions: torch.Tensor, key: tuple, compute):
-        if positions.requires_grad or positions.is_inference() or torch.compiler.is_compiling():
+        shared = positions.dim() == 2 or (positions.dim() == 3 and positions.shape[0] == 1)
+        if not shared or positions.requires_grad or positions.is_inference() or torch.compiler.is_compiling():
             return compute()
         device = positions.device.type
         key = (positions._version, torch.is_grad_enabled(), torch.is_inference_mode_enabled(),
@@ -248,7 +245,7 @@ class WindowEmbedding(nn.Module):
 
     def forward(self, images: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         _checks.images_tensor(images, self.in_chans)
-        if self.geometry == "spot" and shared_layout(positions):
+        if self.geometry == "spot" and isinstance(positions, torch.Tensor):
             key = (tuple(images.shape[-2:]), images.dtype, images.device)
             plan = self._plans.get(positions, key, lambda: plan_windows(images, positions, self.window))
             windows = read_windows(images, plan)

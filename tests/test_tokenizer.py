@@ -143,14 +143,15 @@ def test_shared_and_whole_pixel_layouts_read_what_grid_sample_reads(gen, dtype):
 
 
 def test_window_plan_skips_only_what_changes_nothing():
+    images = torch.randn(1, 3, 16, 16)
     whole = spot.grid_positions((16, 16), 4)[None]
-    plan = spot.tokenizer.window_plan(whole, (16, 16), (4, 4), torch.float32)
+    plan = spot.tokenizer.plan_windows(images, whole, 4)
     assert plan.frac is None and plan.inside is None and plan.index.shape == (1, 16, 4, 4)
     border = torch.tensor([[[0.5, 0.0]]], dtype=torch.float64)  # whole pixels, half the window outside
-    plan = spot.tokenizer.window_plan(border, (16, 16), (4, 4), torch.float32)
+    plan = spot.tokenizer.plan_windows(images, border, 4)
     assert plan.frac is None and plan.inside is not None and plan.inside.sum() == 8
     learned = whole.clone().requires_grad_()  # a gradient is asked: the blend stays (it carries d/d positions)
-    plan = spot.tokenizer.window_plan(learned, (16, 16), (4, 4), torch.float32)
+    plan = spot.tokenizer.plan_windows(images, learned, 4)
     assert plan.frac is not None and plan.frac.requires_grad and plan.index.shape == (1, 16, 5, 5)
 
 
