@@ -86,6 +86,7 @@ class SPoTViT(_TimmHead):
                     proj.bias.copy_(pe.proj.bias)
         self.window_embed = WindowEmbedding(proj, getattr(pe, "norm", None), geometry=geometry)
         self._pe_memo = LayoutMemo()  # the positional embedding of a layout reused across forwards (no grad)
+        self._positions_memo = LayoutMemo()  # that layout checked and on the images' device, once
 
         # positional term: kernelized PE on the ViT's patch grid, plus timm's learned prefix-token terms
         grid = tuple(pe.grid_size)
@@ -154,7 +155,10 @@ class SPoTViT(_TimmHead):
         if positions is not None:
             if prior is not None or num_tokens is not None:
                 raise ValueError("give either positions or prior + num_tokens, not both")
-            return _checks.positions_tensor(positions, batch_size=B).to(images.device)
+            # a reused shared layout is checked (a device sync on a GPU) and moved once, and stays one tensor on
+            # the images' device, so the window plan and positional embedding kept for it are found again
+            return self._positions_memo.get(
+                positions, (images.device,), lambda: _checks.positions_tensor(positions, B).to(images.device))
         if self.default_prior is not None or self.default_num_tokens is not None:
             prior = self.default_prior if prior is None else prior
             num_tokens = self.default_num_tokens if num_tokens is None else num_tokens

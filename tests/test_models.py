@@ -167,3 +167,24 @@ def test_positional_embedding_of_a_reused_layout_is_computed_once_while_nothing_
         after = model(images, layout)
         assert torch.equal(after, model(images, layout.clone())) and not torch.equal(after, first)
     assert len(calls) == 5
+
+
+def test_a_reused_layout_is_checked_and_moved_once_and_checked_again_after_a_change(monkeypatch):
+    model = SPoTViT.from_timm(_random_vit(*CONFIGS["tiny_no_cls_gap"])).eval()
+    checks = []
+    check = spot._checks.positions_tensor
+    monkeypatch.setattr(spot._checks, "positions_tensor", lambda *a, **k: checks.append(1) or check(*a, **k))
+    images, layout = torch.randn(2, 3, 224, 224), spot.isotropic_layout(10, (224, 224))
+    with torch.no_grad():
+        first = model.resolve_positions(images, layout)
+        assert model.resolve_positions(images, layout) is first and len(checks) == 1  # one tensor: memos hit
+        assert first.shape == (1, 10, 2)
+        assert model.resolve_positions(images[:1], layout) is first  # a shared layout fits any batch
+        model.resolve_positions(images, layout.clone())
+        assert len(checks) == 2  # another tensor: checked
+        layout[3, 1] = float("nan")  # in place: checked again, so the bad value is caught
+        with pytest.raises(ValueError, match="finite"):
+            model(images, layout)
+        per_image = torch.rand(2, 10, 2)
+        model.resolve_positions(images, per_image), model.resolve_positions(images, per_image)
+        assert len(checks) == 5  # per-image positions: checked every call, never held
