@@ -15,8 +15,8 @@ with its interquartile range:
    use: after the previous batch's blocks. For the layout the forward reuses (its window plan and embedding kept,
    ``spot.tokenizer.LayoutMemo``), and for a new layout tensor every call (a fresh copy: everything rebuilt).
    Targets: ≤ 3 % at ViT-B/16, ≤ 5 % at the embedded scale. (Until 2026-12-03 this timed ``embed_tokens`` as a
-   call of its own in the rounds, after whichever call the rotation put before it: 6.6 % at 4 embedded tokens where
-   the same work inside the forward takes ≈ 3–4 %.)
+   call of its own in the rounds; both ways read the same within noise: 6.6 % apart, 7.0 % inside the forward at 4
+   embedded tokens, batch 64 — the cost is the tokenizer's small operations running cold after the blocks.)
 3. **SPoT-ON cost** — a 5-step search (``oracle_search``, lr 1e-2) on the batch ÷ one plain SPoT evaluation of it.
    Target: ≤ 7×.
 
