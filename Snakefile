@@ -17,6 +17,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:

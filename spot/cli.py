@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_train)
-    from . import audit, evaluate, oracle, throughput
+    from . import audit, evaluate, oracle, publish, throughput
 
     p = sub.add_parser("evaluate", help="Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with "
                                         "PatchDropout, grid-control and snapped-prior rows")
@@ -181,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      "a file changed or is missing)")
     audit.configure_parser(p)
     p.set_defaults(func=audit.run_from_args)
+    p = sub.add_parser("publish", help="copy a finished run's tables, figures, result tables and checkpoint records "
+                                       "into reference/<preset>/, the published reference (clean commits only)")
+    publish.configure_parser(p)
+    p.set_defaults(func=publish.run_from_args)
+    from . import compare, spread
+
+    p = sub.add_parser("spread", help="each result row's training-seed spread from runs that differ only in their "
+                                      "training seeds (the training-seed presets), for spot compare --seed-spread")
+    spread.configure_parser(p)
+    p.set_defaults(func=spread.run_from_args)
+    p = sub.add_parser("compare", help="did a run reproduce a reference? records within their tolerances, flipped "
+                                       "findings, tables (exit 1 if not)")
+    compare.configure_parser(p)
+    p.set_defaults(func=compare.run_from_args)
     p = ck.add_parser("official", help="register one of the authors' released SPoT checkpoints for the workflow "
                                        "(retrofit: official): checks it loads, writes a record pointing at it")
     p.add_argument("file", help="spot_1k_b16.pth, spot_21k_b16.pth or spot_mae_b16.pth")

@@ -27,6 +27,11 @@ seed                the seed of a stochastic placement (one row per seed); empty
 metric              ``acc1`` (top-1 of the classifier head) or ``knn`` (weighted kNN on pooled features, DINO)
 value               accuracy in percent
 n_images            number of evaluated (query) images
+n_correct           number of those classified correctly (value = 100 · n_correct / n_images)
+ci_low, ci_high     the 95 % Wilson score interval of value, in percent (:func:`spot.stats.wilson`)
+outcomes            which query images were correct: one bit per image in the order of the evaluated subset
+                    (ascending split index, the sidecar's ``subsets`` record of the split), packed and base64
+                    (:func:`spot.stats.outcome_columns`; read back with :func:`spot.stats.decode_outcomes`)
 knn_train_images    size of the kNN memory bank (``knn`` rows; empty for ``acc1``)
 split               the evaluated split
 ==================  =============================================================================================
@@ -58,13 +63,15 @@ import torch.nn.functional as F
 from .config import config_layers
 from .placement import ImageBatch, ImageStreams, check_placement, make_placement, place
 from .positions import grid_cell_index, grid_shape, snap_to_grid
+from .stats import outcome_columns
 
 __all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
            "summarise", "configure_parser", "run_from_args"]
 
 METHODS = ("spot", "patchdropout")
 COLUMNS = ("experiment", "backbone", "variant", "model_format", "tokens_mode", "method", "placement", "positions",
-           "budget", "grid_tokens", "budget_set", "seed", "metric", "value", "n_images", "knn_train_images", "split")
+           "budget", "grid_tokens", "budget_set", "seed", "metric", "value", "n_images", "n_correct", "ci_low",
+           "ci_high", "outcomes", "knn_train_images", "split")
 PARENT, SPOT, GRID_CONTROL = "parent", "spot", "grid_control"  # the workflow's variants
 
 
@@ -519,20 +526,19 @@ def _evaluate_entry(ctx: _Context, entry: _Entry, backbone: str) -> list[dict]:
             summary = []
             for kind in meas.positions:
                 features, preds = q[(i, kind)]
-                acc1 = 100.0 * int((preds == q_labels).sum()) / len(q_labels)
+                acc1 = outcome_columns((preds == q_labels).cpu().numpy())
                 knn_preds = knn_classify(t[(i, kind)][0], t_labels, features, k=s.knn.k,
                                          temperature=s.knn.temperature, num_classes=classes,
                                          chunk_size=s.knn.chunk_size)
-                knn = 100.0 * int((knn_preds == q_labels).sum()) / len(q_labels)
+                knn = outcome_columns((knn_preds == q_labels).cpu().numpy())
                 base = dict(experiment="evaluation", backbone=backbone, variant=entry.variant, model_format=c.format,
                             tokens_mode=c.tokens_mode, method=meas.method, placement=meas.placement.label,
                             positions=kind, budget=meas.budget, grid_tokens=entry.grid_tokens,
                             budget_set=meas.budget_set, seed=meas.seed)
-                rows.append({**base, "metric": "acc1", "value": acc1, "n_images": query.n, "knn_train_images": None,
-                             "split": s.split})
-                rows.append({**base, "metric": "knn", "value": knn, "n_images": query.n,
-                             "knn_train_images": bank.n, "split": s.split})
-                summary.append(f"{kind}: acc1 {acc1:.2f} knn {knn:.2f}")
+                # value, n_images and the uncertainty columns from the per-image outcomes (spot.stats)
+                rows.append({**base, "metric": "acc1", **acc1, "knn_train_images": None, "split": s.split})
+                rows.append({**base, "metric": "knn", **knn, "knn_train_images": bank.n, "split": s.split})
+                summary.append(f"{kind}: acc1 {acc1['value']:.2f} knn {knn['value']:.2f}")
             seed = "" if meas.seed is None else f" seed {meas.seed}"
             ctx.log(f"[{entry.variant}] {meas.method} {meas.placement.label} m={meas.budget}{seed}: "
                     f"{'; '.join(summary)}")

@@ -286,5 +286,8 @@ def load_recipe(config, name: str, overrides: dict | None = None) -> Recipe:
     values = _resolve(recipes, name)
     if overrides:
         values = _merge(values, overrides)
+    offset = config.get("recipe_seed_offset") or 0  # the training-seed presets: the same recipe, another seed
+    if offset:
+        values["seed"] = int(values.get("seed", 0)) + int(offset)
     values["name"] = name
     return recipe_from_dict(values, name)

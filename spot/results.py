@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
-__all__ = ["write_table", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments",
+__all__ = ["write_table", "read_csv", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments",
            "experiment_settings"]
 
 
@@ -93,12 +93,18 @@ def write_table(rows: list[dict], out, *, config: dict, inputs: dict | None = No
     return out
 
 
-def read_table(path):
-    """A result table as a pandas DataFrame, with its provenance in ``frame.attrs["provenance"]``."""
+def read_csv(path):
+    """A result table's rows as a pandas DataFrame. Only an empty cell is missing: a cell of packed ``outcomes``
+    (:mod:`spot.stats`) that happens to read ``NULL`` or ``None`` stays text."""
     import pandas as pd
 
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"outcomes": str})
+
+
+def read_table(path):
+    """A result table as a pandas DataFrame, with its provenance in ``frame.attrs["provenance"]``."""
     path = Path(path)
-    frame = pd.read_csv(path)
+    frame = read_csv(path)
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         frame.attrs.update(json.loads(sidecar.read_text()))

@@ -11,6 +11,7 @@ from helpers import make_canvas
 
 from spot.data.fmnist import CanvasConfig
 from spot.evaluate import (
+    COLUMNS,
     EvaluationSettings,
     KnnSettings,
     configure_parser,
@@ -23,6 +24,7 @@ from spot.placement import ImageBatch, ImageStreams, even_grid_cells, place
 from spot.positions import grid_positions, snap_to_grid
 from spot.recipes import recipe_from_dict
 from spot.saliency import SaliencySettings
+from spot.stats import decode_outcomes
 from spot.train import train
 
 QUIET = dict(log=lambda *_: None, progress=False)
@@ -274,6 +276,23 @@ def _values(frame, **where):
     return sel.sort_values(["variant", "metric"])["value"].tolist()
 
 
+def test_accuracy_rows_carry_their_outcomes_and_wilson_interval(sweep):
+    assert set(sweep.metric) == {"acc1", "knn"}
+    for r in sweep.itertuples():
+        assert decode_outcomes(r.outcomes, r.n_images).sum() == r.n_correct
+        assert r.value == 100.0 * r.n_correct / r.n_images
+        assert r.ci_low <= r.value <= r.ci_high
+        if 0 < r.n_correct < r.n_images:
+            assert r.ci_high - r.ci_low > 0
+    assert ((sweep.n_correct > 0) & (sweep.n_correct < sweep.n_images)).any()
+    # every row is on the same 40 images: rows that differ in value differ in which images they got right
+    assert sweep.value.nunique() > 1
+    assert (sweep.groupby("outcomes")["value"].nunique() == 1).all()
+    best, worst = sweep.loc[sweep.value.idxmax()], sweep.loc[sweep.value.idxmin()]
+    assert best.outcomes != worst.outcomes
+    assert not np.array_equal(decode_outcomes(best.outcomes, 40), decode_outcomes(worst.outcomes, 40))
+
+
 def test_snapped_isotropic_at_the_full_grid_equals_plain_isotropic(sweep):
     for variant in ("parent", "grid_control"):
         plain = _values(sweep, variant=variant, method="spot", placement="isotropic", positions="placed", budget=36)
@@ -289,9 +308,13 @@ def test_full_budget_grid_methods_equal_the_plain_models(sweep, models, canvas):
     data = EvalData.open(canvas, "test", mean=mean, std=std, limit=40)
     vit = load_trained(models["vit"], wrap=False)
     with torch.no_grad():
-        acc = 100.0 * int((vit(data.images).argmax(-1) == data.labels).sum()) / len(data.labels)
+        correct = vit(data.images).argmax(-1) == data.labels
+    acc = 100.0 * int(correct.sum()) / len(data.labels)
     full = _values(sweep, variant="parent", method="patchdropout", budget=36, metric="acc1")
-    assert full == [acc]
+    assert full == [acc]  # bit-identical to counting the correct images
+    row = sweep[(sweep.variant == "parent") & (sweep.method == "patchdropout") & (sweep.budget == 36) &
+                (sweep.metric == "acc1")].iloc[0]
+    assert np.array_equal(decode_outcomes(row.outcomes, row.n_images), correct.numpy())  # in the data's order
     # on the full grid, the random and even subsets of the grid control are the whole grid, as is Isotropic
     iso = _values(sweep, variant="grid_control", placement="isotropic", positions="placed", budget=36)
     assert _values(sweep, variant="grid_control", placement="grid_random", budget=36) == iso
@@ -350,6 +373,8 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
     assert len(a) == (3 + 3) * 2
     assert a.equals(b)
     assert (a.n_images == 20).all() and set(a.seed.dropna()) == {7} and set(a.backbone) == {"cls_in1k"}
+    assert tuple(a.columns) == COLUMNS  # the outcomes survive the CSV
+    assert all(decode_outcomes(r.outcomes, r.n_images).sum() == r.n_correct for r in a.itertuples())
     assert set(a.method[a.variant == "spot"]) == {"spot"}  # no grid placements: not a grid control
     assert set(a.placement[a.positions == "snapped"]) == {"center"}
     meta = json.loads((tmp_path / "a" / "eval.json").read_text())

@@ -23,14 +23,21 @@ from spot.oracle import (
     configure_transfer_parser,
     oracle_experiments,
     oracle_search,
+    phase_scrambled,
     relative_saliency_gain,
     run_from_args,
     run_transfer_from_args,
     saliency_scores,
     transfer,
 )
+from spot.oracle.tables import BLANK_STREAM, OUTCOME_COLUMNS, PROPORTIONS, _Tally
+from spot.placement import ImageStreams
 from spot.recipes import recipe_from_dict
+from spot.stats import decode_outcomes
 from spot.train import train
+
+TRANSFER_PROPORTIONS = ("oracle_acc1", "original_acc1", "transfer_acc1", "random_target_rate",
+                        "random_target_rate_init")
 
 
 def load_classifier(path):
@@ -182,6 +189,44 @@ def _value(rows, **match):
     return hits[0]
 
 
+def _check_proportions(rows, proportions) -> set:
+    """Every proportion row's outcomes add up to its n_correct, value and interval; the other rows leave the four
+    columns empty. Returns the proportion metrics seen."""
+    seen = set()
+    for r in rows:
+        if r["metric"] not in proportions:
+            assert all(pd.isna(r[c]) for c in OUTCOME_COLUMNS), r
+            continue
+        bits = decode_outcomes(r["outcomes"], int(r["n_images"]))
+        assert bits.sum() == r["n_correct"], r
+        assert r["value"] == 100 * r["n_correct"] / r["n_images"], r
+        assert r["ci_low"] <= r["value"] <= r["ci_high"], r
+        assert r["ci_high"] - r["ci_low"] > 1.0, r  # a real interval: 12–24 images pin no share to a point
+        seen.add(r["metric"])
+    return seen
+
+
+def _outcomes(rows, **match) -> np.ndarray:
+    hits = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(hits) == 1, (match, len(hits))
+    return decode_outcomes(hits[0]["outcomes"], hits[0]["n_images"])
+
+
+def test_tally_keeps_per_image_outcomes_in_batch_order():
+    t = _Tally(is_proportion=lambda key: key == "p")
+    t.add("p", torch.tensor([True, False]))
+    t.add("p", torch.tensor([1.0, 1.0, 0.0]))
+    t.add("x", torch.tensor([[0.5, 1.5]]))  # per token: a mean, no outcomes
+    p = t.columns("p")
+    assert decode_outcomes(p["outcomes"], 5).tolist() == [True, False, True, True, False]
+    assert (p["value"], p["n_images"], p["n_correct"]) == (60.0, 5, 3) and p["ci_low"] < 60.0 < p["ci_high"]
+    assert t.columns("x") == {"value": 1.0, "n_images": 1, **dict.fromkeys(OUTCOME_COLUMNS)}
+    with pytest.raises(ValueError, match="one 0/1 value per image"):
+        t.add("p", torch.ones(2, 3))
+    with pytest.raises(ValueError, match="one 0/1 value per image"):
+        t.add("p", torch.tensor([0.5]))
+
+
 def test_tables_match_hand_computations(checkpoints, canvas):
     model, (mean, std) = load_classifier(checkpoints["a"])
     assert [list(mean), list(std)] == [MEAN, STD]  # the record's normalisation
@@ -205,9 +250,15 @@ def test_tables_match_hand_computations(checkpoints, canvas):
             acc_snap = 100 * (model(x, snapped).argmax(-1) == y).double().mean().item()
         key = dict(experiment="table1", placement="spot_on", setting=st.label, metric="acc1")
         assert _value(rows, positions="placed", **key) == pytest.approx(acc)
+        with torch.no_grad():  # the outcomes are each image's, in the subset's order
+            hits = (model(x, final).argmax(-1) == y).numpy()
+        assert np.array_equal(_outcomes(rows, positions="placed", **key), hits)
         assert _value(rows, positions="snapped", **key) == pytest.approx(acc_snap)
         move = ((final - init) * SIZE).norm(dim=-1).mean().item()
         assert _value(rows, experiment="table1", setting=st.label, metric="displacement_px") == pytest.approx(move)
+
+    # every proportion row carries its per-image outcomes (the blank images' too), no other row does
+    assert _check_proportions(rows, PROPORTIONS) == {"acc1", "blank_acc1", "target_rate", "target_rate_init"}
 
     # derived metrics are what they say; Table 2 has an oracle gain for every setting
     for prior in SMALL["priors"]:
@@ -280,7 +331,8 @@ def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path
     pd.testing.assert_frame_equal(first, second)
     assert set(first.experiment) == {"table1", "table2", "table6"} and (first.n_images == 20).all()
     assert list(first.columns) == ["experiment", "backbone", "variant", "method", "placement", "init", "positions",
-                                   "budget", "setting", "seed", "metric", "value", "n_images"]
+                                   "budget", "setting", "seed", "metric", "value", "n_images", "n_correct",
+                                   "ci_low", "ci_high", "outcomes"]
     meta = json.loads(outs[0].with_suffix(".json").read_text())
     assert meta["provenance"]["config"]["oracle"]["limit"] == 20
     assert {"checkpoint:spot", "data:manifest"} <= set(meta["provenance"]["inputs"])
@@ -304,6 +356,7 @@ def test_transfer_covers_every_ordered_pair(checkpoints, canvas, tmp_path):
                          "--out", str(out), "--limit", "12"])
     assert run_transfer_from_args(args) == 0
     rows = pd.read_csv(out)
+    assert _check_proportions(rows.to_dict("records"), TRANSFER_PROPORTIONS) == set(TRANSFER_PROPORTIONS)
     delta = rows[rows.metric == "transfer_delta"]
     assert sorted(zip(delta.source, delta.target)) == sorted(itertools.permutations("abc", 2))
     for (src, tgt), g in rows[rows.source != rows.target].groupby(["source", "target"]):
@@ -462,6 +515,7 @@ def test_controls_a_positions_only_model_is_fully_steerable(canvas):
         assert v("spot_on_random_target", "acc1") == 0.0  # a wrong label reached means the true one is lost
         assert v("spot_on", "acc1") == 100.0  # the oracle "finds" every true label …
         assert v("spot_on", "blank_acc1") == 100.0  # … on blank images as well: no evidence needed
+        assert _outcomes(rows, placement="spot_on", budget=b, metric="blank_acc1").all()  # (each image's)
         assert v("isotropic", "blank_acc1") == v("isotropic", "acc1")  # (the start ignores the image too)
         assert v("spot_on_label_free", "acc1") < 50.0  # the label-free search cannot know the label
     seeds = {r["placement"]: r["seed"] for r in rows}
@@ -471,7 +525,8 @@ def test_controls_a_positions_only_model_is_fully_steerable(canvas):
 def test_controls_a_model_that_ignores_positions_is_not_steerable(canvas):
     data = _four_class_data(canvas)
     model = ImageOnly()
-    rows, _ = oracle_experiments(model, data, _settings(**CONTROLS), tables=("controls",))
+    canvas_blank = dict(CONTROLS, controls={"blank": "background"})
+    rows, _ = oracle_experiments(model, data, _settings(**canvas_blank), tables=("controls",))
     with torch.no_grad():
         pred = model(data.images, torch.zeros(1, 4, 2)).argmax(-1)
         blank_pred = model(torch.full_like(data.images[:1], -MEAN[0] / STD[0]), torch.zeros(1, 4, 2)).argmax(-1)
@@ -492,8 +547,46 @@ def test_controls_a_model_that_ignores_positions_is_not_steerable(canvas):
     labels = torch.arange(4).repeat(50)
     draws = random_other_labels(labels, 4, torch.Generator().manual_seed(0))
     assert (draws != labels).all() and set(draws.tolist()) == {0, 1, 2, 3}
-    again, _ = oracle_experiments(model, data, _settings(**CONTROLS, batch_size=7), tables=("controls",))
+    again, _ = oracle_experiments(model, data, _settings(**canvas_blank, batch_size=7), tables=("controls",))
     assert again == rows
+
+
+def test_scrambled_blank_images_keep_the_spectrum_and_lose_the_object(canvas):
+    data = EvalData.open(canvas, "test", mean=MEAN, std=STD, limit=12)
+    images, streams = data.images, ImageStreams(BLANK_STREAM, 0, "test")
+    blank = phase_scrambled(images, data.index, streams)
+    assert blank.shape == images.shape and blank.dtype == images.dtype
+    # each image keeps its per-channel mean and amplitude spectrum (float32 rounding) …
+    assert torch.allclose(blank.mean((-2, -1)), images.mean((-2, -1)), atol=1e-5)
+    spectrum = torch.fft.fft2(images.double()).abs()
+    assert torch.allclose(torch.fft.fft2(blank.double()).abs(), spectrum, atol=1e-3 * spectrum.max().item())
+    # … and loses the object: it is uncorrelated with its original, and the blank images all differ
+    flat, original = blank.flatten(1).double(), images.flatten(1).double()
+    corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(flat.numpy(), original.numpy())]
+    assert max(abs(c) for c in corr) < 0.5
+    others = ~torch.eye(len(flat), dtype=torch.bool)  # two independent scrambles lie ≈ √2·σ·√pixels apart
+    assert torch.cdist(flat, flat)[others].min() > 0.5 * flat.std(dim=1).min() * flat.shape[1] ** 0.5
+    # the image's own stream: the same blank image whatever the batch it is in
+    parts = [phase_scrambled(images[i:i + 5], data.index[i:i + 5], streams) for i in range(0, 12, 5)]
+    assert torch.equal(torch.cat(parts), blank)
+    assert not torch.equal(phase_scrambled(images, data.index, ImageStreams(BLANK_STREAM, 1, "test")), blank)
+
+
+def test_scrambled_blank_control_classifies_each_images_own_blank(canvas):
+    """The default blank control: every image its own phase-scrambled version, so the blank rows are a real
+    sample of per-image outcomes (a model ignoring positions: its prediction on each scrambled image)."""
+    data = _four_class_data(canvas)
+    model, s = ImageOnly(), _settings(**CONTROLS)
+    assert s.controls.blank == "scrambled"
+    rows, _ = oracle_experiments(model, data, s, tables=("controls",))
+    blank = phase_scrambled(data.images, data.index, ImageStreams(BLANK_STREAM, s.seed, data.split))
+    with torch.no_grad():
+        hits = (model(blank, torch.zeros(1, 4, 2)).argmax(-1) == data.labels).numpy()
+    assert 0 < hits.sum() < len(hits)
+    for b in (4, 9):
+        for placement in ("isotropic", "spot_on"):
+            assert np.array_equal(_outcomes(rows, placement=placement, budget=b, metric="blank_acc1"), hits)
+    assert _check_proportions(rows, PROPORTIONS) == {"acc1", "blank_acc1", "target_rate", "target_rate_init"}
 
 
 def test_cross_model_controls(canvas):
@@ -502,7 +595,9 @@ def test_cross_model_controls(canvas):
     data = _four_class_data(canvas)
     models = {"a": PositionsOnly(), "b": PositionsOnly(), "c": ImageOnly()}
     settings = TransferSettings(budget=4, budgets=[4, 9], random_target=True)
-    rows = pd.DataFrame(transfer(models, data, settings, _settings(**CONTROLS)))
+    records = transfer(models, data, settings, _settings(**CONTROLS))
+    assert _check_proportions(records, TRANSFER_PROPORTIONS) == set(TRANSFER_PROPORTIONS)
+    rows = pd.DataFrame(records)
     assert set(rows[rows.experiment == "table4"].budget) == {4}
     assert set(rows[rows.placement == "spot_on_random_target"].experiment) == {"controls"}
     assert set(rows[(rows.experiment == "controls") & (rows.placement == "spot_on")].budget) == {9}
@@ -525,7 +620,7 @@ def test_cross_model_controls(canvas):
 
 
 def test_control_settings_errors():
-    with pytest.raises(ValueError, match="oracle.controls.blank must be one of background, mean"):
+    with pytest.raises(ValueError, match="oracle.controls.blank must be one of scrambled, background, mean"):
         _settings(controls={"blank": "white"})
     with pytest.raises(ValueError, match="oracle.controls.random_target must be true or false"):
         _settings(controls={"random_target": "yes"})

@@ -137,29 +137,93 @@ def test_table3_reports_every_rsg_statistic_with_its_unit(tmp_path, config):
     assert len(t) == 4 and "saliency" not in " ".join(t.Statistic).replace("initial score", "")
 
 
+def _figure5_inputs(tmp_path, eval_rows, selection_rows):
+    """Figure 5's inputs: the given evaluation (test) and prior_selection (validation) rows, the oracle, transfer
+    and throughput (the fastest batch per budget: 16 000 / b images/s) of the fixtures."""
+    tp = [dict(experiment="throughput", backbone=bb, variant=v, method=m, budget=b, batch_size=bs, metric=metric,
+               value=1000.0 * bs / b * (1 if metric == "images_per_s" else 1e-3))
+          for bb in ("cls_in1k", "mae_in1k") for v, m in (("spot", "spot"), ("parent", "patchdropout"))
+          for b in (4, 9) for bs in (16, 64) for metric in ("images_per_s", "images_per_s_max")]
+    oracle = _oracle_rows() + [dict(r, backbone="mae_in1k", value=r["value"] - 5) for r in _oracle_rows()]
+    transfer = [dict(r, value=r["value"] - 10) if (r["target"], r["metric"]) == ("mae_in1k", "transfer_acc1") else r
+                for r in _transfer_rows()]  # into MAE-IN1k 10 points below the transfer into CLS-IN1k
+    return _write(tmp_path, evaluation=eval_rows, prior_selection=selection_rows, oracle=oracle, transfer=transfer,
+                  throughput=tp)
+
+
+def _val_rows(values):
+    """prior_selection rows (one seed) of SPoT: {(backbone, placement): (Acc@1 at 4 tokens, at 9)}."""
+    base = dict(experiment="evaluation", variant="spot", model_format="spot_vit", method="spot", positions="placed",
+                budget_set="main", n_images=100, metric="acc1", seed=0)
+    return [dict(base, backbone=bb, placement=p, budget=b, value=v) for (bb, p), vs in values.items()
+            for b, v in zip((4, 9), vs)]
+
+
+def _fig5_config(config, **figure5):
+    return {**config, "evaluation": {**config["evaluation"], "budgets": [4, 9]}, "figures": {"figure5": figure5}}
+
+
 def test_figure5_draws_one_panel_with_gap_and_ceiling(tmp_path, config):
-    e, o, tp = tmp_path / "evaluation.csv", tmp_path / "oracle.csv", tmp_path / "throughput.csv"
     eval_rows = [dict(r, budget=b, value=r["value"] + b) for r in _eval_rows() for b in (4, 9)]
-    pd.DataFrame(eval_rows).to_csv(e, index=False)
-    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
-    pd.DataFrame([dict(experiment="throughput", backbone="cls_in1k", variant=v, method=m, budget=b, batch_size=bs,
-                       metric=metric, value=1000.0 * bs / b * (1 if metric == "images_per_s" else 1e-3))
-                  for v, m in (("spot", "spot"), ("parent", "patchdropout")) for b in (4, 9) for bs in (16, 64)
-                  for metric in ("images_per_s", "images_per_s_max")]).to_csv(tp, index=False)
-    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4, 9]},
-              "figures": {"figure5": {"ceiling": {"from": 96.0, "source": "test"}}}}
-    tr = _write(tmp_path, transfer=_transfer_rows())["transfer"]
-    fig = paper.build("figure5", {"throughput": [tp], "evaluation": [e], "oracle": [o], "transfer": tr}, config)
+    val = _val_rows({("cls_in1k", "uniform"): (30.0, 35.0), ("cls_in1k", "isotropic"): (40.0, 45.0)})
+    inputs = _figure5_inputs(tmp_path, eval_rows, val)
+    config = _fig5_config(config, ceiling={"from": 96.0, "source": "test"})
+    fig = paper.build("figure5", inputs, config)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:4] == ["ViT CLS-IN1k + PatchDropout", "SPoT (best backbone and prior)", "SPoT-ON (best backbone)",
-                          "SPoT-ON positions from another model (best backbone)"]
+    assert labels[:4] == ["ViT CLS-IN1k + PatchDropout", "SPoT (backbone and prior chosen on val, reported on test)",
+                          "SPoT-ON (SPoT's backbone)", "SPoT-ON positions from another model (SPoT's backbone)"]
     assert "gap" in labels and "gap, cross-model" in labels and "ceiling (test)" in labels
     assert list(ax.lines[3].get_ydata()) == [64.0, 69.0]  # the cross-model oracle into CLS-IN1k
     spot = ax.lines[1]
     assert list(spot.get_xdata()) == [16000.0, 64000 / 9]  # the fastest batch size per budget
-    assert list(spot.get_ydata()) == [54.0, 59.0]  # the best prior per budget (Isotropic)
-    assert len(paper.build("figure5b", {"throughput": [tp], "evaluation": [e], "oracle": [o]}, config).axes) == 1  # one panel per backbone (one here)
+    assert list(spot.get_ydata()) == [54.0, 59.0]  # the prior chosen on validation (Isotropic), at its test Acc@1
+    assert "prior_selection" in paper.artifact("figure5").reads
+    assert len(paper.build("figure5b", inputs, config).axes) == 1  # one panel per backbone (one here)
+
+
+def test_figure5_chooses_backbone_and_prior_on_validation_and_reports_test(tmp_path, config):
+    """On test, MAE-IN1k Salient is best at both budgets; on validation, CLS-IN1k Uniform at 4 tokens and MAE-IN1k
+    Isotropic at 9 (a Salient setting the evaluation never measured is better still, and out of the choice): the
+    figure follows validation, and SPoT-ON and the cross-model line take those backbones."""
+    base = dict(experiment="evaluation", variant="spot", model_format="spot_vit", method="spot", positions="placed",
+                budget_set="main", n_images=100, metric="acc1")
+    test = {("cls_in1k", "uniform"): (40.0, 42.0), ("cls_in1k", "isotropic"): (50.0, 50.0),
+            ("mae_in1k", "isotropic"): (45.0, 45.0), ("mae_in1k", "salient"): (70.0, 70.0)}
+    eval_rows = [dict(base, backbone=bb, placement=p, budget=b, seed=s, value=v + b)
+                 for (bb, p), vs in test.items() for s, v in enumerate(vs) for b in (4, 9)]
+    val = _val_rows({("cls_in1k", "uniform"): (60.0, 40.0), ("cls_in1k", "isotropic"): (50.0, 50.0),
+                     ("mae_in1k", "isotropic"): (52.0, 70.0), ("mae_in1k", "salient"): (20.0, 20.0),
+                     ("mae_in1k", "salient(blur=0.05)"): (90.0, 90.0)})  # a candidate the evaluation never measured
+    inputs = _figure5_inputs(tmp_path, eval_rows, val)
+    config = _fig5_config(config)
+    choice = paper.figures.spot_choice(inputs, config)
+    assert choice == {4: ("cls_in1k", "uniform", 45.0), 9: ("mae_in1k", "isotropic", 54.0)}
+    (ax,) = paper.build("figure5", inputs, config).axes
+    lines = {line.get_label(): line for line in ax.lines}
+    spot = lines["SPoT (backbone and prior chosen on val, reported on test)"]  # Salient not chosen: not mentioned
+    assert list(spot.get_ydata()) == [45.0, 54.0]  # test Acc@1 of the validation choice, mean over seeds
+    assert list(lines["SPoT-ON (SPoT's backbone)"].get_ydata()) == [80.0, 85.0]  # CLS-IN1k at 4, MAE-IN1k at 9
+    assert list(lines["SPoT-ON positions from another model (SPoT's backbone)"].get_ydata()) == [64.0, 59.0]
+    # chosen on validation, Salient is named with what it reads (the embedded preset: the article's true mask)
+    val = [dict(r, value=r["value"] + 100) if r["placement"] == "salient" else r for r in val]
+    inputs = _figure5_inputs(tmp_path, eval_rows, val)
+    assert paper.figures.spot_choice(inputs, config)[4] == ("mae_in1k", "salient", 74.0)
+    (ax,) = paper.build("figure5", inputs, config).axes
+    assert "SPoT (backbone and prior chosen on val, reported on test; Salient reads the article mask)" in \
+        [line.get_label() for line in ax.lines]
+
+
+@pytest.mark.parametrize("preset", ["config.yaml", "config/paper.yaml", "config/smoke.yaml",
+                                    "config/embedded_long.yaml"])
+def test_prior_selection_candidates_cover_the_evaluation_priors(preset):
+    """Figure 5 chooses among the evaluation's priors on prior_selection's results: each is a candidate, at the
+    evaluation's settings (the same placement label)."""
+    from spot.placement import make_placement
+
+    c = load_config(preset)
+    candidates = {make_placement(p).label for p in c["prior_selection"]["candidates"]}
+    assert {make_placement(p).label for p in c["evaluation"]["priors"]} <= candidates
 
 
 def test_table5_has_the_patchdropout_and_prior_rows(tmp_path, config):
@@ -360,6 +424,26 @@ def test_prior_selection_table_marks_the_defaults_and_the_gap_to_isotropic(tmp_p
         t = paper.build("prior_selection", _write(tmp_path / name, prior_selection=changed), config)
         assert list(t.loc[t["Rule's pick"] == "★", "Prior"]) == [pick]
     assert t.set_index(["Backbone", "Prior"]).loc[("mean over backbones", "Salient"), "Chosen"] == "✓"
+
+
+def test_prior_selection_pick_is_a_salient_candidate_whatever_the_other_priors_score(tmp_path, config):
+    """The candidates hold every evaluated prior (Figure 5 chooses on them); ★ picks Salient's settings only, even
+    when another prior (Uniform, Boundary) or the reference (Isotropic) beats every Salient candidate; ✓ keeps its
+    meaning (Salient's defaults and Isotropic)."""
+    base = dict(experiment="evaluation", backbone="cls_in1k", variant="spot", model_format="spot_vit", method="spot",
+                positions="placed", budget_set="main", n_images=100, metric="acc1", seed=0)
+    scores = {"uniform": 95.0, "isotropic": 90.0, "center": 80.0, "boundary": 99.0, "salient": 30.0,
+              "salient(blur=0.05)": 40.0, "salient(layout=sample)": 10.0}
+    rows = [dict(base, placement=p, budget=b, value=v + b) for p, v in scores.items() for b in (4, 9)]
+    rows += [dict(r, backbone="mae_in1k") for r in rows]
+    t = paper.build("prior_selection", _write(tmp_path, prior_selection=rows), config)
+    assert list(t.loc[t["Rule's pick"] == "★", ["Backbone", "Prior"]].itertuples(index=False, name=None)) == \
+        [("mean over backbones", "Salient(blur=0.05)")]
+    assert set(t.loc[t.Chosen == "✓", "Prior"]) == {"Salient", "Isotropic"}
+    without_salient = [r for r in rows if not r["placement"].startswith("salient")]
+    (tmp_path / "none").mkdir()
+    t = paper.build("prior_selection", _write(tmp_path / "none", prior_selection=without_salient), config)
+    assert not (t["Rule's pick"] == "★").any()  # no Salient candidate: no pick, rather than another prior
 
 
 def test_table_csv_drops_float_noise_but_keeps_precision(tmp_path):

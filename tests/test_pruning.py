@@ -1,6 +1,7 @@
 """Token pruning (spot.pruning, spot.prune): SPOT-AD and its baselines on timm ViTs and SPoT models."""
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -302,3 +303,100 @@ def test_equal_cost_budget_is_the_closest_in_gflops(deit):
         expected = min(costs, key=lambda m: (abs(costs[m] - target), m))
         assert equal_cost_budget(model, target, 16, (64, 64), 3, cache) == expected
     assert len(cache) < 16  # a bisection, not a scan
+
+
+# ----------------------------------------------------------------------------------------- spot pruning's acc1 rows
+
+@pytest.fixture(scope="module")
+def tiny_parent(tmp_path_factory):
+    """A canvas dataset and a tiny grid ViT trained on it (a real timm_vit checkpoint + record; test_evaluate's)."""
+    from helpers import make_canvas
+
+    from spot.data.fmnist import CanvasConfig
+    from spot.recipes import recipe_from_dict
+    from spot.train import train
+
+    canvas = make_canvas(tmp_path_factory, 500, 120, CanvasConfig(val_size=100))[0]
+    recipe = dict(task="classify", init="scratch",
+                  model=dict(backbone="vit_nano_patch8", img_size=48, timm_kwargs=dict(embed_dim=32, depth=4,
+                                                                                       num_heads=2)),
+                  data=dict(kind="fmnist", mean=[0.1], std=[0.25], limit=400), tokens=dict(mode="grid"), epochs=2,
+                  batch_size=50, optimizer=dict(lr=2e-3, betas=[0.9, 0.99], weight_decay=0.05),
+                  schedule=dict(warmup_epochs=0.5, min_lr=1e-5), label_smoothing=0.1, eval_batch_size=100)
+    out = tmp_path_factory.mktemp("parent") / "parent.safetensors"
+    train(recipe_from_dict(recipe, "parent"), data_root=canvas, out=out, state_dir=out.parent / "state",
+          log=lambda *_: None, progress=False)
+    return canvas, out
+
+
+def test_pruning_acc1_rows_carry_their_outcomes_and_wilson_interval(tiny_parent, one_thread):
+    import pandas as pd
+
+    from spot.checkpoints import load_trained, open_checkpoint
+    from spot.data.evaluation import EvalData
+    from spot.evaluate import EvaluationSettings
+    from spot.pruning.experiment import COLUMNS, PruningSettings, evaluate_pruning
+    from spot.stats import decode_outcomes
+
+    canvas, parent = tiny_parent
+    settings = PruningSettings(sweep=[0.3, 0.9], equal_cost=None, batch_size=16)
+    rows = evaluate_pruning({"parent": parent}, canvas, settings, EvaluationSettings(limit=40).validate(),
+                            backbone="tiny", log=lambda *_: None)
+    f = pd.DataFrame(rows)
+    assert tuple(f.columns) == COLUMNS
+    acc = f[f.metric == "acc1"]
+    assert len(acc) == 3  # the dense parent, ToMe at two keep ratios
+    for r in acc.itertuples():
+        assert decode_outcomes(r.outcomes, r.n_images).sum() == r.n_correct
+        assert r.value == 100.0 * r.n_correct / r.n_images
+        assert r.ci_low <= r.value <= r.ci_high
+        if 0 < r.n_correct < r.n_images:
+            assert r.ci_high - r.ci_low > 0
+    assert ((acc.n_correct > 0) & (acc.n_correct < acc.n_images)).any()
+    # the other metrics leave the four columns empty
+    assert f[f.metric != "acc1"][["n_correct", "ci_low", "ci_high", "outcomes"]].isna().all().all()
+    # the dense row's outcomes are the parent's per-image correctness, in the data's order
+    mean, std = open_checkpoint(parent).normalisation
+    data = EvalData.open(canvas, "test", mean=mean, std=std, limit=40)
+    with torch.no_grad():
+        correct = (load_trained(parent, wrap=False)(data.images).argmax(-1) == data.labels).numpy()
+    dense = acc[acc.method == "vit"].iloc[0]
+    assert np.array_equal(decode_outcomes(dense.outcomes, dense.n_images), correct)
+    assert dense.value == 100.0 * int(correct.sum()) / len(correct)
+
+
+class _Images:
+    """What ``_accuracy`` reads of an EvalData: ``n`` and ``batches(batch_size)`` of (images, labels, indices)."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels, self.n = images, labels, len(labels)
+
+    def batches(self, batch_size):
+        for start in range(0, self.n, batch_size):
+            stop = min(start + batch_size, self.n)
+            yield self.images[start:stop], self.labels[start:stop], torch.arange(start, stop)
+
+
+def test_accuracy_is_per_image_in_data_order_so_rows_compare_paired(deit):
+    from scipy.stats import binomtest
+
+    from spot.pruning.experiment import _accuracy
+    from spot.stats import decode_outcomes, outcome_columns, paired_difference
+
+    x = torch.randn(24, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    evit = prune(deit, "evit", keep_ratio=0.25).eval()
+    with torch.no_grad():
+        dense_preds, evit_preds = deit(x).argmax(-1), evit(x).argmax(-1)
+    labels = dense_preds.clone()
+    labels[::5] = (labels[::5] + 1) % 10  # the dense model is wrong on every fifth image
+    data = _Images(x, labels)
+    dense, pruned = (_accuracy(net, data, batch_size=5, device="cpu") for net in (deit, evit))
+    assert dense.dtype == torch.bool and dense.tolist() == (dense_preds == labels).tolist()
+    assert pruned.tolist() == (evit_preds == labels).tolist()
+    a, b = outcome_columns(dense.numpy()), outcome_columns(pruned.numpy())
+    assert a["value"] == 100.0 * int(dense.sum()) / 24 and 0 < a["n_correct"] < 24
+    assert a["value"] != b["value"] and a["outcomes"] != b["outcomes"]  # the pruned model changes some answers
+    d = paired_difference(decode_outcomes(a["outcomes"], 24), decode_outcomes(b["outcomes"], 24))
+    up, down = int((dense & ~pruned).sum()), int((~dense & pruned).sum())
+    assert d.difference == pytest.approx(a["value"] - b["value"])
+    assert d.p_value == pytest.approx(binomtest(up, up + down, 0.5).pvalue)

@@ -52,9 +52,9 @@ def test_paper_preset_resolves_the_full_dag(workdir):
         assert f"results/paper/models/{deit}_prune_spot_ad.safetensors" in done.stdout
         assert f"results/paper/checkpoints/{deit}.safetensors" in done.stdout
     assert "results/paper/models/cls_in1k_spotprune_spot_ad_spot.safetensors" in done.stdout
-    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure; the oracle's controls
-    # and the prior selection (ours)
-    assert (counts["table"], counts["figure"]) == (13, 7)
+    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure; the oracle's controls,
+    # the prior selection and the findings (ours)
+    assert (counts["table"], counts["figure"]) == (14, 7)
 
 
 def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):

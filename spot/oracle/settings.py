@@ -8,7 +8,9 @@ from .search import SearchSetting, _is_int
 
 __all__ = ["OracleSettings", "TrajectorySettings", "ControlSettings", "TransferSettings"]
 
-BLANKS = ("background", "mean")  # what replaces the content in the blank-image control
+# what replaces the content in the blank-image control: each image phase-scrambled (its own noise), or one constant
+# canvas for every image (the normalised background, or the normalised mean colour)
+BLANKS = ("scrambled", "background", "mean")
 
 
 @dataclass
@@ -22,7 +24,8 @@ class ControlSettings:
     experiment) — how much of its gain is the label written into the positions rather than better-placed evidence."""
 
     random_target: bool = True  # steerability: the search towards a random wrong label; the share that reaches it
-    blank: str | None = "background"  # SPoT-ON on images whose content is removed: background | mean | None (off)
+    # SPoT-ON on images whose content is removed: scrambled | background | mean | None (off) — see BLANKS
+    blank: str | None = "scrambled"
     label_free: bool = True  # the positions minimising the prediction's entropy (no label used)
 
     def validate(self) -> "ControlSettings":

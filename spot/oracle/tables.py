@@ -9,15 +9,23 @@ Row schema (:data:`ROW_COLUMNS`): ``experiment`` (``table1`` … ``table6``, ``c
 search: ``spot_on``, ``spot_on_ascent``, ``spot_on_random_label``, ``spot_on_random_target``,
 ``spot_on_label_free``), ``init`` (the start of a search; empty otherwise), ``positions`` (``placed``, or
 ``snapped`` to grid-cell centres), ``budget``, ``setting`` (``lr=0.01,steps=10``, or ``none``), ``seed`` (set where
-a number depends on a random draw), ``metric``, ``value``, ``n_images``. In percent: accuracies (``acc1``, ``knn``,
-``blank_acc1`` on blank images), ``target_rate`` (the share of images whose output is the search's random target)
-and ``target_rate_init`` (the same at the start: chance), deltas, drops, RSG and ``cells_changed``; saliency scores
-are in [0, 1], displacements in pixels.
+a number depends on a random draw), ``metric``, ``value``, ``n_images``, and for the proportions of images
+(:data:`PROPORTIONS`) ``n_correct``, ``ci_low``, ``ci_high`` (95 % Wilson, %) and ``outcomes`` (which images were
+counted, in the order of the evaluated subset: :func:`spot.stats.decode_outcomes`), empty on the other rows.
+In percent: the proportions — accuracies (``acc1``, ``knn``, ``blank_acc1`` on blank images), ``target_rate`` (the
+share of images whose output is the search's random target) and ``target_rate_init`` (the same at the start:
+chance) — and the deltas, drops, RSG and ``cells_changed`` (a share of tokens, not of images); saliency scores are in
+[0, 1], displacements in pixels.
+
+The blank images (``oracle.controls.blank``): by default each image phase-scrambled (:func:`phase_scrambled`: its
+amplitude spectrum and mean kept, the object gone — every blank image differs), or one constant canvas for all
+(``background`` or ``mean``: one image searched towards each label — an effective sample of as many cases as there
+are classes, whatever the number of images).
 
 Random draws come from per-image streams (:class:`spot.placement.ImageStreams`): a stochastic start from
 ``spot-oracle/<placement>/<budget>/<seed>/<split>/<image>``, a random target label from
-``spot-oracle-targets/<search>/<seed>/<split>/<image>`` — independent of the batch size, of each other and of which
-tables run.
+``spot-oracle-targets/<search>/<seed>/<split>/<image>``, a scrambled blank image's noise from
+``spot-oracle-blank/<seed>/<split>/<image>`` — independent of the batch size, of each other and of which tables run.
 """
 from __future__ import annotations
 
@@ -29,16 +37,23 @@ import torch
 
 from ..placement import ImageBatch, ImageStreams, make_placement, place
 from ..positions import grid_cell_index, snap_to_grid, to_pixels
+from ..stats import outcome_columns
 from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
                      correct, image_targets, pooled, relative_saliency_gain, saliency_scores)
 from .settings import OracleSettings
 
-__all__ = ["TABLES", "ROW_COLUMNS", "KnnBank", "oracle_experiments"]
+__all__ = ["TABLES", "ROW_COLUMNS", "PROPORTIONS", "BLANK_STREAM", "KnnBank", "oracle_experiments",
+           "phase_scrambled"]
 
 TABLES = ("1", "2", "3", "5", "6", "controls")
+# proportions of images: tallied 0/1 per image, reported in % with their uncertainty columns
+PROPORTIONS = ("acc1", "knn", "blank_acc1", "target_rate", "target_rate_init")
+OUTCOME_COLUMNS = ("n_correct", "ci_low", "ci_high", "outcomes")  # a proportion's uncertainty (spot.stats)
+NO_OUTCOMES = dict.fromkeys(OUTCOME_COLUMNS)  # the same columns left empty: rows that are not proportions
 ROW_COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "init", "positions", "budget", "setting",
-               "seed", "metric", "value", "n_images")
+               "seed", "metric", "value", "n_images", *OUTCOME_COLUMNS)
 ISOTROPIC = "isotropic"
+BLANK_STREAM = "spot-oracle-blank"  # the per-image streams of the scrambled blank images
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,17 @@ class _Key:
 
 class _Tally:
     """Running sums of per-image values (per-token values: (B, m)) with the number of images they came from; the
-    metrics in ``keep_values`` also keep every value (for a median)."""
+    metrics in ``keep_values`` also keep every value (for a median), and the keys for which ``is_proportion(key)``
+    holds — proportions of images, one 0/1 per image — every image's outcome, in the order the batches come in (the
+    evaluated subset's order), for their uncertainty columns (:func:`spot.stats.outcome_columns`)."""
 
-    def __init__(self, keep_values=()):
+    def __init__(self, keep_values=(), is_proportion=lambda key: False):
         self.sums: dict = {}
         self.images: dict = {}
         self.keep_values = set(keep_values)
         self.values: dict = {}
+        self.is_proportion = is_proportion
+        self.outcomes: dict = {}  # key → [(B,) bool numpy array per batch]
 
     def add(self, key, values: torch.Tensor, n_images: int | None = None) -> None:
         s, n = self.sums.get(key, (0.0, 0))
@@ -70,6 +89,8 @@ class _Tally:
         self.images[key] = self.images.get(key, 0) + (values.shape[0] if n_images is None else n_images)
         if getattr(key, "metric", None) in self.keep_values:
             self.values.setdefault(key, []).append(values.detach().double().reshape(-1).cpu())
+        if self.is_proportion(key):
+            self.outcomes.setdefault(key, []).append(_outcomes(key, values))
 
     def mean(self, key) -> float:
         s, n = self.sums[key]
@@ -82,6 +103,21 @@ class _Tally:
     def median(self, key: _Key) -> float:
         values = torch.cat(self.values[key]).numpy() if self.values.get(key) else np.zeros(0)
         return float(np.median(values)) if len(values) else float("nan")
+
+    def columns(self, key) -> dict:
+        """A row's ``value``, ``n_images`` and uncertainty columns: a proportion's from its per-image outcomes (the
+        value in %), any other key's mean with the uncertainty columns empty."""
+        if key in self.outcomes:
+            return outcome_columns(np.concatenate(self.outcomes[key]))
+        return {"value": self.mean(key), "n_images": self.count(key), **NO_OUTCOMES}
+
+
+def _outcomes(key, values: torch.Tensor) -> np.ndarray:
+    """(B,) bool: the per-image 0/1 values of a proportion's key."""
+    flat = values.detach().cpu()
+    if flat.dim() != 1 or not bool(((flat == 0) | (flat == 1)).all()):
+        raise ValueError(f"{key}: a proportion takes one 0/1 value per image, got shape {tuple(flat.shape)}")
+    return flat.numpy().astype(bool)
 
 
 @dataclass
@@ -210,16 +246,22 @@ class _Batch:
         return self._found[key]
 
     def blank(self) -> "_Batch":
-        """The same batch with the content removed (``oracle.controls.blank``): every pixel the normalised
-        background (the canvas' 0) or the normalised mean colour (0); labels and indices kept."""
+        """The same batch with the content removed (``oracle.controls.blank``), labels and indices kept."""
         if self._blank is None:
-            data = self.run.data
-            fill = 0.0 if self.run.settings.controls.blank == "mean" else \
-                -torch.tensor(data.mean, dtype=self.images.dtype) / torch.tensor(data.std, dtype=self.images.dtype)
-            fill = torch.as_tensor(fill, dtype=self.images.dtype).reshape(-1, 1, 1).to(self.images.device)
-            self._blank = _Batch(self.run, torch.zeros_like(self.images) + fill, self.labels, self.indices,
-                                 is_blank=True)
+            self._blank = _Batch(self.run, self._blank_images(), self.labels, self.indices, is_blank=True)
         return self._blank
+
+    def _blank_images(self) -> torch.Tensor:
+        """``scrambled``: each image phase-scrambled (:func:`phase_scrambled`, its own stream); ``background``: every
+        pixel the normalised background (the canvas' 0); ``mean``: the normalised mean colour (0)."""
+        kind, data = self.run.settings.controls.blank, self.run.data
+        if kind == "scrambled":
+            streams = ImageStreams(BLANK_STREAM, self.run.settings.seed, data.split)
+            return phase_scrambled(self.images, self.indices, streams)
+        dtype = self.images.dtype
+        fill = torch.zeros(len(data.mean), dtype=dtype) if kind == "mean" else \
+            -torch.tensor(data.mean, dtype=dtype) / torch.tensor(data.std, dtype=dtype)
+        return torch.zeros_like(self.images) + fill.reshape(-1, 1, 1).to(self.images.device)
 
     def correct(self, positions) -> torch.Tensor:
         return correct(self.run.model, self.images, self.labels, positions)
@@ -230,6 +272,21 @@ class _Batch:
             positions=trajectory[:, keep].float().cpu(), labels=self.labels[keep].cpu(),
             indices=self.indices[keep.cpu()], initial_correct=self.correct(trajectory[0])[keep].cpu(),
             final_correct=self.correct(final)[keep].cpu()))
+
+
+def phase_scrambled(images: torch.Tensor, indices, streams: ImageStreams) -> torch.Tensor:
+    """Each image (B, C, H, W) with the phases of its 2-D Fourier transform replaced by those of white noise drawn
+    from its own stream (``streams.generator(index)``: the same result whatever the batch), one noise image shared
+    by the channels (their colours stay coherent); each channel keeps its amplitude spectrum, and the zero frequency
+    its own phase (the sign of its mean: a normalised mean may be negative), so the mean, the contrast and the
+    spatial frequencies stay and the object goes. The inverse transform's real part, in the images' dtype."""
+    size = tuple(images.shape[-2:])
+    noise = torch.stack([torch.randn(size, generator=streams.generator(int(i)), dtype=torch.float64)
+                         for i in indices])
+    phase = torch.angle(torch.fft.fft2(noise.to(images.device)))[:, None].expand(images.shape).clone()
+    spectrum = torch.fft.fft2(images.double())
+    phase[..., 0, 0] = torch.angle(spectrum[..., 0, 0])
+    return torch.fft.ifft2(spectrum.abs() * torch.exp(1j * phase)).real.to(images.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------ the tables
@@ -378,7 +435,7 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
     if "3" in tables and settings.saliency_window > min(data.image_size):
         raise ValueError(f"oracle.saliency_window = {settings.saliency_window} is larger than the images "
                          f"{data.image_size}")
-    tally = _Tally(keep_values=("rsg",))
+    tally = _Tally(keep_values=("rsg",), is_proportion=lambda key: key.metric in PROPORTIONS)
     queries = {} if knn_bank is not None and "5" in tables else None
     runners = {"1": _table1, "2": _table2, "3": _table3, "5": lambda b, t: _table5(b, t, queries), "6": _table6,
                "controls": _controls}
@@ -402,7 +459,6 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
 
 # ------------------------------------------------------------------------------------------------------ rows
 
-_PERCENT = ("acc1", "knn", "blank_acc1", "target_rate", "target_rate_init")  # tallied 0/1 per image, reported in %
 _RANDOM_TARGETS = (SpotOnRandomLabel.name, SpotOnRandomTarget.name)
 
 
@@ -415,14 +471,15 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
         return start.random or key.placement in _RANDOM_TARGETS
 
     def value_of(key: _Key) -> float:
-        return tally.mean(key) * (100.0 if key.metric in _PERCENT else 1.0)
+        return tally.columns(key)["value"]
 
     def row(key: _Key, metric=None, value=None):
+        """The row of a tallied key, or a derived ``metric`` of it (``value`` given: no uncertainty columns)."""
+        numbers = tally.columns(key) if value is None else dict(value=value, n_images=tally.count(key), **NO_OUTCOMES)
         rows.append(dict(experiment=key.experiment, backbone=backbone, variant=variant, method="spot",
                          placement=key.placement, init=key.init, positions=key.positions, budget=key.budget,
                          setting=key.setting, seed=settings.seed if _random(key) else None,
-                         metric=metric or key.metric, value=value_of(key) if value is None else value,
-                         n_images=tally.images[key]))
+                         metric=metric or key.metric, **numbers))
 
     for key in list(tally.sums):
         row(key)
@@ -437,4 +494,5 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
             base = value_of(_Key("table6", ISOTROPIC, key.budget, "acc1"))
             row(key, metric="drop_vs_isotropic", value=base - value_of(key))
     order = [experiment_name(t) for t in TABLES]
-    return sorted(rows, key=lambda r: order.index(r["experiment"]))  # stable: each table keeps its own order
+    rows = sorted(rows, key=lambda r: order.index(r["experiment"]))  # stable: each table keeps its own order
+    return [{k: r[k] for k in ROW_COLUMNS} for r in rows]

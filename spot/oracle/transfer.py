@@ -9,12 +9,12 @@ import torch
 from ..placement import ImageBatch, ImageStreams, make_placement, place
 from .search import SpotOnRandomTarget, correct, image_targets, oracle_search
 from .settings import OracleSettings, TransferSettings
-from .tables import _Tally
+from .tables import NO_OUTCOMES, OUTCOME_COLUMNS, _Tally
 
 __all__ = ["transfer", "TRANSFER_COLUMNS"]
 
 TRANSFER_COLUMNS = ("experiment", "source", "target", "variant", "method", "placement", "init", "budget", "setting",
-                    "seed", "metric", "value", "n_images")
+                    "seed", "metric", "value", "n_images", *OUTCOME_COLUMNS)
 
 
 def _lockstep(datas: dict, batch_size: int):
@@ -61,7 +61,9 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     reported convention.) Per model A also ``oracle_acc1`` (source = target = A: A at its own S_A). With random
     targets, per pair A → B (B = A included: the steerability of A itself) ``random_target_rate``: the share of
     images for which B outputs A's target at R_A, and ``random_target_rate_init``: B outputs it at S_0 (chance).
-    ``experiment`` is ``table4`` for Table 4's rows (its budget, true labels), ``controls`` for the others.
+    ``experiment`` is ``table4`` for Table 4's rows (its budget, true labels), ``controls`` for the others. Every row
+    but ``transfer_delta`` is a proportion of images and carries ``n_correct``, ``ci_low``, ``ci_high`` (95 % Wilson,
+    %) and ``outcomes`` (per image, in the evaluated subset's order: :func:`spot.stats.decode_outcomes`).
     """
     from ..saliency import SaliencySettings
 
@@ -79,7 +81,7 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     names = list(models)
     split = datas[names[0]].split
     target_search = SpotOnRandomTarget()
-    tally = _Tally()
+    tally = _Tally(is_proportion=lambda key: True)  # every tallied key is a 0/1 per image (Acc@1, a target's rate)
     t0 = time.time()
     for images, labels, indices in _lockstep({n: datas[n] for n in names}, oracle.batch_size):
         B, size = labels.shape[0], tuple(next(iter(images.values())).shape[-2:])
@@ -122,29 +124,28 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
 
 
 def _transfer_rows(tally: _Tally, names: list, settings: TransferSettings, prior, s, seed) -> list[dict]:
+    """The rows of every budget and pair: proportions with their uncertainty columns (``tally.columns``), and
+    ``transfer_delta`` (a difference of two: a plain value)."""
     rows = []
     for m in settings.all_budgets:
         base = dict(experiment="table4" if m == settings.budget else "controls", variant="spot", method="spot",
                     placement="spot_on", init=prior.label, budget=m, setting=s.label,
                     seed=seed if prior.random else None)
         for a in names:
-            n = tally.count(("oracle", m, a))
-            rows.append(dict(base, source=a, target=a, metric="oracle_acc1",
-                             value=100.0 * tally.mean(("oracle", m, a)), n_images=n))
+            rows.append(dict(base, source=a, target=a, metric="oracle_acc1", **tally.columns(("oracle", m, a))))
             for b in names:
                 if b == a:
                     continue
-                original = 100.0 * tally.mean(("original", m, b))
-                moved = 100.0 * tally.mean(("transfer", m, a, b))
-                for metric, value in (("original_acc1", original), ("transfer_acc1", moved),
-                                      ("transfer_delta", moved - original)):
-                    rows.append(dict(base, source=a, target=b, metric=metric, value=value, n_images=n))
+                original, moved = tally.columns(("original", m, b)), tally.columns(("transfer", m, a, b))
+                rows.append(dict(base, source=a, target=b, metric="original_acc1", **original))
+                rows.append(dict(base, source=a, target=b, metric="transfer_acc1", **moved))
+                rows.append(dict(base, source=a, target=b, metric="transfer_delta", **NO_OUTCOMES,
+                                 value=moved["value"] - original["value"], n_images=moved["n_images"]))
             if ("target", m, a, a) not in tally.sums:
                 continue
             for b in names:
                 for metric, key in (("random_target_rate", ("target", m, a, b)),
                                     ("random_target_rate_init", ("target_init", m, b))):
                     rows.append(dict(base, experiment="controls", placement=SpotOnRandomTarget.name, seed=seed,
-                                     source=a, target=b, metric=metric, value=100.0 * tally.mean(key),
-                                     n_images=tally.count(key)))
+                                     source=a, target=b, metric=metric, **tally.columns(key)))
     return [{k: r[k] for k in TRANSFER_COLUMNS} for r in rows]

@@ -4,7 +4,7 @@ Every table and figure is one registered builder (:mod:`spot.paper.registry`; th
 :mod:`spot.paper.tables` and :mod:`spot.paper.figures`)::
 
     frame = paper.build("table5", {"evaluation": [...], "oracle": [...]}, config)   # a pandas DataFrame
-    paper.write("table5", frame, "paper_figures/embedded", inputs)                    # CSV, Markdown, LaTeX
+    paper.write("table5", frame, "paper_figures/embedded", inputs, config)            # CSV, Markdown, LaTeX
     fig = paper.build("figure5", inputs, config)                                      # a matplotlib figure
     paper.write("figure5", fig, out_dir, inputs)                                      # PDF, PNG
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ._common import ELASTICVIT_TABLE8, load_run_config, write_figure_files, write_table_files
 from .registry import ARTIFACTS, RESULT_KINDS, Artifact, artifact
-from . import figures, pruning, tables  # noqa: E402,F401 — registers the builders
+from . import figures, findings, pruning, tables  # noqa: E402,F401 — registers the builders
 
 __all__ = ["ARTIFACTS", "RESULT_KINDS", "Artifact", "artifact", "build", "write", "write_table_files",
            "write_figure_files", "ELASTICVIT_TABLE8"]
@@ -53,10 +53,10 @@ def build(name: str, inputs, config):
     return a.build(inputs, config)
 
 
-def write(name: str, obj, out_dir, inputs) -> list[Path]:
+def write(name: str, obj, out_dir, inputs, config=None) -> list[Path]:
     """Write a built table (CSV + Markdown + LaTeX) or figure (PDF + PNG) as ``out_dir/name.*``, with a provenance
-    sidecar naming every input file and its sha256."""
+    sidecar naming every input file and written file with its sha256, and the run's ``config`` and seeds."""
     files = [p for paths in _inputs(inputs).values() for p in paths]
     if artifact(name).kind == "table":
-        return write_table_files(obj, out_dir, name, inputs=files)
-    return write_figure_files(obj, out_dir, name, inputs=files)
+        return write_table_files(obj, out_dir, name, inputs=files, config=config)
+    return write_figure_files(obj, out_dir, name, inputs=files, config=config)

@@ -32,7 +32,9 @@ def read_results(inputs: dict, kind: str) -> pd.DataFrame:
     paths = [p for p in inputs.get(kind, []) if str(p).endswith(".csv")]
     if not paths:
         raise ValueError(f"no {kind} result table among the inputs ({', '.join(inputs) or 'none'})")
-    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    from ..results import read_csv
+
+    return pd.concat([read_csv(p) for p in paths], ignore_index=True)
 
 
 def prior_order() -> list[str]:
@@ -91,17 +93,35 @@ def evaluation_rows(inputs) -> pd.DataFrame:
     return read_results(inputs, "evaluation")
 
 
-def _sidecar(path: Path, inputs, extra=None) -> None:
+def run_seeds(config: dict, prefix: str = "") -> dict:
+    """Every seed the run's config sets (``{dotted.key: value}``: ``data.seed``, ``evaluation.seeds``,
+    ``recipes.backbone_cls_in1k.seed`` …): what a table's numbers depend on besides the code and data."""
+    out = {}
+    for key, value in (config or {}).items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(run_seeds(value, f"{path}."))
+        elif str(key).endswith(("seed", "seeds")):
+            out[path] = value
+    return out
+
+
+def _sidecar(path: Path, inputs, files: list[Path], config=None) -> None:
+    """``stem.provenance.json``: the sha256 of every file written (``files``) and of every input with its sidecar,
+    and the provenance block with the run's config and seeds."""
     ins = {str(p): sha256_file(p) for p in inputs if Path(p).is_file()}
     for p in inputs:  # the result tables' own provenance sidecars are part of the chain
         side = Path(p).with_suffix(".json")
         if side.is_file() and str(side) not in ins:
             ins[str(side)] = sha256_file(side)
-    atomic_write_json(path, {"output": path.stem, "inputs": ins, **(extra or {}), "provenance": provenance()})
+    config = load_run_config(config) if config is not None else {}
+    atomic_write_json(path, {"output": path.stem, "inputs": ins, "files": {p.name: sha256_file(p) for p in files},
+                             "provenance": provenance(config, seed=run_seeds(config) or None)})
 
 
-def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=()) -> list[Path]:
-    """``stem.csv``, ``stem.md``, ``stem.tex`` and ``stem.provenance.json`` in ``out_dir`` (atomic)."""
+def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=(), config=None) -> list[Path]:
+    """``stem.csv``, ``stem.md``, ``stem.tex`` and ``stem.provenance.json`` in ``out_dir`` (atomic); ``config``: the
+    run's config (a mapping, preset file or the workflow's JSON list), recorded in the provenance."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md", out_dir / f"{stem}.tex"]
@@ -110,11 +130,11 @@ def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=()) -> lis
     atomic_write_text(paths[0], frame.round(10).to_csv(index=False))
     atomic_write_text(paths[1], frame.to_markdown(index=False, floatfmt=".2f") + "\n")
     atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.2f", escape=True))
-    _sidecar(out_dir / f"{stem}.provenance.json", inputs, {"files": [p.name for p in paths]})
+    _sidecar(out_dir / f"{stem}.provenance.json", inputs, paths, config)
     return paths + [out_dir / f"{stem}.provenance.json"]
 
 
-def write_figure_files(fig, out_dir, stem: str, inputs=()) -> list[Path]:
+def write_figure_files(fig, out_dir, stem: str, inputs=(), config=None) -> list[Path]:
     """``stem.pdf`` and ``stem.png`` (atomic: drawn to a temporary name, then renamed) plus a provenance sidecar."""
     import matplotlib.pyplot as plt
 
@@ -127,5 +147,5 @@ def write_figure_files(fig, out_dir, stem: str, inputs=()) -> list[Path]:
             fig.savefig(tmp, dpi=150, bbox_inches="tight")
         paths.append(path)
     plt.close(fig)
-    _sidecar(out_dir / f"{stem}.provenance.json", inputs, {"files": [p.name for p in paths]})
+    _sidecar(out_dir / f"{stem}.provenance.json", inputs, paths, config)
     return paths + [out_dir / f"{stem}.provenance.json"]

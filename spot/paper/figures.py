@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._common import evaluation_rows, label, mean_std, oracle_rows, prior_order, read_results
+from ._common import evaluation_rows, label, mean_std, oracle_rows, prior_label, prior_order, read_results
 from .registry import figure
 
 
@@ -189,16 +189,77 @@ def _speeds(tp: pd.DataFrame, backbone: str, method: str) -> pd.Series:
     return f.groupby("budget")["value"].max().sort_index()
 
 
-@figure("figure5", reads=("throughput", "evaluation", "oracle", "transfer"),
-        caption="Figure 5: Acc@1 (%) against throughput (images/s) at every budget: the grid ViTs with PatchDropout, SPoT (best backbone and prior per budget), SPoT-ON, and SPoT-ON's positions searched on another model (cross-model, ours: the oracle's gain without the label written into the positions for the model evaluated); the gap from SPoT to each shaded, and the ceiling band where the config gives one.")
+def _spot_acc1(frame: pd.DataFrame, budgets) -> pd.DataFrame:
+    """Mean Acc@1 over seeds of SPoT (the SPoT model, placed positions) per backbone, prior and budget."""
+    f = frame[(frame.variant == "spot") & (frame.method == "spot") & (frame.positions == "placed") &
+              (frame.metric == "acc1") & frame.budget.isin(budgets)]
+    return mean_std(f, ["backbone", "placement", "budget"])[["backbone", "placement", "budget", "mean"]]
+
+
+def spot_choice(inputs, config) -> dict[int, tuple[str, str, float]]:
+    """Figure 5's SPoT point per budget, chosen on validation and reported on test: ``{budget: (backbone, prior,
+    test Acc@1)}`` — the (backbone, prior) with the best Acc@1 on ``prior_selection.split`` (the ``prior_selection``
+    results), and that pair's Acc@1 on the evaluation's split (mean over seeds). Only pairs measured in both count
+    (the evaluation's priors among the candidates, the run's backbones); a budget with none has no point."""
+    budgets = list(config["evaluation"]["budgets"])
+    val = _spot_acc1(read_results(inputs, "prior_selection"), budgets)
+    test = _spot_acc1(evaluation_rows(inputs), budgets)
+    both = val.merge(test, on=["backbone", "placement", "budget"], suffixes=("_val", "_test"))
+    both = both[both.backbone.isin(list(config["backbones"]))]
+    best = both.loc[both.groupby("budget")["mean_val"].idxmax()]
+    return {int(r.budget): (str(r.backbone), str(r.placement), float(r.mean_test)) for r in best.itertuples()}
+
+
+SALIENCY_SOURCES = {  # saliency.source → what Salient reads, as Figure 5's label says it
+    "article_mask": "the article mask", "clipseg": "CLIPSeg maps", "spectral_residual": "spectral-residual maps"}
+
+
+def _choice_label(choice: dict, config) -> str:
+    """The SPoT line's label: where the backbone and prior were chosen, and — when a chosen prior places tokens on
+    the saliency map (Salient, Background) — what that map is (``saliency.source``)."""
+    from ..placement import PRIORS
+
+    split, reported = config["prior_selection"]["split"], config["evaluation"]["split"]
+    where = f"chosen on {split}" + (", the reported split" if split == reported else f", reported on {reported}")
+    names = dict.fromkeys(prior.split("(")[0] for _, prior, _ in choice.values())
+    readers = [prior_label(n) for n in names if n in PRIORS and PRIORS[n].needs_saliency]
+    source = config["saliency"]["source"]
+    reads = f"; {' and '.join(readers)} read{'s' if len(readers) == 1 else ''} " \
+            f"{SALIENCY_SOURCES.get(source, source)}" if readers else ""
+    return f"SPoT (backbone and prior {where}{reads})"
+
+
+def _at_spot_backbone(frame: pd.DataFrame, column: str, choice: dict, speeds: dict) -> dict:
+    """budget → (images/s, mean ``value``) of ``frame``'s rows whose ``column`` is the backbone chosen for SPoT at
+    that budget (no second choice on the reported split)."""
+    points = {}
+    for b, (backbone, _, _) in choice.items():
+        v = frame[(frame[column] == backbone) & (frame.budget == b)]["value"]
+        if len(v) and b in speeds[backbone].index:
+            points[b] = (float(speeds[backbone][b]), float(v.mean()))
+    return points
+
+
+def _shade_gaps(ax, spot: dict, others, budgets) -> None:
+    """The gap from the SPoT line to each of ``others`` ((points, colour, label)), shaded."""
+    for points, color, name in others:
+        common = [b for b in budgets if b in spot and b in points]
+        if common:
+            ax.fill_between([spot[b][0] for b in common], [spot[b][1] for b in common],
+                            [points[b][1] for b in common], color=color, alpha=0.15, label=name)
+
+
+@figure("figure5", reads=("throughput", "evaluation", "prior_selection", "oracle", "transfer"),
+        caption="Figure 5: Acc@1 (%) against throughput (images/s) at every budget: the grid ViTs with PatchDropout; SPoT at the backbone and prior with the best Acc@1 on prior_selection's split (validation on the canvases; at paper scale ImageNet's val, the reported split), drawn at that pair's Acc@1 on the evaluation's split, each point labelled with its prior and backbone; SPoT-ON on the backbone chosen for SPoT at that budget; and SPoT-ON's positions searched on another model, evaluated on that same backbone (cross-model, ours: the oracle's gain without the label written into the positions for the model evaluated); the gap from SPoT to each shaded, and the ceiling band where the config gives one.")
 def figure5(inputs, config):
-    """Figure 5 as the paper draws it: one panel, Acc@1 vs throughput for five models at every budget — the grid ViT
-    of each backbone with PatchDropout, SPoT (its optimal configuration at each budget: the best backbone and prior)
-    and SPoT-ON (the best backbone) —, one point per budget sized by its token count, the *gap* between SPoT and
-    SPoT-ON shaded; the same gap to the cross-model oracle (a model evaluated at SPoT-ON positions searched on
-    another model, the mean over sources; the best backbone) — the oracle's gain with the steering of the evaluated
-    model taken out —; and the *ceiling* band (``figures.figure5.ceiling``: ImageNet's label noise, Beyer et al. 2020;
-    none for a benchmark without a published one)."""
+    """Figure 5 as the paper draws it: one panel, Acc@1 vs throughput at every budget — the grid ViT of each backbone
+    with PatchDropout, SPoT at its configuration chosen per budget on validation (:func:`spot_choice`: the paper
+    takes the best backbone and prior; here chosen on ``prior_selection``'s split, reported on the evaluation's), and
+    SPoT-ON on the backbone chosen for SPoT —, one point per budget sized by its token count, the *gap* between SPoT
+    and SPoT-ON shaded; the same gap to the cross-model oracle (the SPoT backbone evaluated at SPoT-ON positions
+    searched on another model, the mean over sources) — the oracle's gain with the steering of the evaluated model
+    taken out —; and the *ceiling* band (``figures.figure5.ceiling``: ImageNet's label noise, Beyer et al. 2020; none
+    for a benchmark without a published one)."""
     import matplotlib.pyplot as plt
 
     ceiling = ((config.get("figures") or {}).get("figure5") or {}).get("ceiling")
@@ -210,7 +271,7 @@ def figure5(inputs, config):
     o = oracle_rows(inputs)
     on = o[(o.experiment == "table5") & (o.placement == "spot_on") & (o.metric == "acc1")]
     t = read_results(inputs, "transfer")
-    cross = t[(t.placement == "spot_on") & (t.metric == "transfer_acc1")]
+    cross = t[(t.placement == "spot_on") & (t.metric == "transfer_acc1") & (t.source != t.target)]
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     size = {b: 12 + 140 * b / max(budgets) for b in budgets}
 
@@ -223,33 +284,24 @@ def figure5(inputs, config):
         line = ax.plot(x, y, style, label=label, **kw)[0]
         ax.scatter(x, y, s=[size[b] for b in bs], color=line.get_color(), zorder=3)
 
-    best_spot, best_on, best_cross = {}, {}, {}  # budget → (images/s, Acc@1, backbone)
     for backbone in config["backbones"]:
         a = acc[(acc.backbone == backbone) & (acc.variant == "parent") & (acc.method == "patchdropout")]
         speed = _speeds(tp, backbone, "patchdropout")
         draw({int(r.budget): (float(speed[r.budget]), float(r["mean"])) for _, r in a.iterrows()
               if r.budget in speed.index}, "--", f"ViT {label(config, backbone)} + PatchDropout", alpha=0.8)
-        speed = _speeds(tp, backbone, "spot")
-        spot = acc[(acc.backbone == backbone) & (acc.variant == "spot") & (acc.method == "spot")]
-        for b, v in spot.groupby("budget")["mean"].max().items():
-            if b in speed.index and v > best_spot.get(b, (0, -np.inf))[1]:
-                best_spot[int(b)] = (float(speed[b]), float(v), backbone)
-        for b, v in on[on.backbone == backbone].groupby("budget")["value"].mean().items():
-            if b in speed.index and v > best_on.get(b, (0, -np.inf))[1]:
-                best_on[int(b)] = (float(speed[b]), float(v), backbone)
-        for b, v in cross[cross.target == backbone].groupby("budget")["value"].mean().items():
-            if b in speed.index and v > best_cross.get(b, (0, -np.inf))[1]:
-                best_cross[int(b)] = (float(speed[b]), float(v), backbone)
-    draw(best_spot, "-", "SPoT (best backbone and prior)", color="tab:blue", linewidth=2)
-    draw(best_on, ":", "SPoT-ON (best backbone)", color="black")
-    draw(best_cross, "-.", "SPoT-ON positions from another model (best backbone)", color="tab:purple")
-    for best, color, name in ((best_on, "tab:green", "gap"), (best_cross, "tab:purple", "gap, cross-model")):
-        common = [b for b in budgets if b in best_spot and b in best]
-        if common:
-            ax.fill_between([best_spot[b][0] for b in common], [best_spot[b][1] for b in common],
-                            [best[b][1] for b in common], color=color, alpha=0.15, label=name)
-    for b, (x, y, _) in best_spot.items():
-        ax.annotate(f"{b}", (x, y), textcoords="offset points", xytext=(0, -14), fontsize=7, ha="center")
+    choice = spot_choice(inputs, config)
+    speeds = {backbone: _speeds(tp, backbone, "spot") for backbone in config["backbones"]}
+    spot = {b: (float(speeds[bb][b]), v) for b, (bb, _, v) in choice.items() if b in speeds[bb].index}
+    best_on = _at_spot_backbone(on, "backbone", choice, speeds)
+    best_cross = _at_spot_backbone(cross, "target", choice, speeds)
+    draw(spot, "-", _choice_label(choice, config), color="tab:blue", linewidth=2)
+    draw(best_on, ":", "SPoT-ON (SPoT's backbone)", color="black")
+    draw(best_cross, "-.", "SPoT-ON positions from another model (SPoT's backbone)", color="tab:purple")
+    _shade_gaps(ax, spot, ((best_on, "tab:green", "gap"), (best_cross, "tab:purple", "gap, cross-model")), budgets)
+    for b, (x, y) in spot.items():
+        backbone, prior = choice[b][:2]
+        ax.annotate(f"{b}: {prior_label(prior)}, {label(config, backbone)}", (x, y), textcoords="offset points",
+                    xytext=(0, -14), fontsize=6, ha="center")
     if ceiling:
         ax.axhspan(float(ceiling["from"]), float(ceiling.get("to", 100.0)), color="tab:red", alpha=0.12,
                    label=f"ceiling ({ceiling.get('source', 'label noise')})")

@@ -19,6 +19,13 @@ returns tidy rows (:data:`COLUMNS`):
 Metrics: ``acc1`` (%), ``gflops`` (per image, ``FlopCounterMode``, 2 per multiply–add), ``tokens_out`` (patch tokens
 after the last stage). Images: the evaluation's (``evaluation.split``, its stratified ``limit`` subset, the same
 per-image position streams, so SPoT rows at a budget the evaluation also has are the same numbers).
+
+An ``acc1`` row also carries its uncertainty and per-image outcomes (:func:`spot.stats.outcome_columns`; empty on
+the ``gflops`` and ``tokens_out`` rows): ``n_correct`` (correctly classified images; value = 100 · n_correct /
+n_images), ``ci_low`` / ``ci_high`` (the 95 % Wilson interval of value, in percent) and ``outcomes`` (one bit per
+image, correct or not, in the order of the evaluated subset — ascending split index — packed and base64; read back
+with :func:`spot.stats.decode_outcomes`), so rows on the same images compare paired
+(:func:`spot.stats.paired_difference`).
 """
 from __future__ import annotations
 
@@ -32,7 +39,8 @@ import torch
 __all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "configure_parser", "run_from_args"]
 
 COLUMNS = ("experiment", "backbone", "variant", "method", "setting", "placement", "budget", "keep_ratio",
-           "trained_keep_ratio", "r", "seed", "metric", "value", "n_images", "split")
+           "trained_keep_ratio", "r", "seed", "metric", "value", "n_images", "n_correct", "ci_low", "ci_high",
+           "outcomes", "split")
 
 
 @dataclass
@@ -111,15 +119,16 @@ def equal_cost_budget(spot_model, gflops: float, max_budget: int, image_size, in
 
 
 @torch.inference_mode()
-def _accuracy(net, data, batch_size: int, device, tokens=None) -> float:
-    """Top-1 (%) of ``net`` on ``data``; ``tokens(images, indices)`` → the net's keyword arguments per batch."""
-    correct = 0
+def _accuracy(net, data, batch_size: int, device, tokens=None) -> torch.Tensor:
+    """Whether ``net``'s top-1 is right on each image of ``data``: bool (data.n,), in the data's order;
+    ``tokens(images, indices)`` → the net's keyword arguments per batch."""
+    correct = []
     for images, labels, indices in data.batches(batch_size):
         images = images.to(device)
         kwargs = tokens(images, indices) if tokens is not None else {}
         logits = net(images, **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
-        correct += int((logits.argmax(-1).cpu() == labels).sum())
-    return 100.0 * correct / data.n
+        correct.append(logits.argmax(-1).cpu() == labels)
+    return torch.cat(correct)
 
 
 def _gflops(net, data, device, **kwargs) -> float:
@@ -149,6 +158,7 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
     seeds are used."""
     from ..data.evaluation import EvalData
     from ..models import PatchDropoutViT
+    from ..stats import outcome_columns
     from .methods import matching_r
     from .model import prune
 
@@ -175,15 +185,15 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
 
     def measure(net, base: dict, tokens=None, **gflops_kwargs):
         t0 = time.time()
-        acc = _accuracy(net, data, settings.batch_size, device, tokens)
+        acc = outcome_columns(_accuracy(net, data, settings.batch_size, device, tokens).numpy())
         g = _gflops(net, data, device, **gflops_kwargs)
-        row(**base, metric="acc1", value=acc)
+        row(**base, metric="acc1", **acc)
         row(**base, metric="gflops", value=g)
         counts = getattr(net, "token_counts", None)
         if counts:
             row(**base, metric="tokens_out", value=counts[-1] - net.state.prefix)
         log(f"[{base.get('setting') or base['method']}] ρ={base.get('keep_ratio')} m={base['budget']}: "
-            f"acc1 {acc:.2f} %, {g:.4f} GFLOPs ({time.time() - t0:.1f} s)")
+            f"acc1 {acc['value']:.2f} %, {g:.4f} GFLOPs ({time.time() - t0:.1f} s)")
         return g
 
     dense = dict(variant="parent", method="vit", setting="", placement="grid", budget=n0, keep_ratio=1.0)

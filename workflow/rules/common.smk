@@ -168,13 +168,18 @@ def recipe_params(name):
     return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
 
 
+# `backbones_from: NAME` (the training-seed presets): the backbones are preset NAME's trained ones, read from
+# results/NAME/models/ (run that preset first); this preset trains the retrofits and everything downstream itself.
+BACKBONES_FROM = config.get("backbones_from")
+
+
 def spec_path(backbone, role):
     """Checkpoint of a backbone's `classifier` or `pretrained` spec (`train:RECIPE` or `fetch:NAME`)."""
     spec = config["backbones"][backbone][role]
     kind, name = spec.split(":", 1)
     if kind == "fetch":
         return f"{RESULTS}/checkpoints/{name}.safetensors"
-    return f"{RESULTS}/models/{backbone}_{role}.safetensors"
+    return f"{f'results/{BACKBONES_FROM}' if BACKBONES_FROM else RESULTS}/models/{backbone}_{role}.safetensors"
 
 
 def recipe_chain(backbone, variant):
@@ -264,8 +269,18 @@ TABLES = [name for name, a in ARTIFACTS.items() if a.kind == "table"]
 FIGURE_NAMES = [name for name, a in ARTIFACTS.items() if a.kind == "figure"]
 
 
-def all_outputs():
+# The published reference of this preset (spot publish): when there is one, the run ends by comparing itself with it.
+REFERENCE = f"reference/{PRESET}"
+SEED_SPREAD = f"{REFERENCE}/seed_spread.csv"
+
+
+def artifact_outputs():
     return [f"{FIGURES}/{name}.csv" for name in TABLES] + [f"{FIGURES}/{name}.pdf" for name in FIGURE_NAMES]
+
+
+def all_outputs():
+    compare = [f"{OWN}/compare.md"] if Path(f"{REFERENCE}/PUBLISHED.json").is_file() else []
+    return artifact_outputs() + compare
 
 
 def data_manifest():
