@@ -41,3 +41,22 @@ def test_readme_python_block_runs(index, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_the_readme_states_the_published_findings_table(tmp_path):
+    """The README's findings section is the published findings table's verdicts (generated, not typed): a changed
+    verdict in the reference makes the README out of date until update_readme is run."""
+    import pandas as pd
+
+    from helpers import require
+    from spot.paper.findings import update_readme
+
+    published = ROOT / "reference" / "embedded" / "paper_figures" / "embedded" / "findings.csv"
+    require(published.is_file(), "the published findings table", "spot publish --preset embedded")
+    assert update_readme(ROOT / "README.md", published, check=True), \
+        "README findings section out of date: python -c 'from spot.paper.findings import update_readme; " \
+        "update_readme(\"README.md\", \"reference/embedded/paper_figures/embedded/findings.csv\")'"
+    flipped = pd.read_csv(published)
+    flipped.loc[0, "Verdict"] = "contradicted" if flipped.loc[0, "Verdict"] != "contradicted" else "holds"
+    flipped.to_csv(tmp_path / "findings.csv", index=False)
+    assert not update_readme(ROOT / "README.md", tmp_path / "findings.csv", check=True)

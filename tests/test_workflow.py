@@ -32,6 +32,8 @@ def workdir(tmp_path_factory):
         shutil.copy(ROOT / name, work / name)
     for name in ("workflow", "config", "notebooks"):
         shutil.copytree(ROOT / name, work / name)
+    if (ROOT / "reference" / "smoke").is_dir():  # the published smoke reference: the smoke run compares itself to it
+        shutil.copytree(ROOT / "reference" / "smoke", work / "reference" / "smoke")
     return work
 
 
@@ -184,6 +186,26 @@ def test_notebooks_are_stored_without_outputs():
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 
 
+def _compared_with_the_published_smoke_reference(workdir):
+    """The run ended with its comparison to reference/smoke (committed): every record compared, and on the machine
+    kind the reference was made on (same CPU model; every job at one thread) every row bit-identical."""
+    import json
+
+    from spot.compare import compare
+    from spot.provenance import parse_cpuinfo
+
+    marker = workdir / "reference" / "smoke" / "PUBLISHED.json"
+    require(marker.is_file(), "the published smoke reference (reference/smoke)", "spot publish --preset smoke")
+    report = (workdir / "results" / "smoke" / "compare.md").read_text()
+    assert "REPRODUCED" in report and "smoke" in report
+    c = compare(workdir, workdir / "reference" / "smoke", "smoke")
+    assert len(c.rows) > 100 and not len(c.unmatched), c.unmatched.head()
+    cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text())["cpu"] if Path("/proc/cpuinfo").is_file() else None
+    if [cpu] == json.loads(marker.read_text())["cpus"]:
+        assert (c.rows["verdict"] == "identical").all(), c.rows[c.rows["verdict"] != "identical"].head()
+        assert c.exit_code() == 0
+
+
 def test_smoke_preset_end_to_end(workdir):
     """The whole DAG on the tiny preset: every table and figure exists, is non-empty and audits cleanly."""
     require(os.environ.get("SPOT_SKIP_SMOKE") != "1", "the smoke run (SPOT_SKIP_SMOKE=1 asked to leave it out)",
@@ -220,6 +242,7 @@ def test_smoke_preset_end_to_end(workdir):
         assert {"result table", "checkpoint", "checkpoint record", "data manifest"} <= kinds
     finally:
         os.chdir(cwd)
+    _compared_with_the_published_smoke_reference(workdir)
     # a second run has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr

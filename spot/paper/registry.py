@@ -38,12 +38,13 @@ class Artifact:
     reads: tuple  # kinds of RESULT_KINDS
     caption: str  # what it shows (the report's caption)
     build: Callable
+    optional: tuple = ()  # kinds of ``reads`` it does without (the workflow builds it when only these are missing)
 
 
 ARTIFACTS: dict[str, Artifact] = {}
 
 
-def _register(kind: str, name: str, reads, caption: str):
+def _register(kind: str, name: str, reads, caption: str, optional=()):
     unknown = sorted(set(reads) - set(RESULT_KINDS))
     if unknown:
         raise ValueError(f"{name}: unknown result kind(s) {unknown}; accepted: {', '.join(RESULT_KINDS)}")
@@ -51,15 +52,16 @@ def _register(kind: str, name: str, reads, caption: str):
     def decorate(build):
         if name in ARTIFACTS:
             raise ValueError(f"{name} is registered twice ({ARTIFACTS[name].build.__name__} and {build.__name__})")
-        ARTIFACTS[name] = Artifact(name, kind, tuple(reads), " ".join(caption.split()), build)
+        ARTIFACTS[name] = Artifact(name, kind, tuple(reads), " ".join(caption.split()), build, tuple(optional))
         return build
 
     return decorate
 
 
-def table(name: str, *, reads, caption: str):
-    """Register a table builder ``build(inputs, config) -> DataFrame`` under ``name``."""
-    return _register("table", name, reads, caption)
+def table(name: str, *, reads, caption: str, optional=()):
+    """Register a table builder ``build(inputs, config) -> DataFrame`` under ``name``; ``optional``: the kinds of
+    ``reads`` it can do without."""
+    return _register("table", name, reads, caption, optional)
 
 
 def figure(name: str, *, reads, caption: str):

@@ -240,7 +240,7 @@ def pruning_inputs(backbone):
     """--model NAME=PATH of one backbone's pruning job."""
     models = {"parent": classifier_path(backbone)}
     if backbone in MODELS:
-        models.update(spot=spot_model(backbone), grid_control=chain_output(backbone, "grid_control"))
+        models.update({k: v for k, v in variants(backbone).items() if k != "parent"})
         models.update({s: pruned_path(backbone, s) for s in PRUNING.get("combined") or {}})
     if backbone in PRUNING_BACKBONES:
         models.update({s: pruned_path(backbone, s) for s in PRUNING.get("models") or {}})
@@ -257,9 +257,11 @@ def throughput_models(backbone):
 
 def variants(backbone):
     """A backbone's models by variant (the `variant` column of the results): the grid ViT, its SPoT retrofit, and
-    the retrofit's grid control."""
-    return {"parent": spec_path(backbone, "classifier"), "spot": spot_model(backbone),
-            "grid_control": chain_output(backbone, "grid_control")}
+    the retrofit's grid control (none when its `grid_control:` chain is empty)."""
+    models = {"parent": spec_path(backbone, "classifier"), "spot": spot_model(backbone)}
+    if recipe_chain(backbone, "grid_control"):
+        models["grid_control"] = chain_output(backbone, "grid_control")
+    return models
 
 
 # The tables and figures, from spot's registry (spot/paper: one builder per artifact declares what it reads and its
@@ -274,8 +276,16 @@ REFERENCE = f"reference/{PRESET}"
 SEED_SPREAD = f"{REFERENCE}/seed_spread.csv"
 
 
+def buildable(name):
+    """Whether this preset measures what artifact ``name`` needs: a file of every kind it reads (its optional kinds
+    aside) — a preset without token pruning (paper_official) has no pruning tables."""
+    a = ARTIFACTS[name]
+    return all(result_files(kind) for kind in a.reads if kind not in a.optional)
+
+
 def artifact_outputs():
-    return [f"{FIGURES}/{name}.csv" for name in TABLES] + [f"{FIGURES}/{name}.pdf" for name in FIGURE_NAMES]
+    return [f"{FIGURES}/{name}.csv" for name in TABLES if buildable(name)] + \
+        [f"{FIGURES}/{name}.pdf" for name in FIGURE_NAMES if buildable(name)]
 
 
 def all_outputs():
