@@ -374,6 +374,49 @@ def compare(run, reference, preset: str = "embedded", seed_spread=None) -> Compa
                       compare_tables(*figures))
 
 
+PAPER = "paper"  # REFERENCE naming the SPoT paper's published numbers (spot.paper.published) instead of a run
+
+
+def _table_cell(tables: dict, figures: Path, table: str, row_key: dict, column: str) -> float:
+    """The number in ``table``'s row matching ``row_key`` (column → cell text) and ``column``; nan where absent."""
+    if table not in tables:
+        path = figures / f"{table}.csv"
+        tables[table] = _read_csv(path) if path.is_file() else None
+    frame = tables[table]
+    if frame is None or column not in frame.columns:
+        return float("nan")
+    hit = frame
+    for key, value in row_key.items():
+        if key not in hit.columns:
+            return float("nan")
+        hit = hit[hit[key].map(_norm) == _norm(value)]
+    return _number(hit[column].iloc[0]) if len(hit) == 1 else float("nan")
+
+
+def compare_paper(run, preset: str = "paper") -> pd.DataFrame:
+    """Every published number of the paper (:func:`spot.paper.published.published_cells`) against the same cell of
+    the run's tables: the difference, the paper's tolerance (its ± where it reports one, else the binomial 95 %
+    half-width on 50 000 images: :func:`~spot.paper.published.tolerance`) and a verdict (``within``, ``beyond``;
+    ``not in run`` where the run's table lacks the cell; ``no counterpart`` where this project has none)."""
+    from .paper.published import published_cells, tolerance
+
+    figures = Path(run) / "paper_figures" / preset
+    if not figures.is_dir():
+        raise ValueError(f"no paper_figures/{preset}/ under {run}: run the paper preset (or name it with --preset)")
+    tables, rows = {}, []
+    for _, cell in published_cells().iterrows():
+        ours = _table_cell(tables, figures, cell["table"], json.loads(cell["row_key"]), cell["column"]) \
+            if cell["counterpart"] else float("nan")
+        tol = tolerance(cell)
+        diff = ours - cell["value"]
+        verdict = ("no counterpart" if not cell["counterpart"] else "not in run" if math.isnan(ours) else
+                   "within" if abs(diff) <= tol or math.isnan(tol) else BEYOND)
+        rows.append({"paper table": cell["paper_table"], "page": cell["page"], "row": cell["paper_row"],
+                     "column": cell["column"], "paper": cell["value"], "run": ours, "difference": diff,
+                     "tolerance": tol, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
 def _concat(frames: list) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -474,7 +517,8 @@ def render_html(c: Comparison, max_rows: int = MAX_ROWS) -> str:
 
 def configure_parser(p) -> None:
     p.add_argument("run", metavar="RUN", help="root of the run (holds results/<preset>/, e.g. `.`)")
-    p.add_argument("reference", metavar="REFERENCE", help="root of the reference (e.g. reference/embedded)")
+    p.add_argument("reference", metavar="REFERENCE", help="root of the reference (e.g. reference/embedded), or `paper`: "
+                                                          "the paper's published numbers (spot.paper.published)")
     p.add_argument("--preset", default="embedded", help="the preset compared (default: %(default)s)")
     p.add_argument("--seed-spread", default=None, metavar="CSV",
                    help="per-row training-seed standard deviations (key columns, optional `file`, `seed_sd`): widen "
@@ -490,6 +534,8 @@ def run_from_args(args) -> int:
     """Print the report (and write ``--out`` / ``--html``); exit 0 reproduced, 1 not."""
     from .provenance import atomic_write_text
 
+    if args.reference == PAPER:
+        return _run_paper(args)
     c = compare(args.run, args.reference, args.preset, args.seed_spread)
     text = render_markdown(c, args.max_rows)
     print(text)
@@ -498,3 +544,24 @@ def run_from_args(args) -> int:
     if args.html:
         atomic_write_text(args.html, render_html(c, args.max_rows))
     return 0 if args.report_only else c.exit_code()
+
+
+def _run_paper(args) -> int:
+    """``spot compare RUN paper``: the run's tables against the paper's published numbers."""
+    from .provenance import atomic_write_text
+
+    frame = compare_paper(args.run, args.preset)
+    counts = frame["verdict"].value_counts()
+    beyond = frame[frame["verdict"] == BEYOND]
+    text = "\n\n".join([
+        f"# {args.run} (preset {args.preset}) against the SPoT paper's published numbers",
+        ", ".join(f"{v} {int(n)}" for v, n in counts.items()),
+        "## Beyond the paper's tolerance\n\n" + (_markdown(beyond.head(args.max_rows)) if len(beyond) else "none"),
+        "## Every published number\n\n" + _markdown(frame.head(args.max_rows))]) + "\n"
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    if args.html:
+        atomic_write_text(args.html, frame.to_html(index=False))
+    measured = frame["verdict"].isin(["within", BEYOND])
+    return 0 if args.report_only or (measured.any() and not len(beyond)) else 1

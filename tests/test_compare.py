@@ -182,3 +182,33 @@ def test_spread_of_three_seed_runs_feeds_compare(tmp_path):
     assert main(["compare", str(run), str(roots[0]), "--preset", PRESET, "--seed-spread", str(spread_csv)]) == 0
     with pytest.raises(ValueError, match="at least 3 runs"):
         seed_spread([roots[0] / "results" / PRESET] * 2)
+
+
+def test_a_paper_preset_run_against_the_papers_published_numbers(tmp_path):
+    """`spot compare RUN paper`: every published cell found in the run's table by its row keys and column; within the
+    paper's tolerance, beyond it when moved by more; cells the run lacks are `not in run`, never a pass."""
+    from spot.compare import compare_paper
+    from spot.paper.published import published_cells, tolerance
+
+    cells = published_cells()
+    t8 = cells[(cells.table == "table8") & cells.counterpart.astype(bool)]
+    rows = {}
+    for _, c in t8.iterrows():
+        key = json.loads(c["row_key"])
+        rows.setdefault(json.dumps(key, sort_keys=True), dict(key))[c["column"]] = c["value"]
+    frame = pd.DataFrame(list(rows.values()))
+    moved = t8.iloc[0]
+    key0 = json.loads(moved["row_key"])
+    hit = (frame[list(key0)] == pd.Series(key0)).all(axis=1)
+    frame.loc[hit, moved["column"]] = moved["value"] + 3 * tolerance(moved)
+    figures = tmp_path / "paper_figures" / "paper"
+    figures.mkdir(parents=True)
+    frame.to_csv(figures / "table8.csv", index=False)
+    out = compare_paper(tmp_path, "paper")
+    mine = out[out["paper table"] == moved["paper_table"]]
+    assert (mine["verdict"] == "beyond").sum() == 1 and (mine["verdict"] == "within").sum() == len(t8) - 1
+    assert (out[out["paper table"] != moved["paper_table"]]["verdict"].isin(["not in run", "no counterpart"])).all()
+    assert main(["compare", str(tmp_path), "paper", "--preset", "paper"]) == 1
+    frame.loc[hit, moved["column"]] = moved["value"]
+    frame.to_csv(figures / "table8.csv", index=False)
+    assert main(["compare", str(tmp_path), "paper", "--preset", "paper"]) == 0

@@ -450,3 +450,37 @@ def test_table_csv_drops_float_noise_but_keeps_precision(tmp_path):
     frame = pd.DataFrame({"Prior": ["Salient"], "Δ (points)": [0.1 + 0.2], "Acc@1 (%)": [53.75 / 3]})
     csv = paper.write_table_files(frame, tmp_path, "t")[0].read_text()
     assert csv.splitlines()[1] == "Salient,0.3,17.9166666667"
+
+
+def test_table5_csv_carries_each_cells_interval_over_the_images(tmp_path, config):
+    """Cells measured with per-image outcomes get their 95 % interval in the CSV (the mean over a stochastic prior's
+    seeds: the interval of each image's mean outcome), not in the Markdown; cells without outcomes get none."""
+    import numpy as np
+
+    from spot.stats import mean_interval, outcome_columns, wilson
+
+    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4]}}
+    rng = np.random.default_rng(0)
+    bits = {key: rng.random(100) < p for key, p in (("uniform0", 0.4), ("uniform1", 0.42), ("isotropic", 0.5))}
+    rows = []
+    for r in _eval_rows():
+        key = r["placement"] + ("" if r["placement"] == "isotropic" else str(r["seed"]))
+        if r["metric"] == "acc1" and key in bits:
+            r = {**r, **outcome_columns(bits[key])}
+        rows.append(r)
+    e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
+    pd.DataFrame(rows).to_csv(e, index=False)
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    inputs = {"evaluation": [e], "oracle": [o], **_write(tmp_path, transfer=_transfer_rows())}
+    t = paper.build("table5", inputs, config).set_index("Prior")
+    col = "4 Tok. Acc@1 (%)"
+    low, high = wilson(int(bits["isotropic"].sum()), 100)
+    assert t.loc["Isotropic", f"{col} 95% CI low"] == pytest.approx(100 * low)
+    assert t.loc["Isotropic", f"{col} 95% CI high"] == pytest.approx(100 * high)
+    mean = mean_interval((bits["uniform0"].astype(float) + bits["uniform1"]) / 2)
+    assert (t.loc["Uniform", f"{col} 95% CI low"], t.loc["Uniform", f"{col} 95% CI high"]) == \
+        pytest.approx((mean.low, mean.high))
+    assert np.isnan(t.loc["Isotropic", "4 Tok. kNN (%) 95% CI low"])  # kNN rows here carry no outcomes
+    paths = paper.write("table5", t.reset_index(), tmp_path / "out", inputs)
+    assert f"{col} 95% CI low" in pd.read_csv(paths[0]).columns
+    assert "95% CI" not in paths[1].read_text() and "95% CI" not in paths[2].read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..provenance import atomic_output, atomic_write_json, atomic_write_text, provenance, sha256_file
@@ -70,12 +71,38 @@ def label(config: dict, backbone: str) -> str:
     return known.label if known is not None else str(backbone)
 
 
+def image_interval(rows: pd.DataFrame) -> tuple[float, float]:
+    """The 95 % interval (%) over images of the mean of ``rows`` (one measurement's seeds, on the same images): from
+    each image's mean outcome over the rows (:func:`spot.stats.mean_interval`); nan where a row has no outcomes."""
+    from ..stats import decode_outcomes, mean_interval
+
+    if "outcomes" not in rows or rows["outcomes"].isna().any() or rows["n_images"].nunique() != 1:
+        return float("nan"), float("nan")
+    n = int(rows["n_images"].iloc[0])
+    scores = np.mean([decode_outcomes(text, n) for text in rows["outcomes"]], axis=0)
+    interval = mean_interval(scores)
+    return interval.low, interval.high
+
+
 def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean and (sample) std over seeds of ``value`` per ``keys`` (std 0 when a prior is deterministic)."""
-    g = frame.groupby(keys, dropna=False)["value"]
-    out = g.agg(["mean", "std", "count"]).reset_index()
+    """Mean and (sample) std over seeds of ``value`` per ``keys`` (std 0 when a prior is deterministic), and the
+    mean's 95 % interval over the images (``ci_low``, ``ci_high``: :func:`image_interval`)."""
+    g = frame.groupby(keys, dropna=False)
+    out = g["value"].agg(["mean", "std", "count"]).reset_index()
     out["std"] = out["std"].fillna(0.0)
+    intervals = [image_interval(rows) for _, rows in g]
+    out["ci_low"], out["ci_high"] = zip(*intervals) if intervals else ((), ())
     return out
+
+
+CI_SUFFIXES = (" 95% CI low", " 95% CI high")  # a table's interval columns: in its CSV, not its Markdown / LaTeX
+
+
+def with_intervals(row: dict, column: str, stats_row) -> None:
+    """``row[column]`` = the mean of a :func:`mean_std` row, and its interval columns beside it."""
+    low, high = (np.nan, np.nan) if stats_row is None else (stats_row["ci_low"], stats_row["ci_high"])
+    row[column] = np.nan if stats_row is None else float(stats_row["mean"])
+    row[column + CI_SUFFIXES[0]], row[column + CI_SUFFIXES[1]] = low, high
 
 
 def pm(mean, std) -> str:
@@ -128,8 +155,9 @@ def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=(), config
     # 10 decimals: a mean over seeds keeps its precision, a difference loses its float noise (2.3, not
     # 2.3000000000000007), so the CSV reads as the numbers it holds
     atomic_write_text(paths[0], frame.round(10).to_csv(index=False))
-    atomic_write_text(paths[1], frame.to_markdown(index=False, floatfmt=".2f") + "\n")
-    atomic_write_text(paths[2], frame.to_latex(index=False, float_format="%.2f", escape=True))
+    shown = frame[[c for c in frame.columns if not str(c).endswith(CI_SUFFIXES)]]  # intervals: the CSV's
+    atomic_write_text(paths[1], shown.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write_text(paths[2], shown.to_latex(index=False, float_format="%.2f", escape=True))
     _sidecar(out_dir / f"{stem}.provenance.json", inputs, paths, config)
     return paths + [out_dir / f"{stem}.provenance.json"]
 

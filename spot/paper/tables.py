@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import (ELASTICVIT_TABLE8, evaluation_rows, label, mean_std, oracle_rows, placements_in_order, pm,
-                      prior_label, read_results)
+                      prior_label, read_results, with_intervals)
 from .registry import table
 
 
@@ -204,13 +204,17 @@ def table5(inputs, config) -> pd.DataFrame:
         row = {"Backbone": label(config, backbone), "Model": model, "Prior": prior, "Oracle": oracle}
         for b in budgets:
             for metric, name in (("acc1", "Acc@1 (%)"), ("knn", "kNN (%)")):
-                row[f"{b} Tok. {name}"] = pick(b, metric)
+                value = pick(b, metric)
+                if value is None or isinstance(value, pd.Series):  # a mean_std row (or none): with its interval
+                    with_intervals(row, f"{b} Tok. {name}", value)
+                else:
+                    row[f"{b} Tok. {name}"] = value
         rows.append(row)
 
     def picker(f):
         def pick(b, metric):
             r = f[(f.budget == b) & (f.metric == metric)]
-            return float(r["mean"].iloc[0]) if len(r) else np.nan
+            return r.iloc[0] if len(r) else None
         return pick
 
     for backbone in stats["backbone"].unique():
