@@ -50,6 +50,24 @@ def published_files(root: Path, preset: str) -> list[Path]:
     return sorted(p.relative_to(root) for p in files)
 
 
+# where a run keeps each kind of result (spot.paper.RESULT_KINDS), relative to results/<preset>/
+_KIND_GLOBS = {"evaluation": "evaluation/*.csv", "oracle": "oracle/*.csv", "trajectories": "oracle/*.npz",
+               "prior_selection": "prior_selection/*.csv", "transfer": "transfer.csv", "throughput": "throughput/*.csv",
+               "pruning": "pruning/*.csv", "records": "models/*_spot[0-9]*.json", "data": "data/manifest.json"}
+
+
+def expected_outputs(results: Path) -> list[str]:
+    """The table and figure files a finished run of ``results`` has: every registered artifact whose (non-optional)
+    kinds of result the run measured — as the workflow's targets (a preset without token pruning has no pruning
+    tables)."""
+    from . import paper  # noqa: F401 — registers the builders
+    from .paper.registry import ARTIFACTS
+
+    measured = {kind for kind, pattern in _KIND_GLOBS.items() if next(Path(results).glob(pattern), None)}
+    return [f"{n}.csv" if a.kind == "table" else f"{n}.pdf" for n, a in ARTIFACTS.items()
+            if set(a.reads) - set(a.optional) <= measured]
+
+
 def _provenance_blocks(root: Path, files: list[Path]):
     """(path, provenance block) of every JSON among ``files`` that holds one (result sidecars, checkpoint records,
     tables' and figures' provenance)."""
@@ -99,10 +117,7 @@ def publish(preset: str, root=".", to=None, *, expected: list[str] | None = None
         raise ValueError(f"no run of preset {preset!r} under {root}: results/{preset}/ is missing (run the workflow "
                          f"first, or name the preset with --preset)")
     if expected is None:
-        from .paper.registry import ARTIFACTS
-        from . import paper  # noqa: F401 — registers the builders
-
-        expected = [f"{n}.csv" if a.kind == "table" else f"{n}.pdf" for n, a in ARTIFACTS.items()]
+        expected = expected_outputs(root / "results" / preset)
     files = published_files(root, preset)
     run = check_publishable(root, preset, files, expected)
     staging = to.with_name(f".{to.name}.staging")

@@ -107,3 +107,19 @@ def test_a_missing_run_output_points_to_the_published_reference(run):
     (run / "paper_figures/p/table5.csv").unlink()
     with pytest.raises(FileNotFoundError, match="reference/p/paper_figures/p/table5.csv"):
         audit(Path("paper_figures/p/table5.csv"))
+
+
+def test_a_finished_run_is_expected_to_have_the_artifacts_of_what_it_measured(tmp_path):
+    """As the workflow's targets: a run without token pruning (paper_official) has no pruning tables to publish; the
+    findings table does without any kind."""
+    from spot.publish import expected_outputs
+
+    results = tmp_path / "results" / "p"
+    (results / "evaluation").mkdir(parents=True)
+    (results / "evaluation" / "b.csv").write_text("value\n1\n")
+    expected = expected_outputs(results)
+    assert "table8.csv" in expected and "findings.csv" in expected
+    assert "pruning_table1.csv" not in expected and "table5.csv" not in expected  # table5 also reads the oracle
+    (results / "pruning").mkdir()
+    (results / "pruning" / "b.csv").write_text("value\n1\n")
+    assert "pruning_ablations.csv" in expected_outputs(results)
