@@ -484,3 +484,24 @@ def test_table5_csv_carries_each_cells_interval_over_the_images(tmp_path, config
     paths = paper.write("table5", t.reset_index(), tmp_path / "out", inputs)
     assert f"{col} 95% CI low" in pd.read_csv(paths[0]).columns
     assert "95% CI" not in paths[1].read_text() and "95% CI" not in paths[2].read_text()
+
+
+def test_table2_and_table8_csvs_carry_the_intervals_too(tmp_path, config):
+    import numpy as np
+
+    from spot.stats import outcome_columns, wilson
+
+    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4], "extra_budgets": []},
+              "oracle": {**config["oracle"], "sparse_budget": 4}}
+    bits = np.random.default_rng(1).random(100) < 0.5
+    rows = [{**r, **outcome_columns(bits)} if (r["placement"], r["metric"]) == ("isotropic", "acc1") else r
+            for r in _eval_rows()]
+    e, o = tmp_path / "evaluation.csv", tmp_path / "oracle.csv"
+    pd.DataFrame(rows).to_csv(e, index=False)
+    pd.DataFrame(_oracle_rows()).to_csv(o, index=False)
+    low, high = (100 * x for x in wilson(int(bits.sum()), 100))
+    t8 = paper.build("table8", {"evaluation": [e]}, config).iloc[-1]
+    assert (t8["4 Tok. Acc@1 (%) 95% CI low"], t8["4 Tok. Acc@1 (%) 95% CI high"]) == pytest.approx((low, high))
+    t2 = paper.build("table2", {"evaluation": [e], "oracle": [o]}, config).set_index("Prior").loc["Isotropic"]
+    assert t2["Acc@1 (%)"] == f"{100 * bits.mean():.2f}"  # the paper's display: mean (± std over seeds)
+    assert (t2["Acc@1 (%) 95% CI low"], t2["Acc@1 (%) 95% CI high"]) == pytest.approx((low, high))
