@@ -79,3 +79,15 @@ def make_canvas(tmp_path_factory, n_train: int, n_test: int, config: CanvasConfi
     out = tmp_path_factory.mktemp("canvas") / "c"
     build_canvas_dataset(out, config, seed=0, fmnist_dir=src, log=lambda *_: None)
     return out, source
+
+
+def copy_workflow(root, dest):
+    """The workflow's files (Snakefile, presets, rules, notebooks) copied from the repository ``root`` into ``dest``,
+    so that a test's runs never touch the repository's results."""
+    import shutil
+
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(root / name, dest / name)
+    for name in ("workflow", "config", "notebooks"):
+        shutil.copytree(root / name, dest / name)
+    return dest

@@ -33,9 +33,8 @@ SMALL = {
 }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake_imagenet")
+def fake_imagenet(root):
+    """The three raw ILSVRC-2012 archives in miniature (VAL, PER_CLASS), prepared as `spot data imagenet` does."""
     raw = root / "raw"
     raw.mkdir()
     make_devkit(raw / "ILSVRC2012_devkit_t12.tar.gz", ground_truth=VAL, per_class=PER_CLASS)
@@ -43,6 +42,13 @@ def run(tmp_path_factory):
     make_val(raw / "ILSVRC2012_img_val.tar", n_images=len(VAL))
     data = root / "imagenet"
     inet.prepare_imagenet(raw, data, verify_md5=False, log=lambda msg: None)
+    return data
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake_imagenet")
+    data = fake_imagenet(root)
     weights = save(root, release_state(depth=1, D=64, k=16, classes=3), name="spot_1k_b16.pth")
     record = root / "cls_in1k_official.json"  # what the workflow writes for `retrofit: official`
     record.write_text(json.dumps({"format": "official", "path": str(weights)}))

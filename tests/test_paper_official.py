@@ -6,7 +6,6 @@ that benchmarks/paper_official_cost.py counts from the config (the basis of the 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_imagenet import make_devkit, make_train, make_val
+from helpers import copy_workflow
 from test_official import release_state, save
-from test_paper_fake_imagenet import PER_CLASS, SMALL, VAL
+from test_paper_fake_imagenet import SMALL, fake_imagenet
 
 from spot import paper
 from spot.cli import main
 from spot.config import load_configs
-from spot.data import imagenet as inet
 from spot.models import SPoTViT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +48,7 @@ def stand_ins(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A copy of the workflow with a site overlay pointing `official:` at stand-in checkpoints."""
-    work = tmp_path_factory.mktemp("paper_official")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for name in ("workflow", "config", "notebooks"):
-        shutil.copytree(ROOT / name, work / name)
+    work = copy_workflow(ROOT, tmp_path_factory.mktemp("paper_official"))
     site = {"extends": "paper_official.yaml", "official": stand_ins(work / "release")}
     (work / "config" / "site.yaml").write_text(yaml.safe_dump(site))
     return work
@@ -111,13 +105,7 @@ def test_the_whole_preset_needs_no_training_and_builds_no_pruning_table(workdir)
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_imagenet_official")
-    raw = root / "raw"
-    raw.mkdir()
-    make_devkit(raw / "ILSVRC2012_devkit_t12.tar.gz", ground_truth=VAL, per_class=PER_CLASS)
-    make_train(raw / "ILSVRC2012_img_train.tar", per_class=PER_CLASS)
-    make_val(raw / "ILSVRC2012_img_val.tar", n_images=len(VAL))
-    data = root / "imagenet"
-    inet.prepare_imagenet(raw, data, verify_md5=False, log=lambda msg: None)
+    data = fake_imagenet(root)
     records = {}
     for backbone, path in stand_ins(root / "release").items():  # rule official_checkpoint's command
         records[backbone] = root / f"{backbone}_official.json"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import FMNIST_FIX, real_fmnist_installed, require
+from helpers import FMNIST_FIX, copy_workflow, real_fmnist_installed, require
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -27,11 +27,7 @@ def job_counts(output: str) -> dict:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A copy of the workflow's files, so that runs here never touch the repository's results."""
-    work = tmp_path_factory.mktemp("workflow")
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy(ROOT / name, work / name)
-    for name in ("workflow", "config", "notebooks"):
-        shutil.copytree(ROOT / name, work / name)
+    work = copy_workflow(ROOT, tmp_path_factory.mktemp("workflow"))
     if (ROOT / "reference" / "smoke").is_dir():  # the published smoke reference: the smoke run compares itself to it
         shutil.copytree(ROOT / "reference" / "smoke", work / "reference" / "smoke")
     return work
