@@ -251,8 +251,35 @@ def test_table4_transfer_rows(tmp_path, config):
             for m, v in (("original_acc1", 30.0), ("transfer_acc1", 36.0), ("transfer_delta", 6.0))]
     pd.DataFrame(rows).to_csv(t, index=False)
     table = paper.build("table4", {"transfer": [t]}, config)
-    assert table.iloc[0].to_dict() == {"Source": "CLS-IN1k", "Target": "MAE-IN1k", "Original (%)": 30.0,
-                                       "Transfer (%)": 36.0, "Δ (points)": 6.0}
+    shown = [c for c in table.columns if "95% CI" not in c]
+    assert table.iloc[0][shown].to_dict() == {"Source": "CLS-IN1k", "Target": "MAE-IN1k", "Original (%)": 30.0,
+                                              "Transfer (%)": 36.0, "Δ (points)": 6.0}
+    assert table.filter(like="95% CI").isna().all().all()  # rows without outcomes: no interval is made up
+
+
+def test_table4_delta_interval_is_paired_over_the_same_images(tmp_path, config):
+    """Δ's interval comes from each image's transfer − original outcome: images right (or wrong) both times cancel,
+    so it is narrower than the two Wilson intervals combined as if independent."""
+    import numpy as np
+
+    from spot.stats import outcome_columns, paired_difference, wilson
+
+    rng = np.random.default_rng(2)
+    original = rng.random(400) < 0.4
+    moved = original | (rng.random(400) < 0.1)  # transfer keeps every right image and gains some
+    base = dict(experiment="table4", source="cls_in1k", target="mae_in1k", variant="spot", method="spot",
+                placement="spot_on", init="isotropic", budget=4, setting="s", seed=None)
+    rows = [dict(base, metric="original_acc1", **outcome_columns(original)),
+            dict(base, metric="transfer_acc1", **outcome_columns(moved)),
+            dict(base, metric="transfer_delta", value=100 * (moved.mean() - original.mean()), n_images=400)]
+    t = tmp_path / "transfer.csv"
+    pd.DataFrame(rows).to_csv(t, index=False)
+    row = paper.build("table4", {"transfer": [t]}, config).iloc[0]
+    d = paired_difference(moved, original)
+    assert (row["Δ (points) 95% CI low"], row["Δ (points) 95% CI high"]) == pytest.approx((d.low, d.high))
+    assert row["Original (%) 95% CI low"] == pytest.approx(100 * wilson(int(original.sum()), 400)[0])
+    widths = [row[f"{c} 95% CI high"] - row[f"{c} 95% CI low"] for c in ("Original (%)", "Transfer (%)")]
+    assert d.high - d.low < np.hypot(*widths)
 
 
 def test_written_tables_and_unknown_table(tmp_path, config):

@@ -95,6 +95,21 @@ def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
+def paired_interval(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
+    """The 95 % interval (points) of mean(a) − mean(b) over the same images, paired (:func:`spot.stats.
+    paired_difference` of each image's mean outcome over the rows of ``a`` and of ``b``); nan without outcomes."""
+    from ..stats import decode_outcomes, paired_difference
+
+    rows = pd.concat([a, b])
+    if not len(a) or not len(b) or "outcomes" not in rows or rows["outcomes"].isna().any() or \
+            rows["n_images"].nunique() != 1:
+        return float("nan"), float("nan")
+    n = int(rows["n_images"].iloc[0])
+    scores = [np.mean([decode_outcomes(t, n) for t in side["outcomes"]], axis=0) for side in (a, b)]
+    d = paired_difference(*scores)
+    return d.low, d.high
+
+
 CI_SUFFIXES = (" 95% CI low", " 95% CI high")  # a table's interval columns: in its CSV, not its Markdown / LaTeX
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import (ELASTICVIT_TABLE8, evaluation_rows, label, mean_std, oracle_rows, placements_in_order, pm,
-                      prior_label, read_results, with_intervals)
+                      prior_label, read_results, with_intervals, CI_SUFFIXES, paired_interval)
 from .registry import table
 
 
@@ -172,7 +172,7 @@ def table3(inputs, config) -> pd.DataFrame:
 
 
 @table("table4", reads=("transfer",),
-       caption="Table 4: SPoT-ON positions found on a source model evaluated on a target model at the sparse budget — Acc@1 (%) at the shared Isotropic start (Original), at the source's positions (Transfer), and the difference Δ (points).")
+       caption="Table 4: SPoT-ON positions found on a source model evaluated on a target model at the sparse budget — Acc@1 (%) at the shared Isotropic start (Original), at the source's positions (Transfer), and the difference Δ (points). The CSV also holds the 95 % intervals: Wilson for Original and Transfer, and for Δ the paired interval over the same images (each image's transfer − original outcome).")
 def table4(inputs, config) -> pd.DataFrame:
     """Table 4: SPoT-ON positions of a source model evaluated on a target model (original, transfer, Δ)."""
     t = read_results(inputs, "transfer")
@@ -182,9 +182,14 @@ def table4(inputs, config) -> pd.DataFrame:
         if src == tgt:  # the source's own oracle accuracy, not a transfer
             continue
         val = {m: float(f[f.metric == m]["value"].iloc[0]) for m in f.metric.unique()}
-        rows.append({"Source": label(config, src), "Target": label(config, tgt),
-                     "Original (%)": val.get("original_acc1"), "Transfer (%)": val.get("transfer_acc1"),
-                     "Δ (points)": val.get("transfer_delta")})
+        row = {"Source": label(config, src), "Target": label(config, tgt)}
+        for metric, name in (("original_acc1", "Original (%)"), ("transfer_acc1", "Transfer (%)")):
+            with_intervals(row, name, mean_std(f[f.metric == metric], ["metric"]).iloc[0]
+                           if metric in val else None)
+        row["Δ (points)"] = val.get("transfer_delta")
+        low, high = paired_interval(f[f.metric == "transfer_acc1"], f[f.metric == "original_acc1"])
+        row["Δ (points)" + CI_SUFFIXES[0]], row["Δ (points)" + CI_SUFFIXES[1]] = low, high
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
