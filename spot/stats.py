@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CONFIDENCE", "Z", "wilson", "encode_outcomes", "decode_outcomes", "outcome_columns", "mean_interval",
+__all__ = ["Z", "wilson", "encode_outcomes", "decode_outcomes", "mean_outcomes", "outcome_columns", "mean_interval",
            "Interval", "PairedDifference", "paired_difference", "unpaired_difference"]
 
-CONFIDENCE = 0.95
 Z = 1.959963984540054  # the two-sided 95 % normal quantile
 
 
@@ -56,6 +55,11 @@ def decode_outcomes(text: str, n: int) -> np.ndarray:
     if len(bits) != n:
         raise ValueError(f"outcomes hold {len(bits)} images, the row says {n}")
     return bits
+
+
+def mean_outcomes(texts, n: int) -> np.ndarray:
+    """Each image's mean over several rows' packed outcomes (the draws of a stochastic prior on the same images)."""
+    return np.stack([decode_outcomes(text, n) for text in texts]).astype(float).mean(axis=0)
 
 
 def outcome_columns(outcomes) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import read_csv
-from ..stats import PairedDifference, decode_outcomes, paired_difference
+from ..stats import PairedDifference, mean_outcomes, paired_difference
 from .registry import (CONTRADICTED, HOLDS, INCONCLUSIVE, MIXED, NOT_MEASURED, NotMeasured, Verdict)
 
 __all__ = ["SUBSETS", "Rows", "Scores", "rows", "paired", "decide", "greater", "within", "less", "judge", "overall",
@@ -129,8 +129,7 @@ class Rows:
             raise NotMeasured(f"the {self.kind} rows with {_describe(keys)} carry no per-image outcomes (results "
                               "from before spot.stats: re-run them)")
         n = counts.pop()
-        draws = np.stack([decode_outcomes(text, n) for text in r["outcomes"]]).astype(float)
-        return Scores(draws.mean(axis=0), self.kind, len(r))
+        return Scores(mean_outcomes(r["outcomes"], n), self.kind, len(r))
 
 
 def _describe(keys: dict) -> str:

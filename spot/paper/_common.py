@@ -71,15 +71,24 @@ def label(config: dict, backbone: str) -> str:
     return known.label if known is not None else str(backbone)
 
 
-def image_interval(rows: pd.DataFrame) -> tuple[float, float]:
-    """The 95 % interval (%) over images of the mean of ``rows`` (one measurement's seeds, on the same images): from
-    each image's mean outcome over the rows (:func:`spot.stats.mean_interval`); nan where a row has no outcomes."""
-    from ..stats import decode_outcomes, mean_interval
+def _image_scores(rows: pd.DataFrame):
+    """Each image's mean outcome over ``rows`` (one measurement's seeds, on the same images); None where a row has no
+    outcomes or the rows were measured on different numbers of images."""
+    from ..stats import mean_outcomes
 
-    if "outcomes" not in rows or rows["outcomes"].isna().any() or rows["n_images"].nunique() != 1:
+    if not len(rows) or "outcomes" not in rows or rows["outcomes"].isna().any() or rows["n_images"].nunique() != 1:
+        return None
+    return mean_outcomes(rows["outcomes"], int(rows["n_images"].iloc[0]))
+
+
+def image_interval(rows: pd.DataFrame) -> tuple[float, float]:
+    """The 95 % interval (%) over images of the mean of ``rows`` (:func:`spot.stats.mean_interval` of each image's
+    mean outcome); nan without outcomes."""
+    from ..stats import mean_interval
+
+    scores = _image_scores(rows)
+    if scores is None:
         return float("nan"), float("nan")
-    n = int(rows["n_images"].iloc[0])
-    scores = np.mean([decode_outcomes(text, n) for text in rows["outcomes"]], axis=0)
     interval = mean_interval(scores)
     return interval.low, interval.high
 
@@ -98,14 +107,11 @@ def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def paired_interval(a: pd.DataFrame, b: pd.DataFrame) -> tuple[float, float]:
     """The 95 % interval (points) of mean(a) − mean(b) over the same images, paired (:func:`spot.stats.
     paired_difference` of each image's mean outcome over the rows of ``a`` and of ``b``); nan without outcomes."""
-    from ..stats import decode_outcomes, paired_difference
+    from ..stats import paired_difference
 
-    rows = pd.concat([a, b])
-    if not len(a) or not len(b) or "outcomes" not in rows or rows["outcomes"].isna().any() or \
-            rows["n_images"].nunique() != 1:
+    scores = [_image_scores(a), _image_scores(b)]
+    if any(s is None for s in scores) or len(scores[0]) != len(scores[1]):
         return float("nan"), float("nan")
-    n = int(rows["n_images"].iloc[0])
-    scores = [np.mean([decode_outcomes(t, n) for t in side["outcomes"]], axis=0) for side in (a, b)]
     d = paired_difference(*scores)
     return d.low, d.high
 
