@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Z", "wilson", "encode_outcomes", "decode_outcomes", "mean_outcomes", "outcome_columns", "mean_interval",
-           "Interval", "PairedDifference", "paired_difference", "unpaired_difference"]
+           "Interval", "ratio_interval", "PairedDifference", "paired_difference", "unpaired_difference"]
 
 Z = 1.959963984540054  # the two-sided 95 % normal quantile
 
@@ -99,6 +99,29 @@ def mean_interval(scores) -> Interval:
         return Interval(100.0 * s.mean(), 100.0 * low, 100.0 * high, n)
     half = Z * s.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     return Interval(100.0 * s.mean(), 100.0 * max(0.0, s.mean() - half), 100.0 * min(1.0, s.mean() + half), n)
+
+
+def ratio_interval(numerators, denominators) -> Interval:
+    """``Σ numerators / Σ denominators`` over images (units: the ratio's own, not percent) with its 95 % interval,
+    the images the independent units (a cluster-robust, linearised standard error of a ratio estimator:
+    ``var = n/(n−1)·Σ(a_i − R·b_i)² / (Σ b_i)²``). With each image's sum of per-token values over its number of tokens
+    this is the mean over tokens whose interval accounts for the tokens of one image not being independent; with
+    ``denominators`` all 1 it is the normal interval of a per-image mean. An image with ``b_i = 0`` (no value)
+    is left out (it holds no value)."""
+    a = np.asarray(numerators, dtype=float).ravel()
+    b = np.asarray(denominators, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a ratio over images needs one numerator per denominator: {a.size} vs {b.size}")
+    keep = b != 0
+    a, b = a[keep], b[keep]
+    n, total = int(b.size), float(b.sum())
+    if n == 0 or total == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    r = float(a.sum()) / total
+    if n == 1:
+        return Interval(r, float("nan"), float("nan"), n)
+    half = Z * math.sqrt(n / (n - 1) * float(((a - r * b) ** 2).sum())) / abs(total)
+    return Interval(r, r - half, r + half, n)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,14 @@ def oracle_records(backbone, n=N_ORACLE):
                     seed=0),
                 acc(level("floor", n), "blank_acc1", **start, budget=budget),
                 acc(level("mid", n), "blank_acc1", **c, placement="spot_on", budget=budget)]
+    out += [rsg_record(backbone, 4, 0.8, 0.2, 1.4, n)]  # Table 3: a slight gain, as the paper's
     return out
+
+
+def rsg_record(backbone, budget, value, low, high, n=N_ORACLE):
+    """Table 3's mean relative saliency gain (%) with the interval over images the oracle writes."""
+    return dict(backbone=backbone, experiment="table3", placement="spot_on", init="isotropic", setting=MAIN,
+                positions="placed", budget=budget, metric="rsg", value=value, n_images=n, ci_low=low, ci_high=high)
 
 
 def transfer_records(n=N_ORACLE):
@@ -324,3 +331,14 @@ def test_kinds_are_result_kinds_and_findings_import_without_torch():
             "f = importlib.import_module('_light.findings'); print(len(f.FINDINGS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(len(FINDINGS))
+
+
+@pytest.mark.parametrize("low, high, verdict, bias", [
+    (0.2, 1.4, HOLDS, "above 0"), (-1.0, 2.0, HOLDS, "not distinguishable"), (5.0, 15.0, INCONCLUSIVE, "above 0"),
+    (12.0, 20.0, CONTRADICTED, "above 0"), (float("nan"), float("nan"), NOT_MEASURED, "")])
+def test_saliency_finding_reads_the_interval_of_table3(tmp_path, low, high, verdict, bias):
+    path = write(tmp_path, "oracle", [rsg_record("cls", 4, (low + high) / 2, low, high)])
+    v = evaluate("Saliency is not what drives the oracle's placements", {"oracle": [path]}, CONFIG)[0]
+    assert (v.scope, v.verdict) == ("CLS, 4 tokens", verdict) and bias in v.note
+    if verdict != NOT_MEASURED:
+        assert (v.ci_low, v.ci_high, v.n_images) == (low, high, N_ORACLE)

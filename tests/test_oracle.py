@@ -190,12 +190,17 @@ def _value(rows, **match):
 
 
 def _check_proportions(rows, proportions) -> set:
-    """Every proportion row's outcomes add up to its n_correct, value and interval; the other rows leave the four
-    columns empty. Returns the proportion metrics seen."""
+    """Every proportion row's outcomes add up to its n_correct, value and interval; the other rows leave count and
+    outcomes empty and carry an interval around their value (none: the median). Returns the proportion metrics
+    seen."""
     seen = set()
     for r in rows:
         if r["metric"] not in proportions:
-            assert all(pd.isna(r[c]) for c in OUTCOME_COLUMNS), r
+            assert pd.isna(r["n_correct"]) and pd.isna(r["outcomes"]), r
+            if r["metric"] == "rsg_median":
+                assert pd.isna(r["ci_low"]) and pd.isna(r["ci_high"]), r
+            else:
+                assert r["ci_low"] <= r["value"] <= r["ci_high"], r
             continue
         bits = decode_outcomes(r["outcomes"], int(r["n_images"]))
         assert bits.sum() == r["n_correct"], r
@@ -216,11 +221,22 @@ def test_tally_keeps_per_image_outcomes_in_batch_order():
     t = _Tally(is_proportion=lambda key: key == "p")
     t.add("p", torch.tensor([True, False]))
     t.add("p", torch.tensor([1.0, 1.0, 0.0]))
-    t.add("x", torch.tensor([[0.5, 1.5]]))  # per token: a mean, no outcomes
+    t.add("x", torch.tensor([[0.5, 1.5]]))  # per token: a mean, no outcomes, one image: no interval
     p = t.columns("p")
     assert decode_outcomes(p["outcomes"], 5).tolist() == [True, False, True, True, False]
     assert (p["value"], p["n_images"], p["n_correct"]) == (60.0, 5, 3) and p["ci_low"] < 60.0 < p["ci_high"]
-    assert t.columns("x") == {"value": 1.0, "n_images": 1, **dict.fromkeys(OUTCOME_COLUMNS)}
+    x = t.columns("x")
+    assert (x["value"], x["n_images"], x["n_correct"], x["outcomes"]) == (1.0, 1, None, None)
+    assert np.isnan(x["ci_low"]) and np.isnan(x["ci_high"])
+    # per token with NaN left out: the mean over the kept tokens, its interval over images (clustered), not tokens
+    t.add("y", torch.tensor([[1.0, 1.0, float("nan")], [3.0, float("nan"), float("nan")], [2.0, 4.0, 6.0]]))
+    y = t.columns("y")
+    assert y["value"] == pytest.approx(17 / 6) and y["n_images"] == 3
+    from spot.stats import Z
+    sums, counts = np.array([2.0, 3.0, 12.0]), np.array([2, 1, 3])
+    half = Z * np.sqrt(3 / 2 * ((sums - 17 / 6 * counts) ** 2).sum()) / 6
+    assert (y["ci_low"], y["ci_high"]) == pytest.approx((17 / 6 - half, 17 / 6 + half))
+    assert half > Z * np.std([1, 1, 3, 2, 4, 6], ddof=1) / np.sqrt(6)  # wider than if the 6 tokens were independent
     with pytest.raises(ValueError, match="one 0/1 value per image"):
         t.add("p", torch.ones(2, 3))
     with pytest.raises(ValueError, match="one 0/1 value per image"):

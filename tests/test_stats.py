@@ -6,6 +6,7 @@ import pytest
 from scipy.stats import binomtest
 
 from spot.stats import (Z, decode_outcomes, encode_outcomes, mean_interval, outcome_columns, paired_difference,
+                        ratio_interval,
                         wilson)
 
 
@@ -78,3 +79,30 @@ def test_mean_interval_is_wilson_for_outcomes_and_normal_for_averaged_scores():
     j = mean_interval(scores)
     assert j.value == pytest.approx(100 * scores.mean())
     assert (j.low, j.high) == (pytest.approx(100 * (scores.mean() - half)), pytest.approx(100 * (scores.mean() + half)))
+
+
+def test_ratio_interval_is_the_normal_interval_of_a_mean_for_one_value_per_image():
+    x = np.random.default_rng(1).random(40)
+    r, m = ratio_interval(x, np.ones(40)), mean_interval(x)
+    assert (100 * r.value, 100 * r.low, 100 * r.high) == pytest.approx((m.value, m.low, m.high))
+
+
+def test_ratio_interval_agrees_with_a_bootstrap_over_images():
+    # tokens of one image share its level: the interval must follow the images (clusters), not the tokens
+    rng = np.random.default_rng(2)
+    level = rng.normal(0, 1, 300)
+    counts = rng.integers(1, 9, 300)
+    sums = np.array([(lv + rng.normal(0, 0.3, c)).sum() for lv, c in zip(level, counts)])
+    i = ratio_interval(sums, counts)
+    draws = rng.integers(0, 300, (4000, 300))
+    boot = sums[draws].sum(1) / counts[draws].sum(1)
+    assert i.value == pytest.approx(sums.sum() / counts.sum())
+    assert (i.low, i.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])), abs=0.02)
+    tokens = np.concatenate([np.full(c, s / c) for s, c in zip(sums, counts)])  # ignoring the clusters: narrower
+    assert Z * tokens.std(ddof=1) / np.sqrt(tokens.size) < (i.high - i.low) / 2
+
+
+def test_ratio_interval_leaves_out_images_without_values():
+    i = ratio_interval([2.0, 0.0, 4.0], [2, 0, 2])
+    assert (i.value, i.n) == (1.5, 2)
+    assert np.isnan(ratio_interval([1.0], [1]).low) and np.isnan(ratio_interval([], []).value)

@@ -11,7 +11,10 @@ search: ``spot_on``, ``spot_on_ascent``, ``spot_on_random_label``, ``spot_on_ran
 ``snapped`` to grid-cell centres), ``budget``, ``setting`` (``lr=0.01,steps=10``, or ``none``), ``seed`` (set where
 a number depends on a random draw), ``metric``, ``value``, ``n_images``, and for the proportions of images
 (:data:`PROPORTIONS`) ``n_correct``, ``ci_low``, ``ci_high`` (95 % Wilson, %) and ``outcomes`` (which images were
-counted, in the order of the evaluated subset: :func:`spot.stats.decode_outcomes`), empty on the other rows.
+counted, in the order of the evaluated subset: :func:`spot.stats.decode_outcomes`). The other rows leave
+``n_correct`` and ``outcomes`` empty and carry in ``ci_low`` / ``ci_high`` the 95 % interval over images of their
+mean (the tokens of one image are not independent: :func:`spot.stats.ratio_interval`), the paired interval of a
+delta or drop (the same images), or nothing (``rsg_median``).
 In percent: the proportions — accuracies (``acc1``, ``knn``, ``blank_acc1`` on blank images), ``target_rate`` (the
 share of images whose output is the search's random target) and ``target_rate_init`` (the same at the start:
 chance) — and the deltas, drops, RSG and ``cells_changed`` (a share of tokens, not of images); saliency scores are in
@@ -37,7 +40,7 @@ import torch
 
 from ..placement import ImageBatch, ImageStreams, make_placement, place
 from ..positions import grid_cell_index, snap_to_grid, to_pixels
-from ..stats import outcome_columns
+from ..stats import outcome_columns, paired_difference, ratio_interval
 from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
                      correct, image_targets, pooled, relative_saliency_gain, saliency_scores)
 from .settings import OracleSettings
@@ -82,15 +85,24 @@ class _Tally:
         self.values: dict = {}
         self.is_proportion = is_proportion
         self.outcomes: dict = {}  # key → [(B,) bool numpy array per batch]
+        self.per_image: dict = {}  # key (not a proportion) → [((B,) sums, (B,) counts) per batch]
 
     def add(self, key, values: torch.Tensor, n_images: int | None = None) -> None:
+        """Tally ``values`` (B,) or (B, m) of one batch's B images (NaN: no value for that token, left out)."""
+        values = values.detach().double()
+        valid = ~torch.isnan(values)
+        kept = values[valid]
         s, n = self.sums.get(key, (0.0, 0))
-        self.sums[key] = (s + float(values.detach().double().sum()), n + int(values.numel()))
+        self.sums[key] = (s + float(kept.sum()), n + int(kept.numel()))
         self.images[key] = self.images.get(key, 0) + (values.shape[0] if n_images is None else n_images)
         if getattr(key, "metric", None) in self.keep_values:
-            self.values.setdefault(key, []).append(values.detach().double().reshape(-1).cpu())
+            self.values.setdefault(key, []).append(kept.reshape(-1).cpu())
         if self.is_proportion(key):
             self.outcomes.setdefault(key, []).append(_outcomes(key, values))
+        else:  # each image's sum and count: the interval over images (spot.stats.ratio_interval)
+            per_image = torch.where(valid, values, torch.zeros_like(values)).reshape(values.shape[0], -1)
+            self.per_image.setdefault(key, []).append(
+                (per_image.sum(1).cpu().numpy(), valid.reshape(values.shape[0], -1).sum(1).cpu().numpy()))
 
     def mean(self, key) -> float:
         s, n = self.sums[key]
@@ -104,12 +116,29 @@ class _Tally:
         values = torch.cat(self.values[key]).numpy() if self.values.get(key) else np.zeros(0)
         return float(np.median(values)) if len(values) else float("nan")
 
+    def image_sums(self, key) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's sum of values and number of values of a key that is not a proportion."""
+        parts = self.per_image[key]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def interval(self, key) -> tuple[float, float]:
+        """The 95 % interval over images of the mean of a key that is not a proportion (the tokens of one image are
+        not independent: :func:`spot.stats.ratio_interval` of each image's sum over its count)."""
+        i = ratio_interval(*self.image_sums(key))
+        return i.low, i.high
+
+    def paired(self, a, b) -> tuple[float, float]:
+        """The 95 % interval (points) of proportion ``a`` − proportion ``b`` over the same images, paired."""
+        d = paired_difference(*(np.concatenate(self.outcomes[k]) for k in (a, b)))
+        return d.low, d.high
+
     def columns(self, key) -> dict:
         """A row's ``value``, ``n_images`` and uncertainty columns: a proportion's from its per-image outcomes (the
-        value in %), any other key's mean with the uncertainty columns empty."""
+        value in %), any other key's mean with the interval over images (:meth:`interval`; no count or outcomes)."""
         if key in self.outcomes:
             return outcome_columns(np.concatenate(self.outcomes[key]))
-        return {"value": self.mean(key), "n_images": self.count(key), **NO_OUTCOMES}
+        low, high = self.interval(key)
+        return {"value": self.mean(key), "n_images": self.count(key), **NO_OUTCOMES, "ci_low": low, "ci_high": high}
 
 
 def _outcomes(key, values: torch.Tensor) -> np.ndarray:
@@ -333,10 +362,9 @@ def _table3(b: _Batch, t: _Tally) -> None:
         t.add(_Key(metric="saliency_init", **key), before)
         t.add(_Key(metric="saliency_final", **key), after)
         # Eq. 5 per trajectory (one per token); an initial score of 0 has no relative gain: skipped, and counted
-        gain = relative_saliency_gain(before, after)
-        skipped = torch.isnan(gain)
-        t.add(_Key(metric="rsg", **key), gain[~skipped], n_images=b.B)
-        t.add(_Key(metric="rsg_zero_init", **key), 100.0 * skipped.double())
+        gain = relative_saliency_gain(before, after)  # (B, m), NaN where skipped
+        t.add(_Key(metric="rsg", **key), gain)
+        t.add(_Key(metric="rsg_zero_init", **key), 100.0 * torch.isnan(gain).double())
 
 
 def _table5(b: _Batch, t: _Tally, queries: dict | None) -> None:
@@ -473,9 +501,11 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
     def value_of(key: _Key) -> float:
         return tally.columns(key)["value"]
 
-    def row(key: _Key, metric=None, value=None):
-        """The row of a tallied key, or a derived ``metric`` of it (``value`` given: no uncertainty columns)."""
+    def row(key: _Key, metric=None, value=None, interval=(float("nan"), float("nan"))):
+        """The row of a tallied key, or a derived ``metric`` of it (``value`` given, with its ``interval``)."""
         numbers = tally.columns(key) if value is None else dict(value=value, n_images=tally.count(key), **NO_OUTCOMES)
+        if value is not None:
+            numbers["ci_low"], numbers["ci_high"] = interval
         rows.append(dict(experiment=key.experiment, backbone=backbone, variant=variant, method="spot",
                          placement=key.placement, init=key.init, positions=key.positions, budget=key.budget,
                          setting=key.setting, seed=settings.seed if _random(key) else None,
@@ -485,14 +515,17 @@ def _rows(tally: _Tally, run: _Run, *, backbone: str, variant: str) -> list[dict
         row(key)
         if key.experiment == "table2" and key.init:
             start = _Key("table2", key.init, key.budget, "acc1")
-            row(key, metric="oracle_delta", value=value_of(key) - value_of(start))
+            row(key, metric="oracle_delta", value=value_of(key) - value_of(start), interval=tally.paired(key, start))
         if key.experiment == "table3" and key.metric == "rsg":
-            row(key, metric="rsg_median", value=tally.median(key))
-            means = [tally.mean(_Key(**{**key.__dict__, "metric": m})) for m in ("saliency_init", "saliency_final")]
-            row(key, metric="rsg_ratio_of_means", value=relative_saliency_gain(*means))
+            row(key, metric="rsg_median", value=tally.median(key))  # a median: no interval
+            init, final = (_Key(**{**key.__dict__, "metric": m}) for m in ("saliency_init", "saliency_final"))
+            ratio = ratio_interval(tally.image_sums(final)[0], tally.image_sums(init)[0])  # Σ final / Σ initial
+            row(key, metric="rsg_ratio_of_means", value=relative_saliency_gain(tally.mean(init), tally.mean(final)),
+                interval=(100.0 * (ratio.low - 1), 100.0 * (ratio.high - 1)))
         if key.experiment == "table6" and key.placement != ISOTROPIC:
-            base = value_of(_Key("table6", ISOTROPIC, key.budget, "acc1"))
-            row(key, metric="drop_vs_isotropic", value=base - value_of(key))
+            base = _Key("table6", ISOTROPIC, key.budget, "acc1")
+            low, high = tally.paired(base, key)
+            row(key, metric="drop_vs_isotropic", value=value_of(base) - value_of(key), interval=(low, high))
     order = [experiment_name(t) for t in TABLES]
     rows = sorted(rows, key=lambda r: order.index(r["experiment"]))  # stable: each table keeps its own order
     return [{k: r[k] for k in ROW_COLUMNS} for r in rows]

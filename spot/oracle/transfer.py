@@ -63,7 +63,8 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     images for which B outputs A's target at R_A, and ``random_target_rate_init``: B outputs it at S_0 (chance).
     ``experiment`` is ``table4`` for Table 4's rows (its budget, true labels), ``controls`` for the others. Every row
     but ``transfer_delta`` is a proportion of images and carries ``n_correct``, ``ci_low``, ``ci_high`` (95 % Wilson,
-    %) and ``outcomes`` (per image, in the evaluated subset's order: :func:`spot.stats.decode_outcomes`).
+    %) and ``outcomes`` (per image, in the evaluated subset's order: :func:`spot.stats.decode_outcomes`);
+    ``transfer_delta`` carries the paired 95 % interval (points) in ``ci_low`` / ``ci_high``.
     """
     from ..saliency import SaliencySettings
 
@@ -125,7 +126,7 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
 
 def _transfer_rows(tally: _Tally, names: list, settings: TransferSettings, prior, s, seed) -> list[dict]:
     """The rows of every budget and pair: proportions with their uncertainty columns (``tally.columns``), and
-    ``transfer_delta`` (a difference of two: a plain value)."""
+    ``transfer_delta`` (a difference of two on the same images: its paired interval, no count or outcomes)."""
     rows = []
     for m in settings.all_budgets:
         base = dict(experiment="table4" if m == settings.budget else "controls", variant="spot", method="spot",
@@ -139,8 +140,9 @@ def _transfer_rows(tally: _Tally, names: list, settings: TransferSettings, prior
                 original, moved = tally.columns(("original", m, b)), tally.columns(("transfer", m, a, b))
                 rows.append(dict(base, source=a, target=b, metric="original_acc1", **original))
                 rows.append(dict(base, source=a, target=b, metric="transfer_acc1", **moved))
-                rows.append(dict(base, source=a, target=b, metric="transfer_delta", **NO_OUTCOMES,
-                                 value=moved["value"] - original["value"], n_images=moved["n_images"]))
+                low, high = tally.paired(("transfer", m, a, b), ("original", m, b))  # the same images
+                rows.append(dict(base, source=a, target=b, metric="transfer_delta",
+                                 **{**NO_OUTCOMES, "ci_low": low, "ci_high": high}, value=moved["value"] - original["value"], n_images=moved["n_images"]))
             if ("target", m, a, a) not in tally.sums:
                 continue
             for b in names:

@@ -123,7 +123,25 @@ def with_intervals(row: dict, column: str, stats_row) -> None:
     """``row[column]`` = the mean of a :func:`mean_std` row, and its interval columns beside it."""
     low, high = (np.nan, np.nan) if stats_row is None else (stats_row["ci_low"], stats_row["ci_high"])
     row[column] = np.nan if stats_row is None else float(stats_row["mean"])
-    row[column + CI_SUFFIXES[0]], row[column + CI_SUFFIXES[1]] = low, high
+    set_interval(row, column, (low, high))
+
+
+def measure(rows: pd.DataFrame) -> pd.Series | None:
+    """One cell from the record rows of one measurement (one row, or one per seed of a stochastic prior), as a
+    :func:`mean_std`-like row: ``mean`` of ``value``, and ``ci_low`` / ``ci_high`` — over the images from the rows'
+    outcomes (:func:`image_interval`), else the one row's own interval (a mean over tokens, a paired delta), else nan.
+    None when no row matches."""
+    if not len(rows):
+        return None
+    low, high = image_interval(rows)
+    if np.isnan(low) and len(rows) == 1 and "ci_low" in rows:
+        low, high = float(rows["ci_low"].iloc[0]), float(rows["ci_high"].iloc[0])
+    return pd.Series({"mean": float(rows["value"].mean()), "ci_low": low, "ci_high": high})
+
+
+def set_interval(row: dict, column: str, interval: tuple[float, float]) -> None:
+    """``row``'s interval columns of ``column`` (:data:`CI_SUFFIXES`)."""
+    row[column + CI_SUFFIXES[0]], row[column + CI_SUFFIXES[1]] = interval
 
 
 def pm(mean, std) -> str:

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 
 from ._common import (ELASTICVIT_TABLE8, evaluation_rows, label, mean_std, oracle_rows, placements_in_order, pm,
-                      prior_label, read_results, with_intervals, CI_SUFFIXES, paired_interval)
+                      measure, prior_label, read_results, with_intervals, CI_SUFFIXES, paired_interval)
 from .registry import table
 
 
 @table("table1", reads=("oracle", "transfer"),
-       caption="Table 1: SPoT vs SPoT-ON at the sparse budget from the Isotropic prior — Acc@1 (%) at the oracle's final positions kept subpixel or snapped to the patch grid, per oracle setting, with the mean token displacement (px) and the share of tokens that changed grid cell (%); below them the controls at the main setting (ours): SPoT-ON's positions from another model, the label-free search, SPoT-ON on blank images, and the share of images a search towards a random wrong label makes the model output it.")
+       caption="Table 1: SPoT vs SPoT-ON at the sparse budget from the Isotropic prior — Acc@1 (%) at the oracle's final positions kept subpixel or snapped to the patch grid, per oracle setting, with the mean token displacement (px) and the share of tokens that changed grid cell (%); below them the controls at the main setting (ours): SPoT-ON's positions from another model, the label-free search, SPoT-ON on blank images, and the share of images a search towards a random wrong label makes the model output it. The CSV also holds each cell's 95 % interval over the images (columns `… 95% CI low / high`): Wilson for accuracies, the interval of the mean over images for displacement and changed cells.")
 def table1(inputs, config) -> pd.DataFrame:
     """Table 1: SPoT vs SPoT-ON at the sparse budget, the oracle's final positions kept subpixel or snapped to the
     grid; with the mean token displacement (px) and the share of tokens that changed grid cell."""
@@ -19,28 +19,31 @@ def table1(inputs, config) -> pd.DataFrame:
     o = o[o["experiment"] == "table1"]
     rows = []
     for backbone, f in o.groupby("backbone", sort=False):
-        def val(placement, setting, positions, metric):
-            v = f[(f.placement == placement) & (f.setting == setting) & (f.positions == positions) &
-                  (f.metric == metric)]
-            return float(v["value"].iloc[0]) if len(v) else np.nan
+        def cell(placement, setting, positions, metric):
+            return measure(f[(f.placement == placement) & (f.setting == setting) & (f.positions == positions) &
+                             (f.metric == metric)])
 
         base = {"Model": label(config, backbone), "Tokens": int(f["budget"].iloc[0])}
-        rows.append({**base, "Method": "SPoT", "Positions": "–", "lr": "–", "Steps": "–",
-                     "Acc@1 (%)": val("isotropic", "none", "placed", "acc1"), "Mean displacement (px)": np.nan,
-                     "Tokens changing cell (%)": np.nan})
+
+        def add(method, positions, lr, steps, acc, displacement=None, changed=None):
+            row = {**base, "Method": method, "Positions": positions, "lr": lr, "Steps": steps}
+            for name, value in (("Acc@1 (%)", acc), ("Mean displacement (px)", displacement),
+                                ("Tokens changing cell (%)", changed)):
+                with_intervals(row, name, value)
+            rows.append(row)
+
+        add("SPoT", "–", "–", "–", cell("isotropic", "none", "placed", "acc1"))
         settings = [s for s in f["setting"].unique() if s != "none"]
         for positions, shown in (("snapped", "Grid"), ("placed", "Subpixel")):
             for setting in settings:
                 lr, steps = (kv.split("=")[1] for kv in setting.split(","))
-                rows.append({**base, "Method": "SPoT-ON", "Positions": shown, "lr": lr, "Steps": steps,
-                             "Acc@1 (%)": val("spot_on", setting, positions, "acc1"),
-                             "Mean displacement (px)": val("spot_on", setting, "placed", "displacement_px"),
-                             "Tokens changing cell (%)": val("spot_on", setting, "placed", "cells_changed")})
+                add("SPoT-ON", shown, lr, steps, cell("spot_on", setting, positions, "acc1"),
+                    cell("spot_on", setting, "placed", "displacement_px"),
+                    cell("spot_on", setting, "placed", "cells_changed"))
         controls = control_rows(inputs, config, backbone, base["Tokens"])
         lr, steps = (kv.split("=")[1] for kv in controls.pop("setting").split(","))
         for name, value in controls.items():
-            rows.append({**base, "Method": f"Control: {name}", "Positions": "Subpixel", "lr": lr, "Steps": steps,
-                         "Acc@1 (%)": value, "Mean displacement (px)": np.nan, "Tokens changing cell (%)": np.nan})
+            add(f"Control: {name}", "Subpixel", lr, steps, value)
     return pd.DataFrame(rows)
 
 
@@ -54,16 +57,18 @@ CONTROLS = {  # (placement, metric) of the oracle's controls → how the tables 
 
 
 def cross_model(inputs, backbone, budget, metric="transfer_acc1", placement="spot_on") -> dict:
-    """{source: value} of the transfer rows into ``backbone`` at ``budget`` (positions searched on each source)."""
+    """{source: cell} (:func:`measure`) of the transfer rows into ``backbone`` at ``budget`` (positions searched on
+    each source)."""
     t = read_results(inputs, "transfer")
     f = t[(t.target == backbone) & (t.source != backbone) & (t.budget == budget) & (t.metric == metric) &
           (t.placement == placement)]
-    return dict(zip(f.source, f.value.astype(float)))
+    return {source: measure(rows) for source, rows in f.groupby("source", sort=False)}
 
 
 def control_rows(inputs, config, backbone, budget) -> dict:
-    """The controls of one backbone at one budget as {name: value} (and ``setting``: the main oracle setting):
-    SPoT-ON's positions from each other model, then :data:`CONTROLS` where the oracle measured them."""
+    """The controls of one backbone at one budget as {name: cell} (:func:`measure`: mean and interval) and
+    ``setting`` (the main oracle setting): SPoT-ON's positions from each other model, then :data:`CONTROLS` where the
+    oracle measured them."""
     o = oracle_rows(inputs)
     f = o[(o.experiment == "controls") & (o.backbone == backbone) & (o.budget == budget)]
     out = {"setting": str(f[f.setting != "none"]["setting"].iloc[0]) if len(f[f.setting != "none"]) else
@@ -71,16 +76,16 @@ def control_rows(inputs, config, backbone, budget) -> dict:
     for source, value in cross_model(inputs, backbone, budget).items():
         out[f"SPoT-ON positions from {label(config, source)} Acc@1 (%)"] = value
     for (placement, metric), name in CONTROLS.items():
-        v = f[(f.placement == placement) & (f.metric == metric)]["value"]
+        v = f[(f.placement == placement) & (f.metric == metric)]
         if len(v):
-            out[name] = float(v.mean())
+            out[name] = measure(v)
     for source, value in cross_model(inputs, backbone, budget, "random_target_rate", "spot_on_random_target").items():
         out[f"random-wrong-label positions from {label(config, source)}: label output (%)"] = value
     return out
 
 
 @table("oracle_controls", reads=("oracle", "transfer"),
-       caption="Oracle controls (ours, not in the paper) per backbone and budget, from the Isotropic start at the main oracle setting: SPoT and SPoT-ON Acc@1 (%), SPoT-ON's positions searched on another model (cross-model), the label-free search (positions minimising the prediction's entropy), SPoT and SPoT-ON on blank images (content removed), and steerability — the share of images for which a search towards a random wrong label makes the model output it, on the model itself and with positions searched on another model, beside the share that outputs it at the start (chance).")
+       caption="Oracle controls (ours, not in the paper) per backbone and budget, from the Isotropic start at the main oracle setting: SPoT and SPoT-ON Acc@1 (%), SPoT-ON's positions searched on another model (cross-model), the label-free search (positions minimising the prediction's entropy), SPoT and SPoT-ON on blank images (content removed), and steerability — the share of images for which a search towards a random wrong label makes the model output it, on the model itself and with positions searched on another model, beside the share that outputs it at the start (chance). The CSV also holds each cell's 95 % interval over the images (columns `… 95% CI low / high`).")
 def oracle_controls(inputs, config) -> pd.DataFrame:
     """What SPoT-ON's gain measures: per backbone, one row per control, one column per budget."""
     o = oracle_rows(inputs)
@@ -91,16 +96,17 @@ def oracle_controls(inputs, config) -> pd.DataFrame:
         per_budget = {b: control_rows(inputs, config, backbone, b) for b in budgets}
         for b in budgets:
             per_budget[b].pop("setting")
-        spot = {b: float(f[(f.placement == "isotropic") & (f.metric == "acc1") & (f.budget == b)]["value"].mean())
-                for b in budgets}
-        on = {b: float(f[(f.placement == "spot_on") & (f.metric == "acc1") & (f.budget == b)]["value"].mean())
-              for b in budgets}
-        measures = {"SPoT (Isotropic) Acc@1 (%)": spot, "SPoT-ON Acc@1 (%)": on}
+        measures = {name: {b: measure(f[(f.placement == placement) & (f.metric == "acc1") & (f.budget == b)])
+                           for b in budgets}
+                    for placement, name in (("isotropic", "SPoT (Isotropic) Acc@1 (%)"),
+                                            ("spot_on", "SPoT-ON Acc@1 (%)"))}
         for name in dict.fromkeys(k for b in budgets for k in per_budget[b]):
-            measures[name] = {b: per_budget[b].get(name, np.nan) for b in budgets}
+            measures[name] = {b: per_budget[b].get(name) for b in budgets}
         for name, values in measures.items():
-            rows.append({"Backbone": label(config, backbone), "Measure": name,
-                         **{f"{b} Tok.": values[b] for b in budgets}})
+            row = {"Backbone": label(config, backbone), "Measure": name}
+            for b in budgets:
+                with_intervals(row, f"{b} Tok.", values[b])
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -111,7 +117,7 @@ def _setting_label(setting: str) -> str:
 
 
 @table("table2", reads=("evaluation", "oracle"),
-       caption="Table 2: per prior at the sparse budget, SPoT kNN and Acc@1 (%, mean ± std over seeds) and the oracle gain Oracle Δ (points) for every oracle setting, §4.2's stated setting first. The CSV also holds each Acc@1 / kNN cell's 95 % interval over the evaluated images (columns `… 95% CI low / high`: Wilson, or the interval of each image's mean over a stochastic prior's seeds).")
+       caption="Table 2: per prior at the sparse budget, SPoT kNN and Acc@1 (%, mean ± std over seeds) and the oracle gain Oracle Δ (points) for every oracle setting, §4.2's stated setting first. The CSV also holds each Acc@1 / kNN cell's 95 % interval over the evaluated images (columns `… 95% CI low / high`: Wilson, or the interval of each image's mean over a stochastic prior's seeds), and each Oracle Δ's paired interval over the oracle's images.")
 def table2(inputs, config) -> pd.DataFrame:
     """Table 2: per prior at the sparse budget, SPoT kNN (mean ± std over seeds) and Acc@1, and the oracle gain for
     every oracle setting: §4.2's stated one (``oracle.prior_setting``) first, then the others (the paper's own
@@ -139,9 +145,9 @@ def table2(inputs, config) -> pd.DataFrame:
                 with_intervals(row, name, r)  # the CSV's interval over the images, beside the paper's mean ± std
                 row[name] = pm(float(r["mean"]), float(r["std"])) if r is not None else pm(np.nan, 0.0)
             for st in settings:
-                d = delta[(delta.backbone == backbone) & (delta.init == prior) & (delta.setting == st)]["value"]
+                d = delta[(delta.backbone == backbone) & (delta.init == prior) & (delta.setting == st)]
                 name = f"Oracle Δ (points), {_setting_label(st)}" + (" (§4.2)" if st == stated else "")
-                row[name] = float(d.mean()) if len(d) else np.nan
+                with_intervals(row, name, measure(d))  # the oracle's paired interval over the same images
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -155,7 +161,7 @@ TABLE3_STATISTICS = {  # oracle metric → Table 3 row label
 
 
 @table("table3", reads=("oracle",),
-       caption="Table 3: relative saliency gain RSG (%) of SPoT-ON placements over their Isotropic start, per budget: Eq. 5 per token trajectory averaged (the paper's statistic), its median, the ratio of the mean scores, and the share of trajectories skipped for starting at saliency 0.")
+       caption="Table 3: relative saliency gain RSG (%) of SPoT-ON placements over their Isotropic start, per budget: Eq. 5 per token trajectory averaged (the paper's statistic), its median, the ratio of the mean scores, and the share of trajectories skipped for starting at saliency 0. The CSV also holds the 95 % interval over images of each mean (the tokens of one image are not independent; none for the median).")
 def table3(inputs, config) -> pd.DataFrame:
     """Table 3: relative saliency gain (Eq. 4–5) of SPoT-ON placements over their Isotropic start, per budget: the
     paper's average of Eq. 5 over trajectories (one per token; those starting at saliency 0 are skipped, their share
@@ -166,8 +172,10 @@ def table3(inputs, config) -> pd.DataFrame:
     for backbone, f in r.groupby("backbone", sort=False):
         for metric, statistic in TABLE3_STATISTICS.items():
             g = f[f.metric == metric]
-            rows.append({"Backbone": label(config, backbone), "Statistic": statistic,
-                         **{f"{b} Tok.": float(g[g.budget == b]["value"].mean()) for b in sorted(f.budget.unique())}})
+            row = {"Backbone": label(config, backbone), "Statistic": statistic}
+            for b in sorted(f.budget.unique()):
+                with_intervals(row, f"{b} Tok.", measure(g[g.budget == b]))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -234,8 +242,7 @@ def table5(inputs, config) -> pd.DataFrame:
         f_on = on[on.backbone == backbone]
 
         def pick_on(b, metric, f_on=f_on):
-            v = f_on[(f_on.budget == b) & (f_on.metric == metric)]["value"]
-            return float(v.mean()) if len(v) else np.nan
+            return measure(f_on[(f_on.budget == b) & (f_on.metric == metric)])
 
         # kNN of SPoT-ON: our procedure (the paper gives no method) — the pooled feature at the oracle's final
         # positions classified against the evaluation's bank encoded at Isotropic positions
@@ -243,7 +250,7 @@ def table5(inputs, config) -> pd.DataFrame:
         per_budget = {b: control_rows(inputs, config, backbone, b) for b in budgets}
         for name in dict.fromkeys(k for b in budgets for k in per_budget[b] if k != "setting"):
             add(backbone, "SPoT-ON control (ours)", name, "✓",
-                lambda b, metric, name=name: per_budget[b].get(name, np.nan) if metric == "acc1" else np.nan)
+                lambda b, metric, name=name: per_budget[b].get(name) if metric == "acc1" else np.nan)
         grid = s[(s.variant == "grid_control") & (s.positions == "placed")]
         for placement, shown in (("grid_random", "grid patches (random)"), ("grid_even", "grid patches (even)")):
             g = grid[grid.placement == placement]
@@ -261,7 +268,7 @@ def table5(inputs, config) -> pd.DataFrame:
 
 
 @table("table6", reads=("oracle",),
-       caption="Table 6: harmful priors and adversarial oracles at the sparse budget — Acc@1 (%) and the drop (points) against Isotropic SPoT.")
+       caption="Table 6: harmful priors and adversarial oracles at the sparse budget — Acc@1 (%) and the drop (points) against Isotropic SPoT. The CSV also holds the 95 % intervals: Wilson for Acc@1, and for the drop the paired interval over the same images.")
 def table6(inputs, config) -> pd.DataFrame:
     """Table 6: harmful priors and adversarial oracles at the sparse budget vs Isotropic SPoT (drop in points)."""
     o = oracle_rows(inputs)
@@ -272,10 +279,12 @@ def table6(inputs, config) -> pd.DataFrame:
         acc = f[f.metric == "acc1"]
         drop = f[f.metric == "drop_vs_isotropic"]
         for _, r in acc.iterrows():
-            name = searches.get(r["placement"]) or f"{prior_label(r['placement'])} prior"
-            d = drop[(drop.placement == r["placement"]) & (drop.init == r["init"])]["value"]
-            rows.append({"Model": label(config, backbone), "Case": name, "Acc@1 (%)": float(r["value"]),
-                         "Drop vs Isotropic (points)": float(d.iloc[0]) if len(d) else np.nan})
+            row = {"Model": label(config, backbone),
+                   "Case": searches.get(r["placement"]) or f"{prior_label(r['placement'])} prior"}
+            with_intervals(row, "Acc@1 (%)", measure(acc.loc[[r.name]]))
+            with_intervals(row, "Drop vs Isotropic (points)",
+                           measure(drop[(drop.placement == r["placement"]) & (drop.init == r["init"])]))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
