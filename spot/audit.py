@@ -14,6 +14,14 @@ the folder holding a published reference's ``PUBLISHED.json`` (``reference/<pres
 the folder above ``paper_figures/``, else the working directory. A published reference holds no weights and no data
 splits: a checkpoint's link is then checked through its record (the record's own sha256 must be the one the result
 was computed from) and marked ``unpublished``, as are the split files — neither breaks the chain.
+
+What is checked: every output file against its provenance (``files``); every result table and its ``.json`` sidecar
+against the table's provenance; every checkpoint's weights and its record against the result's (or the child
+checkpoint's) provenance (``sha256``, ``record_sha256``); an ``official`` record's released file against the
+record; the data manifest and its split files. The table's own provenance sidecar is the root: in a published
+reference it is checked against ``PUBLISHED.json``. A link with no recorded checksum is ``unchecked`` (reported;
+``--strict`` fails on it). Loading a checkpoint verifies it against its record too
+(:func:`spot.checkpoints.verify_weights`), so no result is computed from weights its record does not describe.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ from pathlib import Path
 
 from .provenance import sha256_file
 
-__all__ = ["audit", "Link"]
+__all__ = ["audit", "Link", "verdict", "format_links"]
 
 
 @dataclass
@@ -31,7 +39,7 @@ class Link:
     path: str
     kind: str
     depth: int
-    status: str  # ok | changed | missing | unchecked | unpublished
+    status: str  # ok | changed | missing | unchecked | unpublished | root
     detail: dict = field(default_factory=dict)
 
     @property
@@ -75,6 +83,11 @@ class _Walker:
         self.root = root
         self.published = published
         self.sidecars: dict = {}
+        self.published_files = {}
+        if published:
+            from .publish import MARKER
+
+            self.published_files = _load(root / MARKER).get("files") or {}
 
     def resolve(self, path) -> Path:
         path = Path(path)
@@ -97,21 +110,21 @@ class _Walker:
     def output(self, path: Path, depth=0):
         path = Path(path).resolve()
         sidecar = path.parent / f"{path.stem}.provenance.json"
-        self.check(path, None, "output", depth)
         if not sidecar.is_file():
+            self.check(path, None, "output", depth, {"why": "no provenance sidecar records its checksum"})
             self.links.append(Link(str(sidecar), "provenance", depth + 1, "missing"))
             return
         meta = _load(sidecar)
         prov = meta.get("provenance", {})
-        self.links.append(Link(str(sidecar), "provenance", depth + 1, "ok",
-                               {"code": _code(prov), "seeds": prov.get("seed")}))
+        self.root_sidecar(sidecar, depth + 1, {"code": _code(prov), "seeds": prov.get("seed")})
         files = meta.get("files")
         if isinstance(files, dict):  # the files written, hashed when written
             for name, sha in files.items():
                 self.check(path.parent / name, sha, "output file", depth + 1)
+            if path.name not in files:
+                self.check(path, None, "output", depth, {"why": "not among the files its provenance hashed"})
         else:
-            self.links.append(Link(str(path), "output file", depth + 1, "unchecked",
-                                   {"why": "its provenance predates output checksums"}))
+            self.check(path, None, "output file", depth + 1, {"why": "its provenance predates output checksums"})
         inputs = meta.get("inputs", {})
         # a result table's sidecar is checked where its table is followed, against the sha256 recorded here
         self.sidecars = {self.resolve(p): sha for p, sha in inputs.items() if p.endswith(".json")}
@@ -119,22 +132,34 @@ class _Walker:
             if not p.endswith(".json"):
                 self.input(Path(p), sha, depth + 2)
 
-    def input(self, path: Path, sha, depth):
+    def root_sidecar(self, sidecar: Path, depth, detail):
+        """The chain's root: in a published reference checked against ``PUBLISHED.json`` (committed), else the
+        start of trust (``root``: nothing records its checksum)."""
+        if self.published:
+            rel = str(sidecar.resolve().relative_to(self.root.resolve()))
+            self.check(sidecar, self.published_files.get(rel), "provenance", depth,
+                       {**detail, "against": "PUBLISHED.json"})
+        else:
+            self.links.append(Link(str(sidecar), "provenance", depth, "root", detail))
+
+    def input(self, path: Path, sha, depth, record_sha=None):
         if path.suffix == ".csv":
             if self.check(path, sha, "result table", depth):
                 self.result_sidecar(path.with_suffix(".json"), depth + 1)
         elif path.suffix in _WEIGHTS:
             if self.published and not self.resolve(path).is_file():
-                self.unpublished_checkpoint(path, sha, depth)
+                self.unpublished_checkpoint(path, sha, depth, record_sha)
             elif self.check(path, sha, "checkpoint", depth):
-                self.checkpoint_record(path.with_suffix(".json"), depth + 1)
+                self.checkpoint_record(path.with_suffix(".json"), depth + 1, record_sha)
+        elif path.suffix == ".json" and path.name != "manifest.json":  # a record standing for its weights: official
+            self.checkpoint_record(path, depth, sha)
         elif path.name == "manifest.json":
             if self.check(path, sha, "data manifest", depth):
                 self.manifest(path, depth + 1)
         else:
             self.check(path, sha, "input", depth)
 
-    def unpublished_checkpoint(self, path: Path, sha, depth):
+    def unpublished_checkpoint(self, path: Path, sha, depth, record_sha=None):
         """A checkpoint a published reference holds only the record of: the record must describe the very weights
         (its ``sha256``) that the result was computed from."""
         record = self.resolve(path.with_suffix(".json"))
@@ -144,7 +169,7 @@ class _Walker:
         self.links.append(Link(str(self.resolve(path)), "checkpoint", depth, status,
                                {"record sha256": "matches" if status == "unpublished" else recorded}))
         if status == "unpublished":
-            self.checkpoint_record(path.with_suffix(".json"), depth + 1)
+            self.checkpoint_record(path.with_suffix(".json"), depth + 1, record_sha)
 
     def result_sidecar(self, sidecar: Path, depth):
         sidecar = self.resolve(sidecar)
@@ -157,23 +182,34 @@ class _Walker:
         prov = meta.get("provenance", {})
         self.links.append(Link(str(sidecar), "result provenance", depth, status,
                                {"code": _code(prov), "device": prov.get("device"), "created": prov.get("created")}))
+        self.inputs(prov, depth + 1)
+
+    def inputs(self, prov: dict, depth):
+        """Every input a provenance block names (checkpoints with their record's checksum, the data manifest)."""
         for name, entry in (prov.get("inputs") or {}).items():
             if isinstance(entry, dict) and "path" in entry:
-                self.input(Path(entry["path"]), entry.get("sha256"), depth + 1)
+                self.input(Path(entry["path"]), entry.get("sha256"), depth, entry.get("record_sha256"))
 
-    def checkpoint_record(self, record_path: Path, depth):
+    def checkpoint_record(self, record_path: Path, depth, sha=None):
+        """A checkpoint's record, against the checksum the link pointing to it recorded (``unchecked`` where that
+        link predates record checksums); then what the record names: the released file of an ``official`` record
+        (against the record's sha256), the parent checkpoint and data of a trained one."""
         record_path = self.resolve(record_path)
-        if not record_path.is_file():
-            self.links.append(Link(str(record_path), "checkpoint record", depth, "missing"))
-            return
         rec = _load(record_path)
         detail = {"origin": rec.get("origin"), "recipe": (rec.get("recipe") or {}).get("name"),
                   "source": rec.get("source"), "code": _code(rec.get("provenance", {}))}
-        self.links.append(Link(str(record_path), "checkpoint record", depth, "ok",
-                               {k: v for k, v in detail.items() if v}))
-        for name, entry in ((rec.get("provenance") or {}).get("inputs") or {}).items():
-            if isinstance(entry, dict) and "path" in entry:
-                self.input(Path(entry["path"]), entry.get("sha256"), depth + 1)
+        if sha is None:
+            detail["why"] = "the result that read it recorded no checksum of the record"
+        if not self.check(record_path, sha, "checkpoint record", depth, {k: v for k, v in detail.items() if v}):
+            return
+        if rec.get("format") == "official":
+            released = Path(rec.get("path", ""))
+            if self.published and not released.is_file():
+                self.links.append(Link(str(released), "released checkpoint", depth + 1, "unpublished",
+                                       {"sha256": rec.get("sha256")}))
+            else:
+                self.check(released, rec.get("sha256"), "released checkpoint", depth + 1)
+        self.inputs(rec.get("provenance") or {}, depth + 1)
 
     def manifest(self, path: Path, depth):
         path = self.resolve(path)
@@ -215,7 +251,8 @@ def audit(path, row: int | None = None, column: str | None = None) -> tuple[list
 
 
 def format_links(links: list[Link]) -> str:
-    mark = {"ok": "✓", "changed": "✗ CHANGED", "missing": "✗ MISSING", "unchecked": "·", "unpublished": "○"}
+    mark = {"ok": "✓", "changed": "✗ CHANGED", "missing": "✗ MISSING", "unchecked": "? UNCHECKED",
+            "unpublished": "○", "root": "◇"}
     lines = []
     for link in links:
         detail = ", ".join(f"{k}: {v}" for k, v in link.detail.items() if v)
@@ -223,20 +260,33 @@ def format_links(links: list[Link]) -> str:
     return "\n".join(lines)
 
 
+def verdict(links: list[Link], strict: bool = False) -> tuple[int, str]:
+    """(exit code, summary line): 1 when a link changed or is missing, or — ``strict`` — could not be checked."""
+    broken = [link for link in links if link.broken]
+    unchecked = [link for link in links if link.status == "unchecked"]
+    if broken:
+        return 1, f"the chain is broken: {len(broken)} link(s) changed or missing since they were used"
+    if unchecked and strict:
+        return 1, (f"--strict: {len(unchecked)} link(s) could not be checked (no checksum was recorded for them; "
+                   "re-run what wrote them)")
+    unpublished = sum(link.status == "unpublished" for link in links)
+    notes = [f"{unpublished} not published — weights and data splits: checked through their records"] \
+        if unpublished else []
+    if unchecked:
+        notes.append(f"{len(unchecked)} unchecked: no checksum recorded (--strict makes this a failure)")
+    if any(link.status == "root" for link in links):
+        notes.append("◇ the root: its checksum is recorded nowhere (a published reference's PUBLISHED.json does)")
+    return 0, f"chain intact: {len(links)} links" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def run_from_args(args) -> int:
     links, value = audit(args.path, row=args.row, column=args.column)
     if value is not None:
         print(f"value: {value}")
     print(format_links(links))
-    broken = [link for link in links if link.broken]
-    if broken:
-        print(f"\nthe chain is broken: {len(broken)} link(s) changed or missing since they were used", flush=True)
-        return 1
-    unpublished = sum(link.status == "unpublished" for link in links)
-    note = f" ({unpublished} not published — weights and data splits: checked through their records)" \
-        if unpublished else ""
-    print(f"\nchain intact: {len(links)} links checked{note}")
-    return 0
+    code, summary = verdict(links, strict=args.strict)
+    print(f"\n{summary}", flush=True)
+    return code
 
 
 def configure_parser(parser):
@@ -244,4 +294,6 @@ def configure_parser(parser):
                                      ".provenance.json sidecar)")
     parser.add_argument("--row", type=int, default=None, help="0-based row of the table to show")
     parser.add_argument("--column", default=None, help="column of the table to show")
+    parser.add_argument("--strict", action="store_true", help="fail (exit 1) when a link could not be checked "
+                                                              "(no checksum recorded), not only when one changed")
     return parser

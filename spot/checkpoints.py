@@ -106,6 +106,30 @@ def open_checkpoint(path, *, classifier: bool = False, name: str | None = None) 
     return checkpoint
 
 
+def weights_file(path, record: dict) -> Path:
+    """The file a checkpoint's weights are read from: the checkpoint itself, or for an ``official`` record the
+    authors' released file it points at."""
+    return Path(record["path"]) if record.get("format") == "official" else Path(path)
+
+
+def verify_weights(path, record: dict) -> None:
+    """Refuse weights that are not the ones their record describes (its ``sha256``): a model is evaluated only from
+    the bytes its record — and every result's provenance — names. No record: nothing to verify (``backbone=``)."""
+    if not record:
+        return
+    weights = weights_file(path, record)
+    expected = record.get("sha256")
+    if expected is None:
+        raise ValueError(f"{path}: its record ({Path(path).with_suffix('.json')}) has no sha256; re-create it with "
+                         f"`spot train`, `spot checkpoints fetch` or `spot checkpoints official`")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{path}: the weights its record points at ({weights}) are missing")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise ValueError(f"{weights} has sha256 {actual[:12]}…, its record says {expected[:12]}…: the weights "
+                         f"changed since they were recorded; train or fetch them again")
+
+
 def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm_kwargs):
     """A model from any checkpoint this project writes or fetches, rebuilt from its record.
 
@@ -118,6 +142,8 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
     * ``spot checkpoints official`` records (``format: official``): the authors' released file they point at,
       loaded with :func:`spot.official.load_official`.
     * any other file: give ``backbone=`` (and timm keyword config).
+
+    The weights are verified against their record's sha256 first (:func:`verify_weights`).
     """
     from .models import SPoTViT
 
@@ -126,6 +152,7 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
                                 "(`spot checkpoints fetch`)")
     record = checkpoint_record(path)
+    verify_weights(path, record)
     fmt = record.get("format", "timm_vit")
     if fmt == "official":  # a record pointing at one of the authors' released checkpoints (retrofit: official)
         from .official import load_official

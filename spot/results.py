@@ -59,11 +59,16 @@ def add_experiment_arguments(p, section: str, *, variants: bool = True) -> None:
 
 
 def input_checksums(checkpoints: dict | None = None, data_root=None) -> dict:
-    """``{"checkpoint:NAME": {"path", "sha256"}, "data:manifest": {"path", "sha256"}}`` for the provenance block:
-    the path lets ``spot audit`` follow the chain, the checksum tells whether the file changed since."""
+    """``{"checkpoint:NAME": {"path", "sha256", "record_sha256"}, "data:manifest": {"path", "sha256"}}`` for the
+    provenance block: the path lets ``spot audit`` follow the chain, the checksums tell whether the file (and the
+    checkpoint's record) changed since."""
     out = {}
     for name, path in (checkpoints or {}).items():
-        out[f"checkpoint:{name}"] = {"path": str(path), "sha256": sha256_file(path)}
+        entry = {"path": str(path), "sha256": sha256_file(path)}
+        record = Path(path).with_suffix(".json")
+        if record.is_file():  # the record is part of the chain: audit checks it against this checksum
+            entry["record_sha256"] = sha256_file(record)
+        out[f"checkpoint:{name}"] = entry
     if data_root is not None:
         manifest = Path(data_root) / "manifest.json"
         if manifest.is_file():

@@ -233,12 +233,13 @@ def test_release_normalisation_is_recorded_and_used(tmp_path):
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     from spot.checkpoints import open_checkpoint
+    from spot.provenance import sha256_file
 
     path = save(tmp_path, release_state(depth=1, D=64, k=8, classes=5))
     cfg = load_official(path).pretrained_cfg
     assert (cfg["mean"], cfg["std"], cfg["crop_pct"], cfg["interpolation"]) == (
         IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875, "bicubic")
     record = tmp_path / "cls_in1k_official.json"
-    record.write_text(json.dumps({"format": "official", "path": str(path)}))
+    record.write_text(json.dumps({"format": "official", "path": str(path), "sha256": sha256_file(path)}))
     mean, std = open_checkpoint(record, classifier=True).normalisation
     assert (mean, std) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)

@@ -1,5 +1,6 @@
 """spot.paper (tables from result rows) and spot.audit (the provenance chain) on small hand-made result files."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -321,11 +322,15 @@ def test_audit_follows_the_chain_and_flags_a_changed_file(tmp_path, capsys):
     links, value = audit(table, row=0, column="Acc@1")
     assert value == "1.0" and not [link for link in links if link.broken]
     kinds = [link.kind for link in links]
-    assert {"output", "result table", "checkpoint", "checkpoint record", "data manifest", "data (test)"} <= set(kinds)
+    assert {"output file", "result table", "checkpoint", "checkpoint record", "data manifest", "data (test)"} <= \
+        set(kinds)
     assert str(parent) in {link.path for link in links}  # followed through the checkpoint's record to its parent
+    status = {Path(link.path).name: link.status for link in links}
+    assert status["model.json"] == status["parent.json"] == "ok"  # each record against the link pointing to it
+    assert status["table5.provenance.json"] == "root" and "unchecked" not in status.values()
 
     class Args:
-        path, row, column = str(table), None, None
+        path, row, column, strict = str(table), None, None, True
 
     assert run_from_args(Args) == 0
     capsys.readouterr()
@@ -333,6 +338,10 @@ def test_audit_follows_the_chain_and_flags_a_changed_file(tmp_path, capsys):
     assert run_from_args(Args) == 1
     out = capsys.readouterr().out
     assert f"CHANGED checkpoint: {parent}" in out and "the chain is broken" in out
+    parent.write_bytes(b"parent weights")
+    record = tmp_path / "parent.json"  # the record's origin edited: caught by the checksum of the child's link
+    record.write_text(record.read_text().replace("example.org", "example.com"))
+    assert run_from_args(Args) == 1 and f"CHANGED checkpoint record: {record}" in capsys.readouterr().out
     (data / "test.npz").unlink()
     links, _ = audit(table)
     assert any(link.status == "missing" and link.path.endswith("test.npz") for link in links)

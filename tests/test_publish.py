@@ -66,22 +66,29 @@ def test_publish_copies_the_small_files_and_audit_walks_them(run, capsys):
     prov = json.loads((ref / "paper_figures/p/table5.provenance.json").read_text())["provenance"]
     assert prov["config"] == {"evaluation": {"seeds": [0]}} and prov["seed"] == {"evaluation.seeds": [0]}
 
-    class Args:
-        path, row, column = str(table), None, None
+    assert status["table5.provenance.json"] == "ok"  # the root, against PUBLISHED.json
 
-    assert run_from_args(Args) == 0
+    class Args:
+        path, row, column, strict = str(table), None, None, True
+
+    assert run_from_args(Args) == 0  # --strict: every link was checked
     assert "not published" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("edit", ["table", "markdown", "record", "sidecar"])
+@pytest.mark.parametrize("edit", ["table", "markdown", "record", "origin", "sidecar", "root"])
 def test_audit_of_the_reference_catches_an_edited_file(run, edit):
     ref = publish("p", run, expected=["table5.csv"]).parent
     path = {"table": "paper_figures/p/table5.csv", "markdown": "paper_figures/p/table5.md",
-            "record": "results/p/models/model.json", "sidecar": "results/p/evaluation/m.json"}[edit]
+            "record": "results/p/models/model.json", "origin": "results/p/models/parent.json",
+            "sidecar": "results/p/evaluation/m.json", "root": "paper_figures/p/table5.provenance.json"}[edit]
     target = ref / path
     if edit == "record":  # the record now describes other weights than the result was computed from
         rec = json.loads(target.read_text())
         target.write_text(json.dumps({**rec, "sha256": "0" * 64}))
+    elif edit == "origin":  # a parent's record says it came from elsewhere
+        target.write_text(json.dumps({**json.loads(target.read_text()), "origin": "elsewhere"}))
+    elif edit == "root":  # the table's provenance says another seed
+        target.write_text(target.read_text().replace('"seed"', '"seed_"'))
     else:
         target.write_text(target.read_text() + "\nedited")
     links, _ = audit(ref / "paper_figures/p/table5.csv")
@@ -123,3 +130,21 @@ def test_a_finished_run_is_expected_to_have_the_artifacts_of_what_it_measured(tm
     (results / "pruning").mkdir()
     (results / "pruning" / "b.csv").write_text("value\n1\n")
     assert "pruning_ablations.csv" in expected_outputs(results)
+
+
+def test_strict_fails_on_a_link_without_a_recorded_checksum(run, capsys):
+    """A result written before record checksums: its checkpoint record is unchecked — reported, and a failure with
+    --strict."""
+    side = run / "results/p/evaluation/m.json"
+    meta = json.loads(side.read_text())
+    del meta["provenance"]["inputs"]["checkpoint:m"]["record_sha256"]
+    side.write_text(json.dumps(meta))
+    paper.write_table_files(pd.DataFrame({"Acc@1": [41.5]}), "paper_figures/p", "table5",
+                            inputs=["results/p/evaluation/m.csv"])
+
+    class Args:
+        path, row, column, strict = "paper_figures/p/table5.csv", None, None, False
+
+    assert run_from_args(Args) == 0 and "1 unchecked" in capsys.readouterr().out
+    Args.strict = True
+    assert run_from_args(Args) == 1 and "--strict: 1 link(s) could not be checked" in capsys.readouterr().out
