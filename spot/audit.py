@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .provenance import sha256_file
 
-__all__ = ["audit", "Link", "verdict", "format_links"]
+__all__ = ["audit", "Link", "verdict", "format_links", "cell_rows"]
 
 
 @dataclass
@@ -250,6 +250,57 @@ def audit(path, row: int | None = None, column: str | None = None) -> tuple[list
     return walker.links, value
 
 
+_SHOWN = ("experiment", "backbone", "variant", "method", "setting", "placement", "init", "positions", "source",
+          "target", "budget", "keep_ratio", "seed", "metric", "value", "n_images", "n_correct", "ci_low", "ci_high")
+
+
+def cell_rows(path, row: int, column: str) -> list[dict] | None:
+    """The result record rows a table cell was computed from (its provenance's ``cells``), each with its address
+    (``file#row``), its key columns and value, and the image subset it was measured on (the result sidecar's
+    ``subsets``); None when the table recorded no lineage for that cell (a count, a setting, a cell no record row
+    makes)."""
+    path = Path(path)
+    meta = _load(path.parent / f"{path.stem}.provenance.json")
+    sources = (meta.get("cells") or {}).get(f"{row}|{column}")
+    if sources is None:
+        return None
+    import pandas as pd
+
+    root, _ = find_root(path)
+    out, frames = [], {}
+    for source in sources:
+        file, _, index = source.rpartition("#")
+        resolved = Path(file) if Path(file).is_absolute() else root / file
+        if resolved not in frames:
+            frames[resolved] = pd.read_csv(resolved, dtype={"outcomes": str}) if resolved.is_file() else None
+        frame = frames[resolved]
+        if frame is None or not int(index) < len(frame):
+            out.append({"row": source, "missing": True})
+            continue
+        record = frame.iloc[int(index)]
+        subsets = _load(resolved.with_suffix(".json")).get("subsets") or {}
+        out.append({"row": source, **{k: record[k] for k in _SHOWN if k in record and pd.notna(record[k])},
+                    "images": subsets})
+    return out
+
+
+def format_cell_rows(rows: list[dict] | None) -> str:
+    if rows is None:
+        return "record rows: none recorded for this cell (not computed from result rows, or built before lineage)"
+    lines = [f"record rows behind the cell ({len(rows)}):"]
+    for r in rows:
+        if r.get("missing"):
+            lines.append(f"  ✗ {r['row']}: not found")
+            continue
+        keys = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("row", "images"))
+        lines.append(f"  {r['row']}: {keys}")
+        for split, sub in (r.get("images") or {}).items():
+            lines.append(f"      images ({split}): {sub.get('kind')} {sub.get('n_images')} of {sub.get('split_size')}"
+                         f" (seed {sub.get('seed')}, {sub.get('classes')} classes, indices sha256 "
+                         f"{str(sub.get('indices_sha256'))[:12]}…)")
+    return "\n".join(lines)
+
+
 def format_links(links: list[Link]) -> str:
     mark = {"ok": "✓", "changed": "✗ CHANGED", "missing": "✗ MISSING", "unchecked": "? UNCHECKED",
             "unpublished": "○", "root": "◇"}
@@ -283,6 +334,8 @@ def run_from_args(args) -> int:
     links, value = audit(args.path, row=args.row, column=args.column)
     if value is not None:
         print(f"value: {value}")
+    if args.row is not None and args.column is not None:
+        print(format_cell_rows(cell_rows(args.path, args.row, args.column)))
     print(format_links(links))
     code, summary = verdict(links, strict=args.strict)
     print(f"\n{summary}", flush=True)
@@ -293,7 +346,8 @@ def configure_parser(parser):
     parser.add_argument("path", help="a table or figure under paper_figures/<preset>/ (or any file with a "
                                      ".provenance.json sidecar)")
     parser.add_argument("--row", type=int, default=None, help="0-based row of the table to show")
-    parser.add_argument("--column", default=None, help="column of the table to show")
+    parser.add_argument("--column", default=None, help="column of the table to show (with --row: also the result "
+                                                        "record rows and image subsets behind that cell)")
     parser.add_argument("--strict", action="store_true", help="fail (exit 1) when a link could not be checked "
                                                               "(no checksum recorded), not only when one changed")
     return parser

@@ -623,3 +623,29 @@ def test_pruning_tables_carry_intervals_and_the_winner_holds_beyond_the_noise(tm
     assert t.loc[0.7, "Winner"] == "tie (within noise)"
     assert t.loc[0.5, "Winner"] == "pruning"  # SPOT-AD ≈ 75 against sampling's best ≈ 72 on 2 000 images
     assert t.loc[0.5, "SPOT-AD 95% CI low"] < t.loc[0.5, "SPOT-AD"] < t.loc[0.5, "SPOT-AD 95% CI high"]
+
+
+def test_audit_names_the_record_rows_and_images_behind_a_cell(tmp_path, monkeypatch, config):
+    """Table 2's Uniform Acc@1 is the mean over two seeds' rows: audit --row --column lists exactly those rows of the
+    evaluation record, with the image subset they were measured on."""
+    from spot.audit import cell_rows, format_cell_rows
+
+    monkeypatch.chdir(tmp_path)
+    subsets = {"test": {"kind": "stratified", "seed": 0, "n_images": 100, "split_size": 10000, "classes": 10,
+                        "indices_sha256": "ab" * 32}}
+    config = {**config, "evaluation": {**config["evaluation"], "budgets": [4], "extra_budgets": []},
+              "oracle": {**config["oracle"], "sparse_budget": 4}}
+    Path("paper_figures/p").mkdir(parents=True)
+    e = write_table(_eval_rows(), "results/p/evaluation.csv", config={}, extra={"subsets": subsets})
+    o = write_table(_oracle_rows(), "results/p/oracle.csv", config={})
+    inputs = {"evaluation": [e], "oracle": [o]}
+    t = paper.build("table2", inputs, config)
+    assert not [c for c in t.columns if "⟵" in c]  # the lineage is in attrs, not in the table
+    paper.write("table2", t, "paper_figures/p", inputs)
+    row = int(t.index[t.Prior == "Uniform"][0])
+    rows = cell_rows("paper_figures/p/table2.csv", row, "Acc@1 (%)")
+    assert [r["row"] for r in rows] == ["results/p/evaluation.csv#0", "results/p/evaluation.csv#2"]
+    assert [(r["placement"], r["seed"], r["metric"], r["value"]) for r in rows] == [
+        ("uniform", 0, "acc1", 40.0), ("uniform", 1, "acc1", 42.0)]
+    assert rows[0]["images"] == subsets and "stratified 100 of 10000" in format_cell_rows(rows)
+    assert cell_rows("paper_figures/p/table2.csv", row, "Prior") is None  # a label: no record row behind it

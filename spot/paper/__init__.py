@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import ELASTICVIT_TABLE8, load_run_config, write_figure_files, write_table_files
+from ._common import ELASTICVIT_TABLE8, load_run_config, split_lineage, write_figure_files, write_table_files
 from .registry import ARTIFACTS, RESULT_KINDS, Artifact, artifact
 from . import figures, findings, pruning, tables  # noqa: E402,F401 — registers the builders
 
@@ -50,7 +50,8 @@ def build(name: str, inputs, config):
         import matplotlib
 
         matplotlib.use("Agg")
-    return a.build(inputs, config)
+        return a.build(inputs, config)
+    return split_lineage(a.build(inputs, config))  # which record rows made each cell: attrs, not columns
 
 
 def write(name: str, obj, out_dir, inputs, config=None) -> list[Path]:

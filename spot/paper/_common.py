@@ -28,6 +28,10 @@ def load_run_config(config) -> dict:
     return load_config(config)
 
 
+SOURCE = "_source"  # a record row's address, ``results/…/evaluation/cls_in1k.csv#12``: which rows made a cell
+LINEAGE = " ⟵ rows"  # a built table's hidden column: the record rows behind a cell (moved to its provenance)
+
+
 def read_results(inputs: dict, kind: str) -> pd.DataFrame:
     """Every row of the ``kind`` result tables among ``inputs`` (``{kind: [paths]}``), concatenated."""
     paths = [p for p in inputs.get(kind, []) if str(p).endswith(".csv")]
@@ -35,7 +39,8 @@ def read_results(inputs: dict, kind: str) -> pd.DataFrame:
         raise ValueError(f"no {kind} result table among the inputs ({', '.join(inputs) or 'none'})")
     from ..results import read_csv
 
-    return pd.concat([read_csv(p) for p in paths], ignore_index=True)
+    frames = [read_csv(p).assign(**{SOURCE: lambda f, p=p: [f"{p}#{i}" for i in range(len(f))]}) for p in paths]
+    return pd.concat(frames, ignore_index=True)
 
 
 def prior_order() -> list[str]:
@@ -101,6 +106,8 @@ def mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     out["std"] = out["std"].fillna(0.0)
     intervals = [image_interval(rows) for _, rows in g]
     out["ci_low"], out["ci_high"] = zip(*intervals) if intervals else ((), ())
+    if SOURCE in frame:
+        out["sources"] = [list(rows[SOURCE]) for _, rows in g]
     return out
 
 
@@ -124,6 +131,19 @@ def with_intervals(row: dict, column: str, stats_row) -> None:
     low, high = (np.nan, np.nan) if stats_row is None else (stats_row["ci_low"], stats_row["ci_high"])
     row[column] = np.nan if stats_row is None else float(stats_row["mean"])
     set_interval(row, column, (low, high))
+    if stats_row is not None and isinstance(stats_row.get("sources"), list):
+        row[column + LINEAGE] = stats_row["sources"]
+
+
+def split_lineage(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without its :data:`LINEAGE` columns, which go to ``attrs["lineage"]``: ``{"row|column": [record row
+    addresses]}`` — what :func:`write_table_files` records in the provenance for ``spot audit --row --column``."""
+    hidden = [c for c in frame.columns if str(c).endswith(LINEAGE)]
+    lineage = {f"{i}|{c[:-len(LINEAGE)]}": list(v) for c in hidden for i, v in enumerate(frame[c])
+               if isinstance(v, list)}
+    out = frame.drop(columns=hidden)
+    out.attrs["lineage"] = {**frame.attrs.get("lineage", {}), **lineage}
+    return out
 
 
 def measure(rows: pd.DataFrame) -> pd.Series | None:
@@ -136,7 +156,10 @@ def measure(rows: pd.DataFrame) -> pd.Series | None:
     low, high = image_interval(rows)
     if np.isnan(low) and len(rows) == 1 and "ci_low" in rows:
         low, high = float(rows["ci_low"].iloc[0]), float(rows["ci_high"].iloc[0])
-    return pd.Series({"mean": float(rows["value"].mean()), "ci_low": low, "ci_high": high})
+    cell = {"mean": float(rows["value"].mean()), "ci_low": low, "ci_high": high}
+    if SOURCE in rows:
+        cell["sources"] = list(rows[SOURCE])
+    return pd.Series(cell)
 
 
 def set_interval(row: dict, column: str, interval: tuple[float, float]) -> None:
@@ -172,7 +195,7 @@ def run_seeds(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def _sidecar(path: Path, inputs, files: list[Path], config=None) -> None:
+def _sidecar(path: Path, inputs, files: list[Path], config=None, cells: dict | None = None) -> None:
     """``stem.provenance.json``: the sha256 of every file written (``files``) and of every input with its sidecar,
     and the provenance block with the run's config and seeds."""
     ins = {str(p): sha256_file(p) for p in inputs if Path(p).is_file()}
@@ -181,8 +204,11 @@ def _sidecar(path: Path, inputs, files: list[Path], config=None) -> None:
         if side.is_file() and str(side) not in ins:
             ins[str(side)] = sha256_file(side)
     config = load_run_config(config) if config is not None else {}
-    atomic_write_json(path, {"output": path.stem, "inputs": ins, "files": {p.name: sha256_file(p) for p in files},
-                             "provenance": provenance(config, seed=run_seeds(config) or None)})
+    meta = {"output": path.stem, "inputs": ins, "files": {p.name: sha256_file(p) for p in files},
+            "provenance": provenance(config, seed=run_seeds(config) or None)}
+    if cells:  # "row|column" → the record rows behind that cell (spot audit --row --column)
+        meta["cells"] = cells
+    atomic_write_json(path, meta)
 
 
 def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=(), config=None) -> list[Path]:
@@ -190,6 +216,7 @@ def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=(), config
     run's config (a mapping, preset file or the workflow's JSON list), recorded in the provenance."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    frame = split_lineage(frame)
     paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}.md", out_dir / f"{stem}.tex"]
     # 10 decimals: a mean over seeds keeps its precision, a difference loses its float noise (2.3, not
     # 2.3000000000000007), so the CSV reads as the numbers it holds
@@ -197,7 +224,7 @@ def write_table_files(frame: pd.DataFrame, out_dir, stem: str, inputs=(), config
     shown = frame[[c for c in frame.columns if not str(c).endswith(CI_SUFFIXES)]]  # intervals: the CSV's
     atomic_write_text(paths[1], shown.to_markdown(index=False, floatfmt=".2f") + "\n")
     atomic_write_text(paths[2], shown.to_latex(index=False, float_format="%.2f", escape=True))
-    _sidecar(out_dir / f"{stem}.provenance.json", inputs, paths, config)
+    _sidecar(out_dir / f"{stem}.provenance.json", inputs, paths, config, cells=frame.attrs.get("lineage"))
     return paths + [out_dir / f"{stem}.provenance.json"]
 
 
