@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import platform
+import random
+import re
 import subprocess
-import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["code_version", "software_versions", "device_description", "provenance", "sha256_file",
@@ -103,20 +105,72 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: a temporary of the atomic writer (``.{name}.XXXXXXXX.tmp…`` beside its file) whose last write is older than this
+#: was left by a killed write: the next write of the same file removes it
+STALE_TEMP_SECONDS = 30 * 60
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile.mkstemp's alphabet: earlier temporaries match too
+_RANDOM = random.SystemRandom()
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(name)}\.[{_TEMP_CHARS}]{{8}}\.tmp(\.[A-Za-z0-9]+)?")
+
+
+def _sweep_stale_temps(path: Path) -> None:
+    """Remove the atomic writer's temporaries of ``path`` (``.{name}.`` + 8 random characters + ``.tmp``, optionally
+    ``.ext``, in the same folder) whose last modification is older than ``STALE_TEMP_SECONDS``; a younger one may be
+    another process's write in progress and is kept. Best effort: a temporary that vanishes or cannot be removed is
+    left alone."""
+    pattern, now = _temp_pattern(path.name), time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(f".{path.name}.") or not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime \
+                    > STALE_TEMP_SECONDS:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _create_temp(path: Path, suffix: str) -> Path:
+    """A new empty file ``.{name}.XXXXXXXX{suffix}`` beside ``path``, created (exclusively) with mode 0o666 less the
+    process's umask — the mode any ``open(path, "w")`` would give it (and a folder's default ACL applies as usual);
+    ``tempfile.mkstemp`` would make it 0o600, unreadable to the group and others whatever the umask says."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(1000):
+        tmp = path.parent / f".{path.name}.{''.join(_RANDOM.choice(_TEMP_CHARS) for _ in range(8))}{suffix}"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_output(path, suffix: str = ".tmp"):
     """A temporary path beside ``path`` to write to; renamed onto ``path`` when the block ends without an error,
     removed otherwise — so ``path`` is never half-written. ``suffix``: the temporary file's ending, for writers that
-    read the format from it (``".tmp.npz"``, ``".tmp.pdf"``)."""
+    read the format from it (``".tmp.npz"``, ``".tmp.pdf"``).
+
+    The file gets the mode the umask gives a new file (0o644 under umask 022, 0o640 under 027), as with a plain
+    ``open``. Temporaries a killed write left behind (``.{name}.XXXXXXXX.tmp…`` in the same folder) are removed by the
+    next write of the same ``path`` once their last modification is older than ``STALE_TEMP_SECONDS`` (30 minutes);
+    younger ones are kept, since another process may still be writing them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    _sweep_stale_temps(path)
+    tmp = _create_temp(path, suffix)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path, text: str) -> Path:
