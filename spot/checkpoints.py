@@ -9,6 +9,8 @@ file, a missing record or the wrong kind of model.
 from: :data:`spot.factory.BACKBONES`) as safetensors + a record. Offline, an already-stored file whose sha256 matches
 its record is used as is; a file the user downloaded by hand and placed in DIR under its source name (or passed with
 ``--from FILE``) is converted; otherwise the command fails within seconds saying which file to download and where.
+Every source file is checked against its pinned sha256 or, for a source without one, the sha256 recorded (in the
+record's ``source_sha256``) when it was first fetched; hub downloads are of the pinned revision where one is known.
 """
 from __future__ import annotations
 
@@ -199,54 +201,103 @@ def checkpoint_paths(name: str, directory) -> tuple[Path, Path]:
     return d / f"{name}.safetensors", d / f"{name}.json"
 
 
-def _store(name: str, src: Path, source: WeightSource, target: Path, record: Path, origin: str) -> dict:
+def _recorded(record: Path) -> dict:
+    """The record of an earlier fetch; ``{}`` when there is none or it cannot be read."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _expected_sha256(source: WeightSource, earlier: dict, record: Path) -> tuple[str | None, str]:
+    """The sha256 the source file must have, and why: pinned in the source, else recorded by the first fetch
+    (trust on first use: an unknown source is hashed when first fetched and held to that hash afterwards)."""
+    if source.sha256:
+        return source.sha256, f"pinned for {source.url}"
+    if earlier.get("source_sha256"):
+        return earlier["source_sha256"], (f"recorded for {source.url} at its first fetch in {record}; delete that "
+                                          f"record to accept another file")
+    return None, ""
+
+
+def _store(name: str, src: Path, source: WeightSource, target: Path, record: Path, origin: str,
+           expected: tuple[str | None, str] = (None, ""), revision: str | None = None) -> dict:
+    """Convert the source file ``src`` to safetensors at ``target`` + its record, after checking its sha256 against
+    ``expected`` (see :func:`_expected_sha256`); the source's sha256 is recorded either way."""
     from safetensors.torch import save_file
 
     src_sha = sha256_file(src)
-    if source.sha256 and src_sha != source.sha256:
-        raise ValueError(f"{src} has sha256 {src_sha}, expected {source.sha256} for {source.url}: "
-                         f"truncated or a different file; download it again")
+    want, why = expected
+    if want and src_sha != want:
+        raise ValueError(f"{src} has sha256 {src_sha}, expected {want} ({why}): truncated or a different file; "
+                         f"download it again")
     state = {k: v.contiguous() for k, v in read_state_dict(src).items()}
     with atomic_output(target) as tmp:
         save_file(state, str(tmp), metadata={"source": source.url})
     info = {"name": name, "description": source.description, "source": source.url, "origin": origin,
             "source_sha256": src_sha, "sha256": sha256_file(target), "size": target.stat().st_size,
             "tensors": len(state), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if revision:
+        info["source_revision"] = revision
     atomic_write_json(record, info)
     return info
 
 
 def fetch_checkpoint(name: str, directory, *, source_file=None, log=print) -> dict:
-    """Make ``DIR/NAME.safetensors`` + ``DIR/NAME.json`` exist and be consistent; return the record."""
+    """Make ``DIR/NAME.safetensors`` + ``DIR/NAME.json`` exist and be consistent; return the record.
+
+    The source file is checked against its pinned sha256, or — for a source without one — the sha256 recorded when
+    it was first fetched (a re-fetch, e.g. after the stored file changed, must bring the same bytes); hub downloads
+    are of the source's pinned ``revision`` where it has one, and the commit fetched is recorded."""
     if name not in CHECKPOINTS:
         raise ValueError(f"unknown checkpoint {name!r}; accepted: {', '.join(CHECKPOINTS)}")
     source = CHECKPOINTS[name]
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     target, record = checkpoint_paths(name, d)
-    if target.is_file() and record.is_file() and source_file is None:
-        info = json.loads(record.read_text())
-        if sha256_file(target) == info.get("sha256"):
+    earlier = _recorded(record)
+    if target.is_file() and earlier and source_file is None:
+        if sha256_file(target) == earlier.get("sha256"):
             log(f"{target} present, checksum matches its record")
-            return info
+            return earlier
         log(f"{target} does not match its record's sha256: fetching again")
+    expected = _expected_sha256(source, earlier, record)
     if source_file is not None:
-        return _store(name, Path(source_file), source, target, record, origin=f"file {source_file}")
+        return _store(name, Path(source_file), source, target, record, f"file {source_file}", expected)
     placed = d / source.filename
     if placed.is_file():
-        return _store(name, placed, source, target, record, origin=f"file {placed}")
+        return _store(name, placed, source, target, record, f"file {placed}", expected)
     if source.hf_repo and hub_reachable():
         from huggingface_hub import hf_hub_download
-        path = Path(hf_hub_download(source.hf_repo, source.filename))
-        return _store(name, path, source, target, record, origin=f"huggingface {source.hf_repo}")
+        path = Path(hf_hub_download(source.hf_repo, source.filename, revision=source.revision))
+        return _store(name, path, source, target, record, f"huggingface {source.hf_repo}", expected,
+                      revision=source.revision or _hub_commit(path))
     if not source.hf_repo and _url_reachable(source.url):
         with tempfile.TemporaryDirectory(dir=d) as tmp:
             path = Path(tmp) / source.filename
-            torch.hub.download_url_to_file(source.url, str(path), progress=True)
-            return _store(name, path, source, target, record, origin=f"download {source.url}")
+            _download(source.url, path, expected)
+            return _store(name, path, source, target, record, f"download {source.url}", expected)
     raise MissingWeightsError(
         f"cannot fetch {name} ({source.description}): no network. Download {source.url} on a machine with internet "
         f"and place it at {placed} (or pass --from FILE), then run this command again.")
+
+
+def _download(url: str, path: Path, expected: tuple[str | None, str]) -> None:
+    """``url`` to ``path`` with torch's downloader, which checks the sha256 (``hash_prefix``) before keeping it."""
+    want, why = expected
+    try:
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=want, progress=True)
+    except RuntimeError as err:
+        if "invalid hash value" not in str(err):
+            raise
+        raise ValueError(f"the download of {url} does not have sha256 {want} ({why}): truncated or a different "
+                         f"file; try again later, or download it by hand and check it") from None
+
+
+def _hub_commit(path: Path) -> str | None:
+    """The hub commit a ``hf_hub_download`` path is a snapshot of (``…/snapshots/<commit>/<file>``), if it is one."""
+    commit = path.parent.name
+    return commit if path.parent.parent.name == "snapshots" and len(commit) == 40 else None
 
 
 def _url_reachable(url: str, timeout: float = 3.0) -> bool:

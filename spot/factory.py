@@ -31,7 +31,8 @@ class WeightSource:
     url: str  # where a person downloads them
     filename: str  # the file's name at the source (looked for in the target folder when offline)
     hf_repo: str | None = None  # Hugging Face repository (downloaded with huggingface_hub when online)
-    sha256: str | None = None  # pinned checksum of the source file, where known
+    sha256: str | None = None  # pinned checksum of the source file, where known (else recorded at the first fetch)
+    revision: str | None = None  # pinned hub commit (hf_repo), where known
     description: str = ""
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     """The tensors of a weight file: ``.safetensors``, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
     (no arbitrary unpickling), unwrapped from ``"model"``/``"state_dict"``/``"model_ema"`` when nested there.
 
-    A missing file is a ``MissingWeightsError``; an unreadable one or one without a dict of tensors a ``ValueError``.
+    A missing file is a ``MissingWeightsError``; an unreadable one or one without a dict of tensors a ``ValueError``
+    — whose message is ours: torch's advice to retry with unsafe loading is never passed on (nor chained).
     """
     path = Path(path)
     if not path.is_file():
@@ -41,8 +43,11 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(_unpickling_refused(path, err)) from None
     except Exception as err:  # noqa: BLE001 — any decoding failure means a bad file
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint ({err}); download it again") from err
+        raise ValueError(f"{str(path)!r} is not a readable checkpoint ({_reason(err)}); download it again") \
+            from (None if "weights_only" in str(err) else err)
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -50,6 +55,22 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{str(path)!r} holds no state dict of tensors")
     return state
+
+
+def _unpickling_refused(path: Path, err: Exception) -> str:
+    """Why a ``.pth`` was refused by the tensors-only reader: the Python object it holds, or not a checkpoint."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if found:
+        return (f"{str(path)!r} holds non-tensor objects ({found.group(1)}) and will not be loaded: only tensors "
+                f"and plain values are read from a .pth; save its state dict alone (or as .safetensors) where it "
+                f"was made, or download the weights again")
+    return f"{str(path)!r} is not a readable checkpoint (not a state dict of tensors); download it again"
+
+
+def _reason(err: Exception) -> str:
+    """The first line of a decoding error, unless it is advice about unsafe loading (never relayed)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return type(err).__name__ if "weights_only" in line else line
 
 
 # ------------------------------------------------------------------------------------------------ the authors' release

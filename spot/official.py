@@ -11,10 +11,10 @@ model code:
 * positions: :class:`~spot.embedding.ReleaseHeatmapEmbedding`, the last k² columns of ``embedder.emb``.
 
 The key layout and its conversion are in :mod:`spot.formats`. The file is read with ``torch.load(weights_only=True)``
-(no arbitrary unpickling); the weights are the dict itself or
-under ``"model"``; a ``tokenizer.logprior`` entry is ignored. Depth, width, MLP width, window size and classes are read
-off the shapes (so the three ViT-B/16 files and smaller files of the same layout load); the number of heads is not in
-the weights and defaults to ``width // 64`` (12 for ViT-B).
+(no arbitrary unpickling: a file holding other Python objects is refused, never unpickled); the weights are the dict
+itself or under ``"model"``; a ``tokenizer.logprior`` entry is ignored. Depth, width, MLP width, window size and
+classes are read off the shapes (so the three ViT-B/16 files and smaller files of the same layout load); the number
+of heads is not in the weights and defaults to ``width // 64`` (12 for ViT-B).
 """
 from __future__ import annotations
 

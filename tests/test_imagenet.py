@@ -255,3 +255,43 @@ def test_cli_hook(raw, tmp_path, capsys):
     assert inet.run_from_args(args) == 0
     assert "val: 6 images in 3 classes" in capsys.readouterr().out
     assert parser.parse_args(["--raw", "r", "--out", "o"]).splits == ["train", "val"]
+
+
+def _escaping_archive(raw: Path, kind: str) -> tuple[str, tuple]:
+    """An archive (which, splits) that holds, besides its real members, one escaping the extraction folder: a
+    ``../`` path, a symlink out of it with a file written through it, or a ``../../`` path in a nested class tar."""
+    if kind == "nested":
+        train = raw / "ILSVRC2012_img_train.tar"
+        with tarfile.open(train, "w") as outer:
+            for c, (wnid, n) in enumerate(TRAIN_PER_CLASS.items()):
+                inner_buf = io.BytesIO()
+                with tarfile.open(fileobj=inner_buf, mode="w") as inner:
+                    for k in range(n):
+                        _add(inner, f"{wnid}_{k + 1}.JPEG", _jpeg_bytes(100 * c + k))
+                    _add(inner, "../../evil", b"written outside")  # from out/train/<wnid>/ to out/evil
+                _add(outer, wnid + ".tar", inner_buf.getvalue())
+        return train.name, ("train",)
+    with tarfile.open(raw / "ILSVRC2012_img_val.tar", "a") as tar:
+        if kind == "dotdot":
+            _add(tar, "../evil", b"written outside")  # from out/.partial-val/ to out/evil
+        else:
+            link = tarfile.TarInfo("link")
+            link.type, link.linkname = tarfile.SYMTYPE, "../../outside"  # out/.partial-val/link → outside
+            tar.addfile(link)
+            _add(tar, "link/evil", b"written outside")
+    return "ILSVRC2012_img_val.tar", ("val",)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink", "nested"])
+def test_members_escaping_the_extraction_folder_are_refused_and_not_written(raw, tmp_path, kind):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    default_filter = tarfile.TarFile.extraction_filter
+    name, splits = _escaping_archive(raw, kind)
+    out = tmp_path / "out"
+    with pytest.raises(inet.UnsafeArchiveError, match=rf"{name} holds a member that would be written outside.*"
+                                                      r"re-download"):
+        prepare(raw, out, splits=splits)  # verify_md5=False: any file named like the archive is taken for it
+    assert not list(outside.iterdir()) and not (out / "evil").exists() and not (tmp_path / "evil").exists()
+    assert _no_final_split_folders(out) and not (out / ".work").exists()
+    assert tarfile.TarFile.extraction_filter is default_filter  # the process-wide default restored

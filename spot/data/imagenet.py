@@ -18,6 +18,9 @@ The archive parsing is torchvision's own (``parse_devkit_archive``, ``parse_trai
   ``ARCHIVE_META`` ourselves, cache both in a state file keyed by the archive's size and mtime (a resumed run does
   not re-hash), and call the parse functions with ``_verify_archive`` patched to a no-op
   (:func:`_md5_checked_elsewhere`);
+* **member-checked extraction** — torchvision extracts with ``tarfile``'s ``data`` filter in force
+  (:func:`_members_checked`), with or without the md5 check: a member that would land outside the extraction folder
+  (``../x``, an absolute path, a link pointing out of it) or a device file is refused, and nothing is written for it;
 * **atomic, resumable splits** — each split is extracted into ``out_dir/.partial-<split>`` and renamed to its final
   folder only when complete and checked; a finished split is skipped on re-run, an interrupted one is redone;
 * **clear errors** naming the file and the fix, for a missing, truncated, corrupt or wrong archive.
@@ -44,7 +47,7 @@ from ..provenance import atomic_write_json, provenance
 
 __all__ = [
     "ImageNetError", "ArchiveMissingError", "ArchiveChecksumError", "CorruptArchiveError", "WrongArchiveError",
-    "OutputConflictError", "PreparedImageNetMissingError", "CorruptImageError",
+    "UnsafeArchiveError", "OutputConflictError", "PreparedImageNetMissingError", "CorruptImageError",
     "SPLITS", "STATE_FILE", "MANIFEST_FILE", "archive_file_names", "hash_archive", "prepare_imagenet",
     "checked_image_loader", "imagenet_dataset", "configure_parser", "run_from_args",
 ]
@@ -83,6 +86,10 @@ class CorruptArchiveError(ImageNetError):
 
 class WrongArchiveError(ImageNetError):
     """An archive reads fine but is not the ILSVRC-2012 file it is named after."""
+
+
+class UnsafeArchiveError(ImageNetError):
+    """An archive holds a member that would be written outside its extraction folder (or a device file)."""
 
 
 class OutputConflictError(ImageNetError):
@@ -131,10 +138,43 @@ def _md5_checked_elsewhere() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _reading(archive: Path) -> Iterator[None]:
-    """Turn tarfile / gzip read errors into a :class:`CorruptArchiveError` naming ``archive``."""
+def _members_checked() -> Iterator[None]:
+    """Make ``tarfile``'s ``data`` filter the default while torchvision extracts (it calls ``extractall`` without
+    one, which trusts every member): a member outside the folder, a link out of it or a device file is refused.
+
+    Why here: with ``verify_md5=False`` any file named like an ILSVRC-2012 archive is extracted, and a ``../``
+    member would otherwise be written outside ``out_dir``. The original default is always restored.
+    """
+    if not hasattr(tarfile, "data_filter"):
+        raise ImageNetError("this Python's tarfile cannot check archive members (extraction filters: Python 3.10.12, "
+                            "3.11.4, 3.12 or later); upgrade Python to prepare ImageNet")
+    original = tarfile.TarFile.extraction_filter
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)
     try:
         yield
+    finally:
+        tarfile.TarFile.extraction_filter = original
+
+
+@contextlib.contextmanager
+def _extracting(archive: Path) -> Iterator[None]:
+    """What torchvision's parse functions run under: read errors named, md5 checked elsewhere, members checked."""
+    with _reading(archive), _md5_checked_elsewhere(), _members_checked():
+        yield
+
+
+@contextlib.contextmanager
+def _reading(archive: Path) -> Iterator[None]:
+    """Turn tarfile / gzip read errors into a :class:`CorruptArchiveError` naming ``archive`` (a member refused by
+    the extraction filter: an :class:`UnsafeArchiveError`)."""
+    try:
+        yield
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(
+            f"archive {archive} holds a member that would be written outside its extraction folder or is not a "
+            f"plain file ({type(exc).__name__}: {exc}): refused, it is not the official file; re-download it "
+            f"({_DOWNLOAD_HINT})"
+        ) from exc
     except _ARCHIVE_READ_ERRORS as exc:
         raise CorruptArchiveError(
             f"archive {archive} cannot be read to the end ({type(exc).__name__}: {exc}): it is truncated or "
@@ -313,7 +353,7 @@ def prepare_imagenet(
         _check_devkit_members(devkit)
         log(f"devkit: parsing {devkit.name}")
         try:
-            with _reading(devkit), _md5_checked_elsewhere():
+            with _extracting(devkit):
                 tv_imagenet.parse_devkit_archive(str(work))
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             if isinstance(exc, ImageNetError):
@@ -349,12 +389,12 @@ def _prepare_split(split: str, archive: Path, work: Path, out_dir: Path, wnid_to
     try:
         if split == "train":
             _check_train_members(archive, sorted(wnid_to_classes))
-            with _reading(archive), _md5_checked_elsewhere():
+            with _extracting(archive):
                 # `folder` may be absolute: torchvision joins it onto root, and an absolute path wins.
                 tv_imagenet.parse_train_archive(str(work), folder=str(partial))
             expected_total = None
         else:
-            with _reading(archive), _md5_checked_elsewhere():
+            with _extracting(archive):
                 tv_imagenet.parse_val_archive(str(work), wnids=list(val_wnids), folder=str(partial))
             expected_total = len(val_wnids)
         counts, loose = _count_images(partial)

@@ -1,8 +1,16 @@
 """What a training run keeps: the resumable state (model, optimiser, scheduler, grad scaler, every RNG, the position
 in the epoch, the history — saved atomically after every epoch and on a signal; resumed only by the same recipe,
-parent checkpoint, data and DDP world size), the finished model and its record."""
+parent checkpoint, data and DDP world size), the finished model and its record.
+
+The state is tensors and plain values only (the RNG states converted to them), so it is read with
+``torch.load(weights_only=True)``: a file placed in the state folder cannot run code. A small JSON beside it
+(``state.json``: the run's identity, the state's sha256 and size) is written after it and checked *before* the state
+is opened, so the state of another run, a truncated or altered file, or one left without its JSON by a crash between
+the two writes is refused with a message naming the fix, never loaded."""
 from __future__ import annotations
 
+import json
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,9 +22,10 @@ import torch
 from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
 from .build import architecture
 
-__all__ = ["Progress", "ResumableState", "save_model", "final_record", "model_format", "STATE_FILE"]
+__all__ = ["Progress", "ResumableState", "save_model", "final_record", "model_format", "STATE_FILE", "STATE_RECORD"]
 
 STATE_FILE = "state.pt"
+STATE_RECORD = "state.json"  # identity + sha256 of STATE_FILE, checked before it is opened
 
 
 @dataclass
@@ -32,21 +41,28 @@ class Progress:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "sampler": generator.get_state()}
+    """Every RNG of this process as tensors and plain values (what ``torch.load(weights_only=True)`` reads back)."""
+    _, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(), "sampler": generator.get_state(),
+             "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     generator.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
 
 
 def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
@@ -67,7 +83,7 @@ def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
 
 
 class ResumableState:
-    """``state_dir/state.pt`` of one run, and the run's live per-epoch log beside it.
+    """``state_dir/state.pt`` of one run, its record ``state.json``, and the run's live per-epoch log beside them.
 
     ``identity`` is what a state must match to be resumed: the recipe, the parent checkpoint and data it started
     from (their sha256), the DDP world size.
@@ -77,50 +93,90 @@ class ResumableState:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / STATE_FILE
+        self.record_path = self.dir / STATE_RECORD
         self.log_path = self.dir / "log.jsonl"
         self.identity = identity
 
     def resume(self, modules: dict, generator, rank: int) -> Progress | None:
         """Load the state into ``modules`` (name → object with ``load_state_dict``) and ``generator``; None when
-        there is none. A state of another run (recipe, inputs or world size differ) is a ValueError."""
+        there is none. A state of another run (recipe, inputs or world size differ), one that does not match its
+        record or cannot be read as tensors is a ValueError — checked before the state is opened."""
         if not self.path.is_file():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        names = {"recipe": "recipe", "inputs": "parent checkpoint or data", "world": "DDP world size"}
-        differs = [names[k] for k, ours in self.identity.items() if ours != state.get(k)]
-        if differs:
-            raise ValueError(f"{self.path} holds the unfinished state of another run (different "
-                             f"{', '.join(differs)}); delete {self.dir} to start over, or run what made it")
+        self._check_record()
+        state = self._load()
         for name, module in modules.items():
             module.load_state_dict(state[name])
-        set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"], generator)
+        set_rng_state(state["rng"][rank], generator)
         return Progress(state["epoch"], state["step_in_epoch"], state["global_step"], state["history"],
                         state["images_seen"], state["train_time"])
 
+    def _refuse(self, problem: str) -> ValueError:
+        return ValueError(f"{self.path} {problem}; it is not loaded: delete {self.dir} to restart the run from "
+                          f"scratch")
+
+    def _check_record(self) -> None:
+        """The record must be of this run and describe the state's bytes (sha256, size)."""
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            raise self._refuse(f"has no readable record {self.record_path} (written after the state: a crash between "
+                               f"the two, or not written by `spot train`)") from None
+        names = {"recipe": "recipe", "inputs": "parent checkpoint or data", "world": "DDP world size"}
+        theirs = record.get("identity") or {}
+        differs = [names[k] for k, ours in _plain(self.identity).items() if ours != theirs.get(k)]
+        if differs:
+            raise ValueError(f"{self.path} holds the unfinished state of another run (different "
+                             f"{', '.join(differs)}); delete {self.dir} to start over, or run what made it")
+        size, digest = self.path.stat().st_size, sha256_file(self.path)
+        if (size, digest) != (record.get("size"), record.get("sha256")):
+            raise self._refuse(f"does not match its record {self.record_path} ({size} bytes, sha256 {digest[:12]}…; "
+                               f"recorded {record.get('size')} bytes, {str(record.get('sha256'))[:12]}…): it is "
+                               f"truncated, altered, or left by a save interrupted before its record was written")
+
+    def _load(self) -> dict:
+        """The checked state, read as tensors and plain values only (no code runs)."""
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise self._refuse("holds objects other than tensors and plain values") from None
+        except Exception:  # noqa: BLE001 — any other decoding failure means a damaged file
+            raise self._refuse("cannot be read (corrupt or truncated)") from None
+
     def save(self, modules: dict, generator, progress: Progress, *, epoch: int, step: int, world: int,
              is_main: bool) -> None:
-        """Save the state at (epoch, step) — every rank's RNGs gathered to rank 0, which writes."""
+        """Save the state at (epoch, step) — every rank's RNGs gathered to rank 0, which writes the state, then
+        its record (both atomically)."""
         rngs = [None] * world
         mine = rng_state(generator)
         if world > 1:
             torch.distributed.all_gather_object(rngs, mine)
         else:
             rngs = [mine]
-        if is_main:
-            with atomic_output(self.path) as tmp:
-                torch.save({**{name: m.state_dict() for name, m in modules.items()}, "rng": rngs, "epoch": epoch,
-                            "step_in_epoch": step, "global_step": progress.global_step, "history": progress.history,
-                            "images_seen": progress.images_seen, "train_time": progress.train_time,
-                            **self.identity}, tmp)
+        if not is_main:
+            return
+        state = {**{name: m.state_dict() for name, m in modules.items()}, "rng": rngs, "epoch": epoch,
+                 "step_in_epoch": step, "global_step": progress.global_step, "history": progress.history,
+                 "images_seen": progress.images_seen, "train_time": progress.train_time}
+        with atomic_output(self.path) as tmp:
+            torch.save(state, tmp)
+            record = {"file": STATE_FILE, "size": tmp.stat().st_size, "sha256": sha256_file(tmp), "epoch": epoch,
+                      "step_in_epoch": step, "identity": _plain(self.identity)}
+        atomic_write_json(self.record_path, record)
 
     def finish(self) -> None:
         """The run is finished: its state has served (a later run, e.g. of an edited recipe, starts afresh)."""
         import contextlib
 
-        for leftover in (self.path, self.log_path):
+        for leftover in (self.path, self.record_path, self.log_path):
             leftover.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.dir.rmdir()
+
+
+def _plain(obj):
+    """``obj`` as its JSON record holds it (tuples → lists …), so an identity compares equal to its record's."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 def model_format(model) -> str:
