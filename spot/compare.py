@@ -254,8 +254,8 @@ def compare_findings(run_csv: Path, ref_csv: Path) -> tuple[str, pd.DataFrame, p
     merged = run.merge(ref, on=keys, how="outer", suffixes=(" (run)", " (reference)"), indicator=True)
     both = merged[merged["_merge"] == "both"]
     flipped = both[both[f"{VERDICT} (run)"] != both[f"{VERDICT} (reference)"]]
-    one_side = merged[merged["_merge"] != "both"].replace({"_merge": {"left_only": "run only",
-                                                                       "right_only": "reference only"}})
+    one_side = merged[merged["_merge"] != "both"].copy()
+    one_side["_merge"] = one_side["_merge"].astype(str).map({"left_only": "run only", "right_only": "reference only"})
     cols = keys + [f"{VERDICT} (run)", f"{VERDICT} (reference)"]
     return "compared", flipped[cols].reset_index(drop=True), one_side[keys + ["_merge"]].rename(
         columns={"_merge": "side"}).reset_index(drop=True)

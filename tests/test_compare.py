@@ -212,3 +212,15 @@ def test_a_paper_preset_run_against_the_papers_published_numbers(tmp_path):
     frame.loc[hit, moved["column"]] = moved["value"]
     frame.to_csv(figures / "table8.csv", index=False)
     assert main(["compare", str(tmp_path), "paper", "--preset", "paper"]) == 0
+
+
+def test_a_finding_on_one_side_only_is_listed_not_an_error(tmp_path):
+    """A run of a newer commit evaluates a finding the reference did not have: listed as "run only"."""
+    make_root(tmp_path / "ref")
+    make_root(tmp_path / "run")
+    findings = tmp_path / "run" / "paper_figures" / PRESET / "findings.csv"
+    frame = pd.read_csv(findings)
+    pd.concat([frame, pd.DataFrame([{"Finding": "A new finding", "Scope": "all", "Verdict": "holds"}])]).to_csv(
+        findings, index=False)
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    assert c.findings_one_side.to_dict("records") == [{"Finding": "A new finding", "Scope": "all", "side": "run only"}]
