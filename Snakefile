@@ -7,8 +7,10 @@
 #
 # Rules per stage live in workflow/rules/; helpers in workflow/rules/common.smk. The preset is config.yaml unless
 # --configfile names another (config/paper.yaml, config/smoke.yaml, …); common.smk resolves its `extends:` chain
-# (every preset layers over config/paper.yaml, the complete base) and validates it against
-# workflow/schemas/config.schema.yaml.
+# (every preset layers over config/paper.yaml, the complete base) and checks it before anything runs (a dry run
+# included): the structure against workflow/schemas/config.schema.yaml, every section a `spot` command reads with that
+# command's own typed settings, every recipe; a mistake stops the DAG with one line naming the key, the value and
+# what is accepted. Config strings reach the jobs' shells quoted.
 
 
 include: "workflow/rules/common.smk"

@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
 
 __all__ = ["load_config", "load_configs", "merge_configs", "settings_from_dict", "add_config_arguments",
-           "config_layers", "config_from_args"]
+           "config_layers", "config_from_args", "parse_config_args", "check_finite", "check_schema", "check_sections",
+           "SECTION_SETTINGS"]
 
 
 def merge_configs(*configs: dict) -> dict:
@@ -107,39 +109,214 @@ def config_from_args(args) -> dict:
 
 def settings_from_dict(cls, values: dict | None, where: str):
     """A settings dataclass from a config mapping: unknown keys are an error naming the accepted ones, nested
-    dataclass fields are built recursively, YAML number strings become floats where the field is a float."""
+    dataclass fields are built recursively, and every value is checked against its field's declared type (an int
+    is not a bool, a number is finite; YAML number strings such as ``3e-3`` become floats where the field is a
+    float). Errors are one line naming the key, the value and what is accepted: ``WHERE.KEY must be an integer,
+    got 'two'``, ``WHERE: unknown key 'x'; accepted: …``."""
     return _build(cls, values or {}, where)
 
 
 def _build(cls, values: dict, where: str):
     if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
+        raise ValueError(f"{where} must be a mapping, got {_show(values)}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names), key=str)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(names)}")
+        raise ValueError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(k) for k in unknown)}; accepted: {', '.join(sorted(names))}")
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
+            kwargs[key] = _build(hint, {} if value is None else value, f"{where}.{key}")
         else:
-            kwargs[key] = _coerce(value, hint, f"{where}.{key}")
+            kwargs[key] = _typed(value, hint, f"{where}.{key}")
     return cls(**kwargs)
 
 
-def _coerce(value, hint, where: str):
-    """YAML reads ``3e-3`` as a string; turn such numbers into floats where the field is a float."""
+_KINDS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", list: "a list",
+          dict: "a mapping", type(None): "null"}
+
+
+def _typed(value, hint, where: str):
+    """``value`` as the declared type ``hint`` (``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``, unions of
+    them, ``object`` = anything), or a one-line error naming ``where``, the value and what is accepted."""
+    if hint is object or hint is typing.Any:
+        return value
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ValueError(f"{where} must not be null")
-    if float in args and isinstance(value, (str, int)) and not isinstance(value, bool):
+    kinds = [typing.get_origin(a) or a for a in args]  # list[int] → list
+    if value is None and type(None) in kinds:
+        return None
+    if isinstance(value, bool):
+        if bool in kinds:
+            return value
+    elif isinstance(value, (int, float, str)) and float in kinds and not (isinstance(value, int) and int in kinds):
+        number = value
+        if isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, (int, float)) and math.isfinite(number):
+            return float(number)
+        if number is not None or str not in kinds:
+            raise ValueError(f"{where} must be {_accepted(kinds)}, got {_show(value)}")
+        return value
+    else:
+        for kind in kinds:
+            if kind in (int, str, list, dict) and isinstance(value, kind):
+                return value
+    raise ValueError(f"{where} must be {_accepted(kinds)}, got {_show(value)}")
+
+
+def _accepted(kinds) -> str:
+    return " or ".join(dict.fromkeys(_KINDS.get(k, getattr(k, "__name__", str(k))) for k in kinds))
+
+
+def _show(value, limit: int = 80) -> str:
+    """A value as a message shows it: YAML's null, true and false; long values shortened."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ checking a whole config
+
+def parse_config_args(entries) -> dict:
+    """Snakemake's ``--config KEY=VALUE …`` arguments as the workflow reads them: each VALUE is YAML, read as a
+    config file reads it — ``evaluation={budgets: [4, 9]}`` gives the integers 4 and 9, ``{root: "a b"}`` a string.
+    (Snakemake itself reads nested values with YAML's BaseLoader, as strings.) A VALUE that is not valid YAML stays
+    the string it is; an empty VALUE is null."""
+    import yaml
+
+    config: dict = {}
+    for entry in entries or ():
+        key, sep, text = str(entry).partition("=")
+        if not sep or not key:
+            raise ValueError(f"--config {entry!r}: give KEY=VALUE")
         try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
-    return value
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        config = merge_configs(config, {key: value})
+    return config
+
+
+def check_finite(config, where: str = "") -> None:
+    """No NaN or infinity anywhere in a config (YAML's ``.nan``, ``.inf``): a one-line error naming the key."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{_path([key], where)} = {value} is not valid; accepted: a finite number")
+        if isinstance(value, (dict, list)):
+            check_finite(value, _path([key], where))
+
+
+# The sections whose typed settings the spot commands build from the config: section → (spot module, class). The
+# workflow builds and validates each when it builds the DAG (:func:`check_sections`), so a bad value stops the dry
+# run with the command's own message instead of a job hours later.
+SECTION_SETTINGS = {
+    "evaluation": ("evaluate", "EvaluationSettings"),  # spot evaluate, spot oracle, spot pruning
+    "oracle": ("oracle.settings", "OracleSettings"),  # spot oracle, spot transfer
+    "transfer": ("oracle.settings", "TransferSettings"),  # spot transfer
+    "throughput": ("throughput", "ThroughputSettings"),  # spot throughput
+    "saliency": ("saliency", "SaliencySettings"),  # every command placing tokens by saliency
+    "pruning": ("pruning.experiment", "PruningSettings"),  # spot pruning, spot throughput (pruning: true)
+}
+
+
+def check_sections(config: dict, load, sections=None, unused=()) -> dict:
+    """Build and validate the typed settings of every section of ``config`` that a spot command reads
+    (:data:`SECTION_SETTINGS`; ``sections``: only those), as the command does: ``settings_from_dict(Settings,
+    config[section], section).validate()``. A section in ``unused`` (no command of this run reads it, e.g. a
+    ``pruning:`` whose fine-tunes are all switched off) is only built: its keys and their types are checked, not the
+    values against each other. ``load(name)`` returns spot's module ``name`` (``importlib.import_module("spot." +
+    name)``; the workflow passes a loader that needs no torch). Returns {section: settings}; raises ValueError with a
+    one-line message."""
+    out = {}
+    for section, (module, name) in SECTION_SETTINGS.items():
+        if (sections is not None and section not in sections) or section not in config:
+            continue
+        settings = settings_from_dict(getattr(load(module), name), config.get(section), section)
+        out[section] = settings if section in unused else settings.validate()
+    return out
+
+
+def check_schema(config: dict, schema: dict, where: str = "") -> None:
+    """``config`` against a JSON schema (draft 2020-12): the first error as one line naming the key, the value and
+    what is accepted — ``data.kind = 'mnist' is not valid; accepted: fmnist, imagenet``, ``data: unknown key
+    'rot'; accepted: …`` — instead of jsonschema's report, which prints the schema. Needs jsonschema (Snakemake's)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ValueError(schema_message(error, where, schema))
+
+
+def _path(parts, where: str = "") -> str:
+    text = where
+    for p in parts:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text
+
+
+def _accepted_by(schema, root=None) -> str:
+    """What a (sub)schema accepts, in words (``root``: the schema its ``$ref: "#/…"`` point into)."""
+    if not isinstance(schema, dict):
+        return "anything" if schema else "nothing"
+    if isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/") and root is not None:
+        target = root
+        for part in schema["$ref"][2:].split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if "enum" in schema:
+        return ", ".join("null" if v is None else str(v) for v in schema["enum"])
+    if "const" in schema:
+        return str(schema["const"])
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return " or ".join(dict.fromkeys(_accepted_by(s, root) for s in schema[key]))
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    words = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+             "array": "a list", "object": "a mapping", "null": "null"}
+    text = " or ".join(words.get(k, k) for k in kinds) or "a value"
+    bounds = []
+    for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
+        if key in schema:
+            bounds.append(f"{sign} {schema[key]}")
+    if bounds:
+        text += " " + " and ".join(bounds)
+    if "pattern" in schema:
+        text += f" matching {schema['pattern']}"
+    if "minItems" in schema:
+        text += f" of at least {schema['minItems']} item{'s' if schema['minItems'] != 1 else ''}"
+    if "items" in schema and isinstance(schema["items"], dict) and "array" in kinds:
+        text += f" of {_accepted_by(schema['items'], root)}"
+    return text
+
+
+def schema_message(error, where: str = "", root=None) -> str:
+    """One line for a jsonschema ValidationError: the key, the value and what is accepted."""
+    while error.parent is not None and error.parent.validator in ("oneOf", "anyOf") and \
+            list(error.parent.absolute_path) == list(error.absolute_path):
+        error = error.parent  # a value none of the alternatives accepts: name them all
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    parts = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted((k for k in error.instance if k not in known), key=str)
+        where_ = f"{_path(parts, where)}: unknown key" if _path(parts, where) else "unknown top-level key"
+        return f"{where_} {extra[0]!r}; accepted: {', '.join(known) or 'no keys'}"
+    if error.validator == "required":
+        missing = [k for k in schema.get("required", []) if k not in error.instance]
+        return f"{_path([*parts, missing[0]], where)}: missing; required: {', '.join(schema['required'])}"
+    if "propertyNames" in error.absolute_schema_path:  # a key of a mapping whose keys are names (backbones, …)
+        return f"{_path(parts, where) or 'the config'}: the name {error.instance!r} is not valid; accepted: " \
+               f"{_accepted_by(schema, root)}"
+    return f"{_path(parts, where) or 'the config'} = {_show(error.instance)} is not valid; accepted: " \
+           f"{_accepted_by(schema, root)}"

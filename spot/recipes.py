@@ -20,6 +20,7 @@ The tasks:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .config import _build, _merge, load_config, merge_configs, settings_from_dict
@@ -166,7 +167,7 @@ class Recipe:
 
     def validate(self) -> "Recipe":
         def bad(key, value, accepted):
-            raise ValueError(f"recipe {self.name!r}: {key} = {value!r} is not valid; accepted: {accepted}")
+            raise ValueError(f"recipes.{self.name}.{key} = {value!r} is not valid; accepted: {accepted}")
 
         if self.task not in ("classify", "mae", "prune"):
             bad("task", self.task, "classify, mae, prune")
@@ -186,7 +187,7 @@ class Recipe:
             bad("tokens.jitter", self.tokens.jitter, "0 … 2 (fraction of the layout spacing)")
         from .placement import check_placement
 
-        prior = check_placement(self.tokens.prior, f"recipe {self.name!r}: tokens.prior")
+        prior = check_placement(self.tokens.prior, f"recipes.{self.name}.tokens.prior")
         if self.tokens.mode == "subpixel" and self.tokens.jitter > 0 and not prior.deterministic:
             bad("tokens.prior", self.tokens.prior, "a deterministic layout (isotropic, center, …) when jitter > 0: the "
                 "layout's points move within their cells")
@@ -200,7 +201,7 @@ class Recipe:
         if share > 0 and self.tokens.mode != "subpixel":
             bad("tokens.mixture_share", share, "0 unless tokens.mode is subpixel")
         for spec in self.tokens.mixture:
-            check_placement(spec, f"recipe {self.name!r}: tokens.mixture")
+            check_placement(spec, f"recipes.{self.name}.tokens.mixture")
         if self.data.kind not in ("fmnist", "imagenet"):
             bad("data.kind", self.data.kind, "fmnist, imagenet")
         if not (isinstance(self.data.random_erasing, (int, float)) and 0 <= self.data.random_erasing <= 1):
@@ -214,20 +215,43 @@ class Recipe:
             bad("optimizer.layer_decay", self.optimizer.layer_decay, "0 < layer_decay ≤ 1, or null")
         if self.amp not in ("bf16", "fp16", "none"):
             bad("amp", self.amp, "bf16, fp16, none")
-        if self.epochs < 1 or self.batch_size < 1:
-            bad("epochs/batch_size", (self.epochs, self.batch_size), "≥ 1")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                bad(key, getattr(self, key), "an integer ≥ 1")
+        self._validate_lists(bad)
         if not 0 <= self.mae.mask_ratio < 1:
             bad("mae.mask_ratio", self.mae.mask_ratio, "0 ≤ mask_ratio < 1")
         if self.task == "mae" and self.mixup.active:
             bad("mixup", "active", "no mixup/cutmix for the mae task")
         return self
 
+    def _validate_lists(self, bad) -> None:
+        """The list settings' items (their fields declare only ``list``): numbers where numbers go."""
+        def numbers(key, values, count=None, integer=False, low=None):
+            ok = isinstance(values, list) and (count is None or len(values) == count) and all(
+                not isinstance(v, bool) and isinstance(v, int if integer else (int, float))
+                and math.isfinite(v) and (low is None or v >= low) for v in values)
+            if not ok:
+                kind = "integers" if integer else "numbers"
+                bad(key, values, f"a list of {count or ''}{' ' if count else ''}{kind}"
+                                 f"{f' ≥ {low}' if low is not None else ''}")
+
+        numbers("optimizer.betas", self.optimizer.betas, count=2)
+        numbers("data.mean", self.data.mean)
+        numbers("data.std", self.data.std)
+        numbers("data.rrc_scale", self.data.rrc_scale, count=2)
+        numbers("eval_budgets", self.eval_budgets, integer=True, low=1)
+        if self.tokens.choices is not None:
+            numbers("tokens.choices", self.tokens.choices, integer=True, low=1)
+        if self.prune.stages is not None:
+            numbers("prune.stages", self.prune.stages, integer=True, low=0)
+
     def _validate_prune(self, bad) -> None:
         from .pruning.catalog import check_method
 
         p = self.prune
         try:
-            check_method(p.method, p.settings, f"recipe {self.name!r}: prune")
+            check_method(p.method, p.settings, f"recipes.{self.name}.prune")
         except ValueError as err:
             raise ValueError(str(err)) from None
         if isinstance(p.keep_ratio, bool) or not isinstance(p.keep_ratio, (int, float)) or not 0 < p.keep_ratio <= 1:
@@ -260,7 +284,7 @@ def _resolve(recipes: dict, name: str, seen=()) -> dict:
 def recipe_from_dict(values: dict, name: str = "recipe") -> Recipe:
     values = dict(values)
     values.setdefault("name", name)
-    return _build(Recipe, values, f"recipe {name!r}").validate()
+    return _build(Recipe, values, f"recipes.{name}").validate()
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -286,8 +310,10 @@ def load_recipe(config, name: str, overrides: dict | None = None) -> Recipe:
     values = _resolve(recipes, name)
     if overrides:
         values = _merge(values, overrides)
-    offset = config.get("recipe_seed_offset") or 0  # the training-seed presets: the same recipe, another seed
-    if offset:
-        values["seed"] = int(values.get("seed", 0)) + int(offset)
     values["name"] = name
-    return recipe_from_dict(values, name)
+    recipe = _build(Recipe, values, f"recipes.{name}")  # keys and types checked before the seed is offset
+    offset = config.get("recipe_seed_offset") or 0  # the training-seed presets: the same recipe, another seed
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"recipe_seed_offset = {offset!r} is not valid; accepted: an integer ≥ 0")
+    recipe.seed += offset
+    return recipe.validate()

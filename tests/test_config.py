@@ -130,3 +130,241 @@ def test_the_registry_declares_every_artifact_once_with_its_inputs_and_caption()
         paper.registry.table("table5", reads=("oracle",), caption="again")(lambda inputs, config: None)
     with pytest.raises(ValueError, match="unknown result kind"):
         paper.registry.table("table99", reads=("nope",), caption="x")
+
+
+# ------------------------------------------------------------------------- a mistake fails at the dry run, in a line
+
+def test_settings_check_every_value_against_its_declared_type():
+    """settings_from_dict (every section's and every recipe's typed settings): the declared type decides, not what
+    YAML or the command line happened to produce; NaN and infinities are no numbers; one line names key and value."""
+    from spot.evaluate import EvaluationSettings
+    from spot.config import settings_from_dict
+    from spot.recipes import load_recipe, recipe_from_dict
+
+    def message(fn):
+        with pytest.raises(ValueError) as err:
+            fn()
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    base = load_config(ROOT / "config.yaml")
+
+    def recipe(**values):
+        return load_recipe({**base, "recipes": {**base["recipes"], "r": {"extends": "retrofit_cls", **values}}}, "r")
+
+    assert message(lambda: recipe(epochs="two")) == "recipes.r.epochs must be an integer, got 'two'"
+    assert message(lambda: recipe(epochs=-1)) == "recipes.r.epochs = -1 is not valid; accepted: an integer ≥ 1"
+    assert message(lambda: recipe(seed="abc")) == "recipes.r.seed must be an integer, got 'abc'"
+    assert message(lambda: recipe(seed=True)) == "recipes.r.seed must be an integer, got true"
+    for bad in (float("nan"), float("inf"), ".nan", "fast"):
+        assert message(lambda: recipe(optimizer={"lr": bad})).startswith(
+            "recipes.r.optimizer.lr must be a finite number or null, got ")
+    assert "recipes.r.optimizer.betas" in message(lambda: recipe(optimizer={"betas": ["a", 0.9]}))
+    assert recipe(optimizer={"lr": "3e-3"}).optimizer.lr == 3e-3  # YAML 1.1 reads 3e-3 as a string
+    assert message(lambda: recipe_from_dict({"optimizer": {"lrr": 1}}, "x")).startswith(
+        "recipes.x.optimizer: unknown key 'lrr'; accepted: betas, blr, clip_grad, eps, layer_decay, lr, name")
+    evaluation = dict(base["evaluation"])
+    assert message(lambda: settings_from_dict(EvaluationSettings, {**evaluation, "priorz": []}, "evaluation")) \
+        .startswith("evaluation: unknown key 'priorz'; accepted: autocast, batch_size, budgets")
+    assert message(lambda: settings_from_dict(EvaluationSettings, {**evaluation, "limit": "100"}, "evaluation")) \
+        == "evaluation.limit must be an integer or null, got '100'"
+    assert message(lambda: settings_from_dict(EvaluationSettings, {**evaluation, "knn": {"temperature": "x"}},
+                                              "evaluation")) == \
+        "evaluation.knn.temperature must be a finite number, got 'x'"
+
+
+def test_command_line_values_are_read_as_yaml():
+    """Snakemake reads a nested --config value with YAML's BaseLoader (every scalar a string); the workflow reads
+    the same arguments as a config file would be read, quotes included."""
+    from spot.config import parse_config_args
+
+    assert parse_config_args(["evaluation={budgets: [4, 9], limit: null}", 'data={root: "a b;c", seed: 3}',
+                              "retrofit=train", "recipe_seed_offset=2", "results_of=", "x={y: [1, 2"]) == {
+        "evaluation": {"budgets": [4, 9], "limit": None}, "data": {"root": "a b;c", "seed": 3},
+        "retrofit": "train", "recipe_seed_offset": 2, "results_of": None, "x": "{y: [1, 2"}
+    assert parse_config_args(["a={b: 1}", "a={c: 2}"]) == {"a": {"b": 1, "c": 2}}  # repeated keys merge
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_config_args(["novalue"])
+
+
+@pytest.mark.parametrize("preset", [str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml",
+                                                                       *sorted((ROOT / "config").glob("*.yaml"))]])
+def test_every_section_of_every_preset_builds_the_commands_settings(preset):
+    """spot.config.check_sections builds what each command builds (the workflow runs it on torch-free stand-ins,
+    here on the real modules): every shipped preset passes, and its schema check too."""
+    import importlib
+
+    from spot.config import check_finite, check_schema, check_sections
+
+    config = load_config(ROOT / preset)
+    check_schema(config, yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
+    check_finite(config)
+    unused = () if any((config["pruning"].get("models") or {}).values()) else ("pruning",)
+    settings = check_sections(config, lambda name: importlib.import_module(f"spot.{name}"), unused=unused)
+    assert set(settings) == {"evaluation", "oracle", "transfer", "throughput", "saliency", "pruning"}
+
+
+def test_schema_errors_are_one_line_naming_the_key_and_what_is_accepted():
+    from spot.config import check_finite, check_schema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    config = load_config(ROOT / "config.yaml")
+
+    def message(change):
+        with pytest.raises(ValueError) as err:
+            bad = json.loads(json.dumps(config))
+            change(bad)
+            check_schema(bad, schema)
+            check_finite(bad)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 400, str(err.value)
+        return str(err.value)
+
+    assert message(lambda c: c.update(evaluaton={})).startswith(
+        "unknown top-level key 'evaluaton'; accepted: backbones, backbones_from, data, evaluation, figures")
+    assert message(lambda c: c["data"]["canvas"].update(canvas_sise=4)).startswith(
+        "data.canvas: unknown key 'canvas_sise'; accepted: canvas_size, fragments")
+    assert message(lambda c: c["data"].update(kind="mnist")) == \
+        "data.kind = 'mnist' is not valid; accepted: fmnist, imagenet"
+    assert message(lambda c: c["backbones"].update({"a b;c": c["backbones"]["cls_in1k"]})).startswith(
+        "backbones: the name 'a b;c' is not valid; accepted: a string matching ^[A-Za-z0-9_]")
+    assert message(lambda c: c["backbones"]["cls_in1k"].update(classifier="fetch:../x")).startswith(
+        "backbones.cls_in1k.classifier = 'fetch:../x' is not valid; accepted: a string matching ^(train|fetch):")
+    assert message(lambda c: c["pruning"]["models"].update(spot_ad="x;y")).startswith(
+        "pruning.models.spot_ad = 'x;y' is not valid; accepted: null or a string matching")
+    assert message(lambda c: c["data"]["canvas"].update(placement_std=float("nan"))) == \
+        "data.canvas.placement_std = nan is not valid; accepted: a finite number"
+
+
+# The same through `snakemake -n`: a copy of the workflow, each mistake a dry run that fails in a few lines.
+
+def dry_run(workdir, *args, env=None):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           **(env or {})}
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", *args], cwd=workdir,
+                          capture_output=True, text=True, timeout=300, env=env)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from helpers import copy_workflow
+
+    work = copy_workflow(ROOT, tmp_path_factory.mktemp("workflow"))
+    overlays = {
+        "priorz": {"evaluation": {"priorz": ["uniform"]}},
+        "top": {"evaluaton": {"limit": 5}},
+        "parent_lr": {"recipes": {"retrofit_cls": {"optimizer": {"lr": "fast"}}}},
+        "nan_lr": {"recipes": {"retrofit_cls": {"optimizer": {"lr": float("nan")}}}},
+        "epochs": {"recipes": {"retrofit_cls": {"epochs": "two"}}},
+        "seed": {"recipes": {"backbone_base": {"seed": "abc"}}},
+        "backbone_name": {"backbones": {"x; rm -rf y": {"label": "X", "classifier": "train:backbone_cls_in1k",
+                                                        "retrofit": ["retrofit_cls"], "grid_control": []}}},
+        "fetch": {"backbones": {"cls_in1k": {"classifier": "fetch:a b"}}},
+        "setting": {"pruning": {"models": {"a/b": "prune_evit"}}},
+        "canvas": {"data": {"canvas": {"canvas_sise": 40}}},
+        "missing_base": {"extends": "nope.yaml"},
+    }
+    (work / "bad").mkdir()
+    for name, overlay in overlays.items():
+        (work / "bad" / f"{name}.yaml").write_text(yaml.safe_dump({"extends": "../config.yaml", **overlay}))
+    return work
+
+
+BAD = [  # (arguments of the dry run, the line it must print)
+    (["--configfile", "bad/priorz.yaml"], "config: evaluation: unknown key 'priorz'; accepted: autocast, batch_size,"),
+    (["--configfile", "bad/top.yaml"], "config: unknown top-level key 'evaluaton'; accepted: backbones,"),
+    (["--configfile", "bad/parent_lr.yaml"],  # named in the recipe that writes it, not in one extending it
+     "config: recipes.retrofit_cls.optimizer.lr must be a finite number or null, got 'fast'"),
+    (["--configfile", "bad/nan_lr.yaml"], "config: recipes.retrofit_cls.optimizer.lr = nan is not valid; accepted: "
+                                          "a finite number"),
+    (["--configfile", "bad/epochs.yaml"], "config: recipes.retrofit_cls.epochs must be an integer, got 'two'"),
+    (["--configfile", "bad/seed.yaml"], "config: recipes.backbone_base.seed must be an integer, got 'abc'"),
+    (["--config", "recipes={retrofit_cls: {epochs: -1}}"],
+     "config: recipes.retrofit_cls.epochs = -1 is not valid; accepted: an integer ≥ 1"),
+    (["--config", "evaluation={subset_seed: abc}"],
+     "config: evaluation.subset_seed must be an integer, got 'abc'"),
+    (["--config", "oracle={settings: [{lr: .nan, steps: 3}]}"],
+     "config: oracle.settings[0].lr = nan is not valid; accepted: a finite number"),  # before the typed check
+    (["--config", "throughput={dtype: float8}"], "config: throughput.dtype = 'float8'; accepted: float32"),
+    (["--config", "prior_selection={candidates: [centre]}"], "unknown placement 'centre'"),
+    (["--configfile", "bad/backbone_name.yaml"],
+     "config: backbones: the name 'x; rm -rf y' is not valid; accepted: a string matching ^[A-Za-z0-9_]"),
+    (["--configfile", "bad/fetch.yaml"], "config: backbones.cls_in1k.classifier = 'fetch:a b' is not valid"),
+    (["--configfile", "bad/setting.yaml"], "config: pruning.models: the name 'a/b' is not valid"),
+    (["--configfile", "bad/canvas.yaml"], "config: data.canvas: unknown key 'canvas_sise'; accepted: canvas_size,"),
+    (["--configfile", "bad/missing_base.yaml"], "config: config file 'bad/nope.yaml' not found"),
+]
+
+
+@pytest.mark.parametrize("args, line", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_a_bad_config_is_named_at_the_dry_run_in_one_line(workdir, args, line):
+    rc, out = dry_run(workdir, *args)
+    assert rc != 0 and line in out, out[-3000:]
+    assert len(out.splitlines()) < 30, out
+
+
+def test_the_check_needs_no_torch(workdir, tmp_path):
+    """The sections' typed settings live in modules that import torch: the DAG build loads them on stand-ins."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch imported while parsing the workflow')")
+    rc, out = dry_run(workdir, "--configfile", "bad/priorz.yaml", env={"PYTHONPATH": str(tmp_path)})
+    assert rc != 0 and "config: evaluation: unknown key 'priorz'" in out and "torch imported" not in out, out[-3000:]
+
+
+def test_numeric_command_line_overrides_work(workdir):
+    rc, out = dry_run(workdir, "--config", "evaluation={budgets: [4, 9], limit: 100}", "oracle={budgets: [4]}",
+                      "recipes={retrofit_cls: {epochs: 2, optimizer: {lr: 1e-3}}}")
+    assert rc == 0, out[-3000:]
+
+
+@pytest.mark.parametrize("preset", [str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml",
+                                                                       *sorted((ROOT / "config").glob("*.yaml"))]])
+def test_every_shipped_preset_dry_runs(workdir, preset):
+    """Stand-ins for what a preset reads from outside its own run: the embedded run's backbones (the training-seed
+    presets) and the released weights (paper_official)."""
+    config = load_config(ROOT / preset)
+    args = ["--configfile", preset]
+    if config.get("backbones_from"):
+        models = workdir / "results" / config["backbones_from"] / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        for name, b in config["backbones"].items():
+            for role in ("classifier", "pretrained"):
+                if str(b.get(role, "")).startswith("train:"):
+                    (models / f"{name}_{role}.safetensors").touch()
+    if config.get("retrofit") == "official":
+        (workdir / "release").mkdir(exist_ok=True)
+        for name in config["official"]:
+            (workdir / "release" / f"{name}.pth").touch()
+        args += ["--config", "official={" + ", ".join(f"{n}: release/{n}.pth" for n in config["official"]) + "}"]
+    rc, out = dry_run(workdir, *args)
+    assert rc == 0, out[-3000:]
+
+
+def test_config_strings_reach_the_shell_quoted(workdir):
+    """A path with a space or `;` stays one argument: `snakemake -n -p` prints the commands the jobs would run."""
+    rc, out = dry_run(workdir, "-p", "results/embedded/data/manifest.json", "--config",
+                      'data={fmnist_dir: "/srv/my fmnist; touch x"}')
+    assert rc == 0, out[-3000:]
+    assert "spot data fmnist --out results/embedded/data --seed 0 --fmnist '/srv/my fmnist; touch x' " in out
+    (workdir / "my data").mkdir(exist_ok=True)
+    (workdir / "my data" / "manifest.json").write_text("{}")
+    rc, out = dry_run(workdir, "-p", "results/embedded/evaluation/cls_in1k.csv", "--config", 'data={root: "my data"}')
+    assert rc == 0, out[-3000:]
+    assert " --data 'my data' --out results/embedded/evaluation/cls_in1k.csv" in out
+    (workdir / "release dir").mkdir(exist_ok=True)
+    (workdir / "release dir" / "a;b.pth").touch()
+    rc, out = dry_run(workdir, "-p", "results/embedded/models/cls_in1k_official.json", "--config", "retrofit=official",
+                      'official={cls_in1k: "release dir/a;b.pth"}')
+    assert rc == 0, out[-3000:]
+    assert "spot checkpoints official 'release dir/a;b.pth' --backbone cls_in1k" in out
+
+
+def test_names_are_wildcard_constraints_matched_literally(workdir):
+    """A backbone name with a dot (allowed by the schema) is escaped in the `backbone` wildcard's constraint."""
+    (workdir / "bad" / "dotted.yaml").write_text(yaml.safe_dump({"extends": "../config.yaml", "backbones": {
+        "cls.v2": {"label": "CLS v2", "classifier": "train:backbone_cls_in1k", "retrofit": ["retrofit_cls"],
+                   "grid_control": []}}}))
+    rc, out = dry_run(workdir, "results/embedded/evaluation/cls.v2.csv", "--configfile", "bad/dotted.yaml")
+    assert rc == 0 and "results/embedded/models/cls.v2_spot0.safetensors" in out, out[-3000:]
+    rc, out = dry_run(workdir, "results/embedded/evaluation/clsXv2.csv", "--configfile", "bad/dotted.yaml")
+    assert rc != 0 and "MissingRuleException" in out, out[-3000:]

@@ -1,10 +1,20 @@
 # Helpers shared by the rules: the preset, config validation, paths per preset, recipes, model chains.
 #
 # Parsing the workflow has no side effects and does not import torch (every cluster job parses it twice, sbatch job
-# and srun step): the spot modules it needs (spot.config, spot.recipes) are torch-free and loaded without the
-# package's __init__; nothing is written and no environment variable is set.
+# and srun step): the spot modules it needs (spot.config, spot.recipes, …) are torch-free and loaded without the
+# package's __init__ (spot_module); the modules that define the sections' typed settings, which also run the
+# experiments, are loaded with inert stand-ins for torch (settings_module, StandIns); nothing is written and no
+# environment variable is set.
+#
+# A mistake in the config stops the DAG build (`snakemake -n` included) with one line naming the key, the value and
+# what is accepted: the files and --config values are read (a missing `extends:` file is named; a missing
+# --configfile is reported by Snakemake itself, before it reads this workflow), the whole config is checked
+# against workflow/schemas/config.schema.yaml (its structure: sections, keys, names that become paths and wildcards),
+# then every section a spot command reads is built into that command's typed settings and validated by the same code
+# the command runs (spot.config.check_sections), every recipe by spot.recipes, every placement by spot's registry.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -32,16 +42,151 @@ def spot_module(name):
     return importlib.import_module(f"{alias}.{name}")
 
 
+class _Absent:
+    """What torch, timm, … are while settings_module loads a module: enough for its top level (imports, decorators,
+    base classes, constants) to run; used as a value (truth, comparison, arithmetic, iteration) it raises, so a
+    config check that would need torch fails loudly instead of passing."""
+
+    def __init__(self, name="torch"):
+        self._name = name
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Absent(f"{self._name}.{attr}")
+
+    def __call__(self, *args, **kwargs):
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], _Absent):
+            return args[0]  # a decorator: @torch.no_grad(), @torch.inference_mode(), …
+        return _Absent(f"{self._name}()")
+
+    def __getitem__(self, key):
+        return _Absent(f"{self._name}[…]")
+
+    def __or__(self, other):
+        return _Absent(self._name)
+
+    __ror__ = __or__
+
+    def __mro_entries__(self, bases):  # class Model(torch.nn.Module): a plain class
+        return (object,)
+
+    def _used(self, *args):
+        raise WorkflowError(f"config check: {self._name} was used while checking the config, which must not need "
+                            f"torch (workflow/rules/common.smk settings_module)")
+
+    __bool__ = __iter__ = __len__ = __lt__ = __le__ = __gt__ = __ge__ = __add__ = __radd__ = __sub__ = __mul__ = \
+        __rmul__ = __truediv__ = __float__ = __int__ = __index__ = _used
+
+
+_STAND_INS = ("torch", "torchvision", "timm", "safetensors", "transformers", "huggingface_hub")
+
+
+class StandIns:
+    """``with StandIns():`` torch and its kin (_STAND_INS) are inert stand-ins (_Absent) for what is imported in
+    the block — also by a validate method that imports a constant from a module that imports timm — and are removed
+    again at its end. A torch already imported stays the real one."""
+
+    def find_spec(self, fullname, path, target=None):
+        import importlib.machinery
+
+        if fullname.split(".")[0] in _STAND_INS:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        import types
+
+        stand_in = types.ModuleType(spec.name)
+        stand_in.__path__ = []
+        stand_in.__getattr__ = lambda attr, _n=spec.name: _Absent(f"{_n}.{attr}")
+        return stand_in
+
+    def exec_module(self, stand_in):
+        pass
+
+    def __enter__(self):
+        self.before = set(sys.modules)
+        sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc):
+        sys.meta_path.remove(self)
+        for key in set(sys.modules) - self.before:
+            if key.split(".")[0] in _STAND_INS:
+                del sys.modules[key]
+        return False
+
+
+def settings_module(name):
+    """A spot module that defines a section's typed settings (``evaluate``, ``oracle.settings``, ``throughput``,
+    ``saliency``, ``pruning.experiment``, ``data.fmnist``), loaded as ``_spot_settings.<name>`` to check the config
+    while the DAG is built, with the very classes the spot commands use. Those modules also run the experiments and
+    import torch and timm at the top: load them, and call their validate methods, inside ``with StandIns():``. The
+    sub-packages oracle and data are mounted without their __init__ (which imports the experiment code); the
+    settings classes and their validate methods use no torch (a stand-in used as a value raises)."""
+    import importlib
+    import importlib.util
+    import types
+
+    alias = "_spot_settings"
+    if not any(isinstance(f, StandIns) for f in sys.meta_path):
+        raise WorkflowError("settings_module: call it inside `with StandIns():` (workflow/rules/common.smk)")
+    if alias not in sys.modules:
+        found = importlib.util.find_spec("spot")
+        for sub, folder in (("", ""), (".oracle", "oracle"), (".data", "data")):
+            package = types.ModuleType(alias + sub)
+            package.__path__ = [os.path.join(p, folder) if folder else p for p in found.submodule_search_locations]
+            sys.modules[alias + sub] = package
+    try:
+        return importlib.import_module(f"{alias}.{name}")
+    except WorkflowError:
+        raise
+    except Exception as err:
+        raise WorkflowError(f"config check: spot.{name} cannot be loaded without torch ({type(err).__name__}: {err}); "
+                            f"its typed settings check the config (workflow/rules/common.smk settings_module)")
+
+
+def _config_error(err):
+    """A config mistake as Snakemake prints it: one line, ``config: …``."""
+    return WorkflowError(f"config: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+
+
+def _read_schema():
+    import yaml
+
+    return yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
+
+
+SCHEMA = _read_schema()
+
+
+def check_config(config, where=""):
+    """The schema, then no NaN/infinity: one line for the first mistake; then Snakemake's own validation, which
+    fills the schema's defaults in (it cannot fail any more)."""
+    cfg = spot_module("config")
+    try:
+        cfg.check_schema(config, SCHEMA, where)
+        cfg.check_finite(config, where)
+    except ValueError as err:
+        raise _config_error(err)
+    validate(config, schema="../schemas/config.schema.yaml")
+
+
 # The preset: the --configfile files (else config.yaml, the embedded default), each with its `extends:` chain
 # resolved (config/paper.yaml is the complete base; the others are overlays on it), then Snakemake's --config values.
 # Snakemake's own merge of the --configfile files is replaced by this one, so that a preset never inherits a key from
-# a file it does not extend.
+# a file it does not extend. The --config values are read as YAML, as a config file's (spot.config.parse_config_args:
+# Snakemake reads nested values as strings); each job's Snakemake gets the same arguments.
 CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config.yaml"]
-CONFIG_OVERRIDES = json.loads(json.dumps(dict(workflow.config_settings.config), default=dict))
+_config_args = workflow.config_settings.config_args
 try:
+    CONFIG_OVERRIDES = spot_module("config").parse_config_args(_config_args) \
+        if isinstance(_config_args, (list, tuple)) else \
+        json.loads(json.dumps(dict(workflow.config_settings.config), default=dict))
     _resolved = spot_module("config").load_configs(CONFIG_FILES, CONFIG_OVERRIDES)
-except (ValueError, FileNotFoundError) as err:
-    raise WorkflowError(f"config: {err}")
+except (ValueError, OSError) as err:
+    raise _config_error(err)
 _missing = [k for k in ("preset", "data", "backbones", "recipes", "evaluation", "oracle", "transfer", "throughput",
                         "saliency", "prior_selection") if k not in _resolved]
 if _missing:
@@ -50,7 +195,73 @@ if _missing:
                         f"`extends: config/paper.yaml`, as a path relative to its own folder")
 config.clear()
 config.update(_resolved)
-validate(config, schema="../schemas/config.schema.yaml")
+check_config(config)
+
+
+def _check_sections():
+    """Every section a spot command reads, built into the command's typed settings and validated by the same code
+    (spot.config.check_sections; the evaluation's also as prior_selection's jobs override it), and the canvas of the
+    Fashion-MNIST data: a misspelt key, a value of the wrong type or out of range stops the DAG build."""
+    cfg = spot_module("config")
+    pruning = config.get("pruning") or {}
+    prunes = any(v for key in ("models", "combined") for v in (pruning.get(key) or {}).values()) or \
+        (config["throughput"] or {}).get("pruning") is True
+    with StandIns():
+        try:  # `pruning:` with every fine-tune off (paper_official) is read by no command: only its keys are checked
+            cfg.check_sections(config, settings_module, unused=() if prunes else ("pruning",))
+            if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
+                canvas = settings_module("data.fmnist").CanvasConfig
+                cfg.settings_from_dict(canvas, config["data"]["canvas"], "data.canvas").validate()
+        except ValueError as err:
+            raise _config_error(err)
+        try:  # prior_selection's jobs run `spot evaluate` with its split and candidates layered over the evaluation
+            override = json.loads(selection_override_json())[0]
+            cfg.check_sections(cfg.merge_configs(config, override), settings_module, sections=("evaluation",))
+        except ValueError as err:
+            raise _config_error(f"prior_selection (spot evaluate's settings with its split and candidates): {err}")
+
+
+def selection_override_json():
+    """The override that turns the evaluation into prior_selection's: its split and candidates, one seed, no
+    snapped, grid-model or extra-budget measurements, no PatchDropout. The rule layers it over the run's config
+    (``--config-json`` twice), so that its params hold settings only — not the preset's file names, which differ
+    between presets that share these results."""
+    s = config["prior_selection"]
+    override = {"evaluation": {"split": s["split"], "limit": s.get("limit"), "priors": s["candidates"],
+                               "seeds": [s.get("seed", 0)], "extra_budgets": [], "snapped": False,
+                               "grid_model_priors": [], "extra_budget_priors": [], "patchdropout": False}}
+    return json.dumps([override], sort_keys=True)
+
+
+_check_sections()
+
+
+def _check_recipes():
+    """Fail at DAG-build time, with spot's own message, on any invalid recipe of `recipes:` — every one, not only
+    those the DAG trains (`spot train --recipe NAME` runs any), each after the recipes it extends, so that a mistake
+    is named in the recipe that writes it, not in one that inherits it."""
+    recipes = spot_module("recipes")
+    done = set()
+
+    def check(name, chain=()):
+        if name in done or name in chain:
+            return
+        parent = (config["recipes"].get(name) or {}).get("extends") if isinstance(config["recipes"].get(name), dict) \
+            else None
+        if isinstance(parent, str) and parent in config["recipes"]:
+            check(parent, (*chain, name))
+        try:
+            recipes.load_recipe(config, name)
+        except ValueError as err:
+            raise _config_error(err)
+        done.add(name)
+
+    for name in config["recipes"]:
+        check(name)
+
+
+_check_recipes()
+
 
 # how the `spot` commands get the same config: one JSON list of the files and the overrides, in order (not a param:
 # which files hold a value does not change a result — the rules' params hold the values that do)
@@ -59,7 +270,7 @@ SPOT_CONFIG = json.dumps(CONFIG_FILES + ([CONFIG_OVERRIDES] if CONFIG_OVERRIDES 
 # every job's shell: bash strict mode (Snakemake's default prefix); `spot` and `papermill` of the Python that runs
 # Snakemake, also without an activated virtual environment; training jobs start with `train_launcher` (e.g.
 # torchrun). Environment of the jobs' shells, not params: none of it changes a result, so none of it re-runs a job.
-_JOB_ENV = {"PATH": f"{Path(sys.executable).parent}:$PATH", "SPOT_TRAIN": config["train_launcher"],
+_JOB_ENV = {"PATH": f"{shlex.quote(str(Path(sys.executable).parent))}:$PATH", "SPOT_TRAIN": config["train_launcher"],
             "SPOT_CONFIG": SPOT_CONFIG}
 shell.prefix(("set -euo pipefail; export " + " ".join(
     f"{k}={v if k == 'PATH' else shlex.quote(v)}" for k, v in _JOB_ENV.items()) + "; ").replace("{", "{{").replace("}", "}}"))
@@ -88,7 +299,7 @@ def _check_results_of(name):
         raise WorkflowError(f"config: results_of = {name!r}: no preset file {path} (a preset NAME lives in "
                             f"config/NAME.yaml; `embedded` in config.yaml)")
     base = spot_module("config").load_configs([path])
-    validate(base, schema="../schemas/config.schema.yaml")
+    check_config(base)
     if base["preset"] != name:
         raise WorkflowError(f"config: results_of = {name!r}, but {path} is preset {base['preset']!r}")
     changed = [k for k in SHARED_SECTIONS if base.get(k) != config.get(k)]
@@ -115,28 +326,6 @@ _clash = set(PRUNING.get("models") or {}) & set(PRUNING.get("combined") or {})
 if _clash or set(PRUNING.get("backbones") or {}) & set(MODELS):
     raise WorkflowError(f"config: pruning setting or backbone names must be distinct from each other and from "
                         f"`backbones:` ({sorted(_clash) or sorted(set(PRUNING.get('backbones') or {}) & set(MODELS))})")
-
-
-def _check_recipes():
-    """Fail at DAG-build time, with spot's own message, on any recipe the DAG uses that is invalid."""
-    load_recipe = spot_module("recipes").load_recipe
-
-    used = set()
-    for name, b in config["backbones"].items():
-        for spec in (b.get("classifier"), b.get("pretrained")):
-            if spec and spec.startswith("train:"):
-                used.add(spec.split(":", 1)[1])
-        used.update(b.get("retrofit", []) + b.get("grid_control", []))
-    used.update(PRUNING["models"].values())
-    used.update(PRUNING["combined"].values())
-    for recipe in sorted(used):
-        try:
-            load_recipe(config, recipe)
-        except ValueError as err:
-            raise WorkflowError(f"config: {err}")
-
-
-_check_recipes()
 
 
 def _check_placements():
@@ -211,9 +400,14 @@ def spot_model(backbone):
 ALL_BACKBONES = list(dict.fromkeys(MODELS + PRUNING_JOBS))
 
 
+def alternation(names, empty="no_match"):
+    """A wildcard constraint that matches exactly ``names`` (escaped: a name is text, not a pattern)."""
+    return "|".join(re.escape(n) for n in names) or empty
+
+
 wildcard_constraints:
-    backbone="|".join(ALL_BACKBONES),
-    setting="|".join(list(PRUNING.get("models") or {}) + list(PRUNING.get("combined") or {})) or "no_setting",
+    backbone=alternation(ALL_BACKBONES),
+    setting=alternation(list(PRUNING.get("models") or {}) + list(PRUNING.get("combined") or {}), "no_setting"),
 
 
 def classifier_path(backbone):
@@ -305,6 +499,14 @@ def data_root():
     return str(Path(data_manifest()).parent)
 
 
+def q(value):
+    """``value`` as one shell word (shlex.quote): config strings that reach a rule's ``shell:`` — paths (data.root,
+    data.fmnist_dir, data.imagenet_raw) may hold spaces or ``;`` — go through it in the rule's params. A plain path
+    stays as it is, so the params of existing runs, and the rules' shell text, are unchanged: nothing re-runs.
+    (official_checkpoint's input, a released checkpoint's path, is quoted in its shell text: ``{input:q}``.)"""
+    return shlex.quote(str(value))
+
+
 def _train_shell(recipe_key):
     return (
         "$SPOT_TRAIN --config-json \"$SPOT_CONFIG\" --recipe {params.recipe_name} --data {params.data}"
@@ -317,21 +519,9 @@ def evaluation_protocol(keys):
     return {k: config["evaluation"].get(k) for k in keys}
 
 
-def selection_override_json():
-    """The override that turns the evaluation into prior_selection's: its split and candidates, one seed, no
-    snapped, grid-model or extra-budget measurements, no PatchDropout. The rule layers it over the run's config
-    (``--config-json`` twice), so that its params hold settings only — not the preset's file names, which differ
-    between presets that share these results."""
-    s = config["prior_selection"]
-    override = {"evaluation": {"split": s["split"], "limit": s.get("limit"), "priors": s["candidates"],
-                               "seeds": [s.get("seed", 0)], "extra_budgets": [], "snapped": False,
-                               "grid_model_priors": [], "extra_budget_priors": [], "patchdropout": False}}
-    return json.dumps([override], sort_keys=True)
-
-
 def model_flags(models):
-    """--model NAME=PATH arguments of the experiment commands."""
-    return " ".join(f"--model {name}={path}" for name, path in models.items())
+    """--model NAME=PATH arguments of the experiment commands (shell-quoted)."""
+    return " ".join(f"--model {q(f'{name}={path}')}" for name, path in models.items())
 
 
 def result_files(kind):

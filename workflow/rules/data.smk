@@ -17,7 +17,7 @@ rule data_fmnist:
         canvas=config["data"].get("canvas"),
         seed=config["data"]["seed"],
         out=lambda w, output: str(Path(output.manifest).parent),
-        fmnist=lambda w: f"--fmnist {config['data']['fmnist_dir']}" if config["data"]["fmnist_dir"] else "",
+        fmnist=lambda w: f"--fmnist {q(config['data']['fmnist_dir'])}" if config["data"]["fmnist_dir"] else "",
     log:
         f"{RESULTS}/logs/data_fmnist.log",
     benchmark:
@@ -36,7 +36,7 @@ rule data_imagenet:
     output:
         manifest=f"{RESULTS}/data/imagenet/manifest.json",
     params:
-        raw=config["data"]["imagenet_raw"],
+        raw=q(config["data"]["imagenet_raw"]) if config["data"]["imagenet_raw"] else None,
         out=lambda w, output: str(Path(output.manifest).parent),
     log:
         f"{RESULTS}/logs/data_imagenet.log",
@@ -74,4 +74,4 @@ rule official_checkpoint:
     log:
         f"{RESULTS}/logs/official_{{backbone}}.log",
     shell:
-        "spot checkpoints official {input} --backbone {wildcards.backbone} --out {output.record} > {log} 2>&1"
+        "spot checkpoints official {input:q} --backbone {wildcards.backbone} --out {output.record} > {log} 2>&1"

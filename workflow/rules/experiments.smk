@@ -16,7 +16,7 @@ rule evaluate:
     params:
         settings={"evaluation": config["evaluation"], "saliency": config["saliency"]},
         flags=lambda w: model_flags(variants(w.backbone)),
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
     log:
         f"{RESULTS}/logs/evaluate_{{backbone}}.log",
     benchmark:
@@ -45,7 +45,7 @@ rule prior_selection:
         settings={"prior_selection": config["prior_selection"], "saliency": config["saliency"],
                   "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode", "budgets", "batch_size"))},
         override=selection_override_json(),
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
     log:
         f"{RESULTS}/logs/prior_selection_{{backbone}}.log",
     benchmark:
@@ -74,7 +74,7 @@ rule oracle:
         # the oracle shares the evaluation's image protocol and kNN bank (Table 5's SPoT-ON kNN)
         settings={"oracle": config["oracle"], "saliency": config["saliency"],
                   "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode"))},
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
     log:
         f"{RESULTS}/logs/oracle_{{backbone}}.log",
     benchmark:
@@ -103,7 +103,7 @@ rule transfer:
         settings={"transfer": config["transfer"], "oracle": config["oracle"],
                   "evaluation": evaluation_protocol(("crop_mode",))},
         flags=model_flags({m: spot_model(m) for m in MODELS}),
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
     log:
         f"{RESULTS}/logs/transfer.log",
     benchmark:

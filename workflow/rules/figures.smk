@@ -17,7 +17,7 @@ rule table:
         tex=f"{FIGURES}/{{name}}.tex",
         notebook=f"{FIGURES}/notebooks/{{name}}.ipynb",
     wildcard_constraints:
-        name="|".join(TABLES),
+        name=alternation(TABLES),
     params:
         inputs=lambda w: json.dumps(artifact_inputs(w.name)),
         caption=lambda w: ARTIFACTS[w.name].caption,
@@ -42,7 +42,7 @@ rule figure:
         png=f"{FIGURES}/{{name}}.png",
         notebook=f"{FIGURES}/notebooks/{{name}}.ipynb",
     wildcard_constraints:
-        name="|".join(FIGURE_NAMES),
+        name=alternation(FIGURE_NAMES),
     params:
         inputs=lambda w: json.dumps(artifact_inputs(w.name)),
         caption=lambda w: ARTIFACTS[w.name].caption,

@@ -18,9 +18,9 @@ rule train_backbone:
     params:
         recipe=lambda w: recipe_params(config["backbones"][w.backbone][w.role].split(":", 1)[1]),
         recipe_name=lambda w: config["backbones"][w.backbone][w.role].split(":", 1)[1],
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
         state=lambda w: f"{STATE}/{w.backbone}_{w.role}",
-        parent=lambda w, input: f"--parent {input.parent}" if input.parent else "",
+        parent=lambda w, input: f"--parent {q(input.parent)}" if input.parent else "",
     log:
         f"{RESULTS}/logs/train_{{backbone}}_{{role}}.log",
     benchmark:
@@ -50,9 +50,9 @@ rule train_chain_stage:
     params:
         recipe=lambda w: recipe_params(recipe_chain(w.backbone, w.variant)[int(w.stage)]),
         recipe_name=lambda w: recipe_chain(w.backbone, w.variant)[int(w.stage)],
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
         state=lambda w: f"{STATE}/{w.backbone}_{w.variant}{w.stage}",
-        parent=lambda w, input: f"--parent {input.parent}",
+        parent=lambda w, input: f"--parent {q(input.parent)}",
     log:
         f"{RESULTS}/logs/train_{{backbone}}_{{variant}}{{stage}}.log",
     benchmark:
@@ -92,7 +92,7 @@ rule sanity_plain_fmnist:
     params:
         recipe=lambda w: recipe_params("sanity_plain_fmnist"),
         recipe_name="sanity_plain_fmnist",
-        data=lambda w, input: str(Path(input.data).parent),
+        data=lambda w, input: q(Path(input.data).parent),
         state=f"{STATE}/sanity_plain_fmnist",
         parent="",
     log:

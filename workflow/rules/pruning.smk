@@ -18,9 +18,9 @@ rule train_pruned:
     params:
         recipe=lambda w: recipe_params(pruning_recipe(w.setting)),
         recipe_name=lambda w: pruning_recipe(w.setting),
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
         state=lambda w: f"{STATE}/{w.backbone}_{w.base}_{w.setting}",
-        parent=lambda w, input: f"--parent {input.parent}",
+        parent=lambda w, input: f"--parent {q(input.parent)}",
     log:
         f"{RESULTS}/logs/train_{{backbone}}_{{base}}_{{setting}}.log",
     benchmark:
@@ -48,7 +48,7 @@ rule pruning:
     params:
         settings={"pruning": PRUNING, "evaluation": config["evaluation"], "saliency": config["saliency"]},
         flags=lambda w: model_flags(pruning_inputs(w.backbone)),
-        data=lambda w: data_root(),
+        data=lambda w: q(data_root()),
     log:
         f"{OWN}/logs/pruning_{{backbone}}.log",
     benchmark:
