@@ -215,16 +215,17 @@ def check_finite(config, where: str = "") -> None:
             check_finite(value, _path([key], where))
 
 
-# The sections whose typed settings the spot commands build from the config: section → (spot module, class). The
-# workflow builds and validates each when it builds the DAG (:func:`check_sections`), so a bad value stops the dry
-# run with the command's own message instead of a job hours later.
+# The sections whose typed settings the spot commands build from the config: section → (spot module, class), each in
+# a torch-free module of spot.settings (the commands' modules re-export them). The workflow builds and validates each
+# when it builds the DAG (:func:`check_sections`), so a bad value stops the dry run with the command's own message
+# instead of a job hours later.
 SECTION_SETTINGS = {
-    "evaluation": ("evaluate", "EvaluationSettings"),  # spot evaluate, spot oracle, spot pruning
-    "oracle": ("oracle.settings", "OracleSettings"),  # spot oracle, spot transfer
-    "transfer": ("oracle.settings", "TransferSettings"),  # spot transfer
-    "throughput": ("throughput", "ThroughputSettings"),  # spot throughput
-    "saliency": ("saliency", "SaliencySettings"),  # every command placing tokens by saliency
-    "pruning": ("pruning.experiment", "PruningSettings"),  # spot pruning, spot throughput (pruning: true)
+    "evaluation": ("settings.evaluation", "EvaluationSettings"),  # spot evaluate, spot oracle, spot pruning
+    "oracle": ("settings.oracle", "OracleSettings"),  # spot oracle, spot transfer
+    "transfer": ("settings.oracle", "TransferSettings"),  # spot transfer
+    "throughput": ("settings.throughput", "ThroughputSettings"),  # spot throughput
+    "saliency": ("settings.saliency", "SaliencySettings"),  # every command placing tokens by saliency
+    "pruning": ("settings.pruning", "PruningSettings"),  # spot pruning, spot throughput (pruning: true)
 }
 
 
@@ -234,8 +235,8 @@ def check_sections(config: dict, load, sections=None, unused=()) -> dict:
     config[section], section).validate()``. A section in ``unused`` (no command of this run reads it, e.g. a
     ``pruning:`` whose fine-tunes are all switched off) is only built: its keys and their types are checked, not the
     values against each other. ``load(name)`` returns spot's module ``name`` (``importlib.import_module("spot." +
-    name)``; the workflow passes a loader that needs no torch). Returns {section: settings}; raises ValueError with a
-    one-line message."""
+    name)``; the workflow passes one that loads it without spot's ``__init__``, which imports torch). Returns
+    {section: settings}; raises ValueError with a one-line message."""
     out = {}
     for section, (module, name) in SECTION_SETTINGS.items():
         if (sections is not None and section not in sections) or section not in config:

@@ -61,8 +61,9 @@ import torch
 import torch.nn.functional as F
 
 from .config import config_layers
-from .placement import ImageBatch, ImageStreams, check_placement, make_placement, place
+from .placement import ImageBatch, ImageStreams, make_placement, place
 from .positions import grid_cell_index, grid_shape, snap_to_grid
+from .settings.evaluation import EvaluationSettings, KnnSettings
 from .stats import outcome_columns
 
 __all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
@@ -73,139 +74,6 @@ COLUMNS = ("experiment", "backbone", "variant", "model_format", "tokens_mode", "
            "budget", "grid_tokens", "budget_set", "seed", "metric", "value", "n_images", "n_correct", "ci_low",
            "ci_high", "outcomes", "knn_train_images", "split")
 PARENT, SPOT, GRID_CONTROL = "parent", "spot", "grid_control"  # the workflow's variants
-
-
-# ------------------------------------------------------------------------------------------------------- settings
-
-@dataclass
-class KnnSettings:
-    k: int = 20
-    temperature: float = 0.07
-    train_split: str = "train"
-    train_limit: int | None = 20000  # a stratified subset of N images of train_split is the bank (None: all)
-    chunk_size: int = 1024  # queries per similarity block (the full query × train matrix is never held)
-
-
-@dataclass
-class EvaluationSettings:
-    """The ``evaluation:`` section of the workflow config (see ``config.yaml``)."""
-
-    split: str = "test"
-    limit: int | None = None  # a stratified subset of N images of the split (None: all); knn.train_limit likewise
-    subset_seed: int = 0  # the seed of those subsets (spot.data.subsets.stratified_subset)
-    crop_mode: str = "center"  # ImageNet resize before the centre crop: center (short side) | squash (both sides)
-    autocast: str = "bfloat16"  # the encoder's precision on CUDA: bfloat16 (autocast) | float32 (CPU: float32)
-    batch_size: int = 500
-    # placement specs (a name, or {name: center, scale: 0.3}); the rows name them by their label
-    priors: list = field(default_factory=lambda: ["uniform", "gaussian", "sobol", "isotropic", "center", "salient",
-                                                  "background", "boundary"])
-    budgets: list = field(default_factory=lambda: [4, 9, 18, 36])
-    extra_budgets: list = field(default_factory=lambda: [6, 13, 22, 27, 31])
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
-    knn: KnnSettings = field(default_factory=KnnSettings)
-    patchdropout: bool = True
-    # the grid controls' own placements: m distinct grid patches, at random or spread evenly
-    grid_placements: list = field(default_factory=lambda: ["grid_random", "grid_even"])
-    # which SPoT measurements to make beyond "every prior × budget × seed on the SPoT models" (each a list of priors,
-    # read as a filter on ``priors``; true / null = all of ``priors``, false / [] = none): the same positions snapped
-    # to grid-cell centres, the SPoT tokenizer on models trained on the grid (the ViT parents and the grid controls),
-    # and the ``extra_budgets``
-    snapped: bool | list = True
-    grid_model_priors: list | None = None
-    extra_budget_priors: list | None = None
-
-    def validate(self) -> "EvaluationSettings":
-        def bad(key, value, accepted):
-            raise ValueError(f"evaluation.{key} = {value!r} is not valid; accepted: {accepted}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not isinstance(self.split, str) or not self.split:
-            bad("split", self.split, "a split name (test, val, train)")
-        if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
-            bad("limit", self.limit, "an int ≥ 1, or null for the whole split")
-        if not is_int(self.subset_seed) or self.subset_seed < 0:
-            bad("subset_seed", self.subset_seed, "an int ≥ 0")
-        from .data.transforms import CROP_MODES
-
-        if self.crop_mode not in CROP_MODES:
-            bad("crop_mode", self.crop_mode, ", ".join(CROP_MODES))
-        if self.autocast not in ("bfloat16", "float32"):
-            bad("autocast", self.autocast, "bfloat16, float32")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            bad("batch_size", self.batch_size, "an int ≥ 1")
-        if not isinstance(self.priors, list):
-            bad("priors", self.priors, "a list of placements (names, or {name: …, setting: …})")
-        labels = [check_placement(p, "evaluation.priors").label for p in self.priors]
-        if len(set(labels)) != len(labels):
-            bad("priors", self.priors, "a list without repeats")
-        for key in ("budgets", "extra_budgets"):
-            values = getattr(self, key)
-            if not isinstance(values, list) or not all(is_int(m) for m in values):
-                bad(key, values, "a list of ints")
-            for m in values:
-                if m < 1:
-                    raise ValueError(f"evaluation.{key}: budget {m} < 1; a budget is a number of tokens ≥ 1")
-        if not self.budgets and not self.extra_budgets:
-            bad("budgets", self.budgets, "at least one budget (in budgets or extra_budgets)")
-        if not isinstance(self.seeds, list) or not all(is_int(s) and s >= 0 for s in self.seeds) \
-                or len(set(self.seeds)) != len(self.seeds):
-            bad("seeds", self.seeds, "a list of distinct ints ≥ 0")
-        if not self.seeds:
-            bad("seeds", self.seeds, "at least one seed (stochastic priors and random grid subsets need one)")
-        k = self.knn
-        if not is_int(k.k) or k.k < 1:
-            bad("knn.k", k.k, "an int ≥ 1")
-        if not k.temperature > 0:
-            bad("knn.temperature", k.temperature, "> 0")
-        if not isinstance(k.train_split, str) or not k.train_split:
-            bad("knn.train_split", k.train_split, "a split name")
-        if k.train_split == self.split:
-            bad("knn.train_split", k.train_split, f"a split other than the evaluated one ({self.split!r}): each query "
-                                                  f"would find itself in the memory bank")
-        if k.train_limit is not None and (not is_int(k.train_limit) or k.train_limit < 1):
-            bad("knn.train_limit", k.train_limit, "an int ≥ 1, or null for the whole split")
-        if not is_int(k.chunk_size) or k.chunk_size < 1:
-            bad("knn.chunk_size", k.chunk_size, "an int ≥ 1")
-        if not isinstance(self.patchdropout, bool):
-            bad("patchdropout", self.patchdropout, "true, false")
-        for key in ("snapped", "grid_model_priors", "extra_budget_priors"):
-            value = getattr(self, key)
-            if value is None or isinstance(value, bool):
-                continue
-            if not isinstance(value, list):
-                bad(key, value, "true / null (every prior), false / [] (none), or a list of placements")
-            for spec in value:  # a typo is an error; a placement outside evaluation.priors is simply not evaluated
-                check_placement(spec, f"evaluation.{key}")
-        if not isinstance(self.grid_placements, list) or \
-                not {check_placement(p, "evaluation.grid_placements").name for p in self.grid_placements} <= \
-                {"grid_random", "grid_even"}:
-            bad("grid_placements", self.grid_placements, "a list of grid_random, grid_even")
-        return self
-
-    def placements(self) -> list:
-        """``priors`` as placements."""
-        return [make_placement(p) for p in self.priors]
-
-    def priors_for(self, key: str) -> list:
-        """The placements of ``priors`` a sweep option (``snapped``, ``grid_model_priors``, ``extra_budget_priors``)
-        selects."""
-        value = getattr(self, key)
-        if value is None or value is True:
-            return self.placements()
-        chosen = {make_placement(p).label for p in (value or [])}
-        return [p for p in self.placements() if p.label in chosen]
-
-    def all_budgets(self) -> list[tuple[int, str]]:
-        """(budget, budget set) in order: ``budgets`` (``main``), then the ``extra_budgets`` not among them."""
-        out, seen = [], set()
-        for key, setting in (("budgets", "main"), ("extra_budgets", "extra")):
-            for m in getattr(self, key):
-                if m not in seen:
-                    seen.add(m)
-                    out.append((int(m), setting))
-        return out
 
 
 # ------------------------------------------------------------------------------------------------------------ kNN

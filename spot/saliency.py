@@ -26,59 +26,20 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .settings.saliency import SOURCES, SaliencySettings
+
 __all__ = ["SaliencySettings", "saliency_maps", "SOURCES", "spectral_residual", "clipseg_maps", "raw_images",
            "CACHE_BLOCK"]
 
-SOURCES = ("article_mask", "spectral_residual", "clipseg")
 CACHE_BLOCK = 256  # images per cache file
 _CACHE_VERSION = 1  # bump when a computation changes: old cache entries are then ignored
-_SR_DEFAULTS = {"size": 64, "average": 3, "sigma": 2.5, "truncate": 2.0, "floor": 0.01}
-_CLIPSEG_KEYS = {"model", "prompt", "batch_size", "device"}
 _LUMA = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601, as MATLAB's rgb2gray used by Hou & Zhang's reference code
-
-
-@dataclass
-class SaliencySettings:
-    source: str = "article_mask"
-    clipseg: dict = field(default_factory=lambda: {"model": "CIDAS/clipseg-rd64-refined",
-                                                   "prompt": "a photo of the main object"})
-    # spectral residual parameters (defaults: Hou & Zhang's reference code; see spectral_residual())
-    spectral_residual: dict = field(default_factory=lambda: dict(_SR_DEFAULTS))
-    cache_dir: str | None = None
-
-    def validate(self) -> "SaliencySettings":
-        if self.source not in SOURCES:
-            raise ValueError(f"saliency.source = {self.source!r} is not available; accepted: {', '.join(SOURCES)}")
-        unknown = sorted(set(self.clipseg or {}) - _CLIPSEG_KEYS)
-        if unknown:
-            raise ValueError(f"saliency.clipseg: unknown key(s) {unknown}; accepted: {sorted(_CLIPSEG_KEYS)}")
-        if self.source == "clipseg" and not (self.clipseg or {}).get("model"):
-            raise ValueError("saliency.clipseg.model must name a hub model id or a local folder")
-        sr = self.spectral_residual or {}
-        unknown = sorted(set(sr) - set(_SR_DEFAULTS))
-        if unknown:
-            raise ValueError(f"saliency.spectral_residual: unknown key(s) {unknown}; accepted: {sorted(_SR_DEFAULTS)}")
-        p = {**_SR_DEFAULTS, **sr}
-        if not (int(p["size"]) >= 8 and int(p["average"]) >= 1 and float(p["sigma"]) >= 0 and float(p["truncate"]) > 0
-                and float(p["floor"]) >= 0):
-            raise ValueError(f"saliency.spectral_residual needs size ≥ 8, average ≥ 1, sigma ≥ 0, truncate > 0 and "
-                             f"floor ≥ 0, got {p}")
-        return self
-
-    def parameters(self) -> dict:
-        """The settings that determine the maps of the selected source (what the cache key hashes)."""
-        if self.source == "spectral_residual":
-            return {**_SR_DEFAULTS, **(self.spectral_residual or {})}
-        if self.source == "clipseg":
-            return {k: v for k, v in (self.clipseg or {}).items() if k in ("model", "prompt")}
-        return {}
 
 
 # ------------------------------------------------------------------------------------------------ spectral residual

@@ -34,7 +34,7 @@ import argparse
 import contextlib
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -42,60 +42,16 @@ from timm.models.vision_transformer import VisionTransformer
 from .config import add_config_arguments
 from .models import PatchDropoutViT, SPoTViT
 from .placement import ImageBatch, place
+from .settings.throughput import DTYPE_NAMES, METHODS, ThroughputSettings, check_budgets
 
 __all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "measure_models", "interleaved_times",
            "interleaved_rounds", "count_gflops", "configure_parser", "run_from_args"]
 
-METHODS = {"spot": "isotropic", "vit": "grid", "patchdropout": "grid_random"}  # method → the placement it times
 METRICS = ("images_per_s", "images_per_s_min", "images_per_s_max", "ms_per_batch", "ms_per_batch_min",
            "ms_per_batch_max", "gflops_per_image")
 COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget", "fraction", "sequence_length",
            "batch_size", "dtype", "device", "image_size", "warmup", "repeats")  # then a run's own columns
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class ThroughputSettings:
-    """The ``throughput:`` section of the workflow config."""
-
-    budgets: list = field(default_factory=lambda: [4, 9, 18, 36])
-    batch_size: int | list = 256  # or a list: a sweep, one row per batch size
-    warmup: int = 3
-    repeats: int = 10
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 on CUDA only)
-    methods: list = field(default_factory=lambda: list(METHODS))
-    seed: int = 0  # of the random input images and PatchDropout's subsets
-    pruning: bool = False  # also time the `pruning:` section's methods, ToMe and SPoT at their cost points
-
-    def validate(self) -> "ThroughputSettings":
-        _check_budgets(self.budgets)
-        sizes = self.batch_size if isinstance(self.batch_size, list) else [self.batch_size]
-        if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
-            raise ValueError(f"throughput.batch_size must be an int ≥ 1 or a non-empty list of them, got "
-                             f"{self.batch_size!r}")
-        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"throughput.repeats must be an int ≥ 1, got {self.repeats!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"throughput.warmup must be an int ≥ 0, got {self.warmup!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"throughput.dtype = {self.dtype!r}; accepted: {', '.join(DTYPES)}")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"throughput.methods: unknown {unknown or 'empty list'}; accepted: {', '.join(METHODS)}")
-        return self
-
-    @property
-    def batch_sizes(self) -> list[int]:
-        return list(self.batch_size) if isinstance(self.batch_size, list) else [self.batch_size]
-
-
-def _check_budgets(budgets) -> list[int]:
-    if not isinstance(budgets, (list, tuple)) or not budgets:
-        raise ValueError(f"budgets must be a non-empty list of token counts, got {budgets!r}")
-    for b in budgets:
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ValueError(f"every budget must be an int ≥ 1 (tokens per image), got {b!r} in {list(budgets)}")
-    return [int(b) for b in budgets]
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # float32, bfloat16, float16
 
 
 def _sync(device: torch.device) -> None:
@@ -207,7 +163,7 @@ def measure_models(models: list[dict], budgets, batch_size: int = 64, device=Non
     ``methods``, ``variant``, ``extra_runs``, ``image_size``, ``in_chans`` — with every measurement of every model
     timed in one set of interleaved rounds (one set per input shape), so that the rows of different models (a SPoT
     model against its grid classifier, a pruned model against the dense one) compare like with like."""
-    budgets = _check_budgets(budgets)
+    budgets = check_budgets(budgets)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _autocast(device, dtype)  # fails early for float16 on the CPU
     setup = dict(batch_size=batch_size, dtype=dtype, device=_device_text(device), warmup=warmup, repeats=repeats)

@@ -116,6 +116,37 @@ assert "torch" not in sys.modules or type(sys.modules["torch"]).__name__ == "_La
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_the_settings_modules_import_no_torch():
+    """Every section's typed settings live in spot.settings, which the DAG build loads as it loads spot.config
+    (without spot/__init__): with torch, timm, torchvision and safetensors unimportable, every spot.settings module
+    imports, and config.yaml's sections (every preset's) are built and validated by spot.config.check_sections."""
+    modules = sorted(p.stem for p in (ROOT / "spot" / "settings").glob("*.py") if p.stem != "__init__")
+    presets = [str(ROOT / "config.yaml"), *map(str, sorted((ROOT / "config").glob("*.yaml")))]
+    code = f"""
+import importlib, sys, types
+for name in ("torch", "timm", "torchvision", "safetensors", "transformers"):
+    sys.modules[name] = None  # import torch → ImportError
+pkg = types.ModuleType("_spot_light"); pkg.__path__ = [{str(ROOT / 'spot')!r}]; sys.modules["_spot_light"] = pkg
+load = lambda name: importlib.import_module("_spot_light." + name)
+importlib.import_module("_spot_light.settings")
+for name in {modules!r}:
+    load("settings." + name)
+cfg = load("config")
+assert all(module.startswith("settings.") for module, _ in cfg.SECTION_SETTINGS.values())
+for preset in {presets!r}:
+    config = cfg.load_config(preset)
+    unused = () if any((config["pruning"].get("models") or {{}}).values()) else ("pruning",)
+    assert set(cfg.check_sections(config, load, unused=unused)) == set(cfg.SECTION_SETTINGS), preset
+    if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
+        cfg.settings_from_dict(load("settings.canvas").CanvasConfig, config["data"]["canvas"], "data.canvas").validate()
+heavy = sorted(n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in
+               ("torch", "timm", "torchvision", "safetensors", "transformers"))
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_the_registry_declares_every_artifact_once_with_its_inputs_and_caption():
     from spot import paper
 
@@ -190,8 +221,8 @@ def test_command_line_values_are_read_as_yaml():
 @pytest.mark.parametrize("preset", [str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml",
                                                                        *sorted((ROOT / "config").glob("*.yaml"))]])
 def test_every_section_of_every_preset_builds_the_commands_settings(preset):
-    """spot.config.check_sections builds what each command builds (the workflow runs it on torch-free stand-ins,
-    here on the real modules): every shipped preset passes, and its schema check too."""
+    """spot.config.check_sections builds what each command builds (the workflow loads spot.settings without
+    spot/__init__, here through the package): every shipped preset passes, and its schema check too."""
     import importlib
 
     from spot.config import check_finite, check_schema, check_sections
@@ -304,7 +335,7 @@ def test_a_bad_config_is_named_at_the_dry_run_in_one_line(workdir, args, line):
 
 
 def test_the_check_needs_no_torch(workdir, tmp_path):
-    """The sections' typed settings live in modules that import torch: the DAG build loads them on stand-ins."""
+    """The DAG build checks every section with spot.settings, loaded without spot/__init__: no torch needed."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch imported while parsing the workflow')")
     rc, out = dry_run(workdir, "--configfile", "bad/priorz.yaml", env={"PYTHONPATH": str(tmp_path)})

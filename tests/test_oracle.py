@@ -635,6 +635,22 @@ def test_cross_model_controls(canvas):
     assert len(merged) == len(plain) and (merged.value == merged.value_rt).all()
 
 
+def test_settings_name_the_searches_the_oracle_registers():
+    """spot.settings.oracle.SEARCHES (torch-free: what a config naming a search is checked against while the DAG is
+    built) are exactly the placements spot.oracle.search registers; the settings classes are the oracle's own."""
+    import spot.oracle.search
+    from spot.placement import PLACEMENTS
+    from spot.pruning.experiment import PruningSettings
+    from spot.settings import oracle as settings
+
+    registered = [name for name, cls in PLACEMENTS.items() if cls.__module__ == spot.oracle.search.__name__]
+    assert sorted(registered) == sorted(settings.SEARCHES) and len(set(settings.SEARCHES)) == len(settings.SEARCHES)
+    assert OracleSettings is settings.OracleSettings and TransferSettings is settings.TransferSettings
+    assert spot.oracle.search.SearchSetting is settings.SearchSetting
+    assert PruningSettings(models={"evit": "prune_evit"}, equal_cost="evit",
+                           equal_cost_priors=list(settings.SEARCHES)).validate()
+
+
 def test_control_settings_errors():
     with pytest.raises(ValueError, match="oracle.controls.blank must be one of scrambled, background, mean"):
         _settings(controls={"blank": "white"})

@@ -128,6 +128,16 @@ def test_bad_settings_are_clear_errors(vit):
     assert ThroughputSettings().methods == list(METHODS)
 
 
+def test_settings_dtype_names_are_torchs_dtypes():
+    """spot.settings.throughput checks `dtype` without torch against DTYPE_NAMES; DTYPES are torch's, by those names."""
+    from spot.settings import throughput as settings
+    from spot.throughput import DTYPES
+
+    assert tuple(DTYPES) == settings.DTYPE_NAMES
+    assert all(isinstance(d, torch.dtype) and str(d) == f"torch.{name}" for name, d in DTYPES.items())
+    assert ThroughputSettings is settings.ThroughputSettings and METHODS is settings.METHODS
+
+
 def _checkpoints(tmp_path, vit):
     """(a grid classifier, a SPoT model) saved as the workflow saves them."""
     from spot.train import save_model

@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 from timm.data import create_transform, resolve_data_config
 
-__all__ = ["eval_transform", "train_transform", "pretrained_cfg_of", "CROP_MODES"]
+from ..settings.evaluation import CROP_MODES  # evaluation resize: keep the aspect ratio (short side) or squash
 
-CROP_MODES = ("center", "squash")  # evaluation resize: keep the aspect ratio (short side) or squash to a square
+__all__ = ["eval_transform", "train_transform", "pretrained_cfg_of", "CROP_MODES"]
 
 
 def pretrained_cfg_of(pretrained_cfg_or_model: Any) -> dict:

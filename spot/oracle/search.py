@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..placement import ImageBatch, ImageStreams, Placement, make_placement, register
+from ..settings.oracle import SearchSetting, _is_int
 from ..tokenizer import extract_windows
 
 __all__ = ["SearchSetting", "oracle_search", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "SpotOnRandomTarget",
@@ -31,30 +32,6 @@ __all__ = ["SearchSetting", "oracle_search", "SpotOn", "SpotOnAscent", "SpotOnRa
            "relative_saliency_gain"]
 
 OBJECTIVES = ("cross_entropy", "entropy")  # of the labels (Eq. 3); of the prediction itself (no label)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass
-class SearchSetting:
-    """One oracle configuration: AdamW learning rate and number of steps (a row of Table 1)."""
-
-    lr: float = 1e-2
-    steps: int = 10
-
-    def validate(self, where: str = "oracle setting") -> "SearchSetting":
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"{where}: lr must be a number > 0, got {self.lr!r}")
-        if not _is_int(self.steps) or self.steps < 1:
-            raise ValueError(f"{where}: steps must be an int ≥ 1, got {self.steps!r}")
-        self.lr = float(self.lr)
-        return self
-
-    @property
-    def label(self) -> str:
-        return f"lr={self.lr:g},steps={self.steps}"
 
 
 def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positions: torch.Tensor, lr: float,

@@ -1,9 +1,9 @@
 # Helpers shared by the rules: the preset, config validation, paths per preset, recipes, model chains.
 #
 # Parsing the workflow has no side effects and does not import torch (every cluster job parses it twice, sbatch job
-# and srun step): the spot modules it needs (spot.config, spot.recipes, …) are torch-free and loaded without the
-# package's __init__ (spot_module); the modules that define the sections' typed settings, which also run the
-# experiments, are loaded with inert stand-ins for torch (settings_module, StandIns); nothing is written and no
+# and srun step): the spot modules it needs are torch-free and loaded without the package's __init__ (spot_module) —
+# spot.config, spot.recipes, spot.placement, spot.paper, and spot.settings, whose modules define the sections' typed
+# settings (the experiment modules that run them import torch and re-export them); nothing is written and no
 # environment variable is set.
 #
 # A mistake in the config stops the DAG build (`snakemake -n` included) with one line naming the key, the value and
@@ -25,8 +25,10 @@ min_version("9.0")
 
 
 def spot_module(name):
-    """A torch-free module of the spot package (``config``, ``recipes``, …) loaded without ``spot/__init__.py``,
-    which imports torch and timm: the package folder is mounted as a bare package ``_spot_light``."""
+    """A torch-free module of the spot package (``config``, ``recipes``, ``settings.evaluation``, …) loaded without
+    ``spot/__init__.py``, which imports torch and timm: the package folder is mounted as a bare package
+    ``_spot_light``; its torch-free sub-packages (``placement``, ``paper``, ``settings``) load with their own
+    ``__init__``."""
     import importlib
     import importlib.util
     import types
@@ -40,111 +42,6 @@ def spot_module(name):
         package.__path__ = list(found.submodule_search_locations)
         sys.modules[alias] = package
     return importlib.import_module(f"{alias}.{name}")
-
-
-class _Absent:
-    """What torch, timm, … are while settings_module loads a module: enough for its top level (imports, decorators,
-    base classes, constants) to run; used as a value (truth, comparison, arithmetic, iteration) it raises, so a
-    config check that would need torch fails loudly instead of passing."""
-
-    def __init__(self, name="torch"):
-        self._name = name
-
-    def __getattr__(self, attr):
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        return _Absent(f"{self._name}.{attr}")
-
-    def __call__(self, *args, **kwargs):
-        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], _Absent):
-            return args[0]  # a decorator: @torch.no_grad(), @torch.inference_mode(), …
-        return _Absent(f"{self._name}()")
-
-    def __getitem__(self, key):
-        return _Absent(f"{self._name}[…]")
-
-    def __or__(self, other):
-        return _Absent(self._name)
-
-    __ror__ = __or__
-
-    def __mro_entries__(self, bases):  # class Model(torch.nn.Module): a plain class
-        return (object,)
-
-    def _used(self, *args):
-        raise WorkflowError(f"config check: {self._name} was used while checking the config, which must not need "
-                            f"torch (workflow/rules/common.smk settings_module)")
-
-    __bool__ = __iter__ = __len__ = __lt__ = __le__ = __gt__ = __ge__ = __add__ = __radd__ = __sub__ = __mul__ = \
-        __rmul__ = __truediv__ = __float__ = __int__ = __index__ = _used
-
-
-_STAND_INS = ("torch", "torchvision", "timm", "safetensors", "transformers", "huggingface_hub")
-
-
-class StandIns:
-    """``with StandIns():`` torch and its kin (_STAND_INS) are inert stand-ins (_Absent) for what is imported in
-    the block — also by a validate method that imports a constant from a module that imports timm — and are removed
-    again at its end. A torch already imported stays the real one."""
-
-    def find_spec(self, fullname, path, target=None):
-        import importlib.machinery
-
-        if fullname.split(".")[0] in _STAND_INS:
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        import types
-
-        stand_in = types.ModuleType(spec.name)
-        stand_in.__path__ = []
-        stand_in.__getattr__ = lambda attr, _n=spec.name: _Absent(f"{_n}.{attr}")
-        return stand_in
-
-    def exec_module(self, stand_in):
-        pass
-
-    def __enter__(self):
-        self.before = set(sys.modules)
-        sys.meta_path.insert(0, self)
-        return self
-
-    def __exit__(self, *exc):
-        sys.meta_path.remove(self)
-        for key in set(sys.modules) - self.before:
-            if key.split(".")[0] in _STAND_INS:
-                del sys.modules[key]
-        return False
-
-
-def settings_module(name):
-    """A spot module that defines a section's typed settings (``evaluate``, ``oracle.settings``, ``throughput``,
-    ``saliency``, ``pruning.experiment``, ``data.fmnist``), loaded as ``_spot_settings.<name>`` to check the config
-    while the DAG is built, with the very classes the spot commands use. Those modules also run the experiments and
-    import torch and timm at the top: load them, and call their validate methods, inside ``with StandIns():``. The
-    sub-packages oracle and data are mounted without their __init__ (which imports the experiment code); the
-    settings classes and their validate methods use no torch (a stand-in used as a value raises)."""
-    import importlib
-    import importlib.util
-    import types
-
-    alias = "_spot_settings"
-    if not any(isinstance(f, StandIns) for f in sys.meta_path):
-        raise WorkflowError("settings_module: call it inside `with StandIns():` (workflow/rules/common.smk)")
-    if alias not in sys.modules:
-        found = importlib.util.find_spec("spot")
-        for sub, folder in (("", ""), (".oracle", "oracle"), (".data", "data")):
-            package = types.ModuleType(alias + sub)
-            package.__path__ = [os.path.join(p, folder) if folder else p for p in found.submodule_search_locations]
-            sys.modules[alias + sub] = package
-    try:
-        return importlib.import_module(f"{alias}.{name}")
-    except WorkflowError:
-        raise
-    except Exception as err:
-        raise WorkflowError(f"config check: spot.{name} cannot be loaded without torch ({type(err).__name__}: {err}); "
-                            f"its typed settings check the config (workflow/rules/common.smk settings_module)")
 
 
 def _config_error(err):
@@ -206,19 +103,18 @@ def _check_sections():
     pruning = config.get("pruning") or {}
     prunes = any(v for key in ("models", "combined") for v in (pruning.get(key) or {}).values()) or \
         (config["throughput"] or {}).get("pruning") is True
-    with StandIns():
-        try:  # `pruning:` with every fine-tune off (paper_official) is read by no command: only its keys are checked
-            cfg.check_sections(config, settings_module, unused=() if prunes else ("pruning",))
-            if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
-                canvas = settings_module("data.fmnist").CanvasConfig
-                cfg.settings_from_dict(canvas, config["data"]["canvas"], "data.canvas").validate()
-        except ValueError as err:
-            raise _config_error(err)
-        try:  # prior_selection's jobs run `spot evaluate` with its split and candidates layered over the evaluation
-            override = json.loads(selection_override_json())[0]
-            cfg.check_sections(cfg.merge_configs(config, override), settings_module, sections=("evaluation",))
-        except ValueError as err:
-            raise _config_error(f"prior_selection (spot evaluate's settings with its split and candidates): {err}")
+    try:  # `pruning:` with every fine-tune off (paper_official) is read by no command: only its keys are checked
+        cfg.check_sections(config, spot_module, unused=() if prunes else ("pruning",))
+        if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
+            canvas = spot_module("settings.canvas").CanvasConfig
+            cfg.settings_from_dict(canvas, config["data"]["canvas"], "data.canvas").validate()
+    except ValueError as err:
+        raise _config_error(err)
+    try:  # prior_selection's jobs run `spot evaluate` with its split and candidates layered over the evaluation
+        override = json.loads(selection_override_json())[0]
+        cfg.check_sections(cfg.merge_configs(config, override), spot_module, sections=("evaluation",))
+    except ValueError as err:
+        raise _config_error(f"prior_selection (spot evaluate's settings with its split and candidates): {err}")
 
 
 def selection_override_json():
