@@ -56,7 +56,8 @@ def test_fused_attention_views_equal_the_explicit_map(deit, avg_vit, images, met
     """A method that reads only the CLS row or no map runs its blocks on fused SDPA (ToMe's log-size bias as the
     mask) and gives what the explicit map gives; only SPOT-AD's observed blocks compute the whole map."""
     model = avg_vit if method == "tome" else deit
-    pruned = prune(model, method, keep_ratio=0.7, **_settings(method, 0.7) if model is deit else {}).eval()
+    extra = {"prop_attn": True} if method == "tome" else {}  # on: the sizes as SDPA's mask (off: none, below)
+    pruned = prune(model, method, keep_ratio=0.7, **_settings(method, 0.7) if model is deit else extra).eval()
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
@@ -69,7 +70,8 @@ def test_fused_attention_views_equal_the_explicit_map(deit, avg_vit, images, met
         explicit = pruned(images)
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
     depth = len(model.blocks)
-    hooked = [i for i in range(depth) if pruned.method.observes(i) or pruned.method.reduces(i)]
+    hooked = [i for i in range(depth) if pruned.method.observes(i) or
+              pruned.method.reduces(i) and pruned.method.position == "attention"]  # DynamicViT: before the block
     assert pruned.token_counts == fused_counts
     assert len(calls) == depth - len(hooked)  # forced to the explicit map, only the blocks without hooks use SDPA
     if method == "spot_ad":  # blocks up to the last stage observe the whole map
@@ -78,24 +80,40 @@ def test_fused_attention_views_equal_the_explicit_map(deit, avg_vit, images, met
         assert len(fused_calls) == depth
     if method == "tome":  # every block carries the token sizes as SDPA's additive mask (proportional attention)
         assert fused_calls == [True] * depth
+        calls.clear()
+        with torch.no_grad():  # the average-pooled model's default, as the authors' MAE patch: no size mask
+            prune(model, method, keep_ratio=0.7)(images)
+        assert calls == [False] * depth
 
 
 def test_inference_token_counts_follow_the_stated_schedule(deit, images):
     n0, rho = 16, 0.7
     stated = keep_counts(n0, rho, 3)
     assert stated == [math.ceil(0.7 * 16), math.ceil(0.49 * 16), math.ceil(0.343 * 16)] == [12, 8, 6]
-    for method in ("spot_ad", "dynamicvit", "heuristic"):
+    for method in ("spot_ad", "heuristic"):
         pruned = prune(deit, method, keep_ratio=rho).eval()
         with torch.no_grad():
             pruned(images)
         # a stage prunes after its block's attention: the next block is the first to see fewer tokens
         expected = [17] * 4 + [1 + stated[0]] * 3 + [1 + stated[1]] * 3 + [1 + stated[2]] * 2
         assert pruned.token_counts == expected, method
-    evit = prune(deit, "evit", keep_ratio=rho).eval()
+    dynamicvit = prune(deit, "dynamicvit", keep_ratio=rho).eval()
+    with torch.no_grad():
+        dynamicvit(images)
+    # DynamicViT prunes before the stage block, keeping int(ρ^k·n0) (its authors): the stage block runs on them
+    kept = [int(16 * 0.7), int(16 * 0.7 ** 2), int(16 * 0.7 ** 3)]
+    assert kept == [11, 7, 5] and dynamicvit.token_counts == [17] * 3 + [1 + kept[0]] * 3 + [1 + kept[1]] * 3 + \
+        [1 + kept[2]] * 3
+    evit = prune(deit, "evit", keep_ratio=rho, fuse=False).eval()
     with torch.no_grad():
         evit(images)
     n1 = math.ceil(0.7 * 16); n2 = math.ceil(0.7 * n1); n3 = math.ceil(0.7 * n2)  # noqa: E702 — compounding
     assert evit.token_counts == [17] * 4 + [1 + n1] * 3 + [1 + n2] * 3 + [1 + n3] * 2
+    fused = prune(deit, "evit", keep_ratio=rho).eval()  # the default: the dropped tokens fused into one more
+    with torch.no_grad():
+        fused(images)
+    f1 = math.ceil(0.7 * 16); f2 = math.ceil(0.7 * (f1 + 1)); f3 = math.ceil(0.7 * (f2 + 1))  # noqa: E702
+    assert fused.token_counts == [17] * 4 + [2 + f1] * 3 + [2 + f2] * 3 + [2 + f3] * 2
     tome = prune(deit, "tome", r=1).eval()
     with torch.no_grad():
         tome(images)
@@ -187,7 +205,7 @@ def _evit_reference(vit, images, keep_ratio, stages=(3, 6, 9)):
 def test_evit_equals_a_straightforward_reference(deit, images):
     with torch.no_grad():
         expected = _evit_reference(deit, images, 0.6)
-        got = prune(deit, "evit", keep_ratio=0.6).eval()(images)
+        got = prune(deit, "evit", keep_ratio=0.6, fuse=False).eval()(images)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 

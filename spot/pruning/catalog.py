@@ -8,9 +8,11 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "dynamicvit": ("d_remap", "shared"),
     "heuristic": (),
     "evit": ("fuse",),
-    "tome": ("r",),
+    "tome": ("r", "prop_attn"),
 }
 LEARNED = ("spot_ad", "dynamicvit")  # methods with a trained predictor (the others need no fine-tune to run)
+# methods whose stages act on the stage block's input (the block runs on the kept tokens), not after its attention
+BEFORE_BLOCK = ("dynamicvit",)
 
 
 def check_method(method: str, settings: dict | None = None, where: str = "method") -> None:

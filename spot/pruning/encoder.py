@@ -90,6 +90,7 @@ class TokenState:
     num_patches: int  # n0, the patch tokens at the input
     policy: torch.Tensor | None = None  # (B, N, 1) training keep mask over all tokens (prefix 1), or None
     size: torch.Tensor | None = None  # (B, N, 1) tokens merged into each (ToMe), or None
+    prop_attn: bool = True  # the sizes enter attention as log(size) (ToMe's proportional attention)
     decisions: list = field(default_factory=list)  # per stage: (B, n_stage) keep decision over present patches
     memory: dict = field(default_factory=dict)  # name → (tensor, token axes): a method's per-token memory
 
@@ -144,7 +145,8 @@ def run_block(blk: Block, x: torch.Tensor, state: TokenState, *, observe=None, r
     prunes or merges tokens after attention, before the MLP."""
     if observe is None and reduce is None and state.policy is None and state.size is None:
         return blk(x)
-    h, probs, keys = attention(blk.attn, blk.norm1(x), policy=state.policy, size=state.size, view=view)
+    h, probs, keys = attention(blk.attn, blk.norm1(x), policy=state.policy,
+                               size=state.size if state.prop_attn else None, view=view)
     x = x + blk.drop_path1(blk.ls1(h))
     if observe is not None:
         observe(probs, keys, x)

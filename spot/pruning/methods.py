@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .catalog import METHOD_SETTINGS
+from .catalog import BEFORE_BLOCK, METHOD_SETTINGS
 from .encoder import TokenState
 from .predictor import KeepPredictor
 from .statistics import FEATURES, RunningMoments, attention_statistics
@@ -43,6 +43,9 @@ def register(cls):
     if tuple(method_settings(cls)) != METHOD_SETTINGS.get(cls.name):
         raise ValueError(f"pruning method {cls.name!r}: list its settings {method_settings(cls)} in "
                          f"spot/pruning/catalog.py (METHOD_SETTINGS), which configs are checked against")
+    if (cls.position == "input") != (cls.name in BEFORE_BLOCK):
+        raise ValueError(f"pruning method {cls.name!r}: its position {cls.position!r} disagrees with "
+                         f"spot/pruning/catalog.py (BEFORE_BLOCK)")
     PRUNING_METHODS[cls.name] = cls
     return cls
 
@@ -76,6 +79,9 @@ class PruningMethod(nn.Module):
     name: ClassVar[str] = ""
     learned: ClassVar[bool] = False  # a trained predictor (Gumbel masks in training); else hard pruning always
     summary: ClassVar[str] = ""
+    # where a stage acts: "attention" — inside its block, after attention and before the MLP (EViT, ToMe, SPOT-AD);
+    # "input" — before the block, on its input (DynamicViT: the stage block already runs on the kept tokens)
+    position: ClassVar[str] = "attention"
 
     def __init__(self, *, embed_dim: int, num_heads: int, depth: int, num_patches: int, prefix: int,
                  keep_ratio: float, stages=None):
@@ -108,6 +114,8 @@ class PruningMethod(nn.Module):
         pass
 
     def reduce(self, block: int, state: TokenState, x: torch.Tensor, probs, keys) -> torch.Tensor:
+        """Prune or merge the tokens ``x`` at a stage block (``position``: after its attention, with its map and
+        keys; or on its input, ``probs`` and ``keys`` None)."""
         raise NotImplementedError
 
     def settings(self) -> dict:
@@ -226,16 +234,24 @@ class SpotAD(ScoredPruning):
 
 @register
 class DynamicViT(SpotAD):
-    """DynamicViT-style (Rao et al. 2021): the same learned predictor on token embeddings only (no attention)."""
+    """DynamicViT (Rao et al. 2021) as its authors compute it (raoyongming/DynamicViT
+    ``VisionTransformerDiffPruning``): the learned predictor on token embeddings only (no attention), reading the
+    *input* of each stage block and pruning before it — the stage block already runs on the kept tokens — and
+    keeping ``int(n0·ρ^k)`` tokens at stage k (at least 1: where the authors' rule would keep none on a tiny grid,
+    one is kept)."""
 
     name = "dynamicvit"
-    summary = "DynamicViT-style: learned predictor on token embeddings only"
+    summary = "DynamicViT: learned predictor on token embeddings, before each stage block (Rao et al. 2021)"
+    position = "input"
 
     def __init__(self, *, d_remap: int | None = None, shared: bool = False, **common):
         super().__init__(d_remap=d_remap, shared=shared, attention=False, **common)
 
     def settings(self) -> dict:
         return dict(d_remap=self.d_remap, shared=self.shared)
+
+    def keep_count(self, stage, present, state):
+        return min(present, max(1, int(state.num_patches * self.keep_ratio ** (stage + 1))))
 
 
 @register
@@ -265,13 +281,14 @@ class Heuristic(ScoredPruning):
 @register
 class EViT(ScoredPruning):
     """EViT (Liang et al. 2022): at each stage keep the top ⌈ρ·n⌉ of the n patch tokens present by the CLS row of
-    the head-averaged attention (ratios compound); ``fuse``: the dropped tokens are fused into one extra token,
-    weighted by their CLS attention (appended last; it can be pruned at a later stage like any token)."""
+    the head-averaged attention (ratios compound); ``fuse`` (default on, as every fine-tuning and evaluation script
+    the authors released runs, ``--fuse_token``): the dropped tokens are fused into one extra token, weighted by
+    their CLS attention (appended last; it can be pruned at a later stage like any token)."""
 
     name = "evit"
     summary = "EViT: keep the top CLS-attention tokens (Liang et al. 2022)"
 
-    def __init__(self, *, fuse: bool = False, **common):
+    def __init__(self, *, fuse: bool = True, **common):
         super().__init__(**common)
         self.fuse = bool(fuse)
 
@@ -307,16 +324,23 @@ class EViT(ScoredPruning):
 
 @register
 class ToMe(PruningMethod):
-    """ToMe (Bolya et al. 2023): training-free bipartite soft matching in every block (after attention, before the
-    MLP) by the cosine similarity of the head-averaged keys, merging the ``r`` most similar pairs of patch tokens by
-    size-weighted average; sizes enter attention as log(size) (proportional attention) and the average pool. The
-    prefix tokens are never merged. ``r=None``: the r whose token count over the blocks matches quarter-stage
-    pruning at ``keep_ratio`` (:func:`matching_r`)."""
+    """ToMe (Bolya et al. 2023) as its authors compute it (facebookresearch/ToMe ``tome/merge.py``, ``tome/patch``):
+    in every block, after attention and before the MLP, bipartite soft matching over *all* tokens — A = tokens 0, 2,
+    4 …, B = 1, 3, 5 … (the class token is A's first and never a source: its scores are −∞; a protected token in B
+    is never a destination), r = min(r, (t − prefix) // 2) — by the cosine similarity of the head-averaged keys,
+    merging the r most similar A→B edges by size-weighted average; the unmerged A tokens keep their order, then B.
+    ``prop_attn``: sizes enter attention as log(size) (proportional attention); :func:`spot.prune` defaults it to
+    the authors' choice for the model's pooling — on for a CLS-token model (their timm patch), off for an
+    average-pooled MAE model (their MAE patch, which pools by size: so does :class:`~spot.pruning.PrunedViT`
+    whenever sizes exist). ``r=None``: the r
+    whose token count over the blocks matches quarter-stage pruning at ``keep_ratio`` (:func:`matching_r`). With
+    more than one prefix token (registers) the prefix is moved back to the front after each merge (the authors
+    support one class and one distillation token, and leave the latter where the merge puts it)."""
 
     name = "tome"
     summary = "ToMe: training-free token merging (Bolya et al. 2023)"
 
-    def __init__(self, *, r: int | None = None, **common):
+    def __init__(self, *, r: int | None = None, prop_attn: bool = True, **common):
         if common.get("stages") is None:
             common["stages"] = tuple(range(common["depth"]))
         super().__init__(**common)
@@ -328,46 +352,63 @@ class ToMe(PruningMethod):
         if r > limit:
             raise ValueError(f"r = {r} merges {r * len(self.stages)} of {self.num_patches} patch tokens over "
                              f"{len(self.stages)} blocks, leaving none: r must be ≤ {limit}")
-        self.r = r
+        if not isinstance(prop_attn, bool):
+            raise ValueError(f"prop_attn must be true or false, got {prop_attn!r}")
+        self.r, self.prop_attn = r, prop_attn
 
     def extra_repr(self):
-        return f"r={self.r}, blocks={list(self.stages)}"
+        return f"r={self.r}, prop_attn={self.prop_attn}, blocks={list(self.stages)}"
 
     def begin(self, state, x):
         state.size = x.new_ones(x.shape[0], x.shape[1], 1)
+        state.prop_attn = self.prop_attn
 
     def view(self, block):
         return "none"  # the merge reads the keys only
 
     def reduce(self, block, state, x, probs, keys):
-        p, n = state.prefix, x.shape[1] - state.prefix
-        r = min(self.r, n // 2)
+        p, t = state.prefix, x.shape[1]
+        r = min(self.r, (t - p) // 2)
         if r <= 0:
             return x
-        metric = keys.mean(dim=1)[:, p:]
-        metric = metric / metric.norm(dim=-1, keepdim=True)
-        a, b = metric[:, ::2], metric[:, 1::2]
-        best, partner = (a @ b.transpose(-1, -2)).max(dim=-1)  # each a-token's most similar b-token
-        order = best.argsort(dim=-1, descending=True)
-        src, unmerged = order[:, :r], order[:, r:].sort(dim=-1).values
-        dst = torch.gather(partner, 1, src)
-        size = state.size[:, p:]
-        weighted = x[:, p:] * size
-        C = x.shape[-1]
+        src, dst, unmerged = _bipartite_matching(keys.mean(dim=1), r, p)
+        order = torch.cat([2 * unmerged, 2 * torch.arange(t // 2, device=x.device).expand(x.shape[0], -1) + 1],
+                          dim=1)  # the full index of each token after the merge: unmerged A, then B
+        front = (order < p).to(torch.int8).argsort(dim=1, descending=True, stable=True)  # the prefix first
+        order = torch.gather(order, 1, front)
 
-        def merged(values, width):
+        def merged(values):
             va, vb = values[:, ::2], values[:, 1::2]
+            width = values.shape[-1]
             vb = vb.scatter_reduce(1, dst[..., None].expand(-1, -1, width),
                                    torch.gather(va, 1, src[..., None].expand(-1, -1, width)), reduce="sum")
-            return torch.cat([torch.gather(va, 1, unmerged[..., None].expand(-1, -1, width)), vb], dim=1)
+            out = torch.cat([torch.gather(va, 1, unmerged[..., None].expand(-1, -1, width)), vb], dim=1)
+            return torch.gather(out, 1, front[..., None].expand(-1, -1, width))
 
-        new_size = merged(size, 1)
-        new_x = merged(weighted, C) / new_size
-        rows = torch.cat([2 * unmerged, 2 * torch.arange(b.shape[1], device=x.device).expand(x.shape[0], -1) + 1],
-                         dim=1)
-        x = state.keep(x, rows)
-        state.size = torch.cat([state.size[:, :p], new_size], dim=1)
-        return torch.cat([x[:, :p], new_x.to(x.dtype)], dim=1)
+        size = merged(state.size)
+        new_x = (merged(x * state.size) / size).to(x.dtype)
+        state.keep(x, order[:, p:] - p)  # index, policy, memory follow the tokens (sizes are set below)
+        state.size = size
+        return new_x
+
+
+def _bipartite_matching(metric: torch.Tensor, r: int, prefix: int):
+    """ToMe's bipartite soft matching (``tome/merge.py``) of ``metric`` (B, t, d) over all tokens: (src (B, r): the
+    merged A positions, dst (B, r): their B partners, unmerged (B, ⌈t/2⌉ − r): the other A positions — in index
+    order when there is a prefix, as the authors sort them with a class token). Prefix tokens are protected: one in
+    A is never a source, one in B never a destination."""
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    a, b = metric[:, ::2], metric[:, 1::2]
+    scores = a @ b.transpose(-1, -2)
+    protected = torch.arange(metric.shape[1], device=metric.device) < prefix
+    scores[:, protected[::2], :] = -math.inf
+    scores[:, :, protected[1::2]] = -math.inf
+    best, partner = scores.max(dim=-1)
+    edges = best.argsort(dim=-1, descending=True)
+    src, unmerged = edges[:, :r], edges[:, r:]
+    if prefix:
+        unmerged = unmerged.sort(dim=-1).values
+    return src, torch.gather(partner, 1, src), unmerged
 
 
 def matching_r(num_patches: int, depth: int, keep_ratio: float, stages=None) -> int:

@@ -84,11 +84,14 @@ class PrunedViT(nn.Module):
         method.begin(state, x)
         counts = []
         for i, blk in enumerate(self.model.blocks):
+            before = method.reduces(i) and method.position == "input"
+            if before:  # the stage acts on the block's input: the block runs on the kept tokens
+                x = method.reduce(i, state, x, None, None)
             counts.append(int(x.shape[1]))
             observe = (lambda probs, keys, h, i=i: method.observe(i, state, probs, keys, h)) \
                 if method.observes(i) else None
             reduce = (lambda h, probs, keys, i=i: method.reduce(i, state, h, probs, keys)) \
-                if method.reduces(i) else None
+                if method.reduces(i) and not before else None
             x = run_block(blk, x, state, observe=observe, reduce=reduce, view=method.view(i))
         self.token_counts, self.state = counts, state
         x = self.model.norm(x)
@@ -154,7 +157,8 @@ def prune(model: nn.Module, method: str = "spot_ad", keep_ratio: float = 0.7, *,
         stages: 0-indexed blocks that prune (default: one block after each of the first three quarters of the
             depth, 3, 6, 9 of 12; ToMe: every block).
         settings: the method's own (SPOT-AD: ``d_remap``, ``statistics``, ``dynamics``, ``heads``, ``shared``;
-            EViT: ``fuse``; ToMe: ``r``).
+            EViT: ``fuse``; ToMe: ``r``, ``prop_attn`` — default: on for a CLS-token model, off for an
+            average-pooled one, as the authors' timm and MAE patches).
 
     The returned module shares the model's parameters and adds the method's (untrained predictors for the learned
     methods: fine-tune them with a ``task: prune`` recipe).
@@ -184,5 +188,7 @@ def prune(model: nn.Module, method: str = "spot_ad", keep_ratio: float = 0.7, *,
     common = dict(embed_dim=model.embed_dim, num_heads=attn.num_heads, depth=depth, num_patches=num_patches,
                   prefix=model.num_prefix_tokens, keep_ratio=_check_keep_ratio(keep_ratio),
                   stages=_check_stages(stages, depth))
+    if method == "tome" and settings.get("prop_attn") is None:  # the authors' patch for the model's pooling
+        settings = {**settings, "prop_attn": model.global_pool != "avg"}
     pruner = cls(**common, **settings)
     return PrunedViT(model, pruner.to(next(model.parameters()).device))
