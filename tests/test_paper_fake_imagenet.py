@@ -14,6 +14,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from spot import paper
 from spot.cli import main
+from spot.provenance import sha256_file
 from spot.data import imagenet as inet
 from spot.config import load_configs
 
@@ -51,7 +52,7 @@ def run(tmp_path_factory):
     data = fake_imagenet(root)
     weights = save(root, release_state(depth=1, D=64, k=16, classes=3), name="spot_1k_b16.pth")
     record = root / "cls_in1k_official.json"  # what the workflow writes for `retrofit: official`
-    record.write_text(json.dumps({"format": "official", "path": str(weights)}))
+    record.write_text(json.dumps({"format": "official", "path": str(weights), "sha256": sha256_file(weights)}))
     small = root / "small.yaml"
     small.write_text(yaml.safe_dump({**SMALL, "saliency": {**SMALL["saliency"], "cache_dir": str(root / "sal")}}))
     configs = ["--config", "config/paper.yaml", "--config", str(small)]
@@ -92,14 +93,15 @@ def test_table3_table5_and_figure5_from_the_paper_preset(run):
     results = {"evaluation": [out / "evaluation.csv"], "oracle": [out / "oracle.csv"],
                "throughput": [out / "throughput.csv"], "transfer": [out / "transfer.csv"]}
     t3 = paper.build("table3", results, config)
-    assert list(t3.columns) == ["Backbone", "Statistic", "25 Tok.", "49 Tok."] and len(t3) == 4
+    assert [c for c in t3.columns if "95% CI" not in c] == ["Backbone", "Statistic", "25 Tok.", "49 Tok."]
+    assert len(t3) == 4 and t3["25 Tok. 95% CI low"].iloc[0] <= t3["25 Tok."].iloc[0]  # each mean with its interval
     skipped = t3.set_index("Statistic").loc["trajectories skipped, initial score 0 (%)"]
     assert 0 <= skipped["25 Tok."] <= 100
     t5 = paper.build("table5", results, config)
     on = t5[t5.Model == "SPoT-ON"].iloc[0]
     assert all(0 <= on[f"{b} Tok. {m} (%)"] <= 100 for b in (25, 49) for m in ("Acc@1", "kNN"))
     t2 = paper.build("table2", results, config)
-    assert [c for c in t2.columns if c.startswith("Oracle Δ")] == [
+    assert [c for c in t2.columns if c.startswith("Oracle Δ") and "95% CI" not in c] == [
         "Oracle Δ (points), lr 0.003 × 1 steps (§4.2)", "Oracle Δ (points), lr 0.01 × 2 steps"]
     tp = pd.read_csv(out / "throughput.csv")
     assert set(tp.method) == {"spot"} and sorted(set(tp.batch_size)) == [1, 2]  # a sweep; SPoT rows only
