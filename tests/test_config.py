@@ -399,3 +399,24 @@ def test_names_are_wildcard_constraints_matched_literally(workdir):
     assert rc == 0 and "results/embedded/models/cls.v2_spot0.safetensors" in out, out[-3000:]
     rc, out = dry_run(workdir, "results/embedded/evaluation/clsXv2.csv", "--configfile", "bad/dotted.yaml")
     assert rc != 0 and "MissingRuleException" in out, out[-3000:]
+
+
+def test_a_quoted_path_with_a_space_and_a_semicolon_runs(workdir):
+    """Not only printed quoted: the official-checkpoint job really runs on `release dir/a;b.pth` and records that
+    file, and nothing after the `;` is executed."""
+    from test_official import release_state, save
+
+    from spot.provenance import sha256_file
+
+    release = workdir / "release run"
+    release.mkdir(exist_ok=True)
+    weights = save(release, release_state(depth=1, D=64, k=8, classes=5), name="a;touch injected.pth")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    target = "results/embedded/models/cls_in1k_official.json"
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", target, "--config", "retrofit=official",
+                           f'official={{cls_in1k: "release run/{weights.name}"}}'],
+                          cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    record = json.loads((workdir / target).read_text())
+    assert Path(record["path"]) == weights.resolve() and record["sha256"] == sha256_file(weights)
+    assert not list(workdir.rglob("injected.pth"))
