@@ -112,11 +112,12 @@ class TokenState:
     def recall(self, name: str):
         return self.memory[name][0] if name in self.memory else None
 
-    def keep(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def keep(self, x: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor | None:
         """Gather the prefix and the present patch tokens ``keep`` (B, k) (positions among the present patches, in
-        the order to keep) from ``x`` and from everything the state carries per token."""
-        B = x.shape[0]
-        rows = torch.cat([torch.arange(self.prefix, device=x.device).expand(B, -1), keep + self.prefix], dim=1)
+        the order to keep) from ``x`` and from everything the state carries per token (``x`` None: the state only,
+        for a method that computes the new tokens itself)."""
+        B = keep.shape[0]
+        rows = torch.cat([torch.arange(self.prefix, device=keep.device).expand(B, -1), keep + self.prefix], dim=1)
         self.index = torch.gather(self.index, 1, keep)
         if self.policy is not None:
             self.policy = _take(self.policy, rows, 1)
@@ -126,7 +127,7 @@ class TokenState:
             for axis in axes:
                 tensor = _take(tensor, rows, axis)
             self.memory[name] = (tensor, axes)
-        return _take(x, rows, 1)
+        return None if x is None else _take(x, rows, 1)
 
 
 def _take(t: torch.Tensor, rows: torch.Tensor, axis: int) -> torch.Tensor:

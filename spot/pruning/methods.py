@@ -374,8 +374,10 @@ class ToMe(PruningMethod):
         src, dst, unmerged = _bipartite_matching(keys.mean(dim=1), r, p)
         order = torch.cat([2 * unmerged, 2 * torch.arange(t // 2, device=x.device).expand(x.shape[0], -1) + 1],
                           dim=1)  # the full index of each token after the merge: unmerged A, then B
-        front = (order < p).to(torch.int8).argsort(dim=1, descending=True, stable=True)  # the prefix first
-        order = torch.gather(order, 1, front)
+        # one class token is already first (A's first, unmerged ones in index order); registers are moved up to it
+        front = (order < p).to(torch.int8).argsort(dim=1, descending=True, stable=True) if p > 1 else None
+        if front is not None:
+            order = torch.gather(order, 1, front)
 
         def merged(values):
             va, vb = values[:, ::2], values[:, 1::2]
@@ -383,11 +385,12 @@ class ToMe(PruningMethod):
             vb = vb.scatter_reduce(1, dst[..., None].expand(-1, -1, width),
                                    torch.gather(va, 1, src[..., None].expand(-1, -1, width)), reduce="sum")
             out = torch.cat([torch.gather(va, 1, unmerged[..., None].expand(-1, -1, width)), vb], dim=1)
-            return torch.gather(out, 1, front[..., None].expand(-1, -1, width))
+            return out if front is None else torch.gather(out, 1, front[..., None].expand(-1, -1, width))
 
         size = merged(state.size)
         new_x = (merged(x * state.size) / size).to(x.dtype)
-        state.keep(x, order[:, p:] - p)  # index, policy, memory follow the tokens (sizes are set below)
+        state.size = None  # merged above, not gathered
+        state.keep(None, order[:, p:] - p)  # index, policy, memory follow the tokens
         state.size = size
         return new_x
 
