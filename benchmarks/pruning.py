@@ -3,7 +3,7 @@
     python benchmarks/pruning.py [--scale embedded|vitb|both] [--threads 1] [--keep 0.5,0.7] [--repeats 15]
 
 For every scale, batch size (batch 1 — one image at a time, as in a latency-bound service — and a large batch) and
-keep ratio ρ, each pruning method (SPOT-AD, DynamicViT-style, the heuristic, EViT, ToMe; ``spot.prune`` with its
+keep ratio ρ, each pruning method (SPOT-AD, DynamicViT, the heuristic, EViT, ToMe; ``spot.prune`` with its
 defaults: stages after each quarter of the depth, ToMe's r matched to ρ) runs against the unpruned timm ViT forward in
 interleaved rounds (``overhead.rounds``: every round runs every model once, in a rotating order), inference under
 ``torch.inference_mode``. Columns:

@@ -178,12 +178,14 @@ def create_timm(timm_name: str, *, pretrained: bool = False, label: str | None =
     except OSError as err:  # LocalEntryNotFoundError and friends
         cfg = kwargs.get("pretrained_cfg") or timm.models.get_pretrained_cfg(timm_name)
         hub_id = getattr(cfg, "hf_hub_id", None) or timm_name
+        fetchable = label in BACKBONES and BACKBONES[label].source is not None  # what `spot checkpoints fetch` takes
+        cli = f"; for the workflow: spot checkpoints fetch {label} --from FILE" if fetchable else ""
         raise MissingWeightsError(
             f"pretrained weights for {label or timm_name!r} ({timm_name}) are not available: the hub is "
             f"{'offline' if hf.HF_HUB_OFFLINE else 'unreachable'} and they are not in the local cache. Either download "
-            f"`model.safetensors` of https://huggingface.co/{hub_id} on a machine with internet and pass its path as "
-            f"checkpoint= (CLI: --checkpoint PATH; timm: pretrained_cfg_overlay=dict(file=PATH)), or copy the Hugging "
-            f"Face cache there (HF_HOME)."
+            f"`model.safetensors` of https://huggingface.co/{hub_id} on a machine with internet and pass its path "
+            f"(spot.create_model(..., checkpoint=FILE); timm: pretrained_cfg_overlay=dict(file=FILE){cli}), or copy "
+            f"the Hugging Face cache there (HF_HOME)."
         ) from err
     finally:
         hf.HF_HUB_OFFLINE = was_offline

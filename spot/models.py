@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from timm.layers import resample_patch_embed
+from timm.models import checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer, global_pool_nlc
 
 from . import _checks
@@ -45,7 +46,26 @@ class _TimmHead(nn.Module):
         self.pool_include_prefix = getattr(vit, "pool_include_prefix", False)
         self.num_classes = vit.num_classes
         self.num_features = vit.num_features
+        self.head_hidden_size = getattr(vit, "head_hidden_size", vit.num_features)
         self.embed_dim = vit.embed_dim
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """timm's ``VisionTransformer.reset_classifier``: a new head for ``num_classes`` (0: none, the pooled
+        feature is the output); ``global_pool`` '' (no pooling), 'token', 'avg', 'max', 'avgmax' ('map' only when
+        the model already pools by attention)."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ("", "avg", "avgmax", "max", "token", "map"):
+                raise ValueError(f"global_pool {global_pool!r}: accepted '', 'avg', 'avgmax', 'max', 'token', 'map'")
+            if global_pool == "map" and self.attn_pool is None:
+                raise ValueError("global_pool 'map' needs the model's attention pool; it has none")
+            if global_pool != "map":
+                self.attn_pool = None
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn_pool is not None:
@@ -110,6 +130,10 @@ class SPoTViT(_TimmHead):
         self.norm = vit.norm
         self._init_head(vit)
         self.pretrained_cfg = dict(getattr(vit, "pretrained_cfg", {}) or {})
+        if self.pretrained_cfg.get("first_conv") == "patch_embed.proj":  # the same module, under this model's name
+            self.pretrained_cfg["first_conv"] = "window_embed.proj"
+        self.default_cfg = self.pretrained_cfg  # timm's alias
+        self.grad_checkpointing = False
         # what ``model(images)`` samples when called without positions and without a prior (None: the full grid)
         self.default_prior = None
         self.default_num_tokens = None
@@ -128,6 +152,10 @@ class SPoTViT(_TimmHead):
     @property
     def window(self) -> tuple[int, int]:
         return self.window_embed.window
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's activation checkpointing of the blocks (recomputed in the backward pass to save memory)."""
+        self.grad_checkpointing = enable
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Parameter groups for timm's layer-wise lr decay, as timm's ViT: the stem (prefix tokens, window
@@ -198,7 +226,10 @@ class SPoTViT(_TimmHead):
         _checks.images_tensor(images, self.in_chans)
         positions = self.resolve_positions(images, positions, **sampling)
         x = self.norm_pre(self.embed_tokens(images, positions))
-        x = self.blocks(x)
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
         return self.norm(x)
 
     def pooled_features(self, images: torch.Tensor, positions=None, **sampling) -> torch.Tensor:

@@ -14,8 +14,11 @@ The tasks:
   (MAE retrofitting); ``mae.mask_ratio`` of each image's tokens are hidden from the encoder.
 * ``prune`` — token-pruning fine-tuning (seed 003): the parent classifier (a grid ViT, or a SPoT model with
   ``tokens.mode: subpixel``) wrapped by :func:`spot.prune` with ``prune.method`` at ``prune.keep_ratio``,
-  trained with Eq. 15 (cross-entropy + λ1·rate + λ2·KL to the frozen parent + λ3·token cosine); the method's own
-  parameters (SPOT-AD's predictors) at ``prune.predictor_lr_scale`` × the recipe's learning rate.
+  trained with Eq. 15 (cross-entropy + λ1·rate + λ2·KL to the frozen parent + λ3·token cosine or squared error);
+  the method's own parameters (the predictors) at ``prune.predictor_lr_scale`` × the recipe's learning rate, the
+  wrapped classifier at ``prune.backbone_lr_scale`` × it, held for ``backbone_frozen_share`` of the steps, with
+  ``prune.freeze`` parameters never trained and ``eval_mode`` for a fine-tune without dropout or drop-path — what
+  the baselines' authors' recipes need (config/paper.yaml cites them).
 """
 from __future__ import annotations
 
@@ -140,7 +143,15 @@ class PruneSettings:
     rate_weight: float = 2.0  # λ1
     distill_weight: float = 0.5  # λ2 (KL to the unpruned parent)
     token_weight: float = 0.0  # λ3 (0 for DeiT in the seed)
+    token_loss: str = "cosine"  # cosine: seed Eq. 14 (1 − cos, per image); mse: DynamicViT's (squared error, pooled)
     predictor_lr_scale: float = 10.0  # the method's parameters: lr × this (seed: 1e-2 against the backbone's 1e-3)
+    backbone_lr_scale: float = 1.0  # the wrapped classifier's parameters: lr × this (DynamicViT: 0.01)
+    backbone_frozen_share: float = 0.0  # the first share of the steps, the wrapped classifier's lr is 0 (DynamicViT:
+    # 5 of 30 epochs); its Adam moments still accumulate, as in the authors' optimiser
+    freeze: list = field(default_factory=list)  # parameters of the wrapped classifier never trained, by name or
+    # name prefix (DynamicViT: cls_token, pos_embed)
+    eval_mode: bool = False  # the wrapped classifier in eval mode while it trains (no dropout or drop-path; EViT's
+    # fine-tune: `set_training_mode=args.finetune == ''`); learned methods' masks need train mode
 
 
 @dataclass
@@ -247,7 +258,7 @@ class Recipe:
             numbers("prune.stages", self.prune.stages, integer=True, low=0)
 
     def _validate_prune(self, bad) -> None:
-        from .pruning.catalog import check_method
+        from .pruning.catalog import LEARNED, check_method
 
         p = self.prune
         try:
@@ -259,8 +270,22 @@ class Recipe:
         for key in ("rate_weight", "distill_weight", "token_weight"):
             if getattr(p, key) < 0:
                 bad(f"prune.{key}", getattr(p, key), "≥ 0")
-        if p.predictor_lr_scale <= 0:
-            bad("prune.predictor_lr_scale", p.predictor_lr_scale, "> 0")
+        for key in ("predictor_lr_scale", "backbone_lr_scale"):
+            value = getattr(p, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                bad(f"prune.{key}", value, "a number > 0")
+        share = p.backbone_frozen_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            bad("prune.backbone_frozen_share", share, "0 ≤ share < 1 (of the training steps)")
+        if p.token_loss not in ("cosine", "mse"):
+            bad("prune.token_loss", p.token_loss, "cosine, mse")
+        if not isinstance(p.freeze, list) or not all(isinstance(n, str) and n for n in p.freeze):
+            bad("prune.freeze", p.freeze, "a list of parameter names or name prefixes (cls_token, pos_embed, …)")
+        if not isinstance(p.eval_mode, bool):
+            bad("prune.eval_mode", p.eval_mode, "true or false")
+        if p.eval_mode and p.method in LEARNED:
+            bad("prune.eval_mode", p.eval_mode, f"false for {p.method} (a learned method trains its masks in train "
+                "mode)")
         if self.init != "parent":
             bad("init", self.init, "parent (pruning fine-tunes a trained classifier)")
 

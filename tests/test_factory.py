@@ -33,7 +33,12 @@ def test_missing_hub_weights_fail_fast_with_what_to_provide(monkeypatch, tmp_pat
         spot.create_model("cls_in21k", pretrained=True)
     assert time.time() - start < 10
     msg = str(err.value)
-    assert "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k" in msg and "checkpoint" in msg
+    assert "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k" in msg and "checkpoint=FILE" in msg
+    assert "spot checkpoints fetch cls_in21k --from FILE" in msg and "--checkpoint" not in msg
+    from spot.cli import build_parser  # the command the message names exists, with that flag
+
+    args = build_parser().parse_args(["checkpoints", "fetch", "cls_in21k", "--from", "FILE"])
+    assert (args.name, args.source_file) == ("cls_in21k", "FILE")
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])

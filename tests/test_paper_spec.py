@@ -131,6 +131,41 @@ OURS = [
     ("resources.train_gpus", 8, "one 8-GPU node per training job"),
 ]
 
+# (where, the authors' value, their script) — the pruning baselines as their authors train them on DeiT-S
+DYN, EVIT = "prune_dynamicvit_deit", "prune_evit_deit"
+AUTHORS = [
+    (f"recipe:{DYN}.epochs", 30, "DynamicViT README, DeiT-S: --epochs 30"),
+    (f"recipe:{DYN}.batch_size", 1024, "DynamicViT README: 8 GPUs × --batch_size 128"),
+    (f"recipe:{DYN}.lr", 1e-3, "DynamicViT README: --lr 1e-3 (absolute: main.py does not scale it)"),
+    (f"recipe:{DYN}.schedule.warmup_epochs", 5, "DynamicViT README: --warmup_epochs 5"),
+    (f"recipe:{DYN}.model.drop_path", 0.0, "DynamicViT main.py: --drop_path default 0 (DeiT-S)"),
+    (f"recipe:{DYN}.prune.keep_ratio", 0.7, "DynamicViT README: --base_rate 0.7"),
+    (f"recipe:{DYN}.prune.rate_weight", 2.0, "DynamicViT main.py: --ratio_weight default 2.0"),
+    (f"recipe:{DYN}.prune.distill_weight", 0.5, "DynamicViT main.py: distill_weight=0.5 (KL to the teacher)"),
+    (f"recipe:{DYN}.prune.token_weight", 0.5, "DynamicViT losses.py: the same distill_weight on the tokens"),
+    (f"recipe:{DYN}.prune.token_loss", "mse", "DynamicViT main.py: mse_token=True for DeiT"),
+    (f"recipe:{DYN}.prune.predictor_lr_scale", 1.0, "DynamicViT optim_factory.py: predictor groups lr_scale 1"),
+    (f"recipe:{DYN}.prune.backbone_lr_scale", 0.01, "DynamicViT main.py: --lr_scale default 0.01"),
+    (f"recipe:{DYN}.prune.backbone_frozen_share", pytest.approx(5 / 30), "DynamicViT optim_factory.py: "
+                                                                          "fix_step 5 (of 30 epochs)"),
+    (f"recipe:{DYN}.prune.freeze", ["cls_token", "pos_embed"], "DynamicViT optim_factory.py: 'frozen weights'"),
+    (f"recipe:{EVIT}.epochs", 30, "EViT finetune.sh: --epochs 30"),
+    (f"recipe:{EVIT}.batch_size", 2048, "EViT finetune.sh: 8 GPUs × --batch-size 256"),
+    (f"recipe:{EVIT}.lr", pytest.approx(8e-5), "EViT finetune.sh --lr 2e-5 × main.py's batch / 512"),
+    (f"recipe:{EVIT}.schedule.min_lr", 2e-6, "EViT finetune.sh: --min-lr 2e-6"),
+    (f"recipe:{EVIT}.schedule.warmup_epochs", 0, "EViT finetune.sh: --warmup-epochs 0"),
+    (f"recipe:{EVIT}.optimizer.weight_decay", 1e-6, "EViT finetune.sh: --weight-decay 1e-6"),
+    (f"recipe:{EVIT}.prune.keep_ratio", 0.7, "EViT finetune.sh: --base_keep_rate 0.7, --shrink_epochs 0"),
+    (f"recipe:{EVIT}.prune.settings", {"fuse": True}, "EViT finetune.sh: --fuse_token"),
+    (f"recipe:{EVIT}.prune.distill_weight", 0.0, "EViT main.py: fine-tuning with distillation not supported"),
+    (f"recipe:{EVIT}.prune.eval_mode", True, "EViT main.py: set_training_mode=args.finetune == ''"),
+]
+
+
+@pytest.mark.parametrize("where, expected, source", AUTHORS, ids=[f"authors:{w}" for w, _, _ in AUTHORS])
+def test_the_pruning_baselines_train_as_their_authors(where, expected, source):
+    assert value(where) == expected, f"{where} = {value(where)!r}, the authors: {source}"
+
 
 @pytest.mark.parametrize("where, expected, words", PAPER, ids=[f"paper:{w}" for w, _, _ in PAPER])
 def test_the_paper_preset_has_the_papers_value(where, expected, words):

@@ -11,6 +11,7 @@ from spot.pruning import PrunedViT
 from spot.pruning.loss import rate_loss
 from spot.recipes import recipe_from_dict
 from spot.train import TrainingInterrupted, build_optimizer, build_training_model, train
+from spot.train.build import build_scheduler, hold_frozen
 
 QUIET = dict(log=lambda *_: None, progress=False)
 
@@ -74,17 +75,138 @@ def test_recipe_validation_names_the_bad_pruning_value():
         recipe_from_dict(pruning(init="scratch"))
 
 
+def _scheduled_rates(model, recipe, step, total_steps=8):
+    """(predictor group lrs, backbone group lrs) at global step ``step``, as the training loop sets them."""
+    opt = build_optimizer(model, recipe, total_steps=total_steps)
+    sched = build_scheduler(opt, recipe, total_steps)
+    sched.step_update(num_updates=step)
+    hold_frozen(opt, step)
+    method_params = {id(p) for p in model.method.parameters()}
+    predictors = [g for g in opt.param_groups if {id(p) for p in g["params"]} & method_params]
+    assert sum(len(g["params"]) for g in predictors) == len(method_params)
+    return [g["lr"] for g in predictors], [g["lr"] for g in opt.param_groups if g not in predictors]
+
+
 def test_predictors_get_their_own_learning_rate(parent):
-    recipe = recipe_from_dict(pruning(optimizer=dict(lr=1e-3, layer_decay=0.75)), "p")
+    recipe = recipe_from_dict(pruning(optimizer=dict(lr=1e-3, layer_decay=0.75), schedule=dict(warmup_epochs=0)),
+                              "p")
     model = build_training_model(recipe, parent, log=lambda *_: None)
     assert isinstance(model, PrunedViT)
-    opt = build_optimizer(model, recipe)
-    method_params = {id(p) for p in model.method.parameters()}
-    groups = [g for g in opt.param_groups if {id(p) for p in g["params"]} & method_params]
-    assert groups and all(g["lr"] == pytest.approx(1e-2) for g in groups)  # the seed's 1e-2 against 1e-3
-    assert sum(len(g["params"]) for g in groups) == len(method_params)
-    others = [g for g in opt.param_groups if g not in groups]
-    assert max(g["lr"] * g.get("lr_scale", 1.0) for g in others) == pytest.approx(1e-3)
+    predictors, backbone = _scheduled_rates(model, recipe, step=0)
+    assert predictors and all(lr == pytest.approx(1e-2) for lr in predictors)  # the seed's 1e-2 against 1e-3
+    assert max(backbone) == pytest.approx(1e-3) and min(backbone) < 1e-3  # layer decay below the head
+
+
+def test_dynamicvit_trains_as_its_authors(parent):
+    """The authors' get_parameter_groups: predictors at the base lr, the backbone at 0.01× and at 0 for its first
+    fix_step epochs (here: the first half of 8 steps), class token and position embedding left out."""
+    recipe = recipe_from_dict(pruning(method="dynamicvit", optimizer=dict(lr=1e-3), schedule=dict(warmup_epochs=0),
+                                      prune=dict(predictor_lr_scale=1.0, backbone_lr_scale=0.01,
+                                                 backbone_frozen_share=0.5, freeze=["cls_token", "pos_embed"])), "d")
+    model = build_training_model(recipe, parent, log=lambda *_: None)
+    trained = {id(p) for p in model.parameters() if p.requires_grad}
+    assert id(model.model.cls_token) not in trained and id(model.model.pos_embed) not in trained
+    assert id(model.model.blocks[0].attn.qkv.weight) in trained
+    opt = build_optimizer(model, recipe, total_steps=8)
+    in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.model.cls_token) not in in_groups and id(model.model.pos_embed) not in in_groups
+    for step in (0, 3):
+        predictors, backbone = _scheduled_rates(model, recipe, step)
+        assert min(predictors) > 0 and max(backbone) == 0.0, step
+    predictors, backbone = _scheduled_rates(model, recipe, step=4)
+    assert backbone == [pytest.approx(0.01 * predictors[0])] * len(backbone) and predictors[0] > 1e-4
+
+
+def test_a_held_backbone_does_not_move_while_the_predictors_learn(tmp_path, canvas, parent):
+    """A real run of 8 steps, the first 7 held: stopped after step 7, the saved backbone equals the parent and the
+    predictors have moved; resumed to the end, the backbone moves in step 8; the frozen position embedding never."""
+    from safetensors.torch import load_file
+
+    recipe = pruning(method="dynamicvit", optimizer=dict(lr=1e-3),
+                     prune=dict(predictor_lr_scale=1.0, backbone_lr_scale=0.01, backbone_frozen_share=0.9,
+                                freeze=["pos_embed"]))
+    start = load_file(parent)
+
+    def stop(step):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path, "held", recipe, canvas, parent=parent, on_step=stop)
+    held = torch.load(tmp_path / "state_held" / "state.pt", weights_only=True)["model"]
+    assert held["model.blocks.0.attn.qkv.weight"].equal(start["blocks.0.attn.qkv.weight"])
+    assert held["model.head.weight"].equal(start["head.weight"])
+    fresh = build_training_model(recipe_from_dict(recipe, "held"), parent, log=lambda *_: None).state_dict()
+    moved = [k for k in held if k.startswith("method.") and not held[k].equal(fresh[k])]
+    assert moved  # the predictors learned in the held steps (from the same seeded initialisation)
+    run(tmp_path, "held", recipe, canvas, parent=parent)
+    final = load_file(tmp_path / "held.safetensors")
+    assert not final["model.blocks.0.attn.qkv.weight"].equal(start["blocks.0.attn.qkv.weight"])
+    assert final["model.pos_embed"].equal(start["pos_embed"])
+
+
+def test_dynamicvit_predictors_start_as_its_authors_initialise_them(parent):
+    """trunc_normal(0.02) weights and zero biases (DynamicViT's _init_weights); SPOT-AD keeps PyTorch's default."""
+    def linears(method):
+        recipe = recipe_from_dict(pruning(method=method), method)
+        model = build_training_model(recipe, parent, log=lambda *_: None)
+        return [m for m in model.method.modules() if isinstance(m, torch.nn.Linear)]
+
+    dyn = linears("dynamicvit")
+    weights = torch.cat([m.weight.flatten() for m in dyn])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.15) and all(not m.bias.any() for m in dyn)
+    spot_ad = linears("spot_ad")
+    assert torch.cat([m.weight.flatten() for m in spot_ad]).std().item() > 0.05 and spot_ad[0].bias.any()
+
+
+def test_token_mse_is_dynamicvits_distillation():
+    """DistillDiffPruningLoss_dynamic's token term, written from the authors' losses.py: the (B·N, C) tokens
+    selected by the final keep mask > 0.5, squared error averaged over all of them."""
+    from types import SimpleNamespace
+
+    from spot.pruning.loss import token_loss
+
+    g = torch.Generator().manual_seed(0)
+    B, N, C = 3, 10, 8
+    student, teacher = torch.randn(B, 1 + N, C, generator=g), torch.randn(B, 1 + N, C, generator=g)
+    mask = (torch.rand(B, N, generator=g) > 0.4).float()
+    state = SimpleNamespace(prefix=1, index=torch.arange(N).expand(B, N), size=None, patch_policy=mask)
+    bool_mask = mask.reshape(B * N) > 0.5
+    pred, target = student[:, 1:].reshape(B * N, C)[bool_mask], teacher[:, 1:].reshape(B * N, C)[bool_mask]
+    authors = torch.pow(pred - target, 2).mean()
+    assert token_loss(student, teacher, state, "mse").item() == pytest.approx(authors.item(), rel=1e-6)
+    assert token_loss(student, teacher, state, "cosine").item() != pytest.approx(authors.item(), rel=1e-2)
+
+
+def test_evit_fine_tunes_in_eval_mode_as_its_authors(tmp_path, canvas, parent):
+    """eval_mode: no drop-path while training, so a drop-path rate cannot change the fine-tune; in train mode it
+    does."""
+    from safetensors.torch import load_file
+
+    def weights(name, drop_path, eval_mode):
+        recipe = pruning(method="evit", model=dict(drop_path=drop_path), prune=dict(eval_mode=eval_mode),
+                         data=dict(limit=150))
+        run(tmp_path, name, recipe, canvas, parent=parent)
+        return load_file(tmp_path / f"{name}.safetensors")
+
+    plain, dropped = weights("e0", 0.0, True), weights("e5", 0.5, True)
+    assert all(plain[k].equal(dropped[k]) for k in plain)
+    trained = weights("t5", 0.5, False)
+    assert any(not plain[k].equal(trained[k]) for k in plain)
+
+
+def test_pruning_recipe_names_a_bad_training_setting(parent):
+    with pytest.raises(ValueError, match="prune.eval_mode = True is not valid; accepted: false for dynamicvit"):
+        recipe_from_dict(pruning(method="dynamicvit", prune=dict(eval_mode=True)))
+    with pytest.raises(ValueError, match="prune.token_loss = 'l1'"):
+        recipe_from_dict(pruning(prune=dict(token_loss="l1")))
+    with pytest.raises(ValueError, match="prune.backbone_frozen_share = 1"):
+        recipe_from_dict(pruning(prune=dict(backbone_frozen_share=1)))
+    with pytest.raises(ValueError, match="prune.backbone_lr_scale = 0"):
+        recipe_from_dict(pruning(prune=dict(backbone_lr_scale=0)))
+    recipe = recipe_from_dict(pruning(prune=dict(freeze=["dist_token"])), "f")
+    with pytest.raises(ValueError, match="no parameter 'dist_token'; its parameters: blocks, cls_token, .*pos_embed"):
+        build_training_model(recipe, parent, log=lambda *_: None)
 
 
 def test_a_tiny_fine_tune_brings_the_keep_rate_toward_its_target(tmp_path, canvas, parent):

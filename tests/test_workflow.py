@@ -43,7 +43,7 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
     assert (counts["evaluate"], counts["oracle"], counts["transfer"]) == (3, 3, 1)
     assert counts["prior_selection"] == 3  # Salient's candidate settings through each SPoT model
-    # pruning: DeiT-S/T × SPOT-AD, EViT, DynamicViT-style, heuristic; SPoT + SPOT-AD on the three SPoT models; a
+    # pruning: DeiT-S/T × SPOT-AD, EViT, DynamicViT, heuristic; SPoT + SPOT-AD on the three SPoT models; a
     # pruning job and a throughput job for each of the five backbones
     assert (counts["train_pruned"], counts["pruning"], counts["throughput"]) == (2 * 4 + 3, 5, 5)
     for deit in ("deit_s", "deit_t"):

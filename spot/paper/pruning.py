@@ -9,7 +9,7 @@ from ..pruning.catalog import BEFORE_BLOCK
 from ._common import label, measure, paired_interval, read_results, set_interval, with_intervals
 from .registry import figure, table
 
-METHOD_LABELS = {"vit": "Baseline (dense)", "spot_ad": "SPOT-AD", "evit": "EViT", "dynamicvit": "DynamicViT-style",
+METHOD_LABELS = {"vit": "Baseline (dense)", "spot_ad": "SPOT-AD", "evit": "EViT", "dynamicvit": "DynamicViT",
                  "heuristic": "Heuristic (CLS attention, seed 003 Tab. 7)", "tome": "ToMe", "spot": "SPoT",
                  "patchdropout": "PatchDropout"}
 

@@ -4,7 +4,7 @@
   training mask keeps (learned methods; 0 for the others, which prune to the exact count).
 * L_pred (Eq. 13): KL divergence of the student's class distribution from the unpruned teacher's.
 * L_token (Eq. 14): 1 − cosine similarity of the last-layer tokens to the teacher's, over the retained tokens
-  (averaged per image).
+  (averaged per image); or DynamicViT's squared error (``prune.token_loss: mse``).
 The teacher is the model before pruning (frozen). λ1 = 2, λ2 = 0.5, λ3 = 0 (DeiT) in the seed.
 """
 from __future__ import annotations
@@ -29,10 +29,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                     reduction="batchmean", log_target=True)
 
 
-def token_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, state) -> torch.Tensor:
-    """Eq. 14 over the retained patch tokens: the student's (B, prefix + n, C) — all still in the sequence under a
-    training mask (weighted by it), or the ones kept (matched to the teacher's by their original index; a fused or
-    merged token has none of its own and is left out)."""
+def token_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, state,
+               kind: str = "cosine") -> torch.Tensor:
+    """The distance of the retained last-layer patch tokens to the teacher's: the student's (B, prefix + n, C) — all
+    still in the sequence under a training mask (weighted by it), or the ones kept (matched to the teacher's by their
+    original index; a fused or merged token has none of its own and is left out).
+
+    ``cosine``: Eq. 14, 1 − cosine similarity averaged per image, then over images. ``mse``: DynamicViT's token
+    distillation (``DistillDiffPruningLoss_dynamic`` with ``mse_token``): the squared error averaged over every
+    channel of every retained token of the batch, pooled (an image keeping more tokens weighs more)."""
     prefix, index = state.prefix, state.index
     student = student_tokens[:, prefix:].float()
     teacher = teacher_tokens[:, prefix:].float()
@@ -42,5 +47,10 @@ def token_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, state
         teacher = torch.gather(teacher, 1, index.clamp_min(0)[..., None].expand(-1, -1, teacher.shape[-1]))
     elif state.patch_policy is not None:
         w = state.patch_policy.float()
+    if kind == "mse":
+        squared = (student - teacher).pow(2).mean(dim=-1)
+        return (squared * w).sum() / w.sum().clamp_min(1e-6)
+    if kind != "cosine":
+        raise ValueError(f"token loss {kind!r}: accepted cosine, mse")
     cos = F.cosine_similarity(student, teacher, dim=-1)
     return ((1 - cos) * w).sum(dim=1).div(w.sum(dim=1).clamp_min(1e-6)).mean()

@@ -166,12 +166,14 @@ class SpotAD(ScoredPruning):
     features — Figure 5), ``statistics`` (row/column moments used: ``mean`` and/or ``variance`` — Table 2),
     ``dynamics`` (D^M and D^Σ; False: the current block only — Table 2), ``heads`` (``per_head`` or ``averaged``
     descriptors — Table 8), ``shared`` (one predictor for every stage — Table 8), ``attention`` (False: no attention
-    descriptors at all, the DynamicViT-style predictor).
+    descriptors at all: the predictor DynamicViT uses).
     """
 
     name = "spot_ad"
     learned = True
     summary = "SPOT-AD: learned predictor on token embeddings + attention dynamics (seed 003)"
+
+    predictor_init_std: ClassVar[float | None] = None  # PyTorch's default initialisation of the predictors
 
     def __init__(self, *, d_remap: int | None = None, statistics=("mean", "variance"), dynamics: bool = True,
                  heads: str = "per_head", shared: bool = False, attention: bool = True, **common):
@@ -193,7 +195,8 @@ class SpotAD(ScoredPruning):
             raise ValueError(f"the predictor needs at least 4 input features, got d_remap {d_remap} + {num_stats} "
                              f"attention features")
         count = 1 if self.shared else len(self.stages)
-        self.predictors = nn.ModuleList(KeepPredictor(self.embed_dim, d_remap, num_stats) for _ in range(count))
+        self.predictors = nn.ModuleList(KeepPredictor(self.embed_dim, d_remap, num_stats, self.predictor_init_std)
+                                        for _ in range(count))
 
     def settings(self) -> dict:
         return dict(d_remap=self.d_remap, statistics=list(self.statistics), dynamics=self.dynamics, heads=self.heads,
@@ -243,6 +246,7 @@ class DynamicViT(SpotAD):
     name = "dynamicvit"
     summary = "DynamicViT: learned predictor on token embeddings, before each stage block (Rao et al. 2021)"
     position = "input"
+    predictor_init_std = 0.02  # the authors' _init_weights: trunc_normal(0.02) Linear weights, zero biases
 
     def __init__(self, *, d_remap: int | None = None, shared: bool = False, **common):
         super().__init__(d_remap=d_remap, shared=shared, attention=False, **common)

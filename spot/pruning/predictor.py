@@ -14,7 +14,9 @@ __all__ = ["KeepPredictor"]
 
 
 class KeepPredictor(nn.Module):
-    def __init__(self, embed_dim: int, d_remap: int, num_stats: int = 0):
+    def __init__(self, embed_dim: int, d_remap: int, num_stats: int = 0, init_std: float | None = None):
+        """``init_std``: Linear weights ``trunc_normal(std)`` and biases 0 (DynamicViT's ``_init_weights``, applied
+        to its predictors before the pretrained weights load); None: PyTorch's default initialisation."""
         super().__init__()
         self.d_remap, self.num_stats = d_remap, num_stats
         self.remap = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, d_remap), nn.GELU()) \
@@ -22,6 +24,11 @@ class KeepPredictor(nn.Module):
         E = d_remap + num_stats
         self.mlp = nn.Sequential(nn.Linear(E, E // 2), nn.GELU(), nn.Linear(E // 2, E // 4), nn.GELU(),
                                  nn.Linear(E // 4, 2), nn.LogSoftmax(dim=-1))
+        if init_std is not None:
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.trunc_normal_(layer.weight, std=init_std)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor | None = None,
                 stats: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,7 +8,8 @@ import torch
 
 from ..recipes import Recipe
 
-__all__ = ["build_training_model", "build_optimizer", "build_scheduler", "timm_kwargs", "architecture"]
+__all__ = ["build_training_model", "build_optimizer", "build_scheduler", "hold_frozen", "freeze_parameters",
+           "timm_kwargs", "architecture"]
 
 
 def _is_spot_state(state: dict) -> bool:
@@ -76,8 +77,23 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
         from ..pruning import prune
 
         p = recipe.prune
+        freeze_parameters(model, p.freeze)
         return prune(model, p.method, p.keep_ratio, stages=p.stages, **(p.settings or {}))
     return model
+
+
+def freeze_parameters(model: torch.nn.Module, names) -> None:
+    """Stop training the parameters named (exactly, or as a dotted prefix: ``pos_embed``, ``blocks.0``); a name
+    that matches none is an error listing the model's top-level parameter names."""
+    params = dict(model.named_parameters())
+    for name in names:
+        hits = [k for k in params if k == name or k.startswith(name + ".")]
+        if not hits:
+            tops = sorted({k.split(".")[0] for k in params})
+            raise ValueError(f"prune.freeze: the model has no parameter {name!r}; its parameters: {', '.join(tops)} "
+                             "(remove the name, or name one of these)")
+        for k in hits:
+            params[k].requires_grad_(False)
 
 
 def _build_model(recipe: Recipe, parent, log):
@@ -120,11 +136,16 @@ def _build_model(recipe: Recipe, parent, log):
     return model
 
 
-def build_optimizer(model: torch.nn.Module, recipe: Recipe):
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, total_steps: int = 0):
     """timm's optimiser factory: AdamW (or the recipe's), weight decay off for 1-d weights and tokens, and layer-wise
     lr decay by the model's ``group_matcher`` (the stem gets ``lr·decay^(L+1)``, block i ``lr·decay^(L−i)``, the head
-    ``lr``: deeper layers get larger rates). A pruned model: the wrapped model so, and the pruning method's own
-    parameters (SPOT-AD's predictors) in groups of their own at ``prune.predictor_lr_scale`` × lr."""
+    ``lr``: deeper layers get larger rates); frozen parameters (``requires_grad`` off) are left out.
+
+    A pruned model: the wrapped model so, at ``prune.backbone_lr_scale`` × lr (timm's schedulers multiply a group's
+    scheduled lr by its ``lr_scale``) and held at 0 for the first ``prune.backbone_frozen_share`` of ``total_steps``
+    (``frozen_steps``: :func:`hold_frozen` applies it); the pruning method's own parameters (the predictors) in groups
+    of their own at ``prune.predictor_lr_scale`` × lr — DynamicViT's ``get_parameter_groups`` with its
+    ``bone_lr_scale`` and ``fix_step``."""
     from timm.optim import create_optimizer_v2
 
     from ..pruning import PrunedViT
@@ -135,13 +156,26 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe):
     optimizer = create_optimizer_v2(backbone, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
                                     layer_decay=o.layer_decay, **kwargs)
     if isinstance(model, PrunedViT):
-        params = [p for p in model.method.parameters() if p.requires_grad]
-        lr = recipe.lr * recipe.prune.predictor_lr_scale
-        for decay, group in ((o.weight_decay, [p for p in params if p.ndim > 1]),
-                             (0.0, [p for p in params if p.ndim <= 1])):
+        p = recipe.prune
+        frozen_steps = int(p.backbone_frozen_share * total_steps)
+        for group in optimizer.param_groups:
+            group["lr_scale"] = group.get("lr_scale", 1.0) * p.backbone_lr_scale
+            group["frozen_steps"] = frozen_steps
+        params = [q for q in model.method.parameters() if q.requires_grad]
+        for decay, group in ((o.weight_decay, [q for q in params if q.ndim > 1]),
+                             (0.0, [q for q in params if q.ndim <= 1])):
             if group:
-                optimizer.add_param_group({"params": group, "lr": lr, "weight_decay": decay})
+                optimizer.add_param_group({"params": group, "lr": recipe.lr, "weight_decay": decay,
+                                           "lr_scale": p.predictor_lr_scale})
     return optimizer
+
+
+def hold_frozen(optimizer, step: int) -> None:
+    """Set to 0 the lr of every group still within its ``frozen_steps`` at global step ``step`` (after the
+    scheduler has set the step's rates)."""
+    for group in optimizer.param_groups:
+        if step < group.get("frozen_steps", 0):
+            group["lr"] = 0.0
 
 
 def build_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..placement import ImageBatch, place
 from ..recipes import Recipe, recipe_to_dict
-from .build import build_optimizer, build_scheduler, build_training_model
+from .build import build_optimizer, build_scheduler, build_training_model, hold_frozen
 from .data import EpochBatches, TrainingData, augment, load_data
 from .state import Progress, ResumableState, final_record, save_model
 from .tokens import TokenSampler
@@ -182,7 +182,7 @@ def _pruning_terms(run: _Run, inputs, logits):
         if p.distill_weight:
             total = total + p.distill_weight * distillation_loss(logits, teacher_logits)
         if p.token_weight:
-            total = total + p.token_weight * token_loss(run.model.last_tokens, teacher_tokens, state)
+            total = total + p.token_weight * token_loss(run.model.last_tokens, teacher_tokens, state, p.token_loss)
     return total
 
 
@@ -205,7 +205,7 @@ def train_one_epoch(run: _Run, epoch: int, stop: dict, on_step=None, progress_ba
     raises :class:`NonFiniteLossError`; a signal (``stop``) saves the state and raises :class:`TrainingInterrupted`
     — both agreed over DDP ranks, so every rank stops at the same step."""
     recipe, p = run.recipe, run.progress
-    run.model.train()
+    run.model.train(not (recipe.task == "prune" and recipe.prune.eval_mode))
     bar = None
     if run.is_main and progress_bar:
         from tqdm import tqdm
@@ -229,6 +229,7 @@ def train_one_epoch(run: _Run, epoch: int, stop: dict, on_step=None, progress_ba
         p.global_step += 1
         p.step_in_epoch += 1
         run.scheduler.step_update(num_updates=p.global_step)
+        hold_frozen(run.optimizer, p.global_step)
         p.images_seen += len(x) * run.world
         seen += len(x) * run.world
         if bar is not None:
@@ -280,8 +281,9 @@ def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
                                          "std": cfg.get("std", (0.5,))})
     sampler = TokenSampler(recipe.tokens, data.image_size, patch)
     batches = EpochBatches(data, recipe, rank, world)
-    optimizer = build_optimizer(model, recipe)
+    optimizer = build_optimizer(model, recipe, total_steps=recipe.epochs * batches.steps_per_epoch)
     scheduler = build_scheduler(optimizer, recipe, batches.steps_per_epoch)
+    hold_frozen(optimizer, 0)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.amp)
     use_amp = device.type == "cuda" and amp_dtype is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
