@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 import sys
 from pathlib import Path
 
@@ -101,6 +102,15 @@ def _version(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spot", description="SPoT: Subpixel Placement of Tokens in ViTs")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_data, _add_checkpoints, _add_train, _add_experiments, _add_records):
+        add(sub)
+    p = sub.add_parser("version", help="print the code and software versions")
+    p.set_defaults(func=_version)
+    _describe(parser)
+    return parser
+
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="wrap a small timm ViT with SPoT and classify real digits at several budgets")
     p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs of the grid ViT (default: %(default)s)")
@@ -108,9 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_demo)
-    data = sub.add_parser("data", help="prepare datasets").add_subparsers(dest="dataset", required=True)
-    from .data.fmnist import CanvasConfig
 
+
+def _add_data(sub) -> None:
+    from .data.fmnist import CanvasConfig
+    from .data.imagenet import configure_parser
+
+    data = sub.add_parser("data", help="prepare datasets").add_subparsers(dest="dataset", required=True)
     d = CanvasConfig()
     p = data.add_parser("fmnist", help="build the Fashion-MNIST canvas benchmark (or plain Fashion-MNIST)")
     p.add_argument("--out", required=True, help="output folder ({train,val,test}.npz + manifest.json)")
@@ -125,19 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragments", type=int, default=d.fragments)
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.set_defaults(func=_data_fmnist)
-    from .data.imagenet import configure_parser
-
     p = data.add_parser("imagenet", help="prepare ImageNet (ILSVRC-2012) from the raw archives")
     configure_parser(p)
     p.set_defaults(func=_data_imagenet)
+
+
+def _add_checkpoints(sub) -> None:
     ck = sub.add_parser("checkpoints", help="backbone checkpoints").add_subparsers(dest="action", required=True)
     p = ck.add_parser("fetch", help="fetch a backbone checkpoint into DIR as safetensors + a record")
     p.add_argument("name", help="cls_in1k, cls_in21k or mae_in1k")
     p.add_argument("--dir", default="checkpoints", help="target folder (default: %(default)s)")
     p.add_argument("--from", dest="source_file", default=None, help="use this downloaded file instead of the network")
     p.set_defaults(func=_checkpoints_fetch)
+    p = ck.add_parser("official", help="register one of the authors' released SPoT checkpoints for the workflow "
+                                       "(retrofit: official): checks it loads, writes a record pointing at it")
+    p.add_argument("file", help="spot_1k_b16.pth, spot_21k_b16.pth or spot_mae_b16.pth")
+    p.add_argument("--out", required=True, help="the record to write (.json)")
+    p.add_argument("--backbone", required=True, help="the backbone it retrofits (cls_in1k, cls_in21k, mae_in1k)")
+    p.set_defaults(func=_checkpoints_official)
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="run a training recipe of the config (pre-training, SPoT retrofitting, its grid "
-                                      "control, MAE); resumable; DDP under torchrun")
+                                      "control, MAE, pruning fine-tunes); resumable; DDP under torchrun")
     add_config_arguments(p, what="`recipes:`")
     p.add_argument("--recipe", required=True, help="name of the recipe under `recipes:`")
     p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
@@ -151,59 +175,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=_train)
-    from . import audit, evaluate, oracle, publish, throughput
 
-    p = sub.add_parser("evaluate", help="Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with "
-                                        "PatchDropout, grid-control and snapped-prior rows")
-    evaluate.configure_parser(p)
-    p.set_defaults(func=evaluate.run_from_args)
 
-    p = sub.add_parser("oracle", help="SPoT-ON: per-image gradient search over token positions (Tables 1, 2, 3, "
-                                      "5, 6; Figure 4 trajectories)")
-    oracle.configure_parser(p)
-    p.set_defaults(func=oracle.run_from_args)
-    p = sub.add_parser("transfer", help="oracle positions of one model evaluated on the others (Table 4)")
-    oracle.configure_transfer_parser(p)
-    p.set_defaults(func=oracle.run_transfer_from_args)
-
+def _add_experiments(sub) -> None:
+    from . import evaluate, oracle, throughput
     from .pruning import experiment as pruning_experiment
 
-    p = sub.add_parser("pruning", help="token pruning (SPOT-AD and baselines): accuracy and GFLOPs over keep ratios, "
-                                       "ToMe, and sampling at equal cost, for one backbone's models")
-    pruning_experiment.configure_parser(p)
-    p.set_defaults(func=pruning_experiment.run_from_args)
+    commands = (
+        ("evaluate", "Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with PatchDropout, "
+                     "grid-control and snapped-prior rows", evaluate.configure_parser, evaluate.run_from_args),
+        ("oracle", "SPoT-ON: per-image gradient search over token positions (Tables 1, 2, 3, 5, 6; Figure 4 "
+                   "trajectories)", oracle.configure_parser, oracle.run_from_args),
+        ("transfer", "oracle positions of one model evaluated on the others (Table 4)",
+         oracle.configure_transfer_parser, oracle.run_transfer_from_args),
+        ("pruning", "token pruning (SPOT-AD and baselines): accuracy and GFLOPs over keep ratios, ToMe, and sampling "
+                    "at equal cost, for one backbone's models", pruning_experiment.configure_parser,
+         pruning_experiment.run_from_args),
+        ("throughput", "images/s and GFLOPs per model × token budget (Figure 5)", throughput.configure_parser,
+         throughput.run_from_args),
+    )
+    for name, text, configure, run in commands:
+        p = sub.add_parser(name, help=text)
+        configure(p)
+        p.set_defaults(func=run)
 
-    p = sub.add_parser("throughput", help="images/s and GFLOPs per model × token budget (Figure 5)")
-    throughput.configure_parser(p)
-    p.set_defaults(func=throughput.run_from_args)
 
-    p = sub.add_parser("audit", help="the provenance chain of a table or figure, every link re-hashed (exit 1 if "
-                                     "a file changed or is missing)")
-    audit.configure_parser(p)
-    p.set_defaults(func=audit.run_from_args)
-    p = sub.add_parser("publish", help="copy a finished run's tables, figures, result tables and checkpoint records "
-                                       "into reference/<preset>/, the published reference (clean commits only)")
-    publish.configure_parser(p)
-    p.set_defaults(func=publish.run_from_args)
-    from . import compare, spread
+def _add_records(sub) -> None:
+    from . import audit, compare, publish, spread
 
-    p = sub.add_parser("spread", help="each result row's training-seed spread from runs that differ only in their "
-                                      "training seeds (the training-seed presets), for spot compare --seed-spread")
-    spread.configure_parser(p)
-    p.set_defaults(func=spread.run_from_args)
-    p = sub.add_parser("compare", help="did a run reproduce a reference? records within their tolerances, flipped "
-                                       "findings, tables (exit 1 if not)")
-    compare.configure_parser(p)
-    p.set_defaults(func=compare.run_from_args)
-    p = ck.add_parser("official", help="register one of the authors' released SPoT checkpoints for the workflow "
-                                       "(retrofit: official): checks it loads, writes a record pointing at it")
-    p.add_argument("file", help="spot_1k_b16.pth, spot_21k_b16.pth or spot_mae_b16.pth")
-    p.add_argument("--out", required=True, help="the record to write (.json)")
-    p.add_argument("--backbone", required=True, help="the backbone it retrofits (cls_in1k, cls_in21k, mae_in1k)")
-    p.set_defaults(func=_checkpoints_official)
-    p = sub.add_parser("version", help="print the code and software versions")
-    p.set_defaults(func=_version)
-    return parser
+    commands = (
+        ("audit", "the provenance chain of a table or figure, every link re-hashed (exit 1 if a file changed or is "
+                  "missing)", audit),
+        ("publish", "copy a finished run's tables, figures, result tables and checkpoint records into "
+                    "reference/<preset>/, the published reference (clean commits only)", publish),
+        ("spread", "each result row's training-seed spread from runs that differ only in their training seeds (the "
+                   "training-seed presets), for spot compare --seed-spread", spread),
+        ("compare", "did a run reproduce a reference? records within their tolerances, flipped findings, tables "
+                    "(exit 1 if not)", compare),
+    )
+    for name, text, module in commands:
+        p = sub.add_parser(name, help=text)
+        module.configure_parser(p)
+        p.set_defaults(func=module.run_from_args)
+
+
+# one worked example per command, shown by its --help (tests/test_cli.py parses each with this parser)
+EXAMPLES = {
+    "demo": "spot demo --out demo_output --epochs 2 --retrofit-epochs 1",
+    "data fmnist": "spot data fmnist --out results/embedded/data",
+    "data imagenet": "spot data imagenet --raw /data/ILSVRC2012 --out results/paper/data/imagenet",
+    "checkpoints fetch": "spot checkpoints fetch cls_in1k --dir checkpoints --from ~/Downloads/model.safetensors",
+    "checkpoints official": "spot checkpoints official spot_1k_b16.pth --backbone cls_in1k "
+                            "--out checkpoints/spot_1k_b16.json",
+    "train": "spot train --config config.yaml --recipe backbone_cls_in1k --data results/embedded/data "
+             "--out models/cls_in1k.safetensors",
+    "evaluate": "spot evaluate --config config.yaml --backbone cls_in1k --model vit=models/cls_in1k.safetensors "
+                "--model spot=models/cls_in1k_spot1.safetensors --data results/embedded/data --out evaluation.csv",
+    "oracle": "spot oracle --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1.safetensors "
+              "--data results/embedded/data --out oracle.csv --limit 100",
+    "transfer": "spot transfer --config config.yaml --model cls_in1k=models/cls_in1k_spot1.safetensors "
+                "--model mae_in1k=models/mae_in1k_spot1.safetensors --data results/embedded/data --out transfer.csv",
+    "pruning": "spot pruning --config config.yaml --backbone cls_in1k --model parent=models/cls_in1k.safetensors "
+               "--model spot_ad=models/cls_in1k_prune_spot_ad.safetensors --data results/embedded/data "
+               "--out pruning.csv",
+    "throughput": "spot throughput --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1"
+                  ".safetensors --out throughput.csv",
+    "audit": "spot audit paper_figures/embedded/table5.csv --row 1 --column '36 Tok. Acc@1 (%)'",
+    "publish": "spot publish --preset embedded --to reference/embedded",
+    "spread": "spot spread results/embedded results/embedded_seed1 results/embedded_seed2 --out seed_spread.csv",
+    "compare": "spot compare . reference/embedded --preset embedded",
+    "version": "spot version",
+}
+
+
+def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Every (sub)command's --help: its one-line help as the description, and its example as the epilog."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            key = f"{path} {name}".strip()
+            sub.description = sub.description or textwrap.fill(helps.get(name) or "", 100)
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            if key in EXAMPLES:
+                sub.epilog = f"example:\n  {EXAMPLES[key]}"
+            _describe(sub, key)
 
 
 def main(argv=None) -> int:

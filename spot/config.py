@@ -75,7 +75,9 @@ def load_configs(paths, overrides: dict | None = None) -> dict:
 
 
 def add_config_arguments(parser, *, what: str = "the sections this command reads") -> None:
-    """``--config FILE`` (repeatable, layered in order) and/or ``--config-json JSON`` (what the workflow passes)."""
+    """``--config FILE`` (repeatable, layered in order) and/or ``--config-json JSON`` (what the workflow passes):
+    one of them is required, which the group's title says (argparse has no "at least one of")."""
+    parser = parser.add_argument_group("configuration (required: --config, --config-json, or both)")
     parser.add_argument("--config", action="append", default=[], metavar="FILE",
                         help=f"a preset (YAML) with {what}: config.yaml (embedded), config/paper.yaml, … — its "
                              "`extends:` chain is resolved; repeat to layer an overlay over it")

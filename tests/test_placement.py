@@ -6,7 +6,7 @@ import torch
 from scipy.stats import kstest, qmc, truncnorm
 
 import spot
-from spot.placement import PRIORS, make_prior
+from spot.placement import PRIORS, ImageBatch, make_prior
 
 SIZE = (64, 64)
 
@@ -283,3 +283,30 @@ def test_jittered_moves_each_point_within_its_cell_and_grid_gives_the_patch_grid
     assert torch.equal(grid[0], spot.grid_positions((48, 48), 8))
     with pytest.raises(ValueError, match="all 36 patches"):
         place("grid", 9, batch)
+
+
+def test_priors_are_the_registered_prior_placements():
+    """PRIORS is derived from the placement registry: a Prior registered later is a prior at once; a placement that
+    is not a Prior (the grid control) is not one."""
+    from dataclasses import dataclass
+
+    from spot.placement import PLACEMENTS, Prior, register
+
+    assert "grid" in PLACEMENTS and "grid" not in PRIORS and list(PRIORS)[:4] == ["uniform", "gaussian", "sobol",
+                                                                                  "isotropic"]
+
+    @register
+    @dataclass(frozen=True)
+    class Corner(Prior):
+        name = "corner_test"
+        deterministic = True
+
+        def sample(self, num_tokens, batch, generator=None):
+            return torch.zeros(batch.batch_size, num_tokens, 2, dtype=torch.float64)
+
+    try:
+        assert PRIORS["corner_test"] is Corner and "corner_test" in PRIORS
+        assert make_prior("corner_test").sample(3, ImageBatch((8, 8), 2)).shape == (2, 3, 2)
+    finally:
+        del PLACEMENTS["corner_test"]
+    assert "corner_test" not in PRIORS

@@ -62,3 +62,17 @@ def test_the_readme_states_the_published_findings_table(tmp_path):
         flipped.loc[0, "Verdict"] = "contradicted" if flipped.loc[0, "Verdict"] != "contradicted" else "holds"
     flipped.to_csv(tmp_path / "findings.csv", index=False)
     assert not update_readme(ROOT / "README.md", tmp_path / "findings.csv", check=True)
+
+
+def test_every_pointer_to_a_readme_section_finds_it():
+    """A comment or docstring saying README "X" names a heading or a bold paragraph lead that starts with X."""
+    text = (ROOT / "README.md").read_text()
+    anchors = [m.group(1) for m in re.finditer(r"^#+ (.+)$", text, re.M)]
+    anchors += [m.group(1) for m in re.finditer(r"^\*\*(.+?)\*\*", text, re.M)]
+    files = [ROOT / "config.yaml", ROOT / "Snakefile", *(ROOT / "config").glob("*.yaml"),
+             *(ROOT / "workflow").rglob("*.smk"), *(ROOT / "workflow").rglob("*.yaml"), *(ROOT / "spot").rglob("*.py")]
+    pointers = [(f.relative_to(ROOT), m.group(1)) for f in files
+                for m in re.finditer(r'README "([^"]+)"', re.sub(r"\n\s*#\s*", " ", f.read_text()))]
+    assert len(pointers) >= 5
+    lost = [(str(f), name) for f, name in pointers if not any(a.startswith(name) for a in anchors)]
+    assert not lost, lost

@@ -297,6 +297,42 @@ def prepare_imagenet(
     if not splits or any(s not in SPLITS for s in splits):
         raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {splits!r}")
     raw_dir, out_dir = Path(raw_dir).expanduser(), Path(out_dir).expanduser()
+    archives = _find_archives(raw_dir, splits)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out_dir)
+    todo = _splits_to_do(out_dir, splits, state, log)
+
+    # Hash every archive once (cached by size + mtime) and compare its md5 with the official one.
+    records = {}
+    for kind, path in archives.items():
+        records[kind] = _archive_record(path, state, log, hash_chunk_bytes)
+        _save_state(out_dir, state)
+        if verify_md5:
+            _check_md5(path, records[kind], tv_imagenet.ARCHIVE_META[kind][1])
+
+    # torchvision's parse_* read their archive from `root`: give them a work folder of symlinks to raw_dir.
+    work = out_dir / _WORK_FOLDER
+    _remove(work)
+    work.mkdir()
+    try:
+        for path in archives.values():
+            (work / path.name).symlink_to(path.resolve())
+        wnid_to_classes, val_wnids = _parse_devkit(archives["devkit"], work, out_dir, log)
+        for split in todo:
+            _prepare_split(split, archives[split], work, out_dir, wnid_to_classes, val_wnids, log)
+            state["splits"][split] = {"done": True, "archive": archives[split].name,
+                                      "archive_sha256": records[split]["sha256"]}
+            _save_state(out_dir, state)
+    finally:
+        _remove(work)
+
+    manifest = _manifest(out_dir, state, wnid_to_classes, raw_dir, splits, verify_md5)
+    atomic_write_json(out_dir / MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _find_archives(raw_dir: Path, splits) -> dict[str, Path]:
+    """The devkit's and each split's archive in ``raw_dir``; :class:`ArchiveMissingError` naming a missing one."""
     if not raw_dir.is_dir():
         raise ArchiveMissingError(
             f"raw ImageNet folder {raw_dir} does not exist; create it and put the ILSVRC2012 archives in it "
@@ -310,11 +346,12 @@ def prepare_imagenet(
                 f"archive {path.name} is missing from {raw_dir} (needed for the {kind} "
                 f"{'metadata' if kind == 'devkit' else 'split'}); put the file at {path}; {_DOWNLOAD_HINT}"
             )
+    return archives
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = _load_state(out_dir)
 
-    # A final split folder we did not finish ourselves is someone else's: refuse rather than overwrite it.
+def _splits_to_do(out_dir: Path, splits, state: dict, log) -> list[str]:
+    """The splits not yet prepared (a finished one is skipped). A final split folder we did not finish ourselves
+    is someone else's: refuse rather than overwrite it."""
     todo = []
     for split in splits:
         final = out_dir / split
@@ -332,50 +369,25 @@ def prepare_imagenet(
         else:
             state["splits"].pop(split, None)
             todo.append(split)
+    return todo
 
-    # Hash every archive once (cached by size + mtime) and compare its md5 with the official one.
-    records = {}
-    for kind, path in archives.items():
-        records[kind] = _archive_record(path, state, log, hash_chunk_bytes)
-        _save_state(out_dir, state)
-        if verify_md5:
-            _check_md5(path, records[kind], tv_imagenet.ARCHIVE_META[kind][1])
 
-    # torchvision's parse_* read their archive from `root`: give them a work folder of symlinks to raw_dir.
-    work = out_dir / _WORK_FOLDER
-    _remove(work)
-    work.mkdir()
+def _parse_devkit(devkit: Path, work: Path, out_dir: Path, log) -> tuple[dict, list]:
+    """torchvision's devkit parsing (``meta.bin`` into ``out_dir``) → (wnid → classes, validation wnids)."""
+    _check_devkit_members(devkit)
+    log(f"devkit: parsing {devkit.name}")
     try:
-        for path in archives.values():
-            (work / path.name).symlink_to(path.resolve())
-
-        devkit = archives["devkit"]
-        _check_devkit_members(devkit)
-        log(f"devkit: parsing {devkit.name}")
-        try:
-            with _extracting(devkit):
-                tv_imagenet.parse_devkit_archive(str(work))
-        except (KeyError, ValueError, TypeError, IndexError) as exc:
-            if isinstance(exc, ImageNetError):
-                raise
-            raise WrongArchiveError(
-                f"archive {devkit} is not a valid ILSVRC2012 devkit (its meta.mat or validation ground truth "
-                f"could not be parsed: {type(exc).__name__}: {exc}); re-download it ({_DOWNLOAD_HINT})"
-            ) from exc
-        os.replace(work / tv_imagenet.META_FILE, out_dir / tv_imagenet.META_FILE)
-        wnid_to_classes, val_wnids = tv_imagenet.load_meta_file(str(out_dir))
-
-        for split in todo:
-            _prepare_split(split, archives[split], work, out_dir, wnid_to_classes, val_wnids, log)
-            state["splits"][split] = {"done": True, "archive": archives[split].name,
-                                      "archive_sha256": records[split]["sha256"]}
-            _save_state(out_dir, state)
-    finally:
-        _remove(work)
-
-    manifest = _manifest(out_dir, state, wnid_to_classes, raw_dir, splits, verify_md5)
-    atomic_write_json(out_dir / MANIFEST_FILE, manifest)
-    return manifest
+        with _extracting(devkit):
+            tv_imagenet.parse_devkit_archive(str(work))
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, ImageNetError):
+            raise
+        raise WrongArchiveError(
+            f"archive {devkit} is not a valid ILSVRC2012 devkit (its meta.mat or validation ground truth "
+            f"could not be parsed: {type(exc).__name__}: {exc}); re-download it ({_DOWNLOAD_HINT})"
+        ) from exc
+    os.replace(work / tv_imagenet.META_FILE, out_dir / tv_imagenet.META_FILE)
+    return tv_imagenet.load_meta_file(str(out_dir))
 
 
 def _prepare_split(split: str, archive: Path, work: Path, out_dir: Path, wnid_to_classes: dict,

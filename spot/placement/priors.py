@@ -41,13 +41,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
 
 from .. import _checks
 from .._lazy import lazy
-from . import RELEASE_NAMES, ImageBatch, Placement, make_placement, register
+from . import PLACEMENTS, RELEASE_NAMES, ImageBatch, Placement, make_placement, register
 
 torch = lazy("torch")
 
@@ -369,9 +370,27 @@ class Boundary(Prior):
         return ((v + 1.0) / 2.0).clamp(self.margin, 1.0 - self.margin)
 
 
-PRIORS: dict[str, type[Prior]] = {
-    p.name: p for p in (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary)
-}
+class _PriorRegistry(Mapping):
+    """The spatial priors by name: the registered placements that are :class:`Prior` s, in registration order — a
+    live view of :data:`~spot.placement.PLACEMENTS`, so a prior registered anywhere is one at once."""
+
+    def __getitem__(self, name: str) -> type[Prior]:
+        cls = PLACEMENTS[name]
+        if not issubclass(cls, Prior):
+            raise KeyError(name)
+        return cls
+
+    def __iter__(self):
+        return (name for name, cls in PLACEMENTS.items() if issubclass(cls, Prior))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"PRIORS({', '.join(self)})"
+
+
+PRIORS: Mapping[str, type[Prior]] = _PriorRegistry()
 
 
 def make_prior(prior, **settings) -> Prior:

@@ -113,8 +113,6 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
     from ..data.evaluation import EvalData
     from ..models import PatchDropoutViT
     from ..stats import outcome_columns
-    from .methods import matching_r
-    from .model import prune
 
     device = torch.device(device)
     settings.validate()
@@ -130,7 +128,6 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
         raise ValueError(f"the SPoT model was trained with another normalisation ({spot_ck.normalisation}) than its "
                          f"parent ({(mean, std)}): one image protocol cannot serve both")
     n0 = vit.patch_embed.num_patches
-    depth = len(vit.blocks)
     rows = []
 
     def row(**values):
@@ -152,6 +149,21 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
 
     dense = dict(variant="parent", method="vit", setting="", placement="grid", budget=n0, keep_ratio=1.0)
     measure(vit, dense)
+    cost_points = _fine_tuned_rows(opened, settings, n0, device, measure)
+    if settings.tome:
+        _tome_rows(vit, settings, n0, measure)
+    if cost_points and spot is not None:  # a backbone without a SPoT model (DeiT in the paper preset): none
+        cache: dict = {}
+        budgets = sorted({equal_cost_budget(spot, g, n0, data.image_size, spot.in_chans, cache) for g in cost_points})
+        log(f"sampling at the cost of {settings.equal_cost} (ρ in {settings.sweep}): budgets {budgets}")
+        _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, settings.equal_cost_priors or evaluation.priors,
+                         saliency_settings, device, measure, PatchDropoutViT)
+    return rows
+
+
+def _fine_tuned_rows(opened, settings: PruningSettings, n0: int, device, measure) -> list[float]:
+    """Every fine-tuned pruned model at every keep ratio of the sweep (a SPoT + pruning model at each of
+    ``combined_budgets``); the GFLOPs of the ``equal_cost`` method's grid rows (the cost points sampling meets)."""
     cost_points = []
     for name, ck in opened.pruned.items():
         info = ck.record["prune"]
@@ -174,19 +186,19 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
                 if name == settings.equal_cost and not on_spot:
                     cost_points.append(g)
         model.to("cpu")
-    if settings.tome:
-        for rho in settings.sweep:
-            r = matching_r(n0, depth, float(rho))
-            tome = prune(copy.deepcopy(vit), "tome", keep_ratio=float(rho), r=r).eval()
-            measure(tome, dict(variant="parent", method="tome", setting="tome", placement="grid", budget=n0,
-                               keep_ratio=float(rho), r=r))
-    if cost_points and spot is not None:  # a backbone without a SPoT model (DeiT in the paper preset): none
-        cache: dict = {}
-        budgets = sorted({equal_cost_budget(spot, g, n0, data.image_size, spot.in_chans, cache) for g in cost_points})
-        log(f"sampling at the cost of {settings.equal_cost} (ρ in {settings.sweep}): budgets {budgets}")
-        _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, settings.equal_cost_priors or evaluation.priors,
-                         saliency_settings, device, measure, PatchDropoutViT)
-    return rows
+    return cost_points
+
+
+def _tome_rows(vit, settings: PruningSettings, n0: int, measure) -> None:
+    """ToMe on the parent (training-free) at the r matching each keep ratio of the sweep."""
+    from .methods import matching_r
+    from .model import prune
+
+    for rho in settings.sweep:
+        r = matching_r(n0, len(vit.blocks), float(rho))
+        tome = prune(copy.deepcopy(vit), "tome", keep_ratio=float(rho), r=r).eval()
+        measure(tome, dict(variant="parent", method="tome", setting="tome", placement="grid", budget=n0,
+                           keep_ratio=float(rho), r=r))
 
 
 def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, priors, saliency_settings, device, measure,
