@@ -26,16 +26,97 @@ from .factory import BACKBONES, MissingWeightsError, WeightSource, create_backbo
 from .formats import read_state_dict
 from .provenance import atomic_output, atomic_write_json, sha256_file
 
-__all__ = ["Checkpoint", "open_checkpoint", "load_trained", "checkpoint_record", "FORMATS", "CHECKPOINTS",
-           "fetch_checkpoint", "checkpoint_paths", "register_official"]
+__all__ = ["Checkpoint", "open_checkpoint", "load_trained", "checkpoint_record", "FORMATS", "Format",
+           "register_format", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths", "register_official"]
 
-FORMATS = {
-    "timm_vit": "a plain timm ViT on the patch grid (trained here, or a fetched backbone)",
-    "spot_vit": "a SPoT model (retrofitted here)",
-    "mae": "an MAE encoder + pixel decoder (no classifier)",
-    "official": "a record pointing at one of the authors' released SPoT checkpoints",
-    "pruned_vit": "a timm ViT or SPoT model with token pruning (spot.pruning; fine-tuned here)",
-}
+@dataclass(frozen=True)
+class _Saved:
+    """What a format's loader rebuilds a model from: the file, its record, the backbone name and timm config."""
+
+    path: Path
+    record: dict
+    backbone: str | None
+    timm_kwargs: dict
+    wrap: bool
+
+    @property
+    def spot_settings(self) -> dict:
+        spot = self.record.get("spot") or {}
+        return dict(window=spot.get("window"), pe_sigma=spot.get("pe_sigma", 0.5))
+
+
+@dataclass(frozen=True)
+class Format:
+    """A checkpoint format this project writes or reads: what it holds, and how :func:`load_trained` rebuilds it."""
+
+    name: str
+    summary: str
+    load: object  # (_Saved) -> nn.Module
+    needs_backbone: bool = True
+
+
+FORMATS: dict[str, Format] = {}
+
+
+def register_format(name: str, summary: str, *, needs_backbone: bool = True):
+    """Decorator: ``load(saved)`` rebuilds a model of checkpoint format ``name`` (a record's ``format``)."""
+    def add(load):
+        FORMATS[name] = Format(name, summary, load, needs_backbone)
+        return load
+    return add
+
+
+@register_format("timm_vit", "a plain timm ViT on the patch grid (trained here, or a fetched backbone)")
+def _load_timm_vit(saved: _Saved):
+    from .models import SPoTViT
+
+    vit = create_backbone(saved.backbone, checkpoint=saved.path, **saved.timm_kwargs)
+    return (SPoTViT.from_timm(vit) if saved.wrap else vit).eval()
+
+
+@register_format("spot_vit", "a SPoT model (retrofitted here)")
+def _load_spot_vit(saved: _Saved):
+    from .models import SPoTViT
+
+    if not saved.wrap:
+        raise ValueError(f"{saved.path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
+    model = SPoTViT.from_timm(create_backbone(saved.backbone, **saved.timm_kwargs), **saved.spot_settings)
+    model.load_state_dict(read_state_dict(saved.path), strict=True)
+    return model.eval()
+
+
+@register_format("mae", "an MAE encoder + pixel decoder (no classifier)")
+def _load_mae(saved: _Saved):
+    from .mae import SubpixelMAE
+
+    cfg = saved.record.get("mae") or {}
+    model = SubpixelMAE.from_backbone(
+        create_backbone(saved.backbone, **saved.timm_kwargs), **saved.spot_settings,
+        decoder_dim=cfg.get("decoder_dim", 512), decoder_depth=cfg.get("decoder_depth", 8),
+        decoder_heads=cfg.get("decoder_heads", 16), norm_pix_loss=cfg.get("norm_pix_loss", True))
+    return model.load_mae_state_dict(read_state_dict(saved.path)).eval()
+
+
+@register_format("official", "a record pointing at one of the authors' released SPoT checkpoints",
+                 needs_backbone=False)
+def _load_official(saved: _Saved):
+    from .official import load_official
+
+    return load_official(saved.record["path"])
+
+
+@register_format("pruned_vit", "a timm ViT or SPoT model with token pruning (spot.pruning; fine-tuned here)")
+def _load_pruned_vit(saved: _Saved):
+    from .models import SPoTViT
+    from .pruning import prune
+
+    info = saved.record["prune"]
+    vit = create_backbone(saved.backbone, **saved.timm_kwargs)
+    base = SPoTViT.from_timm(vit, **saved.spot_settings) if info["base_format"] == "spot_vit" else vit
+    model = prune(base, info["method"], info["keep_ratio"], stages=info["stages"], **info.get("settings", {}))
+    model.load_state_dict(read_state_dict(saved.path), strict=True)
+    return model.eval()
+
 
 # the backbones whose weights can be fetched, by name
 CHECKPOINTS: dict[str, WeightSource] = {name: b.source for name, b in BACKBONES.items() if b.source is not None}
@@ -147,52 +228,20 @@ def load_trained(path, *, backbone: str | None = None, wrap: bool = True, **timm
 
     The weights are verified against their record's sha256 first (:func:`verify_weights`).
     """
-    from .models import SPoTViT
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found; train it (`spot train`) or fetch it "
                                 "(`spot checkpoints fetch`)")
     record = checkpoint_record(path)
     verify_weights(path, record)
-    fmt = record.get("format", "timm_vit")
-    if fmt == "official":  # a record pointing at one of the authors' released checkpoints (retrofit: official)
-        from .official import load_official
-
-        return load_official(record["path"])
-    name = backbone or record.get("backbone") or record.get("name")
-    if name is None:
+    name = record.get("format", "timm_vit")
+    if name not in FORMATS:
+        raise ValueError(f"{path} has unknown format {name!r}; accepted: {', '.join(FORMATS)}")
+    fmt = FORMATS[name]
+    backbone = backbone or record.get("backbone") or record.get("name")
+    if backbone is None and fmt.needs_backbone:
         raise ValueError(f"{path} has no record naming its backbone ({path.with_suffix('.json')}); pass backbone=")
-    kwargs = {**record.get("timm_kwargs", {}), **timm_kwargs}
-    spot_cfg = record.get("spot") or {}
-    if fmt == "mae":
-        from .mae import SubpixelMAE
-
-        mae_cfg = record.get("mae") or {}
-        model = SubpixelMAE.from_backbone(
-            create_backbone(name, **kwargs), window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5),
-            decoder_dim=mae_cfg.get("decoder_dim", 512), decoder_depth=mae_cfg.get("decoder_depth", 8),
-            decoder_heads=mae_cfg.get("decoder_heads", 16), norm_pix_loss=mae_cfg.get("norm_pix_loss", True))
-        return model.load_mae_state_dict(read_state_dict(path)).eval()
-    if fmt == "pruned_vit":
-        from .pruning import prune
-
-        info = record["prune"]
-        vit = create_backbone(name, **kwargs)
-        base = SPoTViT.from_timm(vit, window=spot_cfg.get("window"), pe_sigma=spot_cfg.get("pe_sigma", 0.5)) \
-            if info["base_format"] == "spot_vit" else vit
-        model = prune(base, info["method"], info["keep_ratio"], stages=info["stages"], **info.get("settings", {}))
-        model.load_state_dict(read_state_dict(path), strict=True)
-        return model.eval()
-    if fmt == "spot_vit":
-        if not wrap:
-            raise ValueError(f"{path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
-        model = SPoTViT.from_timm(create_backbone(name, **kwargs), window=spot_cfg.get("window"),
-                                  pe_sigma=spot_cfg.get("pe_sigma", 0.5))
-        model.load_state_dict(read_state_dict(path), strict=True)
-        return model.eval()
-    vit = create_backbone(name, checkpoint=path, **kwargs)
-    return (SPoTViT.from_timm(vit) if wrap else vit).eval()
+    return fmt.load(_Saved(path, record, backbone, {**record.get("timm_kwargs", {}), **timm_kwargs}, wrap))
 
 
 def checkpoint_paths(name: str, directory) -> tuple[Path, Path]:

@@ -157,5 +157,5 @@ def _figure(path: Path, image: torch.Tensor, model: SPoTViT) -> None:
                    title="Center, 4 tokens")
     fig.tight_layout()
     with atomic_output(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")  # nothing clipped: titles, ticks
     plt.close(fig)

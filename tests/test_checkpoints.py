@@ -56,3 +56,32 @@ def test_bad_source_file(tmp_path):
     with pytest.raises(ValueError, match="not a readable"):
         checkpoints.fetch_checkpoint("mae_in1k", tmp_path / "ck", source_file=tmp_path / "junk.pth")
     assert not (tmp_path / "ck" / "mae_in1k.safetensors").exists()
+
+
+def test_a_checkpoint_format_is_one_registered_loader(tmp_path):
+    """load_trained dispatches on the record's format through the FORMATS registry: a new format is one loader;
+    an unknown one is an error listing the accepted formats."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from spot.checkpoints import FORMATS, load_trained, register_format
+    from spot.provenance import sha256_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"weight": torch.ones(2, 3)}, str(path))
+    record = {"format": "linear_test", "sha256": sha256_file(path), "backbone": "none"}
+    path.with_suffix(".json").write_text(json.dumps(record))
+
+    @register_format("linear_test", "a bare nn.Linear (test)")
+    def _load(saved):
+        layer = torch.nn.Linear(3, 2, bias=False)
+        layer.load_state_dict({"weight": torch.ones(2, 3)})
+        return layer
+
+    try:
+        assert load_trained(path)(torch.ones(1, 3)).tolist() == [[3.0, 3.0]]
+    finally:
+        del FORMATS["linear_test"]
+    with pytest.raises(ValueError, match="unknown format 'linear_test'; accepted: timm_vit, spot_vit, mae"):
+        load_trained(path)

@@ -43,16 +43,26 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["data_imagenet"] == 1 and "train_backbone" not in counts
     assert (counts["evaluate"], counts["oracle"], counts["transfer"]) == (3, 3, 1)
     assert counts["prior_selection"] == 3  # Salient's candidate settings through each SPoT model
-    # pruning: DeiT-S/T × SPOT-AD, EViT, DynamicViT, heuristic; SPoT + SPOT-AD on the three SPoT models; a
-    # pruning job and a throughput job for each of the five backbones
-    assert (counts["train_pruned"], counts["pruning"], counts["throughput"]) == (2 * 4 + 3, 5, 5)
+    # pruning: each pruned backbone (DeiT-S/T) × each method (SPOT-AD, EViT, DynamicViT, heuristic); SPoT + SPOT-AD
+    # on each SPoT backbone; a pruning job and a throughput job for each backbone, SPoT's and pruning's
+    from spot.recipes import load_config
+
+    cfg = load_config(workdir / "config" / "paper.yaml")
+    pruned, spot_backbones = cfg["pruning"]["backbones"], cfg["backbones"]
+    expected = len(pruned) * len(cfg["pruning"]["models"]) + len(spot_backbones) * len(cfg["pruning"]["combined"])
+    assert expected == 2 * 4 + 3  # the paper's setting, as the seed and the paper run it
+    everyone = len(set(pruned) | set(spot_backbones))
+    assert (counts["train_pruned"], counts["pruning"], counts["throughput"]) == (expected, everyone, everyone)
     for deit in ("deit_s", "deit_t"):
         assert f"results/paper/models/{deit}_prune_spot_ad.safetensors" in done.stdout
         assert f"results/paper/checkpoints/{deit}.safetensors" in done.stdout
     assert "results/paper/models/cls_in1k_spotprune_spot_ad_spot.safetensors" in done.stdout
-    # the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and one figure; the oracle's controls,
-    # the prior selection and the findings (ours)
-    assert (counts["table"], counts["figure"]) == (14, 7)
+    # every registered table and figure: the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and
+    # one figure; the oracle's controls, the prior selection and the findings (ours)
+    from spot.paper import ARTIFACTS
+
+    kinds = [a.kind for a in ARTIFACTS.values()]
+    assert (counts["table"], counts["figure"]) == (kinds.count("table"), kinds.count("figure")) == (14, 7)
 
 
 def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):

@@ -169,8 +169,23 @@ def figure4(inputs, config):
             row += 1
     fig.suptitle(f"SPoT-ON trajectories, {int(store['budget'])} tokens, lr {float(store['lr']):g}, "
                  f"{int(store['steps'])} steps")
-    fig.tight_layout()
+    _trajectory_key(fig, axes, int(store["steps"]))
     return fig
+
+
+def _trajectory_key(fig, axes, steps: int) -> None:
+    """What Figure 4's colours mean: the search step along each token's path (the colour bar), and the window at
+    its final position (the legend)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch
+
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    bar = fig.add_axes((0.12, 0.035, 0.45, 0.012))
+    fig.colorbar(ScalarMappable(Normalize(0, steps), "plasma"), cax=bar, orientation="horizontal",
+                 label="search step (path from the Isotropic start, dark, to the final position, bright)")
+    fig.legend(handles=[Patch(fill=False, edgecolor="tab:green", label="window at the final position")],
+               loc="lower right", bbox_to_anchor=(0.98, 0.01), fontsize=8, frameon=False)
 
 
 def _throughput(inputs) -> pd.DataFrame:
@@ -241,12 +256,18 @@ def _at_spot_backbone(frame: pd.DataFrame, column: str, choice: dict, speeds: di
 
 
 def _shade_gaps(ax, spot: dict, others, budgets) -> None:
-    """The gap from the SPoT line to each of ``others`` ((points, colour, label)), shaded."""
-    for points, color, name in others:
+    """The gap from the SPoT line to each of ``others`` ((points, colour, label)): the first filled, the next
+    hatched in their colour, so that where two gaps overlap both stay readable (two fills would blend to grey)."""
+    for i, (points, color, name) in enumerate(others):
         common = [b for b in budgets if b in spot and b in points]
-        if common:
-            ax.fill_between([spot[b][0] for b in common], [spot[b][1] for b in common],
-                            [points[b][1] for b in common], color=color, alpha=0.15, label=name)
+        if not common:
+            continue
+        x, low, high = [spot[b][0] for b in common], [spot[b][1] for b in common], [points[b][1] for b in common]
+        if i == 0:
+            ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0, label=name)
+        else:
+            ax.fill_between(x, low, high, facecolor="none", edgecolor=color, hatch="////", alpha=0.5, linewidth=0,
+                            label=name)
 
 
 @figure("figure5", reads=("throughput", "evaluation", "prior_selection", "oracle", "transfer"),
@@ -272,7 +293,7 @@ def figure5(inputs, config):
     on = o[(o.experiment == "table5") & (o.placement == "spot_on") & (o.metric == "acc1")]
     t = read_results(inputs, "transfer")
     cross = t[(t.placement == "spot_on") & (t.metric == "transfer_acc1") & (t.source != t.target)]
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(7.6, 6.0))
     size = {b: 12 + 140 * b / max(budgets) for b in budgets}
 
     def draw(points: dict, style: str, label: str, **kw):
@@ -298,10 +319,14 @@ def figure5(inputs, config):
     draw(best_on, ":", "SPoT-ON (SPoT's backbone)", color="black")
     draw(best_cross, "-.", "SPoT-ON positions from another model (SPoT's backbone)", color="tab:purple")
     _shade_gaps(ax, spot, ((best_on, "tab:green", "gap"), (best_cross, "tab:purple", "gap, cross-model")), budgets)
-    for b, (x, y) in spot.items():
+    xs = sorted(x for x, _ in spot.values())
+    for b, (x, y) in spot.items():  # beside the marker (its radius grows with the budget), toward the middle
         backbone, prior = choice[b][:2]
-        ax.annotate(f"{b}: {prior_label(prior)}, {label(config, backbone)}", (x, y), textcoords="offset points",
-                    xytext=(0, -14), fontsize=6, ha="center")
+        side = -1 if len(xs) > 1 and x >= xs[len(xs) // 2] else 1
+        offset = 4 + size[b] ** 0.5 / 2
+        ax.annotate(f"{b} tok.: {prior_label(prior)}, {label(config, backbone)}", (x, y), textcoords="offset points",
+                    xytext=(side * offset, -offset), fontsize=6, ha="left" if side > 0 else "right", va="top",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8), zorder=4)
     if ceiling:
         ax.axhspan(float(ceiling["from"]), float(ceiling.get("to", 100.0)), color="tab:red", alpha=0.12,
                    label=f"ceiling ({ceiling.get('source', 'label noise')})")
@@ -309,7 +334,7 @@ def figure5(inputs, config):
     ax.set_xlabel("throughput (images/s); points sized by tokens")
     ax.set_ylabel("Acc@1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)  # off the data
     fig.tight_layout()
     return fig
 

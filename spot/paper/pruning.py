@@ -230,66 +230,84 @@ def figure_sampling_vs_pruning(inputs, config):
     tp = read_results(inputs, "throughput") if inputs.get("throughput") else pd.DataFrame()
     e = read_results(inputs, "evaluation") if inputs.get("evaluation") else pd.DataFrame()
     backbones = list(dict.fromkeys(f["backbone"]))
-    fig, axes = plt.subplots(len(backbones), 2, figsize=(10, 3.6 * len(backbones)), squeeze=False)
+    fig, axes = plt.subplots(len(backbones), 2, figsize=(10, 3.4 * len(backbones) + 0.9), squeeze=False)
 
     def tp_value(backbone, metric, **match):
         if not len(tp):
             return np.nan
         return _best(tp[(tp.backbone == backbone) & (tp.metric == metric)], match)
 
+    rows = {backbone: _sampling_vs_pruning_curves(f[f.backbone == backbone], e, backbone, tp_value)
+            for backbone in backbones}
+    names = list(dict.fromkeys(n for curves, _ in rows.values() for n in curves))
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}  # one colour per curve in every row
     for row, backbone in zip(axes, backbones):
-        b = f[f.backbone == backbone]
-        curves = {}  # label → [(gflops, speed, acc)]
-        # sampling: SPoT over the evaluation's budgets and the equal-cost budgets
-        if len(e):
-            ev = e[(e.backbone == backbone) & (e.metric == "acc1") & (e.positions == "placed")]
-            for name, variant, method, placement in (("SPoT (Isotropic)", "spot", "spot", "isotropic"),
-                                                     ("PatchDropout", "parent", "patchdropout", "grid_random"),
-                                                     ("Grid control", "grid_control", "spot", "grid_random")):
-                g = ev[(ev.variant == variant) & (ev.method == method) & (ev.placement == placement)]
-                for m, acc in g.groupby("budget")["value"].mean().items():
-                    kind = "spot" if method == "spot" else "patchdropout"
-                    tvariant = "spot" if method == "spot" else "parent"
-                    curves.setdefault(name, []).append(
-                        (tp_value(backbone, "gflops_per_image", variant=tvariant, method=kind, budget=int(m)),
-                         tp_value(backbone, "images_per_s", variant=tvariant, method=kind, budget=int(m)), acc))
-        sampled = b[(b.setting == "") & b.method.isin(["spot", "patchdropout"])]
-        for (variant, method, placement), g in sampled.groupby(["variant", "method", "placement"]):
-            if variant == "spot" and placement != "isotropic":
-                continue
-            # the same curves as the evaluation's, at the equal-cost budgets
-            name = {"parent": "PatchDropout", "grid_control": "Grid control"}.get(variant, "SPoT (Isotropic)")
-            for m, gg in g.groupby("budget"):
-                kind = "spot" if method == "spot" else "patchdropout"
-                curves.setdefault(name, []).append(
-                    (_value(gg, "gflops"), tp_value(backbone, "images_per_s", setting="equal_cost", method=kind,
-                                                    budget=int(m)), _value(gg, "acc1")))
-        # pruning: every setting over its sweep (the combined models at the full budget), ToMe
-        for setting, s in b[b.setting != ""].groupby("setting", sort=False):
-            method = s["method"].iloc[0]
-            for m, sm in s.groupby("budget"):
-                name = METHOD_LABELS.get(method, method) + ("" if setting in (method, "tome") else f" [{setting}]")
-                if s["variant"].iloc[0] == "spot":
-                    name = f"SPoT + SPOT-AD ({int(m)} tok.)"
-                for rho, sr in sm.groupby("keep_ratio"):
-                    curves.setdefault(name, []).append(
-                        (_value(sr, "gflops"), tp_value(backbone, "images_per_s", setting=setting,
-                                                        keep_ratio=float(rho), budget=int(m)), _value(sr, "acc1")))
-        dense = (_value(b, "gflops", method="vit"), tp_value(backbone, "images_per_s", variant="parent", method="vit",
-                                                           setting=None), _value(b, "acc1", method="vit"))
+        curves, dense = rows[backbone]
         for ax, axis in zip(row, (0, 1)):
             for name, points in curves.items():
-                points = sorted(p for p in points if np.isfinite(p[axis]) and np.isfinite(p[2]))
+                # joined in the order of the axis drawn (GFLOPs, or throughput)
+                points = sorted((p for p in points if np.isfinite(p[axis]) and np.isfinite(p[2])),
+                                key=lambda p: p[axis])
                 if points:
                     style = "o-" if name.startswith("SPoT") and "+" not in name else "s--" if name in (
                         "PatchDropout", "Grid control") else "^-"
-                    ax.plot([p[axis] for p in points], [p[2] for p in points], style, label=name, markersize=4)
+                    ax.plot([p[axis] for p in points], [p[2] for p in points], style, label=name, markersize=4,
+                            color=colours[name])
             if np.isfinite(dense[axis]):
                 ax.plot([dense[axis]], [dense[2]], "k*", markersize=12, label="dense classifier")
             ax.set_xlabel("GFLOPs per image" if axis == 0 else "throughput (images/s)")
             ax.set_ylabel("Acc@1 (%)")
             ax.set_title(f"{label(config, backbone)}: accuracy vs {'GFLOPs' if axis == 0 else 'throughput'}")
             ax.grid(alpha=0.3)
-        row[0].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes.flat:  # one legend for the figure, every curve once
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(name, handle)
+    columns = min(5, max(1, len(handles)))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    legend_inches = 0.2 + 0.22 * -(-len(handles) // columns)  # the legend's rows, below the panels
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
     return fig
+
+
+def _sampling_vs_pruning_curves(b: pd.DataFrame, e: pd.DataFrame, backbone: str, tp_value) -> tuple[dict, tuple]:
+    """One backbone's curves, label → [(GFLOPs, images/s, Acc@1)]: sampling (SPoT Isotropic, PatchDropout, the grid
+    control over the evaluation's and the equal-cost budgets), every pruning setting over its sweep (the combined
+    models per budget) and ToMe; and the dense classifier's point."""
+    curves = {}
+    if len(e):
+        ev = e[(e.backbone == backbone) & (e.metric == "acc1") & (e.positions == "placed")]
+        for name, variant, method, placement in (("SPoT (Isotropic)", "spot", "spot", "isotropic"),
+                                                 ("PatchDropout", "parent", "patchdropout", "grid_random"),
+                                                 ("Grid control", "grid_control", "spot", "grid_random")):
+            g = ev[(ev.variant == variant) & (ev.method == method) & (ev.placement == placement)]
+            for m, acc in g.groupby("budget")["value"].mean().items():
+                kind = "spot" if method == "spot" else "patchdropout"
+                tvariant = "spot" if method == "spot" else "parent"
+                curves.setdefault(name, []).append(
+                    (tp_value(backbone, "gflops_per_image", variant=tvariant, method=kind, budget=int(m)),
+                     tp_value(backbone, "images_per_s", variant=tvariant, method=kind, budget=int(m)), acc))
+    sampled = b[(b.setting == "") & b.method.isin(["spot", "patchdropout"])]
+    for (variant, method, placement), g in sampled.groupby(["variant", "method", "placement"]):
+        if variant == "spot" and placement != "isotropic":
+            continue
+        # the same curves as the evaluation's, at the equal-cost budgets
+        name = {"parent": "PatchDropout", "grid_control": "Grid control"}.get(variant, "SPoT (Isotropic)")
+        for m, gg in g.groupby("budget"):
+            kind = "spot" if method == "spot" else "patchdropout"
+            curves.setdefault(name, []).append(
+                (_value(gg, "gflops"), tp_value(backbone, "images_per_s", setting="equal_cost", method=kind,
+                                                budget=int(m)), _value(gg, "acc1")))
+    for setting, s in b[b.setting != ""].groupby("setting", sort=False):
+        method = s["method"].iloc[0]
+        for m, sm in s.groupby("budget"):
+            name = METHOD_LABELS.get(method, method) + ("" if setting in (method, "tome") else f" [{setting}]")
+            if s["variant"].iloc[0] == "spot":
+                name = f"SPoT + SPOT-AD ({int(m)} tok.)"
+            for rho, sr in sm.groupby("keep_ratio"):
+                curves.setdefault(name, []).append(
+                    (_value(sr, "gflops"), tp_value(backbone, "images_per_s", setting=setting,
+                                                    keep_ratio=float(rho), budget=int(m)), _value(sr, "acc1")))
+    dense = (_value(b, "gflops", method="vit"), tp_value(backbone, "images_per_s", variant="parent", method="vit",
+                                                       setting=None), _value(b, "acc1", method="vit"))
+    return curves, dense

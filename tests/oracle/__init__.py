@@ -1,0 +1,1 @@
+"""Tests of spot.oracle, one module per module of the package."""
