@@ -95,33 +95,39 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
         x = {n: images[n].to(dev[n]) for n in names}
         y = {n: labels.to(dev[n]) for n in names}
         # the oracle's own random wrong labels for these images (image_targets: per-image streams)
-        targets = image_targets(target_search, ImageBatch(size, B, images=images[names[0]], labels=labels, model=models[names[0]],
-                                                           indices=indices.tolist()), oracle.seed, split) \
-            if settings.random_target else None
+        targets = None
+        if settings.random_target:
+            first = ImageBatch(size, B, images=images[names[0]], labels=labels, model=models[names[0]],
+                               indices=indices.tolist())
+            targets = image_targets(target_search, first, oracle.seed, split)
         for m in settings.all_budgets:
             # the same start as the oracle's for these images (its per-image streams)
             streams = ImageStreams("spot-oracle", prior.label, m, oracle.seed, split)
             init = place(prior, m, ImageBatch(size, B, saliency=sal, indices=indices.tolist()), streams)
-            for b in names:
-                tally.add(("original", m, b), correct(models[b], x[b], y[b], init.to(dev[b])))
-            for a in names:
-                s_a = oracle_search(models[a], x[a], y[a], init.to(dev[a]), s.lr, s.steps)
-                tally.add(("oracle", m, a), correct(models[a], x[a], y[a], s_a))
-                for b in names:
-                    if b != a:
-                        tally.add(("transfer", m, a, b), correct(models[b], x[b], y[b], s_a.to(dev[b])))
-            if targets is None:
-                continue
-            for b in names:
-                tally.add(("target_init", m, b), correct(models[b], x[b], targets.to(dev[b]), init.to(dev[b])))
-            for a in names:
-                r_a = oracle_search(models[a], x[a], targets.to(dev[a]), init.to(dev[a]), s.lr, s.steps)
-                for b in names:
-                    tally.add(("target", m, a, b), correct(models[b], x[b], targets.to(dev[b]), r_a.to(dev[b])))
+            _tally_pairs(tally, m, models, x, y, init, s)
+            if targets is not None:
+                _tally_pairs(tally, m, models, x, {n: targets for n in names}, init, s, random_target=True)
     if log is not None:
         n = tally.count(("original", settings.budget, names[0]))
         log(f"transfer: {len(names)} models, {n} images, budgets {settings.all_budgets} in {time.time() - t0:.1f} s")
     return _transfer_rows(tally, names, settings, prior, s, oracle.seed)
+
+
+def _tally_pairs(tally: _Tally, m: int, models: dict, x: dict, y: dict, init, s, random_target: bool = False):
+    """One batch at budget m: every model at the start ``init``, every source A's search from it, and every model B
+    at A's positions — towards the labels ``y`` (the oracle and Table 4), or towards the random wrong labels (the
+    steerability control: A's target reached by B, B = A included)."""
+    dev = {n: next(model.parameters()).device for n, model in models.items()}
+    kind = ("target_init", "target") if random_target else ("original", "transfer")
+    for b in models:
+        tally.add((kind[0], m, b), correct(models[b], x[b], y[b].to(dev[b]), init.to(dev[b])))
+    for a in models:
+        s_a = oracle_search(models[a], x[a], y[a].to(dev[a]), init.to(dev[a]), s.lr, s.steps)
+        if not random_target:
+            tally.add(("oracle", m, a), correct(models[a], x[a], y[a].to(dev[a]), s_a))
+        for b in models:
+            if b != a or random_target:
+                tally.add((kind[1], m, a, b), correct(models[b], x[b], y[b].to(dev[b]), s_a.to(dev[b])))
 
 
 def _transfer_rows(tally: _Tally, names: list, settings: TransferSettings, prior, s, seed) -> list[dict]:
