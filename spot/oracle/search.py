@@ -17,6 +17,8 @@ Also here: the saliency score of a placement (Eq. 4) and the relative saliency g
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -59,6 +61,30 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
     Returns the final positions (B, m, 2) float64 (no grad), and with ``record_trajectory`` also the trajectory
     (steps + 1, B, m, 2) float64, whose entry 0 is the init and entry ``steps`` the final positions.
     """
+    init = _start(images, labels, init_positions, lr, steps, objective)
+    positions = init.expand(images.shape[0], -1, -1).clone().requires_grad_(True)
+    labels = labels.to(images.device) if labels is not None else None
+    trajectory = [positions.detach().clone()] if record_trajectory else None
+    with _frozen(model):
+        opt = torch.optim.AdamW([positions], lr=float(lr), weight_decay=0.0)
+        sign = -1.0 if ascent else 1.0
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = _objective(model(images, positions).float(), labels, objective)
+            (sign * loss).backward()
+            opt.step()
+            with torch.no_grad():
+                positions.clamp_(0.0, 1.0)
+            if record_trajectory:
+                trajectory.append(positions.detach().clone())
+    final = positions.detach()
+    if record_trajectory:
+        return final, torch.stack(trajectory)
+    return final
+
+
+def _start(images, labels, init_positions, lr, steps, objective) -> torch.Tensor:
+    """The checked search settings' start: the init as float64 (1 or B, m, 2) on the images' device."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"oracle lr must be a number > 0, got {lr!r}")
     if not _is_int(steps) or steps < 1:
@@ -76,35 +102,24 @@ def oracle_search(model, images: torch.Tensor, labels: torch.Tensor, init_positi
         init = init[None]
     if init.shape[0] not in (1, B):
         raise ValueError(f"init_positions have batch size {init.shape[0]} but images have {B}")
-    positions = init.expand(B, -1, -1).clone().requires_grad_(True)
-    labels = labels.to(images.device) if labels is not None else None
+    return init
+
+
+@contextlib.contextmanager
+def _frozen(model):
+    """The model in eval mode with no parameter requiring a gradient, both restored afterwards."""
     params = list(model.parameters())
     grad_flags = [p.requires_grad for p in params]
     was_training = model.training
-    trajectory = [positions.detach().clone()] if record_trajectory else None
     try:
         for p in params:
             p.requires_grad_(False)
         model.eval()
-        opt = torch.optim.AdamW([positions], lr=float(lr), weight_decay=0.0)
-        sign = -1.0 if ascent else 1.0
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = _objective(model(images, positions).float(), labels, objective)
-            (sign * loss).backward()
-            opt.step()
-            with torch.no_grad():
-                positions.clamp_(0.0, 1.0)
-            if record_trajectory:
-                trajectory.append(positions.detach().clone())
+        yield model
     finally:
         for p, flag in zip(params, grad_flags):
             p.requires_grad_(flag)
         model.train(was_training)
-    final = positions.detach()
-    if record_trajectory:
-        return final, torch.stack(trajectory)
-    return final
 
 
 def _objective(logits: torch.Tensor, labels, objective: str) -> torch.Tensor:
