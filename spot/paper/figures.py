@@ -319,14 +319,7 @@ def figure5(inputs, config):
     draw(best_on, ":", "SPoT-ON (SPoT's backbone)", color="black")
     draw(best_cross, "-.", "SPoT-ON positions from another model (SPoT's backbone)", color="tab:purple")
     _shade_gaps(ax, spot, ((best_on, "tab:green", "gap"), (best_cross, "tab:purple", "gap, cross-model")), budgets)
-    xs = sorted(x for x, _ in spot.values())
-    for b, (x, y) in spot.items():  # beside the marker (its radius grows with the budget), toward the middle
-        backbone, prior = choice[b][:2]
-        side = -1 if len(xs) > 1 and x >= xs[len(xs) // 2] else 1
-        offset = 4 + size[b] ** 0.5 / 2
-        ax.annotate(f"{b} tok.: {prior_label(prior)}, {label(config, backbone)}", (x, y), textcoords="offset points",
-                    xytext=(side * offset, -offset), fontsize=6, ha="left" if side > 0 else "right", va="top",
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8), zorder=4)
+    _label_choices(ax, spot, choice, config, size)
     if ceiling:
         ax.axhspan(float(ceiling["from"]), float(ceiling.get("to", 100.0)), color="tab:red", alpha=0.12,
                    label=f"ceiling ({ceiling.get('source', 'label noise')})")
@@ -337,6 +330,19 @@ def figure5(inputs, config):
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)  # off the data
     fig.tight_layout()
     return fig
+
+
+def _label_choices(ax, spot: dict, choice: dict, config, size: dict) -> None:
+    """Each SPoT point's budget, prior and backbone, beside its marker (whose radius grows with the budget), on the
+    side toward the middle of the line, on a light box."""
+    xs = sorted(x for x, _ in spot.values())
+    for b, (x, y) in spot.items():
+        backbone, prior = choice[b][:2]
+        side = -1 if len(xs) > 1 and x >= xs[len(xs) // 2] else 1
+        offset = 4 + size[b] ** 0.5 / 2
+        ax.annotate(f"{b} tok.: {prior_label(prior)}, {label(config, backbone)}", (x, y), textcoords="offset points",
+                    xytext=(side * offset, -offset), fontsize=6, ha="left" if side > 0 else "right", va="top",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8), zorder=4)
 
 
 @figure("figure5b", reads=("throughput", "evaluation", "oracle"),

@@ -216,22 +216,9 @@ def table5(inputs, config) -> pd.DataFrame:
     rows = []
 
     def add(backbone, model, prior, oracle, pick):
-        row = {"Backbone": label(config, backbone), "Model": model, "Prior": prior, "Oracle": oracle}
-        for b in budgets:
-            for metric, name in (("acc1", "Acc@1 (%)"), ("knn", "kNN (%)")):
-                value = pick(b, metric)
-                if value is None or isinstance(value, pd.Series):  # a mean_std row (or none): with its interval
-                    with_intervals(row, f"{b} Tok. {name}", value)
-                else:
-                    row[f"{b} Tok. {name}"] = value
-        rows.append(row)
+        rows.append(_table5_row(config, budgets, backbone, model, prior, oracle, pick))
 
-    def picker(f):
-        def pick(b, metric):
-            r = f[(f.budget == b) & (f.metric == metric)]
-            return r.iloc[0] if len(r) else None
-        return pick
-
+    picker = _picker
     for backbone in stats["backbone"].unique():
         s = stats[stats.backbone == backbone]
         add(backbone, "ViT", "Patch grid (PatchDropout)", "",
@@ -265,6 +252,28 @@ def table5(inputs, config) -> pd.DataFrame:
             add(backbone, "SPoT", f"{prior_label(prior)}, snapped to grid", "",
                 picker(snapped[snapped.placement == prior]))
     return pd.DataFrame(rows)
+
+
+def _table5_row(config, budgets, backbone, model, prior, oracle, pick) -> dict:
+    """One Table 5 row: Acc@1 and kNN at every budget from ``pick(budget, metric)`` (a mean_std row, with its
+    interval, or a value)."""
+    row = {"Backbone": label(config, backbone), "Model": model, "Prior": prior, "Oracle": oracle}
+    for b in budgets:
+        for metric, name in (("acc1", "Acc@1 (%)"), ("knn", "kNN (%)")):
+            value = pick(b, metric)
+            if value is None or isinstance(value, pd.Series):  # a mean_std row (or none): with its interval
+                with_intervals(row, f"{b} Tok. {name}", value)
+            else:
+                row[f"{b} Tok. {name}"] = value
+    return row
+
+
+def _picker(f: pd.DataFrame):
+    """``pick(budget, metric)``: the first row of ``f`` at that budget and metric, or None."""
+    def pick(b, metric):
+        r = f[(f.budget == b) & (f.metric == metric)]
+        return r.iloc[0] if len(r) else None
+    return pick
 
 
 @table("table6", reads=("oracle",),
