@@ -15,6 +15,10 @@ __all__ = ["KnnSettings", "EvaluationSettings", "CROP_MODES"]
 CROP_MODES = ("center", "squash")  # evaluation resize: keep the aspect ratio (short side) or squash to a square
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass
 class KnnSettings:
     k: int = 20
@@ -53,72 +57,79 @@ class EvaluationSettings:
     extra_budget_priors: list | None = None
 
     def validate(self) -> "EvaluationSettings":
-        def bad(key, value, accepted):
-            raise ValueError(f"evaluation.{key} = {value!r} is not valid; accepted: {accepted}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
         if not isinstance(self.split, str) or not self.split:
-            bad("split", self.split, "a split name (test, val, train)")
-        if self.limit is not None and (not is_int(self.limit) or self.limit < 1):
-            bad("limit", self.limit, "an int ≥ 1, or null for the whole split")
-        if not is_int(self.subset_seed) or self.subset_seed < 0:
-            bad("subset_seed", self.subset_seed, "an int ≥ 0")
+            self._bad("split", self.split, "a split name (test, val, train)")
+        if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
+            self._bad("limit", self.limit, "an int ≥ 1, or null for the whole split")
+        if not _is_int(self.subset_seed) or self.subset_seed < 0:
+            self._bad("subset_seed", self.subset_seed, "an int ≥ 0")
         if self.crop_mode not in CROP_MODES:
-            bad("crop_mode", self.crop_mode, ", ".join(CROP_MODES))
+            self._bad("crop_mode", self.crop_mode, ", ".join(CROP_MODES))
         if self.autocast not in ("bfloat16", "float32"):
-            bad("autocast", self.autocast, "bfloat16, float32")
-        if not is_int(self.batch_size) or self.batch_size < 1:
-            bad("batch_size", self.batch_size, "an int ≥ 1")
-        if not isinstance(self.priors, list):
-            bad("priors", self.priors, "a list of placements (names, or {name: …, setting: …})")
-        labels = [check_placement(p, "evaluation.priors").label for p in self.priors]
-        if len(set(labels)) != len(labels):
-            bad("priors", self.priors, "a list without repeats")
+            self._bad("autocast", self.autocast, "bfloat16, float32")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            self._bad("batch_size", self.batch_size, "an int ≥ 1")
+        if not isinstance(self.patchdropout, bool):
+            self._bad("patchdropout", self.patchdropout, "true, false")
+        self._validate_budgets_and_seeds()
+        self._validate_knn()
+        self._validate_placements()
+        return self
+
+    @staticmethod
+    def _bad(key, value, accepted):
+        raise ValueError(f"evaluation.{key} = {value!r} is not valid; accepted: {accepted}")
+
+    def _validate_budgets_and_seeds(self) -> None:
         for key in ("budgets", "extra_budgets"):
             values = getattr(self, key)
-            if not isinstance(values, list) or not all(is_int(m) for m in values):
-                bad(key, values, "a list of ints")
+            if not isinstance(values, list) or not all(_is_int(m) for m in values):
+                self._bad(key, values, "a list of ints")
             for m in values:
                 if m < 1:
                     raise ValueError(f"evaluation.{key}: budget {m} < 1; a budget is a number of tokens ≥ 1")
         if not self.budgets and not self.extra_budgets:
-            bad("budgets", self.budgets, "at least one budget (in budgets or extra_budgets)")
-        if not isinstance(self.seeds, list) or not all(is_int(s) and s >= 0 for s in self.seeds) \
+            self._bad("budgets", self.budgets, "at least one budget (in budgets or extra_budgets)")
+        if not isinstance(self.seeds, list) or not all(_is_int(s) and s >= 0 for s in self.seeds) \
                 or len(set(self.seeds)) != len(self.seeds):
-            bad("seeds", self.seeds, "a list of distinct ints ≥ 0")
+            self._bad("seeds", self.seeds, "a list of distinct ints ≥ 0")
         if not self.seeds:
-            bad("seeds", self.seeds, "at least one seed (stochastic priors and random grid subsets need one)")
+            self._bad("seeds", self.seeds, "at least one seed (stochastic priors and random grid subsets need one)")
+
+    def _validate_knn(self) -> None:
         k = self.knn
-        if not is_int(k.k) or k.k < 1:
-            bad("knn.k", k.k, "an int ≥ 1")
+        if not _is_int(k.k) or k.k < 1:
+            self._bad("knn.k", k.k, "an int ≥ 1")
         if not k.temperature > 0:
-            bad("knn.temperature", k.temperature, "> 0")
+            self._bad("knn.temperature", k.temperature, "> 0")
         if not isinstance(k.train_split, str) or not k.train_split:
-            bad("knn.train_split", k.train_split, "a split name")
+            self._bad("knn.train_split", k.train_split, "a split name")
         if k.train_split == self.split:
-            bad("knn.train_split", k.train_split, f"a split other than the evaluated one ({self.split!r}): each query "
-                                                  f"would find itself in the memory bank")
-        if k.train_limit is not None and (not is_int(k.train_limit) or k.train_limit < 1):
-            bad("knn.train_limit", k.train_limit, "an int ≥ 1, or null for the whole split")
-        if not is_int(k.chunk_size) or k.chunk_size < 1:
-            bad("knn.chunk_size", k.chunk_size, "an int ≥ 1")
-        if not isinstance(self.patchdropout, bool):
-            bad("patchdropout", self.patchdropout, "true, false")
+            self._bad("knn.train_split", k.train_split, f"a split other than the evaluated one ({self.split!r}): "
+                                                        "each query would find itself in the memory bank")
+        if k.train_limit is not None and (not _is_int(k.train_limit) or k.train_limit < 1):
+            self._bad("knn.train_limit", k.train_limit, "an int ≥ 1, or null for the whole split")
+        if not _is_int(k.chunk_size) or k.chunk_size < 1:
+            self._bad("knn.chunk_size", k.chunk_size, "an int ≥ 1")
+
+    def _validate_placements(self) -> None:
+        if not isinstance(self.priors, list):
+            self._bad("priors", self.priors, "a list of placements (names, or {name: …, setting: …})")
+        labels = [check_placement(p, "evaluation.priors").label for p in self.priors]
+        if len(set(labels)) != len(labels):
+            self._bad("priors", self.priors, "a list without repeats")
         for key in ("snapped", "grid_model_priors", "extra_budget_priors"):
             value = getattr(self, key)
             if value is None or isinstance(value, bool):
                 continue
             if not isinstance(value, list):
-                bad(key, value, "true / null (every prior), false / [] (none), or a list of placements")
+                self._bad(key, value, "true / null (every prior), false / [] (none), or a list of placements")
             for spec in value:  # a typo is an error; a placement outside evaluation.priors is simply not evaluated
                 check_placement(spec, f"evaluation.{key}")
         if not isinstance(self.grid_placements, list) or \
                 not {check_placement(p, "evaluation.grid_placements").name for p in self.grid_placements} <= \
                 {"grid_random", "grid_even"}:
-            bad("grid_placements", self.grid_placements, "a list of grid_random, grid_even")
-        return self
+            self._bad("grid_placements", self.grid_placements, "a list of grid_random, grid_even")
 
     def placements(self) -> list:
         """``priors`` as placements."""
