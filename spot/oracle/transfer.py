@@ -68,20 +68,12 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     """
     from ..saliency import SaliencySettings
 
-    if not isinstance(models, dict) or len(models) < 2:
-        raise ValueError(f"transfer needs at least 2 models (source and target), got {len(models or {})}")
-    settings.validate()
-    oracle.validate()
+    datas = _checked(models, data, settings, oracle)
     saliency = saliency if saliency is not None else SaliencySettings()
-    datas = data if isinstance(data, dict) else {name: data for name in models}
-    missing = sorted(set(models) - set(datas))
-    if missing:
-        raise ValueError(f"no evaluation data for model(s) {missing}")
     s = oracle.main
     prior = make_placement(settings.prior)
     names = list(models)
     split = datas[names[0]].split
-    target_search = SpotOnRandomTarget()
     tally = _Tally(is_proportion=lambda key: True)  # every tallied key is a 0/1 per image (Acc@1, a target's rate)
     t0 = time.time()
     for images, labels, indices in _lockstep({n: datas[n] for n in names}, oracle.batch_size):
@@ -94,12 +86,11 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
         dev = {n: next(m.parameters()).device for n, m in models.items()}
         x = {n: images[n].to(dev[n]) for n in names}
         y = {n: labels.to(dev[n]) for n in names}
-        # the oracle's own random wrong labels for these images (image_targets: per-image streams)
         targets = None
-        if settings.random_target:
+        if settings.random_target:  # the oracle's own random wrong labels for these images (per-image streams)
             first = ImageBatch(size, B, images=images[names[0]], labels=labels, model=models[names[0]],
                                indices=indices.tolist())
-            targets = image_targets(target_search, first, oracle.seed, split)
+            targets = image_targets(SpotOnRandomTarget(), first, oracle.seed, split)
         for m in settings.all_budgets:
             # the same start as the oracle's for these images (its per-image streams)
             streams = ImageStreams("spot-oracle", prior.label, m, oracle.seed, split)
@@ -111,6 +102,19 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
         n = tally.count(("original", settings.budget, names[0]))
         log(f"transfer: {len(names)} models, {n} images, budgets {settings.all_budgets} in {time.time() - t0:.1f} s")
     return _transfer_rows(tally, names, settings, prior, s, oracle.seed)
+
+
+def _checked(models: dict, data, settings: TransferSettings, oracle: OracleSettings) -> dict:
+    """The settings validated, and each model's evaluation data (name → EvalData)."""
+    if not isinstance(models, dict) or len(models) < 2:
+        raise ValueError(f"transfer needs at least 2 models (source and target), got {len(models or {})}")
+    settings.validate()
+    oracle.validate()
+    datas = data if isinstance(data, dict) else {name: data for name in models}
+    missing = sorted(set(models) - set(datas))
+    if missing:
+        raise ValueError(f"no evaluation data for model(s) {missing}")
+    return datas
 
 
 def _tally_pairs(tally: _Tally, m: int, models: dict, x: dict, y: dict, init, s, random_target: bool = False):
