@@ -55,7 +55,7 @@ def matmul_peak_tflops(device: str, dtype: str, repeats: int = 10) -> float:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     n = 8192 if dev.type == "cuda" else 1024
-    from spot.throughput import DTYPES
+    from spot.measure import DTYPES
 
     dt = DTYPES[dtype]
     a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)

@@ -41,8 +41,8 @@ SCALES = {  # name → (timm model, its kwargs, budgets)
 
 def rounds(fns: dict, repeats: int, warmup: int = 2) -> dict:
     """Seconds of each of ``fns`` (name → zero-argument callable) per round, ``repeats`` interleaved rounds in a
-    rotating order (``spot.throughput.interleaved_rounds``, what the workflow's throughput job times with)."""
-    from spot.throughput import interleaved_rounds
+    rotating order (``spot.measure.interleaved_rounds``, what the workflow's throughput job times with)."""
+    from spot.measure import interleaved_rounds
 
     return dict(zip(fns, interleaved_rounds(list(fns.values()), warmup, repeats)))
 

@@ -6,7 +6,7 @@ Counts, from the resolved preset, the image-forwards of every job of the evaluat
 measurements enumerated by spot.evaluate's own functions, each over the query images and the kNN bank),
 ``prior_selection`` (the same under the rule's override), ``oracle`` (every SPoT-ON search step, every scoring
 forward, the kNN bank at each budget) and ``transfer`` — per token budget; multiplies them by the GFLOPs of one
-ViT-B/16 forward at that budget, counted here by ``spot.throughput.count_gflops`` (torch's FlopCounterMode, 2 FLOPs
+ViT-B/16 forward at that budget, counted here by ``spot.measure.count_gflops`` (torch's FlopCounterMode, 2 FLOPs
 per multiply-add) on a release-architecture SPoT model; and converts FLOPs to GPU-hours at stated rates (RATES).
 ``--grid-control`` also counts the grid-control models' evaluation (what the paper preset, which trains them, adds;
 their training is not counted here). Prints a Markdown table. An estimate: nothing here ran on a GPU.
@@ -156,7 +156,7 @@ def gflops(budgets) -> dict:
 
     from spot.models import SPoTViT
     from spot.official import build_official_vit
-    from spot.throughput import count_gflops
+    from spot.measure import count_gflops
 
     model = SPoTViT.from_timm(build_official_vit(), geometry="release").eval()
     images = torch.zeros(1, 3, 224, 224)

@@ -10,7 +10,7 @@ interleaved rounds (``overhead.rounds``: every round runs every model once, in a
 
 * **tokens** — the mean number of tokens entering a block (``model.token_counts`` of the last forward) ÷ the
   unpruned count: the share of the token work left;
-* **FLOPs ratio** — GFLOPs per image of the pruned forward (``spot.throughput.count_gflops``: matrix products and
+* **FLOPs ratio** — GFLOPs per image of the pruned forward (``spot.measure.count_gflops``: matrix products and
   attention, including the predictors' MLPs) ÷ the unpruned ViT's;
 * **time ratio** — median over rounds of the per-round time ratio pruned ÷ unpruned, with its interquartile range;
 * **clock ÷ FLOPs** — time ratio ÷ FLOPs ratio: 1 when the FLOP saving reaches the clock entirely, above 1 when the
@@ -43,7 +43,7 @@ def bench(scale: str, batches, keep_ratios, repeats: int) -> list[str]:
     import timm
 
     from spot import prune
-    from spot.throughput import count_gflops
+    from spot.measure import count_gflops
 
     name, kwargs, _ = SCALES[scale]
     kwargs = {**kwargs, "global_pool": "token", "fc_norm": False}  # SPOT-AD and EViT rank tokens by the CLS token

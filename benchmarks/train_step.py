@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     from spot import SPoTViT, isotropic_layout
     from spot.provenance import device_description
-    from spot.throughput import count_gflops
+    from spot.measure import count_gflops
 
     name, kwargs, budgets = SCALES["embedded"]
     torch.manual_seed(0)

@@ -35,6 +35,7 @@ import time
 
 import torch
 
+from ..measure import count_gflops
 from ..settings.pruning import PruningSettings
 
 __all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "configure_parser", "run_from_args"]
@@ -51,7 +52,6 @@ def equal_cost_budget(spot_model, gflops: float, max_budget: int, image_size, in
     ``gflops`` (ties: the smaller m). The cost grows with m, so a bisection counts ~log2(max_budget) budgets
     (``cache``: m → GFLOPs, shared between calls)."""
     from ..placement import ImageBatch, place
-    from ..throughput import count_gflops
 
     device = next(spot_model.parameters()).device
     one = torch.zeros(1, in_chans, *image_size, device=device)
@@ -86,7 +86,6 @@ def _accuracy(net, data, batch_size: int, device, tokens=None) -> torch.Tensor:
 
 
 def _gflops(net, data, device, **kwargs) -> float:
-    from ..throughput import count_gflops
 
     images, _, _ = next(iter(data.batches(1)))
     return count_gflops(lambda x: net(x, **kwargs), images.to(device))
@@ -253,7 +252,6 @@ def pruning_throughput_runs(vit, settings: PruningSettings, recipes: dict, devic
     from ..models import PatchDropoutViT, SPoTViT
     from ..placement import ImageBatch, place
     from ..recipes import load_recipe
-    from ..throughput import count_gflops
     from .methods import matching_r
     from .model import prune
 
