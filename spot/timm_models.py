@@ -23,8 +23,6 @@ download (see :func:`spot.factory.create_timm`).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import timm
 from timm.models import generate_default_cfgs, register_model
 
@@ -42,15 +40,13 @@ EMBEDDED = ("vit_nano_patch8", "vit_micro_patch8", "vit_mini_patch8")  # keys of
 def _parent_cfgs(parent: str) -> dict:
     """The parent's pretrained configs under ``spot_<parent>.<tag>``, in the parent's own order: timm makes the first
     tag registered an architecture's default, so ``spot_<parent>`` defaults to the parent's default tag (an
-    alphabetical order would give ``spot_vit_tiny_patch16_224`` the 21 843-class ``augreg_in21k``). The first conv is
-    named as this model has it (``window_embed.proj``: the parent's ``patch_embed.proj``, shared)."""
+    alphabetical order would give ``spot_vit_tiny_patch16_224`` the 21 843-class ``augreg_in21k``). The configs are
+    the parent's as they are (timm loads the parent's weights with them); the built model names its own first conv
+    (:class:`~spot.models.SPoTViT`)."""
     cfgs = {}
     for full, cfg in timm.models.get_arch_pretrained_cfgs(parent).items():
         tag = full.split(".", 1)[1] if "." in full else ""
-        values = cfg.to_dict()
-        if values.get("first_conv") == "patch_embed.proj":
-            values["first_conv"] = "window_embed.proj"
-        cfgs[f"spot_{parent}.{tag}" if tag else f"spot_{parent}"] = values
+        cfgs[f"spot_{parent}.{tag}" if tag else f"spot_{parent}"] = cfg.to_dict()
     return cfgs
 
 
@@ -59,7 +55,7 @@ def _embedded_cfg(key: str) -> dict:
     size = kwargs["img_size"]
     return dict(url="", num_classes=kwargs["num_classes"], input_size=(kwargs["in_chans"], size, size),
                 mean=(0.5,) * kwargs["in_chans"], std=(0.5,) * kwargs["in_chans"], interpolation="bilinear",
-                crop_pct=1.0, first_conv="window_embed.proj", classifier="head", license="mit")
+                crop_pct=1.0, first_conv="patch_embed.proj", classifier="head", license="mit")
 
 
 default_cfgs = generate_default_cfgs({**{k: v for p in PARENTS for k, v in _parent_cfgs(p).items()},
@@ -78,8 +74,6 @@ def _entrypoint(name: str, parent: str, parent_kwargs: dict):
                 raise RuntimeError(f"{err} Accepted: {', '.join(timm.list_pretrained(f'{name}.*')) or 'no tags'}") \
                     from None
         label = f"{name}.{cfg.tag}" if getattr(cfg, "tag", None) else name
-        if getattr(cfg, "first_conv", None) == "window_embed.proj":  # the parent's name for it, where timm loads
-            cfg = dataclasses.replace(cfg, first_conv="patch_embed.proj")
         vit = create_timm(parent, pretrained=pretrained, label=label, pretrained_cfg=cfg,
                           pretrained_cfg_overlay=pretrained_cfg_overlay, cache_dir=cache_dir,
                           **{**parent_kwargs, **kwargs})
