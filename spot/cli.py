@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import add_config_arguments
+from .experiment import load_experiments
 
 
 def _demo(args) -> int:
@@ -178,26 +179,9 @@ def _add_train(sub) -> None:
 
 
 def _add_experiments(sub) -> None:
-    from . import evaluate, oracle, throughput
-    from .pruning import experiment as pruning_experiment
+    from .experiment import add_commands
 
-    commands = (
-        ("evaluate", "Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with PatchDropout, "
-                     "grid-control and snapped-prior rows", evaluate.configure_parser, evaluate.run_from_args),
-        ("oracle", "SPoT-ON: per-image gradient search over token positions (Tables 1, 2, 3, 5, 6; Figure 4 "
-                   "trajectories)", oracle.configure_parser, oracle.run_from_args),
-        ("transfer", "oracle positions of one model evaluated on the others (Table 4)",
-         oracle.configure_transfer_parser, oracle.run_transfer_from_args),
-        ("pruning", "token pruning (SPOT-AD and baselines): accuracy and GFLOPs over keep ratios, ToMe, and sampling "
-                    "at equal cost, for one backbone's models", pruning_experiment.configure_parser,
-         pruning_experiment.run_from_args),
-        ("throughput", "images/s and GFLOPs per model × token budget (Figure 5)", throughput.configure_parser,
-         throughput.run_from_args),
-    )
-    for name, text, configure, run in commands:
-        p = sub.add_parser(name, help=text)
-        configure(p)
-        p.set_defaults(func=run)
+    add_commands(sub)
 
 
 def _add_records(sub) -> None:
@@ -219,7 +203,8 @@ def _add_records(sub) -> None:
         p.set_defaults(func=module.run_from_args)
 
 
-# one worked example per command, shown by its --help (tests/test_cli.py parses each with this parser)
+# one worked example per command, shown by its --help (tests/test_cli.py parses each with this parser); an
+# experiment's is registered with it (spot.experiment)
 EXAMPLES = {
     "demo": "spot demo --out demo_output --epochs 2 --retrofit-epochs 1",
     "data fmnist": "spot data fmnist --out results/embedded/data",
@@ -229,23 +214,17 @@ EXAMPLES = {
                             "--out checkpoints/spot_1k_b16.json",
     "train": "spot train --config config.yaml --recipe backbone_cls_in1k --data results/embedded/data "
              "--out models/cls_in1k.safetensors",
-    "evaluate": "spot evaluate --config config.yaml --backbone cls_in1k --model vit=models/cls_in1k.safetensors "
-                "--model spot=models/cls_in1k_spot1.safetensors --data results/embedded/data --out evaluation.csv",
-    "oracle": "spot oracle --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1.safetensors "
-              "--data results/embedded/data --out oracle.csv --limit 100",
-    "transfer": "spot transfer --config config.yaml --model cls_in1k=models/cls_in1k_spot1.safetensors "
-                "--model mae_in1k=models/mae_in1k_spot1.safetensors --data results/embedded/data --out transfer.csv",
-    "pruning": "spot pruning --config config.yaml --backbone cls_in1k --model parent=models/cls_in1k.safetensors "
-               "--model spot_ad=models/cls_in1k_prune_spot_ad.safetensors --data results/embedded/data "
-               "--out pruning.csv",
-    "throughput": "spot throughput --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1"
-                  ".safetensors --out throughput.csv",
     "audit": "spot audit paper_figures/embedded/table5.csv --row 1 --column '36 Tok. Acc@1 (%)'",
     "publish": "spot publish --preset embedded --to reference/embedded",
     "spread": "spot spread results/embedded results/embedded_seed1 results/embedded_seed2 --out seed_spread.csv",
     "compare": "spot compare . reference/embedded --preset embedded",
     "version": "spot version",
 }
+
+
+def examples() -> dict[str, str]:
+    """Every command's worked example: :data:`EXAMPLES` and each registered experiment's."""
+    return {**EXAMPLES, **{name: e.example for name, e in load_experiments().items()}}
 
 
 def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
@@ -258,8 +237,8 @@ def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
             key = f"{path} {name}".strip()
             sub.description = sub.description or textwrap.fill(helps.get(name) or "", 100)
             sub.formatter_class = argparse.RawDescriptionHelpFormatter
-            if key in EXAMPLES:
-                sub.epilog = f"example:\n  {EXAMPLES[key]}"
+            if key in examples():
+                sub.epilog = f"example:\n  {examples()[key]}"
             _describe(sub, key)
 
 

@@ -60,14 +60,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import config_layers
+from .experiment import Outcome, experiment, model_arguments
 from .placement import ImageBatch, ImageStreams, make_placement, place
 from .positions import grid_cell_index, grid_shape, snap_to_grid
+from .results import experiment_settings, input_checksums, parse_model_args
 from .settings.evaluation import EvaluationSettings, KnnSettings
 from .stats import outcome_columns
 
 __all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
-           "summarise", "configure_parser", "run_from_args"]
+           "summarise", "run"]
 
 METHODS = ("spot", "patchdropout")
 COLUMNS = ("experiment", "backbone", "variant", "model_format", "tokens_mode", "method", "placement", "positions",
@@ -484,32 +485,23 @@ def summarise(rows):
     return out
 
 
-# ------------------------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------------- the command
 
-def configure_parser(parser) -> None:
-    """Arguments of ``spot evaluate``."""
-    from .results import add_experiment_arguments
-
-    add_experiment_arguments(parser, "evaluation")
-
-
-def run_from_args(args) -> int:
-    """Run ``spot evaluate`` from parsed arguments (see :func:`configure_parser`); writes ``args.out``."""
-    from .results import experiment_settings, input_checksums, parse_model_args, write_table
-
-    started = time.time()
-    if not str(args.out).endswith(".csv"):
-        raise ValueError(f"--out must be a .csv file, got {args.out}")
+@experiment("evaluate", kind="evaluation", columns=COLUMNS, arguments=model_arguments("evaluation"),
+            help="Acc@1 and kNN per model × prior × token budget (Tables 2, 5, 8), with PatchDropout, grid-control "
+                 "and snapped-prior rows",
+            example="spot evaluate --config config.yaml --backbone cls_in1k --model vit=models/cls_in1k.safetensors "
+                    "--model spot=models/cls_in1k_spot1.safetensors --data results/embedded/data "
+                    "--out evaluation.csv")
+def run(args, config: dict) -> Outcome:
+    """``spot evaluate``: every model of ``--model`` on ``--data`` (the ``evaluation:`` and ``saliency:`` sections)."""
     models = {name: str(path) for name, path in parse_model_args(args.model).items()}
-    config, settings, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
+    settings, saliency, device = experiment_settings(args, config, EvaluationSettings, "evaluation")
     details: dict = {}
     rows = evaluate_models(models, args.data, settings, saliency, device=device, details=details,
                            backbone=args.backbone)
-    provenance_config = {"evaluation": dataclasses.asdict(settings), "saliency": dataclasses.asdict(saliency),
-                         "backbone": args.backbone, "models": {k: str(v) for k, v in models.items()},
-                         "data": str(args.data), "config_files": config_layers(args)}
-    out = write_table(rows, args.out, config=provenance_config,
-                      inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
-                      device=device, started=started, extra=details)
-    print(f"spot evaluate: {len(rows)} rows for {len(models)} model(s) in {time.time() - started:.0f} s → {out}")
-    return 0
+    return Outcome(rows, settings={"evaluation": dataclasses.asdict(settings),
+                                   "saliency": dataclasses.asdict(saliency), "backbone": args.backbone,
+                                   "models": models, "data": str(args.data)},
+                   inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
+                   device=device, extra=details, summary=f" for {len(models)} model(s)")

@@ -24,6 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .experiment import RESULT_KINDS
 from .provenance import atomic_write_json, code_version, sha256_file
 
 __all__ = ["REFERENCE_DIR", "MARKER", "published_files", "publish", "configure_parser", "run_from_args"]
@@ -50,12 +51,6 @@ def published_files(root: Path, preset: str) -> list[Path]:
     return sorted(p.relative_to(root) for p in files)
 
 
-# where a run keeps each kind of result (spot.paper.RESULT_KINDS), relative to results/<preset>/
-_KIND_GLOBS = {"evaluation": "evaluation/*.csv", "oracle": "oracle/*.csv", "trajectories": "oracle/*.npz",
-               "prior_selection": "prior_selection/*.csv", "transfer": "transfer.csv", "throughput": "throughput/*.csv",
-               "pruning": "pruning/*.csv", "records": "models/*_spot[0-9]*.json", "data": "data/manifest.json"}
-
-
 def expected_outputs(results: Path) -> list[str]:
     """The table and figure files a finished run of ``results`` has: every registered artifact whose (non-optional)
     kinds of result the run measured — as the workflow's targets (a preset without token pruning has no pruning
@@ -63,7 +58,7 @@ def expected_outputs(results: Path) -> list[str]:
     from . import paper  # noqa: F401 — registers the builders
     from .paper.registry import ARTIFACTS
 
-    measured = {kind for kind, pattern in _KIND_GLOBS.items() if next(Path(results).glob(pattern), None)}
+    measured = {name for name, kind in RESULT_KINDS.items() if next(Path(results).glob(kind.pattern), None)}
     return [f"{n}.csv" if a.kind == "table" else f"{n}.pdf" for n, a in ARTIFACTS.items()
             if set(a.reads) - set(a.optional) <= measured]
 

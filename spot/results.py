@@ -13,8 +13,7 @@ from pathlib import Path
 
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
-__all__ = ["write_table", "read_csv", "read_table", "input_checksums", "parse_model_args", "add_experiment_arguments",
-           "experiment_settings"]
+__all__ = ["write_table", "read_csv", "read_table", "input_checksums", "parse_model_args", "experiment_settings"]
 
 
 def parse_model_args(items) -> dict[str, Path]:
@@ -31,31 +30,6 @@ def parse_model_args(items) -> dict[str, Path]:
     if not out:
         raise ValueError("give at least one --model NAME=PATH")
     return out
-
-
-def add_experiment_arguments(p, section: str, *, variants: bool = True) -> None:
-    """The arguments every experiment command shares: configs, models, data, output, limit, device, threads.
-
-    ``variants``: the models are variants of one backbone (``--backbone NAME --model VARIANT=PATH``: parent, spot,
-    grid_control …), else each model is a backbone of its own (``--model BACKBONE=PATH``: transfer)."""
-    from .config import add_config_arguments
-
-    add_config_arguments(p, what=f"`{section}:`")
-    if variants:
-        p.add_argument("--backbone", default="model",
-                       help="the backbone the models belong to, the `backbone` column of the rows (e.g. cls_in1k)")
-        p.add_argument("--model", required=True, action="append", metavar="VARIANT=PATH",
-                       help="a checkpoint (its .json record beside it) and its variant, the `variant` column of the "
-                            "rows (parent, spot, grid_control, …); repeatable")
-    else:
-        p.add_argument("--model", required=True, action="append", metavar="BACKBONE=PATH",
-                       help="a checkpoint (its .json record beside it) and its backbone's name; repeatable")
-    p.add_argument("--data", required=True, help="dataset folder (built by `spot data fmnist|imagenet`)")
-    p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
-    p.add_argument("--limit", type=int, default=None, help=f"a seeded subset of N images, stratified by class "
-                                                                f"(overrides {section}.limit)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def input_checksums(checkpoints: dict | None = None, data_root=None) -> dict:
@@ -116,22 +90,18 @@ def read_table(path):
     return frame
 
 
-def experiment_settings(args, settings_cls, section: str):
-    """What every experiment command sets up from its arguments: torch threads, the merged configs, the typed
-    ``section`` settings (``--limit`` overriding ``limit``; validated), the saliency settings and the device.
-    Returns ``(config, settings, saliency, device)``."""
+def experiment_settings(args, config: dict, settings_cls, section: str):
+    """What every experiment on trained models sets up: the typed ``section`` settings of ``config`` (``--limit``
+    overriding ``limit``; validated), the saliency settings and the device. Returns ``(settings, saliency, device)``."""
     import torch
 
-    from .config import config_from_args, settings_from_dict
+    from .config import settings_from_dict
     from .saliency import SaliencySettings
 
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    config = config_from_args(args)
     settings = settings_from_dict(settings_cls, config.get(section), section)
     if getattr(args, "limit", None) is not None:
         settings.limit = args.limit
     settings.validate()
     saliency = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return config, settings, saliency, device
+    return settings, saliency, device

@@ -32,20 +32,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import asdict
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from .config import add_config_arguments
+from .config import settings_from_dict
+from .experiment import Outcome, experiment
 from .measure import DTYPES, _autocast, count_gflops, interleaved_rounds, interleaved_times
 from .models import PatchDropoutViT, SPoTViT
 from .placement import ImageBatch, place
+from .pruning.experiment import PruningSettings, pruning_throughput_runs
+from .results import input_checksums
 from .settings.throughput import METHODS, ThroughputSettings, check_budgets
 
 __all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "measure_models", "interleaved_times",
-           "interleaved_rounds", "count_gflops", "configure_parser", "run_from_args"]
+           "interleaved_rounds", "count_gflops", "run"]
 
 METRICS = ("images_per_s", "images_per_s_min", "images_per_s_max", "ms_per_batch", "ms_per_batch_min",
            "ms_per_batch_max", "gflops_per_image")
@@ -197,9 +199,8 @@ def _metrics(times: list[float], forward, images) -> dict:
 
 # ------------------------------------------------------------------------------------------------------------ CLI
 
-def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the ``spot throughput`` options to ``p`` (the caller sets ``func=run_from_args``)."""
-    add_config_arguments(p, what="`throughput:`")
+def _arguments(p: argparse.ArgumentParser) -> None:
+    """The ``spot throughput`` options beyond the shared ones (:func:`spot.experiment.add_commands`)."""
     p.add_argument("--backbone", default="model", help="the backbone the models belong to (the rows' `backbone`)")
     p.add_argument("--model", action="append", default=[], metavar="VARIANT=PATH",
                    help="a trained checkpoint (spot train / spot checkpoints fetch) and its variant (parent, spot, "
@@ -208,8 +209,6 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="an untrained backbone by name (a key of spot.BACKBONES or a timm ViT name, e.g. "
                         "vit_base_patch16_224 for the paper's scale; weights do not change the timing); repeatable")
     p.add_argument("--img-size", type=int, default=None, help="input size for --architecture (default: its own)")
-    p.add_argument("--out", required=True, help="output table (.csv; a .json provenance record goes beside)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--budgets", default=None, help="comma-separated token budgets, e.g. 25,49 (default: the config's)")
     p.add_argument("--batch-size", default=None,
                    help="a batch size, or comma-separated sizes for a sweep (default: the config's)")
@@ -217,8 +216,6 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="default: the config's")
     p.add_argument("--repeats", type=int, default=None, help="default: the config's")
     p.add_argument("--methods", default=None, help=f"comma-separated subset of: {', '.join(METHODS)}")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return p
 
 
 def _pruning_runs(config, models, device) -> tuple[str | None, list]:
@@ -226,9 +223,6 @@ def _pruning_runs(config, models, device) -> tuple[str | None, list]:
     models (else the first SPoT model's grid ViT; ``pruning:`` section; weights do not change the timing), timed in
     the same interleaved rounds as that classifier's dense forward — the ``parent`` ``vit`` row that the pruning
     tables divide by — so that each speed-up compares like with like."""
-    from .config import settings_from_dict
-    from .pruning.experiment import PruningSettings, pruning_throughput_runs
-
     candidates = sorted((not grid, i, name, v) for i, (name, _, v, _, grid) in enumerate(models) if v is not None)
     variant, vit = (candidates[0][2], candidates[0][3]) if candidates else (None, None)
     if vit is None:  # e.g. only the authors' released SPoT model: nothing to prune here, said so
@@ -276,15 +270,13 @@ def _models_from_args(args):
     return out
 
 
-def run_from_args(args) -> int:
-    """``spot throughput``: measure every model and write the table; returns 0."""
-    from .config import config_from_args, config_layers, settings_from_dict
-    from .results import input_checksums, write_table
-
-    started = time.time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = config_from_args(args)
+@experiment("throughput", kind="throughput", columns=COLUMNS + ("metric", "value"), arguments=_arguments,
+            help="images/s and GFLOPs per model × token budget (Figure 5)",
+            example="spot throughput --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1"
+                    ".safetensors --out throughput.csv")
+def run(args, config: dict) -> Outcome:
+    """``spot throughput``: every model of ``--model`` and ``--architecture`` (the ``throughput:`` section, the
+    options overriding it), each method and budget in one set of interleaved rounds per batch size."""
     values = dict(config.get("throughput") or {})
     batch = _parse_ints(str(args.batch_size), "--batch-size") if args.batch_size else None
     overrides = {"budgets": _parse_ints(args.budgets) if args.budgets else None,
@@ -313,8 +305,5 @@ def run_from_args(args) -> int:
                       f"m={r['budget']:<4d} ρ={r.get('keep_ratio', '')} batch {batch_size:<5d} {r['metric']} "
                       f"{r['value']:.3f}")
     checkpoints = {label: path for label, _, _, path, _ in models if path is not None}
-    write_table(rows, args.out, config={"throughput": asdict(settings), "config_files": config_layers(args),
-                                        "backbone": args.backbone},
-                inputs=input_checksums(checkpoints), seed=settings.seed, device=device, started=started)
-    print(f"wrote {args.out} ({len(rows)} rows)")
-    return 0
+    return Outcome(rows, settings={"throughput": asdict(settings), "backbone": args.backbone},
+                   inputs=input_checksums(checkpoints), seed=settings.seed, device=device)

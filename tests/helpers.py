@@ -91,3 +91,12 @@ def copy_workflow(root, dest):
     for name in ("workflow", "config", "notebooks"):
         shutil.copytree(root / name, dest / name)
     return dest
+
+
+def spot_command(*argv):
+    """Parse ``spot ARGV…`` with the command line's own parser and run it; its errors propagate (``spot.cli.main``
+    turns a ValueError into exit status 2)."""
+    from spot.cli import build_parser
+
+    args = build_parser().parse_args([str(a) for a in argv])
+    return args.func(args)

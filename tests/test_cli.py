@@ -4,7 +4,9 @@ import shlex
 
 import pytest
 
-from spot.cli import EXAMPLES, build_parser
+from spot.cli import build_parser, examples
+
+EXAMPLES = examples()
 
 
 def _commands(parser, path=()):

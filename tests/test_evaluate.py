@@ -1,23 +1,20 @@
 """spot evaluate: kNN as DINO, the sweep's rows, reproducibility, snapped / grid-subset / PatchDropout baselines,
 errors, and the command line — on tiny ViTs trained here on real Fashion-MNIST canvases."""
-import argparse
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from helpers import make_canvas
+from helpers import make_canvas, spot_command
 
 from spot.data.fmnist import CanvasConfig
 from spot.evaluate import (
     COLUMNS,
     EvaluationSettings,
     KnnSettings,
-    configure_parser,
     evaluate_models,
     knn_classify,
-    run_from_args,
     summarise,
 )
 from spot.placement import ImageBatch, ImageStreams, even_grid_cells, place
@@ -357,15 +354,12 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
     preset.write_text(yaml.safe_dump({"evaluation": {
         "priors": ["gaussian", "center"], "budgets": [5], "extra_budgets": [], "seeds": [7], "batch_size": 8,
         "grid_placements": [], "knn": {"train_limit": 30, "k": 3}}}))
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
     frames = []
     for run in ("a", "b"):
-        args = parser.parse_args(["--config", "config.yaml", "--config", str(preset), "--backbone", "cls_in1k",
+        assert spot_command("evaluate", "--config", "config.yaml", "--config", str(preset), "--backbone", "cls_in1k",
                                   "--model", f"parent={models['vit']}", "--model", f"spot={models['spot']}",
                                   "--data", str(canvas), "--out", str(tmp_path / run / "eval.csv"),
-                                  "--limit", "20", "--device", "cpu", "--threads", "1"])
-        assert run_from_args(args) == 0
+                                  "--limit", "20", "--device", "cpu", "--threads", "1") == 0
         frames.append(pd.read_csv(tmp_path / run / "eval.csv"))
     a, b = frames
     # config.yaml snaps, and runs on grid-trained models, Isotropic and Center only; of this preset's two priors:
@@ -384,8 +378,8 @@ def test_command_line_run_is_reproducible_and_records_provenance(models, canvas,
     assert {"checkpoint:parent", "checkpoint:spot", "data:manifest"} <= set(prov["inputs"])
     assert meta["wall_time_s"] > 0 and prov["device"]["type"] == "cpu"
     with pytest.raises(ValueError, match="=PATH"):
-        run_from_args(parser.parse_args(["--config", "config.yaml", "--model", str(models["vit"]), "--data",
-                                         str(canvas), "--out", str(tmp_path / "x.csv")]))
+        spot_command("evaluate", "--config", "config.yaml", "--model", models["vit"], "--data", canvas,
+                     "--out", tmp_path / "x.csv")
 
 
 def test_cpu_description_names_model_and_vector_extension():

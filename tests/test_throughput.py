@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import pytest
@@ -9,12 +8,12 @@ from spot.models import SPoTViT
 from spot.throughput import (
     METHODS,
     ThroughputSettings,
-    configure_parser,
     interleaved_times,
     measure_models,
     measure_throughput,
-    run_from_args,
 )
+
+from helpers import spot_command
 
 TINY = dict(img_size=32)  # vit_nano_patch8 at 32 px: a 4×4 grid of 16 tokens
 FAST = dict(batch_size=2, device="cpu", warmup=1, repeats=3)
@@ -154,13 +153,11 @@ def test_command_line(tmp_path, vit):
     config = tmp_path / "config.yaml"
     config.write_text("throughput:\n  budgets: [4, 16]\n  batch_size: 2\n  warmup: 1\n  repeats: 2\n  dtype: float32\n")
     plain, spot = _checkpoints(tmp_path, vit)
-    parser = configure_parser(argparse.ArgumentParser())
     out = tmp_path / "results" / "throughput.csv"
-    args = parser.parse_args(["--config", str(config), "--backbone", "nano", "--model", f"parent={plain}",
+    assert spot_command("throughput", "--config", str(config), "--backbone", "nano", "--model", f"parent={plain}",
                               "--model", f"spot={spot}", "--architecture", "vit_nano_patch8", "--img-size", "32",
                               "--out", str(out),
-                              "--device", "cpu", "--budgets", "4,9", "--repeats", "1"])
-    assert run_from_args(args) == 0
+                              "--device", "cpu", "--budgets", "4,9", "--repeats", "1") == 0
     from spot.results import read_table
 
     table = read_table(out)
@@ -172,10 +169,10 @@ def test_command_line(tmp_path, vit):
     assert set(meta["provenance"]["inputs"]) == {"checkpoint:parent", "checkpoint:spot"}
 
     with pytest.raises(ValueError, match="--model VARIANT=PATH or --architecture"):
-        run_from_args(parser.parse_args(["--config", str(config), "--out", str(out)]))
+        spot_command("throughput", "--config", config, "--out", out)
     with pytest.raises(ValueError, match="comma-separated"):
-        run_from_args(parser.parse_args(["--config", str(config), "--architecture", "vit_nano_patch8",
-                                         "--out", str(out), "--budgets", "4;9"]))
+        spot_command("throughput", "--config", config, "--architecture", "vit_nano_patch8", "--out", out,
+                     "--budgets", "4;9")
 
 
 def test_every_model_of_a_backbone_shares_one_set_of_rounds(tmp_path, vit, monkeypatch):
@@ -196,10 +193,8 @@ def test_every_model_of_a_backbone_shares_one_set_of_rounds(tmp_path, vit, monke
 
     monkeypatch.setattr(throughput, "interleaved_times", spy)
     out = tmp_path / "throughput.csv"
-    args = configure_parser(argparse.ArgumentParser()).parse_args(
-        ["--config", "config/smoke.yaml", "--config", str(overlay), "--backbone", "nano",
-         "--model", f"spot={spot}", "--model", f"parent={plain}", "--out", str(out), "--device", "cpu"])
-    assert run_from_args(args) == 0
+    assert spot_command("throughput", "--config", "config/smoke.yaml", "--config", overlay, "--backbone", "nano",
+                        "--model", f"spot={spot}", "--model", f"parent={plain}", "--out", out, "--device", "cpu") == 0
     from spot.results import read_table
 
     table = read_table(out)

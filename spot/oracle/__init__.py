@@ -6,7 +6,7 @@
 * :mod:`spot.oracle.tables` — :func:`oracle_experiments`: Tables 1, 2, 3, 5 (SPoT-ON rows) and 6, one function each,
   and Figure 4's trajectories, and the controls (what SPoT-ON's gain measures; :func:`phase_scrambled`: the
   blank images); :mod:`spot.oracle.transfer` — Table 4; :mod:`spot.oracle.trajectories` — their file.
-* :mod:`spot.oracle.settings` — the ``oracle:`` and ``transfer:`` config sections; :mod:`spot.oracle.cli` — the
+* :mod:`spot.oracle.settings` — the ``oracle:`` and ``transfer:`` config sections; :mod:`spot.oracle.experiment` — the
   ``spot oracle`` and ``spot transfer`` commands.
 """
 from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
@@ -15,10 +15,8 @@ from .settings import ControlSettings, OracleSettings, TrajectorySettings, Trans
 from .tables import ROW_COLUMNS, TABLES, KnnBank, oracle_experiments, phase_scrambled
 from .trajectories import write_trajectories
 from .transfer import TRANSFER_COLUMNS, transfer
-from .cli import configure_parser, configure_transfer_parser, run_from_args, run_transfer_from_args  # noqa: E402
 
 __all__ = ["SearchSetting", "SpotOn", "SpotOnAscent", "SpotOnRandomLabel", "SpotOnRandomTarget", "SpotOnLabelFree",
            "random_other_labels", "OracleSettings", "TrajectorySettings", "ControlSettings", "TransferSettings",
            "oracle_search", "correct", "relative_saliency_gain", "saliency_scores", "oracle_experiments", "KnnBank",
-           "phase_scrambled", "transfer", "write_trajectories", "configure_parser", "run_from_args",
-           "configure_transfer_parser", "run_transfer_from_args", "TABLES", "ROW_COLUMNS", "TRANSFER_COLUMNS"]
+           "phase_scrambled", "transfer", "write_trajectories", "TABLES", "ROW_COLUMNS", "TRANSFER_COLUMNS"]

@@ -15,20 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..experiment import RESULT_KINDS as _KINDS
+
 __all__ = ["Artifact", "ARTIFACTS", "RESULT_KINDS", "table", "figure", "artifact"]
 
-# what a builder may read: the result tables of the experiment commands and what the figures draw on
-RESULT_KINDS = {
-    "evaluation": "spot evaluate tables, one per backbone (Acc@1 and kNN per model, method, placement, budget)",
-    "oracle": "spot oracle tables, one per backbone (SPoT-ON: Tables 1, 2, 3, 5, 6)",
-    "trajectories": "the oracle's Figure 4 trajectories (.trajectories.npz), one per backbone",
-    "prior_selection": "spot evaluate tables of prior_selection's candidates on its split, one per backbone",
-    "transfer": "the spot transfer table (Table 4)",
-    "throughput": "the spot throughput table (images/s and FLOPs per model, method and budget)",
-    "pruning": "spot pruning tables, one per backbone (pruned models over keep ratios, ToMe, sampling at equal cost)",
-    "records": "the records (.json) of the SPoT models, holding the recipes they were trained with",
-    "data": "the prepared dataset's manifest (figures draw its images)",
-}
+# what a builder may read, and where a run keeps it: the result kinds of the experiment protocol
+RESULT_KINDS = {name: kind.description for name, kind in _KINDS.items()}
 
 
 @dataclass(frozen=True)

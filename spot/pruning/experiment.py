@@ -35,10 +35,14 @@ import time
 
 import torch
 
+from ..config import settings_from_dict
+from ..experiment import Outcome, experiment, model_arguments
 from ..measure import count_gflops
+from ..results import experiment_settings, input_checksums, parse_model_args
+from ..settings.evaluation import EvaluationSettings
 from ..settings.pruning import PruningSettings
 
-__all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "configure_parser", "run_from_args"]
+__all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "run"]
 
 COLUMNS = ("experiment", "backbone", "variant", "method", "setting", "placement", "budget", "keep_ratio",
            "trained_keep_ratio", "r", "seed", "metric", "value", "n_images", "n_correct", "ci_low", "ci_high",
@@ -298,32 +302,27 @@ def pruning_throughput_runs(vit, settings: PruningSettings, recipes: dict, devic
     return runs
 
 
-# ------------------------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------------- the command
 
-def configure_parser(p) -> None:
-    from ..results import add_experiment_arguments
-
-    add_experiment_arguments(p, "pruning")
-    p.epilog = ("--model parent=PATH (the grid ViT) is required; spot=PATH (its SPoT model) adds sampling at equal "
-                "cost, grid_control=PATH the grid control; any other NAME=PATH is a pruning fine-tune (format "
-                "pruned_vit), NAME its setting")
+_MODELS = ("a checkpoint and its variant; repeatable: parent=PATH (the grid ViT) is required; spot=PATH (its SPoT "
+           "model) adds sampling at equal cost, grid_control=PATH the grid control; any other NAME=PATH is a pruning "
+           "fine-tune (format pruned_vit), NAME its setting")
 
 
-def run_from_args(args) -> int:
-    from ..config import config_layers, settings_from_dict
-    from ..evaluate import EvaluationSettings
-    from ..results import experiment_settings, input_checksums, parse_model_args, write_table
-
-    started = time.time()
-    config, evaluation, saliency, device = experiment_settings(args, EvaluationSettings, "evaluation")
+@experiment("pruning", kind="pruning", columns=COLUMNS, arguments=model_arguments("evaluation", models=_MODELS),
+            help="token pruning (SPOT-AD and baselines): accuracy and GFLOPs over keep ratios, ToMe, and sampling at "
+                 "equal cost, for one backbone's models",
+            example="spot pruning --config config.yaml --backbone cls_in1k --model parent=models/cls_in1k.safetensors "
+                    "--model spot_ad=models/cls_in1k_prune_spot_ad.safetensors --data results/embedded/data "
+                    "--out pruning.csv")
+def run(args, config: dict) -> Outcome:
+    """``spot pruning``: the ``pruning:`` section on the evaluation's images (``evaluation:``, ``saliency:``)."""
+    evaluation, saliency, device = experiment_settings(args, config, EvaluationSettings, "evaluation")
     settings = settings_from_dict(PruningSettings, config.get("pruning"), "pruning").validate()
     models = parse_model_args(args.model)
     rows = evaluate_pruning(models, args.data, settings, evaluation, saliency, device=device, backbone=args.backbone)
-    provenance_config = {"pruning": dataclasses.asdict(settings), "evaluation": dataclasses.asdict(evaluation),
-                         "backbone": args.backbone, "models": {k: str(v) for k, v in models.items()},
-                         "data": str(args.data), "config_files": config_layers(args)}
-    out = write_table(rows, args.out, config=provenance_config,
-                      inputs=input_checksums(checkpoints=models, data_root=args.data), seed=evaluation.seeds,
-                      device=device, started=started)
-    print(f"spot pruning: {len(rows)} rows for {len(models)} model(s) in {time.time() - started:.0f} s → {out}")
-    return 0
+    return Outcome(rows, settings={"pruning": dataclasses.asdict(settings),
+                                   "evaluation": dataclasses.asdict(evaluation), "backbone": args.backbone,
+                                   "models": {k: str(v) for k, v in models.items()}, "data": str(args.data)},
+                   inputs=input_checksums(checkpoints=models, data_root=args.data), seed=evaluation.seeds,
+                   device=device, summary=f" for {len(models)} model(s)")

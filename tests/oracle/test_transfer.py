@@ -1,11 +1,11 @@
 """Oracle positions across models (spot.oracle.transfer): Table 4 and the cross-model controls."""
-import argparse
 import itertools
 
 import pandas as pd
 import pytest
 
-from spot.oracle import TransferSettings, configure_transfer_parser, run_transfer_from_args, transfer
+from helpers import spot_command
+from spot.oracle import TransferSettings, transfer
 
 from .common import (
     CONTROLS, ImageOnly, PositionsOnly, SMALL, TRANSFER_PROPORTIONS, _check_proportions, _four_class_data,
@@ -20,13 +20,10 @@ def test_transfer_covers_every_ordered_pair(checkpoints, canvas, tmp_path):
 
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({"oracle": SMALL, "transfer": {"budget": 4, "prior": "isotropic", "budgets": [4]}}))
-    p = argparse.ArgumentParser()
-    configure_transfer_parser(p)
     out = tmp_path / "transfer.csv"
-    args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--model", f"a={checkpoints['a']}",
-                         "--model", f"b={checkpoints['b']}", "--model", f"c={checkpoints['a']}", "--data", str(canvas),
-                         "--out", str(out), "--limit", "12"])
-    assert run_transfer_from_args(args) == 0
+    assert spot_command("transfer", "--config", "config.yaml", "--config", small, "--model", f"a={checkpoints['a']}",
+                        "--model", f"b={checkpoints['b']}", "--model", f"c={checkpoints['a']}", "--data", canvas,
+                        "--out", out, "--limit", "12") == 0
     rows = pd.read_csv(out)
     assert _check_proportions(rows.to_dict("records"), TRANSFER_PROPORTIONS) == set(TRANSFER_PROPORTIONS)
     delta = rows[rows.metric == "transfer_delta"]

@@ -420,21 +420,34 @@ def model_flags(models):
     return " ".join(f"--model {q(f'{name}={path}')}" for name, path in models.items())
 
 
+RESULT_KINDS = spot_module("experiment").RESULT_KINDS
+
+
+def result(kind, results=RESULTS, job="{backbone}"):
+    """Where a run keeps the ``kind`` result of ``job`` (spot.experiment.RESULT_KINDS; default: the rule's wildcard)."""
+    return spot_module("experiment").result_path(kind, results, job)
+
+
+def sidecar(table):
+    """The provenance (.json) beside a result table."""
+    return str(Path(table).with_suffix(".json"))
+
+
 def result_files(kind):
-    """The files of one kind of result (spot.paper.registry.RESULT_KINDS) in this preset."""
-    per_model = {"evaluation": "{r}/evaluation/{m}.csv", "oracle": "{r}/oracle/{m}.csv",
-                 "prior_selection": "{r}/prior_selection/{m}.csv",
-                 "trajectories": "{r}/oracle/{m}.trajectories.npz", "throughput": "{r}/throughput/{m}.csv",
-                 "pruning": "{r}/pruning/{m}.csv"}
+    """The files of one kind of result (spot.experiment.RESULT_KINDS) in this preset: one per backbone (the
+    preset's own pruning and throughput, which time this machine), the records of the trained SPoT models (Table 7
+    reads their recipes), the data manifest."""
     if kind == "pruning":
-        return [per_model[kind].format(r=OWN, m=m) for m in PRUNING_JOBS]
+        return [result(kind, OWN, m) for m in PRUNING_JOBS]
     if kind == "throughput":
-        return [per_model[kind].format(r=OWN, m=m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
-    if kind in per_model:
-        return [per_model[kind].format(r=RESULTS, m=m) for m in MODELS]
-    if kind == "records":  # Table 7 reads the recipes the SPoT models were trained with
+        return [result(kind, OWN, m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
+    if kind == "records":
         return [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"]
-    return {"transfer": [f"{RESULTS}/transfer.csv"], "data": [data_manifest()]}[kind]
+    if kind == "data":
+        return [data_manifest()]
+    if "{job}" not in RESULT_KINDS[kind].path:
+        return [result(kind)]
+    return [result(kind, RESULTS, m) for m in MODELS]
 
 
 def artifact_inputs(name):

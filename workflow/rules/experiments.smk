@@ -10,9 +10,9 @@ rule evaluate:
         data=data_manifest(),
         models=lambda w: list(variants(w.backbone).values()),
     output:
-        table=report(f"{RESULTS}/evaluation/{{backbone}}.csv", category="Results", subcategory="Evaluation",
+        table=report(result("evaluation"), category="Results", subcategory="Evaluation",
                      caption="../report/evaluation.rst"),
-        provenance=f"{RESULTS}/evaluation/{{backbone}}.json",
+        provenance=sidecar(result("evaluation")),
     params:
         settings={"evaluation": config["evaluation"], "saliency": config["saliency"]},
         flags=lambda w: model_flags(variants(w.backbone)),
@@ -38,9 +38,9 @@ rule prior_selection:
         data=data_manifest(),
         model=lambda w: spot_model(w.backbone),
     output:
-        table=report(f"{RESULTS}/prior_selection/{{backbone}}.csv", category="Results", subcategory="Prior selection",
+        table=report(result("prior_selection"), category="Results", subcategory="Prior selection",
                      caption="../report/prior_selection.rst"),
-        provenance=f"{RESULTS}/prior_selection/{{backbone}}.json",
+        provenance=sidecar(result("prior_selection")),
     params:
         settings={"prior_selection": config["prior_selection"], "saliency": config["saliency"],
                   "evaluation": evaluation_protocol(("knn", "subset_seed", "crop_mode", "budgets", "batch_size"))},
@@ -66,10 +66,10 @@ rule oracle:
         data=data_manifest(),
         model=lambda w: spot_model(w.backbone),
     output:
-        table=report(f"{RESULTS}/oracle/{{backbone}}.csv", category="Results", subcategory="Oracle",
+        table=report(result("oracle"), category="Results", subcategory="Oracle",
                      caption="../report/oracle.rst"),
-        provenance=f"{RESULTS}/oracle/{{backbone}}.json",
-        trajectories=f"{RESULTS}/oracle/{{backbone}}.trajectories.npz",
+        provenance=sidecar(result("oracle")),
+        trajectories=result("trajectories"),
     params:
         # the oracle shares the evaluation's image protocol and kNN bank (Table 5's SPoT-ON kNN)
         settings={"oracle": config["oracle"], "saliency": config["saliency"],
@@ -96,9 +96,9 @@ rule transfer:
         data=data_manifest(),
         models=[spot_model(m) for m in MODELS],
     output:
-        table=report(f"{RESULTS}/transfer.csv", category="Results", subcategory="Transfer",
+        table=report(result("transfer"), category="Results", subcategory="Transfer",
                      caption="../report/transfer.rst"),
-        provenance=f"{RESULTS}/transfer.json",
+        provenance=sidecar(result("transfer")),
     params:
         settings={"transfer": config["transfer"], "oracle": config["oracle"],
                   "evaluation": evaluation_protocol(("crop_mode",))},
@@ -123,9 +123,9 @@ rule throughput:
     input:
         models=lambda w: list(throughput_models(w.backbone).values()),
     output:
-        table=report(f"{OWN}/throughput/{{backbone}}.csv", category="Results", subcategory="Throughput",
+        table=report(result("throughput", OWN), category="Results", subcategory="Throughput",
                      caption="../report/throughput.rst"),
-        provenance=f"{OWN}/throughput/{{backbone}}.json",
+        provenance=sidecar(result("throughput", OWN)),
     params:
         settings={"throughput": config["throughput"], "pruning": PRUNING if config["throughput"].get("pruning") else {},
                   "recipes": {r: recipe_params(r) for r in ((PRUNING.get("models") or {}) | (PRUNING.get("combined")

@@ -42,9 +42,9 @@ rule pruning:
         data=data_manifest(),
         models=lambda w: list(pruning_inputs(w.backbone).values()),
     output:
-        table=report(f"{OWN}/pruning/{{backbone}}.csv", category="Results", subcategory="Pruning",
+        table=report(result("pruning", OWN), category="Results", subcategory="Pruning",
                      caption="../report/pruning.rst"),
-        provenance=f"{OWN}/pruning/{{backbone}}.json",
+        provenance=sidecar(result("pruning", OWN)),
     params:
         settings={"pruning": PRUNING, "evaluation": config["evaluation"], "saliency": config["saliency"]},
         flags=lambda w: model_flags(pruning_inputs(w.backbone)),

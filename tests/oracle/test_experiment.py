@@ -1,6 +1,5 @@
-"""`spot oracle` and `spot transfer` (spot.oracle.cli): a run reproduces its numbers, the shipped config sections, the
-errors."""
-import argparse
+"""`spot oracle` and `spot transfer` (spot.oracle.experiment): a run reproduces its numbers, the shipped config
+sections, the errors."""
 import json
 
 import numpy as np
@@ -11,13 +10,11 @@ from spot import sample_positions
 from spot.oracle import (
     OracleSettings,
     TransferSettings,
-    configure_parser,
-    configure_transfer_parser,
     oracle_search,
-    run_from_args,
-    run_transfer_from_args,
     transfer,
 )
+
+from helpers import spot_command
 
 from .common import MEAN, SIZE, SMALL, STD, _settings, load_classifier, tiny_model
 
@@ -29,16 +26,13 @@ def test_cli_run_with_limit_reproduces_its_numbers(checkpoints, canvas, tmp_path
 
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({"oracle": SMALL}))
-    p = argparse.ArgumentParser()
-    configure_parser(p)
     outs = []
     for run in (1, 2):
         out = tmp_path / f"run{run}" / "oracle.csv"
-        args = p.parse_args(["--config", "config.yaml", "--config", str(small), "--backbone", "a",
+        assert spot_command("oracle", "--config", "config.yaml", "--config", str(small), "--backbone", "a",
                              "--model", f"spot={checkpoints['a']}",
                              "--data", str(canvas), "--out", str(out), "--limit", "20", "--tables", "1,2,6",
-                             "--device", "cpu"])
-        assert run_from_args(args) == 0
+                             "--device", "cpu") == 0
         outs.append(out)
     first, second = pd.read_csv(outs[0]), pd.read_csv(outs[1])
     pd.testing.assert_frame_equal(first, second)
@@ -98,19 +92,15 @@ def test_clear_errors(checkpoints, canvas, batch, tmp_path):
         load_classifier(checkpoints["mae"])
     with pytest.raises(ValueError, match="at least 2 models"):
         transfer({"a": model}, None, TransferSettings(), OracleSettings())
-    p = argparse.ArgumentParser()
-    configure_transfer_parser(p)
-    args = p.parse_args(["--config", "config.yaml", "--model", f"a={checkpoints['a']}", "--data", str(canvas),
-                         "--out", str(tmp_path / "t.csv")])
+    args = ("transfer", "--config", "config.yaml", "--model", f"a={checkpoints['a']}", "--data", str(canvas),
+            "--out", str(tmp_path / "t.csv"))
     with pytest.raises(ValueError, match="at least 2 models"):
-        run_transfer_from_args(args)
-    p = argparse.ArgumentParser()
-    configure_parser(p)
-    base = ["--config", "config.yaml", "--data", str(canvas), "--out", str(tmp_path / "o.csv")]
+        spot_command(*args)
+    base = ["oracle", "--config", "config.yaml", "--data", str(canvas), "--out", str(tmp_path / "o.csv")]
     with pytest.raises(ValueError, match="MAE checkpoint"):
-        run_from_args(p.parse_args(base + ["--model", f"m={checkpoints['mae']}"]))
+        spot_command(*base, "--model", f"m={checkpoints['mae']}")
     with pytest.raises(ValueError, match="=PATH"):
-        run_from_args(p.parse_args(base + ["--model", str(checkpoints["a"])]))
+        spot_command(*base, "--model", str(checkpoints["a"]))
     with pytest.raises(ValueError, match="unknown table"):
-        run_from_args(p.parse_args(base + ["--model", f"a={checkpoints['a']}", "--tables", "1,4"]))
+        spot_command(*base, "--model", f"a={checkpoints['a']}", "--tables", "1,4")
     assert not (tmp_path / "o.csv").exists()

@@ -1,42 +1,35 @@
-"""The ``spot oracle`` and ``spot transfer`` commands: open the models and data, run, write the tables."""
+"""The ``spot oracle`` and ``spot transfer`` experiments: open the models and data, run (the runner writes the
+tables, :mod:`spot.experiment`)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
-from .. import results as _results
-from ..config import config_layers
+from ..config import settings_from_dict
+from ..experiment import Outcome, experiment, model_arguments
+from ..results import experiment_settings, input_checksums, parse_model_args
+from ..settings.evaluation import EvaluationSettings
 from .settings import OracleSettings, TransferSettings
-from .tables import TABLES, KnnBank, _parse_tables, oracle_experiments
+from .tables import ROW_COLUMNS, TABLES, KnnBank, _parse_tables, oracle_experiments
 from .trajectories import write_trajectories
-from .transfer import transfer
+from .transfer import TRANSFER_COLUMNS, transfer
 
-__all__ = ["configure_parser", "run_from_args", "configure_transfer_parser", "run_transfer_from_args"]
+__all__ = ["run_oracle", "run_transfer"]
 
 
-def configure_parser(p) -> None:
-    """``spot oracle``: Tables 1, 2, 3, 5 (SPoT-ON rows), 6 and Figure 4's trajectories."""
-    _results.add_experiment_arguments(p, "oracle", variants=True)
+def _oracle_arguments(p) -> None:
+    model_arguments("oracle", variants=True)(p)
     p.add_argument("--tables", default=",".join(TABLES),
                    help="comma-separated subset of %(default)s (Figure 4's trajectories are always written when "
                         "oracle.trajectories.images > 0)")
 
 
-def configure_transfer_parser(p) -> None:
-    """``spot transfer``: Table 4 (≥ 2 models, each named by its backbone)."""
-    _results.add_experiment_arguments(p, "oracle", variants=False)
-
-
-def _setup(args):
-    """(config, oracle settings, saliency settings, evaluation settings, device): the oracle shares the evaluation's
-    image protocol (``crop_mode``) and kNN bank."""
-    from ..config import settings_from_dict
-    from ..evaluate import EvaluationSettings
-
-    config, oracle, saliency, device = _results.experiment_settings(args, OracleSettings, "oracle")
+def _setup(args, config: dict):
+    """(oracle settings, saliency settings, evaluation settings, device): the oracle shares the evaluation's image
+    protocol (``crop_mode``) and kNN bank."""
+    oracle, saliency, device = experiment_settings(args, config, OracleSettings, "oracle")
     evaluation = settings_from_dict(EvaluationSettings, config.get("evaluation"), "evaluation").validate()
-    return config, oracle, saliency, evaluation, device
+    return oracle, saliency, evaluation, device
 
 
 def _open_models(paths: dict, oracle: OracleSettings, data_root, device, crop_mode: str = "center"):
@@ -77,19 +70,20 @@ def _knn_banks(evaluation, models: dict, datas: dict, data_root, oracle: OracleS
 
 def _provenance_config(config: dict, oracle, saliency, paths, args, **extra) -> dict:
     return {"oracle": dataclasses.asdict(oracle), "saliency": dataclasses.asdict(saliency),
-            "preset": config.get("preset"), "config_files": config_layers(args), "backbone": getattr(args, "backbone", None),
+            "preset": config.get("preset"), "backbone": getattr(args, "backbone", None),
             "models": {n: str(p) for n, p in paths.items()}, "data": str(args.data), "limit": oracle.limit, **extra}
 
 
-def run_from_args(args) -> int:
-    """``spot oracle --config … [--backbone NAME] --model VARIANT=PATH … --data DIR --out OUT.csv [--limit N]
-    [--tables …]``."""
-    from ..results import input_checksums, write_table
-
-    started = time.time()
-    config, oracle, saliency, evaluation, device = _setup(args)
+@experiment("oracle", kind="oracle", columns=ROW_COLUMNS, arguments=_oracle_arguments,
+            help="SPoT-ON: per-image gradient search over token positions (Tables 1, 2, 3, 5, 6; Figure 4 "
+                 "trajectories)",
+            example="spot oracle --config config.yaml --backbone cls_in1k --model spot=models/cls_in1k_spot1"
+                    ".safetensors --data results/embedded/data --out oracle.csv --limit 100")
+def run_oracle(args, config: dict) -> Outcome:
+    """``spot oracle``: the ``oracle:`` section's tables on every model; Figure 4's trajectories beside the table."""
+    oracle, saliency, evaluation, device = _setup(args, config)
     tables = _parse_tables(args.tables)
-    paths = _results.parse_model_args(args.model)
+    paths = parse_model_args(args.model)
     models, norms, datas = _open_models(paths, oracle, args.data, device, evaluation.crop_mode)
     banks = _knn_banks(evaluation, models, datas, args.data, oracle) if oracle.knn and "5" in tables else {}
     rows, trajectories = [], {}
@@ -100,34 +94,30 @@ def run_from_args(args) -> int:
         trajectories[args.backbone if len(models) == 1 else f"{args.backbone} ({name})"] = t
     subsets = {f"{name}:{d.split}": d.subset for name, d in datas.items()}
     subsets.update({f"{name}:knn_bank:{b.data.split}": b.data.subset for name, b in banks.items()})
-    out = Path(args.out)
-    traj_path = write_trajectories(out.with_suffix(".trajectories.npz"), trajectories)
-    write_table(rows, out, config=_provenance_config(config, oracle, saliency, paths, args, tables=list(tables)),
-                inputs=input_checksums(paths, args.data), seed=oracle.seed, device=device, started=started,
-                extra={"normalisation": norms, "trajectories": traj_path.name if traj_path else None,
-                       "subsets": subsets})
-    print(f"wrote {out} ({len(rows)} rows){f' and {traj_path}' if traj_path else ''}")
-    return 0
+    traj_path = write_trajectories(Path(args.out).with_suffix(".trajectories.npz"), trajectories)
+    return Outcome(rows, settings=_provenance_config(config, oracle, saliency, paths, args, tables=list(tables)),
+                   inputs=input_checksums(paths, args.data), seed=oracle.seed, device=device,
+                   extra={"normalisation": norms, "trajectories": traj_path.name if traj_path else None,
+                          "subsets": subsets},
+                   summary=f" (and {traj_path})" if traj_path else "")
 
 
-def run_transfer_from_args(args) -> int:
-    """``spot transfer --config … --model A=… --model B=… [--model C=…] --data DIR --out OUT.csv [--limit N]``
-    (the names are the backbones)."""
-    from ..config import settings_from_dict
-    from ..results import input_checksums, write_table
-
-    started = time.time()
-    config, oracle, saliency, evaluation, device = _setup(args)
+@experiment("transfer", kind="transfer", columns=TRANSFER_COLUMNS, arguments=model_arguments("oracle", variants=False),
+            help="oracle positions of one model evaluated on the others (Table 4); each --model is named by its "
+                 "backbone, at least two",
+            example="spot transfer --config config.yaml --model cls_in1k=models/cls_in1k_spot1.safetensors "
+                    "--model mae_in1k=models/mae_in1k_spot1.safetensors --data results/embedded/data "
+                    "--out transfer.csv")
+def run_transfer(args, config: dict) -> Outcome:
+    """``spot transfer``: the ``transfer:`` section on ≥ 2 models, each named by its backbone."""
+    oracle, saliency, evaluation, device = _setup(args, config)
     settings = settings_from_dict(TransferSettings, config.get("transfer"), "transfer").validate()
-    paths = _results.parse_model_args(args.model)
+    paths = parse_model_args(args.model)
     if len(paths) < 2:
         raise ValueError(f"spot transfer needs at least 2 models (--model A=… --model B=…), got {len(paths)}")
     models, norms, datas = _open_models(paths, oracle, args.data, device, evaluation.crop_mode)
     rows = transfer(models, datas, settings, oracle, saliency=saliency, log=print)
-    out = Path(args.out)
-    write_table(rows, out, config=_provenance_config(config, oracle, saliency, paths, args,
+    return Outcome(rows, settings=_provenance_config(config, oracle, saliency, paths, args,
                                                      transfer=dataclasses.asdict(settings)),
-                inputs=input_checksums(paths, args.data), seed=oracle.seed, device=device, started=started,
-                extra={"normalisation": norms, "subsets": {f"{n}:{d.split}": d.subset for n, d in datas.items()}})
-    print(f"wrote {out} ({len(rows)} rows)")
-    return 0
+                   inputs=input_checksums(paths, args.data), seed=oracle.seed, device=device,
+                   extra={"normalisation": norms, "subsets": {f"{n}:{d.split}": d.subset for n, d in datas.items()}})
