@@ -33,11 +33,10 @@ rule train_backbone:
         _train_shell("recipe")
 
 
-rule train_chain_stage:
-    """One stage of a retrofit chain (variant `spot`) or of its grid control (variant `grid_control`): e.g. SPoT
-    retrofitting, or MAE retrofitting then the classification fine-tune."""
-    conda:
-        "../envs/spot.yaml"
+# One stage of a retrofit chain (variant `spot`) or of its grid control (variant `grid_control`): e.g. SPoT
+# retrofitting, or MAE retrofitting then the classification fine-tune. Every training job is train_backbone's, with
+# its own files and recipe.
+use rule train_backbone as train_chain_stage with:
     input:
         data=data_manifest(),
         parent=chain_parent,
@@ -57,12 +56,6 @@ rule train_chain_stage:
         f"{RESULTS}/logs/train_{{backbone}}_{{variant}}{{stage}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_{{backbone}}_{{variant}}{{stage}}.tsv"
-    threads: config["resources"]["threads"]
-    resources:
-        gpu=config["resources"]["train_gpus"],
-        runtime=config["resources"]["train_minutes"],
-    shell:
-        _train_shell("recipe")
 
 
 rule data_fmnist_plain:
@@ -79,11 +72,9 @@ rule data_fmnist_plain:
         "spot data fmnist --variant plain --out {params.out} > {log} 2>&1"
 
 
-rule sanity_plain_fmnist:
-    """Sanity check, not part of `all`: a grid ViT on plain Fashion-MNIST (recipe sanity_plain_fmnist), next to the
-    published 2-conv CNN's 91.6 %. `snakemake --cores 2 sanity`."""
-    conda:
-        "../envs/spot.yaml"
+# Sanity check, not part of `all`: a grid ViT on plain Fashion-MNIST (recipe sanity_plain_fmnist), next to the
+# published 2-conv CNN's 91.6 %. `snakemake --cores 2 sanity`.
+use rule train_backbone as sanity_plain_fmnist with:
     input:
         data=f"{RESULTS}/sanity/data/manifest.json",
     output:
@@ -99,12 +90,6 @@ rule sanity_plain_fmnist:
         f"{RESULTS}/logs/train_sanity_plain_fmnist.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_sanity_plain_fmnist.tsv"
-    threads: config["resources"]["threads"]
-    resources:
-        gpu=config["resources"]["train_gpus"],
-        runtime=config["resources"]["train_minutes"],
-    shell:
-        _train_shell("recipe")
 
 
 rule sanity:

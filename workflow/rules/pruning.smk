@@ -2,11 +2,9 @@
 # evaluation job per backbone (accuracy and GFLOPs over the keep-ratio sweep, ToMe, sampling at equal cost).
 
 
-rule train_pruned:
-    """A pruning fine-tune (`task: prune` recipe of `pruning.models` on the classifier, or of `pruning.combined`
-    on the SPoT model). Resumable like every training job."""
-    conda:
-        "../envs/spot.yaml"
+# A pruning fine-tune (`task: prune` recipe of `pruning.models` on the classifier, or of `pruning.combined` on the
+# SPoT model). Resumable like every training job, which it is (models.smk's train_backbone).
+use rule train_backbone as train_pruned with:
     input:
         data=data_manifest(),
         parent=lambda w: classifier_path(w.backbone) if w.base == "prune" else spot_model(w.backbone),
@@ -25,12 +23,6 @@ rule train_pruned:
         f"{RESULTS}/logs/train_{{backbone}}_{{base}}_{{setting}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_{{backbone}}_{{base}}_{{setting}}.tsv"
-    threads: config["resources"]["threads"]
-    resources:
-        gpu=config["resources"]["train_gpus"],
-        runtime=config["resources"]["train_minutes"],
-    shell:
-        _train_shell("recipe")
 
 
 rule pruning:
