@@ -1,4 +1,4 @@
-"""This project's own findings about SPoT (README "Results of the embedded preset"): what the oracle's controls
+"""This project's own findings about SPoT (docs/results.md "Results of the embedded preset"): what the oracle's controls
 show, the fair grid control, and what retrofitting costs at the full grid."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Token pruning's findings: seed 003's claims for SPOT-AD, and ours on sampling against pruning at equal cost
-(README "Token pruning"). Every accuracy is on the evaluation's images (the ``pruning``
+(docs/pruning.md "Token pruning"). Every accuracy is on the evaluation's images (the ``pruning``
 rows), paired per image; GFLOPs are exact numbers."""
 from __future__ import annotations
 

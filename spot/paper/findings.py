@@ -47,13 +47,13 @@ def _scope_cell(row) -> str:
 
 
 NO_REFERENCE = ("*No verdict is stated: no findings table is published for this preset yet (`reference/embedded/` "
-                "does not exist; README \"Results of the embedded preset\").*")
+                "does not exist; docs/results.md \"Results of the embedded preset\").*")
 
 
 def readme_block(findings_csv) -> str:
     """The README's findings section from a findings table: per finding its verdict across scopes, and every scope's
     paired difference (points) with its 95 % interval and verdict — generated, so the README states what the table
-    says (tests/test_readme.py checks it against the published reference); without one (``None`` or no such file),
+    says (tests/test_docs.py checks it against the published reference); without one (``None`` or no such file),
     a line saying that no verdict is stated."""
     if findings_csv is None or not Path(findings_csv).is_file():
         return NO_REFERENCE + "\n"

@@ -15,13 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..experiment import RESULT_KINDS as _KINDS
+from ..experiment import RESULT_KINDS  # what a builder may read, and where a run keeps it
 
 __all__ = ["Artifact", "ARTIFACTS", "RESULT_KINDS", "table", "figure", "artifact"]
-
-# what a builder may read, and where a run keeps it: the result kinds of the experiment protocol
-RESULT_KINDS = {name: kind.description for name, kind in _KINDS.items()}
-
 
 @dataclass(frozen=True)
 class Artifact:
