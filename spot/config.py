@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass
 import json
 import math
 import types
 import typing
+from typing import ClassVar
 from pathlib import Path
 
 __all__ = ["load_config", "load_configs", "merge_configs", "settings_from_dict", "add_config_arguments",
            "config_layers", "config_from_args", "parse_config_args", "check_finite", "check_schema", "check_sections",
-           "SECTION_SETTINGS"]
+           "SECTION_SETTINGS", "CheckpointSpec"]
 
 
 def merge_configs(*configs: dict) -> dict:
@@ -107,6 +109,27 @@ def config_layers(args) -> list:
 def config_from_args(args) -> dict:
     """The config that ``--config`` / ``--config-json`` describe (see :func:`add_config_arguments`)."""
     return merge_configs(*(load_config(i) if isinstance(i, str) else i for i in config_layers(args)))
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Where a backbone's weights come from, as a preset writes it: ``train:RECIPE`` (trained here by that recipe of
+    ``recipes:``) or ``fetch:NAME`` (``spot checkpoints fetch NAME``: a key of ``spot.BACKBONES``)."""
+
+    source: str  # train | fetch
+    name: str
+
+    SOURCES: ClassVar[tuple] = ("train", "fetch")
+
+    @classmethod
+    def parse(cls, text, where: str = "checkpoint") -> "CheckpointSpec":
+        source, sep, name = str(text).partition(":")
+        if not sep or source not in cls.SOURCES or not name:
+            raise ValueError(f"{where} = {text!r} is not valid; accepted: train:RECIPE or fetch:NAME")
+        return cls(source, name)
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.name}"
 
 
 def settings_from_dict(cls, values: dict | None, where: str):

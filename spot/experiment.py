@@ -56,6 +56,8 @@ RESULT_KINDS: dict[str, ResultKind] = {k.name: k for k in (
                "throughput/{job}.csv"),
     ResultKind("pruning", "spot pruning tables, one per backbone (pruned models over keep ratios, ToMe, and "
                           "sampling at equal cost)", "pruning/{job}.csv"),
+    ResultKind("examples", "spot examples tables, one per backbone (the positions every placement gives on example "
+                           "images: Figures 1–3)", "examples/{job}.csv"),
     ResultKind("records", "the records (.json) of the SPoT models, holding the recipes they were trained with",
                glob="models/*_spot[0-9]*.json"),
     ResultKind("data", "the prepared dataset's manifest (figures draw its images)", glob="data/manifest.json"),
@@ -97,7 +99,8 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
-_MODULES = ("spot.evaluate", "spot.oracle.experiment", "spot.pruning.experiment", "spot.throughput")  # as timm's models/
+_MODULES = ("spot.evaluate", "spot.oracle.experiment", "spot.pruning.experiment", "spot.throughput",
+            "spot.examples")  # as timm's models/
 
 
 def experiment(name: str, *, kind: str, columns: tuple, arguments: Callable, help: str, example: str):

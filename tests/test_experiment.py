@@ -12,7 +12,7 @@ from spot.experiment import CORE_COLUMNS, RESULT_KINDS, Outcome, load_experiment
 
 def test_every_experiment_writes_a_kind_of_result_and_has_a_command():
     experiments = load_experiments()
-    assert set(experiments) == {"evaluate", "oracle", "transfer", "pruning", "throughput"}
+    assert set(experiments) == {"evaluate", "oracle", "transfer", "pruning", "throughput", "examples"}
     commands = build_parser()._subparsers._group_actions[0].choices
     for name, exp in experiments.items():
         assert RESULT_KINDS[exp.kind].path and name in commands

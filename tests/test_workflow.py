@@ -143,7 +143,7 @@ def test_embedded_long_preset_only_lengthens_the_supervised_backbones(workdir):
 def test_one_figure_target_runs_only_what_it_needs(workdir):
     done = snakemake("-n", "--cores", "2", "paper_figures/embedded/figure3.pdf", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert job_counts(done.stdout) == {"data_fmnist": 1, "figure": 1, "total": 2}
+    assert job_counts(done.stdout) == {"data_fmnist": 1, "examples": 1, "figure": 1, "total": 3}  # no training
 
 
 def test_a_users_fashion_mnist_folder_as_the_readme_says(workdir):

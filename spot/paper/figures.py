@@ -17,129 +17,101 @@ def _data_folder(inputs) -> Path:
     return Path(inputs["data"][0]).parent
 
 
-def _geometry(config: dict) -> tuple[int, int]:
-    """(patch size, grid token count) of the run's first backbone."""
-    from ..factory import create_backbone
-    from ..recipes import load_recipe
+def _examples(inputs) -> dict:
+    """The first backbone's ``examples`` table (``spot examples``), its first image: ``{(figure, placement,
+    positions): (budget, (m, 2) positions)}`` with the image's ``index``, ``split``, ``patch`` and ``image_size``."""
+    import torch
 
-    family = next(iter(config["backbones"].values()))
-    kind, name = family["classifier"].split(":", 1)
-    if kind == "train":
-        r = load_recipe(config, name)
-        kwargs = dict(r.model.timm_kwargs)
-        for key in ("img_size", "in_chans", "num_classes"):
-            if getattr(r.model, key) is not None:
-                kwargs[key] = getattr(r.model, key)
-        vit = create_backbone(r.model.backbone, **kwargs)
-    else:
-        vit = create_backbone(name)
-    return int(vit.patch_embed.patch_size[0]), int(vit.patch_embed.num_patches)
+    frame = pd.read_csv(inputs["examples"][0])
+    first = frame[frame.image == frame.image.iloc[0]]
+    out = {"index": int(first.image.iloc[0]), "split": str(first.split.iloc[0]), "patch": int(first.patch.iloc[0]),
+           "image_size": (int(first.image_height.iloc[0]), int(first.image_width.iloc[0]))}
+    for (figure, placement, positions, budget), g in first.groupby(["figure", "placement", "positions", "budget"],
+                                                                   sort=False):
+        coords = g.pivot(index="token", columns="metric", values="value").sort_index()
+        out[(int(figure), placement, positions)] = (int(budget), torch.tensor(coords[["y", "x"]].to_numpy().copy(),
+                                                                             dtype=torch.float64))
+    return out
 
 
-def _example(data, index: int = 0):
-    """An evaluation image (H, W[, C]) for drawing, its saliency-free footprint info, and the EvalData."""
+def _image(inputs, examples: dict):
+    """The example image (C, H, W) the positions were measured on, for drawing."""
     from ..data.evaluation import EvalData
 
-    d = EvalData.open(data, "test" if (Path(data) / "test.npz").is_file() else "val", indices=[index])
-    return d.take([index])[0], d
+    d = EvalData.open(_data_folder(inputs), examples["split"], indices=[examples["index"]],
+                      img_size=examples["image_size"][0])
+    return d.take([examples["index"]])[0]
 
 
-@figure("figure1", reads=("data",),
+def _placed(examples: dict, figure: int, placement: str, positions: str = "placed"):
+    """(budget, (m, 2) positions) of one placement of a figure in the examples table."""
+    return examples[(figure, placement, positions)]
+
+
+@figure("figure1", reads=("examples", "data"),
         caption="Figure 1: patch tokenization on the grid, a sparse subset of grid patches, and subpixel windows at the Center prior's positions, on an evaluation image.")
 def figure1(inputs, config):
     """Figure 1: patch tokenization on the grid, a sparse subset of grid patches, and subpixel windows."""
     import matplotlib.pyplot as plt
-    import torch
 
     from ..plotting import plot_positions
-    from ..positions import grid_positions
-    from ..placement import sample_positions
 
-    patch, n = _geometry(config)
-    image, _ = _example(_data_folder(inputs))
-    size = tuple(image.shape[-2:])
-    m = config["oracle"]["sparse_budget"]
-    grid = grid_positions(size, patch)
-    keep = torch.randperm(len(grid), generator=torch.Generator().manual_seed(0))[:m]
+    ex = _examples(inputs)
+    image, patch = _image(inputs, ex), ex["patch"]
+    (n, grid), (m, subset), (_, center) = (_placed(ex, 1, p) for p in ("grid", "grid_random", "center"))
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     plot_positions(image, grid, patch, ax=axes[0], grid_patch=patch, title=f"patch grid ({n} tokens)")
-    plot_positions(image, grid[keep], patch, ax=axes[1], grid_patch=patch, color="tab:orange",
+    plot_positions(image, subset, patch, ax=axes[1], grid_patch=patch, color="tab:orange",
                    title=f"{m} random grid patches")
-    plot_positions(image, sample_positions("center", m, 1, size)[0], patch, ax=axes[2], grid_patch=patch,
-                   title=f"SPoT: {m} subpixel windows (Center)")
+    plot_positions(image, center, patch, ax=axes[2], grid_patch=patch, title=f"SPoT: {m} subpixel windows (Center)")
     fig.tight_layout()
     return fig
 
 
-@figure("figure2", reads=("data",),
+@figure("figure2", reads=("examples", "data"),
         caption="Figure 2: grid misalignment — the object's centre falls between patches; a subpixel window sits on it.")
 def figure2(inputs, config):
     """Figure 2: grid misalignment — the object's centre falls between patches; a subpixel window sits on it."""
     import matplotlib.pyplot as plt
-    import torch
 
     from ..plotting import plot_positions
-    from ..positions import snap_to_grid
 
-    patch, _ = _geometry(config)
-    image, d = _example(_data_folder(inputs))
-    size = tuple(image.shape[-2:])
-    if "top_left" in d.extras:  # the canvas benchmark knows where the article is: its centre
-        from ..data.fmnist import ARTICLE
-
-        centre = (torch.tensor(d.extras["top_left"][int(d.index[0])], dtype=torch.float64) + ARTICLE / 2) / \
-            torch.tensor(size)
-    else:  # otherwise the image's centre of mass of |x|
-        w = image.abs().sum(0) if image.dim() == 3 else image.abs()
-        ys, xs = torch.meshgrid(torch.arange(size[0]) + 0.5, torch.arange(size[1]) + 0.5, indexing="ij")
-        centre = torch.stack([(w * ys).sum() / w.sum() / size[0], (w * xs).sum() / w.sum() / size[1]]).double()
-    snapped = snap_to_grid(centre[None], size, patch)
+    ex = _examples(inputs)
+    image, patch = _image(inputs, ex), ex["patch"]
+    (_, centre), (_, snapped) = _placed(ex, 2, "object_centre"), _placed(ex, 2, "object_centre", "snapped")
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
     plot_positions(image, snapped, patch, ax=axes[0], grid_patch=patch, color="tab:orange",
                    title="nearest grid patch")
-    plot_positions(image, centre[None], patch, ax=axes[1], grid_patch=patch, title="subpixel window at the centre")
+    plot_positions(image, centre, patch, ax=axes[1], grid_patch=patch, title="subpixel window at the centre")
     fig.tight_layout()
     return fig
 
 
-@figure("figure3", reads=("data",),
+@figure("figure3", reads=("examples", "data"),
         caption="Figure 3: the spatial priors (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary) on an evaluation image.")
 def figure3(inputs, config):
     """Figure 3: the spatial priors (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary)."""
     import matplotlib.pyplot as plt
-    import torch
 
     from ..plotting import plot_positions
-    from ..placement import make_prior, sample_positions
-    from ..saliency import SaliencySettings, saliency_maps
 
-    patch, n = _geometry(config)
-    image, d = _example(_data_folder(inputs))
-    size = tuple(image.shape[-2:])
-    m = config["evaluation"]["budgets"][1] if len(config["evaluation"]["budgets"]) > 1 else n // 4
-    priors = list(prior_order())
-    saliency = None
-    try:
-        from ..recipes import settings_from_dict
-
-        settings = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
-        saliency = saliency_maps(d, torch.arange(1), settings)[0]
-    except (ValueError, FileNotFoundError, ImportError) as err:  # drawn without the saliency priors, said in the title
-        priors = priors[:5] + ["boundary"]
-        print(f"figure 3: saliency unavailable ({err}); salient/background not drawn")
+    ex = _examples(inputs)
+    image, patch = _image(inputs, ex), ex["patch"]
+    priors = {k[1].split("(")[0]: k[1] for k in ex if isinstance(k, tuple) and k[0] == 3}  # name → label
+    drawn = [p for p in prior_order() if p in priors]
+    if len(drawn) < len(prior_order()):  # the examples job could not compute saliency maps: said here
+        print(f"figure 3: not in the examples table (no saliency maps): {sorted(set(prior_order()) - set(drawn))}")
     fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
-    for ax, name in zip(axes.flat, priors):
-        g = torch.Generator().manual_seed(0)
-        pos = sample_positions(name, m, 1, size, generator=g,
-                               saliency=saliency if make_prior(name).needs_saliency else None)[0]
-        plot_positions(image, pos, patch, ax=ax, title=f"{name.capitalize()} ({m})")
-    for ax in list(axes.flat)[len(priors):]:
+    for ax, name in zip(axes.flat, drawn):
+        m, positions = _placed(ex, 3, priors[name])
+        plot_positions(image, positions, patch, ax=ax, title=f"{name.capitalize()} ({m})")
+    for ax in list(axes.flat)[len(drawn):]:
         ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-@figure("figure4", reads=("trajectories", "data"),
+@figure("figure4", reads=("trajectories", "examples", "data"),
         caption="Figure 4: SPoT-ON trajectories from the Isotropic prior at the sparse budget (dark → bright), for the first images of the oracle's set; ✓/✗: classified correctly at the final positions.")
 def figure4(inputs, config):
     """Figure 4: SPoT-ON trajectories (dark → bright) from the Isotropic prior for the first stored images."""
@@ -152,7 +124,7 @@ def figure4(inputs, config):
     stores = [dict(np.load(p, allow_pickle=False)) for p in files]
     n_cols = min(4, min(int(s["positions"].shape[2]) for s in stores))
     n_rows = sum(len(s["models"]) for s in stores)
-    patch, _ = _geometry(config)
+    patch = _examples(inputs)["patch"]
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.8 * n_rows), squeeze=False)
     row = 0
     for store in stores:

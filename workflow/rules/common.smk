@@ -258,12 +258,24 @@ def recipe_params(name):
 BACKBONES_FROM = config.get("backbones_from")
 
 
+def spec(text):
+    """A preset's checkpoint spec (`train:RECIPE` or `fetch:NAME`), typed: spot.config.CheckpointSpec."""
+    return spot_module("config").CheckpointSpec.parse(text)
+
+
+def classifier_geometry(backbone):
+    """What a backbone's classifier architecture is built from (its spec, and a trained one's recipe model): a change
+    re-runs the jobs that read only its geometry."""
+    given = spec(config["backbones"][backbone]["classifier"])
+    model = (config.get("recipes") or {}).get(given.name, {}).get("model") if given.source == "train" else None
+    return {"classifier": str(given), "model": model}
+
+
 def spec_path(backbone, role):
     """Checkpoint of a backbone's `classifier` or `pretrained` spec (`train:RECIPE` or `fetch:NAME`)."""
-    spec = config["backbones"][backbone][role]
-    kind, name = spec.split(":", 1)
-    if kind == "fetch":
-        return f"{RESULTS}/checkpoints/{name}.safetensors"
+    given = spec(config["backbones"][backbone][role])
+    if given.source == "fetch":
+        return f"{RESULTS}/checkpoints/{given.name}.safetensors"
     return f"{f'results/{BACKBONES_FROM}' if BACKBONES_FROM else RESULTS}/models/{backbone}_{role}.safetensors"
 
 
@@ -310,8 +322,8 @@ def classifier_path(backbone):
     """The classifier checkpoint of a SPoT backbone or of a pruning-only backbone (`pruning.backbones`)."""
     if backbone in config["backbones"]:
         return spec_path(backbone, "classifier")
-    kind, name = PRUNING["backbones"][backbone].split(":", 1)
-    return f"{RESULTS}/checkpoints/{name}.safetensors" if kind == "fetch" else \
+    given = spec(PRUNING["backbones"][backbone])
+    return f"{RESULTS}/checkpoints/{given.name}.safetensors" if given.source == "fetch" else \
         f"{RESULTS}/models/{backbone}_classifier.safetensors"
 
 
@@ -443,6 +455,8 @@ def result_files(kind):
         return [result(kind, OWN, m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
     if kind == "records":
         return [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"]
+    if kind == "examples":  # Figures 1–3 draw the first backbone's
+        return [result(kind, RESULTS, MODELS[0])]
     if kind == "data":
         return [data_manifest()]
     if "{job}" not in RESULT_KINDS[kind].path:

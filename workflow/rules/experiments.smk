@@ -1,5 +1,5 @@
-# Experiments: evaluation (Tables 2, 5, 8), the SPoT-ON oracle (Tables 1, 2, 3, 5, 6; Figure 4), transfer (Table 4),
-# throughput (Figure 5). Each writes a tidy CSV + a JSON provenance sidecar.
+# Experiments: evaluation (Tables 2, 5, 8), the SPoT-ON oracle (Tables 1, 2, 3, 5, 6; Figure 4), examples (Figures 1–3),
+# transfer (Table 4), throughput (Figure 5). Each writes a tidy CSV + a JSON provenance sidecar (spot.experiment).
 
 
 rule evaluate:
@@ -85,6 +85,32 @@ rule oracle:
     shell:
         "spot oracle --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} --model spot={input.model}"
         " --data {params.data}"
+        " --out {output.table} > {log} 2>&1"
+
+
+rule examples:
+    """The positions every placement gives on an example image, for the geometry of one backbone: what Figures 1–3
+    draw (and Figure 4 its patch size). No model is trained for it: the classifier's architecture gives the geometry."""
+    conda:
+        "../envs/spot.yaml"
+    input:
+        data=data_manifest(),
+    output:
+        table=report(result("examples"), category="Results", subcategory="Examples",
+                     caption="../report/examples.rst"),
+        provenance=sidecar(result("examples")),
+    params:
+        settings=lambda w: {"saliency": config["saliency"], "evaluation": evaluation_protocol(("split", "priors", "budgets")),
+                            "oracle": {"sparse_budget": config["oracle"]["sparse_budget"]},
+                            "geometry": classifier_geometry(w.backbone)},
+        data=lambda w: q(data_root()),
+    log:
+        f"{RESULTS}/logs/examples_{{backbone}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/examples_{{backbone}}.tsv"
+    threads: 1
+    shell:
+        "spot examples --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} --data {params.data}"
         " --out {output.table} > {log} 2>&1"
 
 

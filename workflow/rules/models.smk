@@ -16,8 +16,8 @@ rule train_backbone:
     wildcard_constraints:
         role="classifier|pretrained",
     params:
-        recipe=lambda w: recipe_params(config["backbones"][w.backbone][w.role].split(":", 1)[1]),
-        recipe_name=lambda w: config["backbones"][w.backbone][w.role].split(":", 1)[1],
+        recipe=lambda w: recipe_params(spec(config["backbones"][w.backbone][w.role]).name),
+        recipe_name=lambda w: spec(config["backbones"][w.backbone][w.role]).name,
         data=lambda w: q(data_root()),
         state=lambda w: f"{STATE}/{w.backbone}_{w.role}",
         parent=lambda w, input: f"--parent {q(input.parent)}" if input.parent else "",
