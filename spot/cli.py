@@ -105,14 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_data, _add_checkpoints, _add_train, _add_experiments, _add_records):
         add(sub)
-    p = sub.add_parser("version", help="print the code and software versions")
+    p = _command(sub, "version", "print the code and software versions")
     p.set_defaults(func=_version)
-    _describe(parser)
     return parser
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="wrap a small timm ViT with SPoT and classify real digits at several budgets")
+    p = _command(sub, "demo", "wrap a small timm ViT with SPoT and classify real digits at several budgets")
     p.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=15, help="training epochs of the grid ViT (default: %(default)s)")
     p.add_argument("--retrofit-epochs", type=int, default=10, help="SPoT retrofit epochs (default: %(default)s)")
@@ -125,9 +124,9 @@ def _add_data(sub) -> None:
     from .data.fmnist import CanvasConfig
     from .data.imagenet import configure_parser
 
-    data = sub.add_parser("data", help="prepare datasets").add_subparsers(dest="dataset", required=True)
+    data = _command(sub, "data", "prepare datasets").add_subparsers(dest="dataset", required=True)
     d = CanvasConfig()
-    p = data.add_parser("fmnist", help="build the Fashion-MNIST canvas benchmark (or plain Fashion-MNIST)")
+    p = _command(data, "data fmnist", "build the Fashion-MNIST canvas benchmark (or plain Fashion-MNIST)")
     p.add_argument("--out", required=True, help="output folder ({train,val,test}.npz + manifest.json)")
     p.add_argument("--variant", choices=("canvas", "plain"), default="canvas")
     p.add_argument("--fmnist", default=None, help="folder with the Fashion-MNIST IDX files "
@@ -140,19 +139,19 @@ def _add_data(sub) -> None:
     p.add_argument("--fragments", type=int, default=d.fragments)
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.set_defaults(func=_data_fmnist)
-    p = data.add_parser("imagenet", help="prepare ImageNet (ILSVRC-2012) from the raw archives")
+    p = _command(data, "data imagenet", "prepare ImageNet (ILSVRC-2012) from the raw archives")
     configure_parser(p)
     p.set_defaults(func=_data_imagenet)
 
 
 def _add_checkpoints(sub) -> None:
-    ck = sub.add_parser("checkpoints", help="backbone checkpoints").add_subparsers(dest="action", required=True)
-    p = ck.add_parser("fetch", help="fetch a backbone checkpoint into DIR as safetensors + a record")
+    ck = _command(sub, "checkpoints", "backbone checkpoints").add_subparsers(dest="action", required=True)
+    p = _command(ck, "checkpoints fetch", "fetch a backbone checkpoint into DIR as safetensors + a record")
     p.add_argument("name", help="cls_in1k, cls_in21k or mae_in1k")
     p.add_argument("--dir", default="checkpoints", help="target folder (default: %(default)s)")
     p.add_argument("--from", dest="source_file", default=None, help="use this downloaded file instead of the network")
     p.set_defaults(func=_checkpoints_fetch)
-    p = ck.add_parser("official", help="register one of the authors' released SPoT checkpoints for the workflow "
+    p = _command(ck, "checkpoints official", "register one of the authors' released SPoT checkpoints for the workflow "
                                        "(retrofit: official): checks it loads, writes a record pointing at it")
     p.add_argument("file", help="spot_1k_b16.pth, spot_21k_b16.pth or spot_mae_b16.pth")
     p.add_argument("--out", required=True, help="the record to write (.json)")
@@ -161,7 +160,7 @@ def _add_checkpoints(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="run a training recipe of the config (pre-training, SPoT retrofitting, its grid "
+    p = _command(sub, "train", "run a training recipe of the config (pre-training, SPoT retrofitting, its grid "
                                       "control, MAE, pruning fine-tunes); resumable; DDP under torchrun")
     add_config_arguments(p, what="`recipes:`")
     p.add_argument("--recipe", required=True, help="name of the recipe under `recipes:`")
@@ -198,7 +197,7 @@ def _add_records(sub) -> None:
                     "(exit 1 if not)", compare),
     )
     for name, text, module in commands:
-        p = sub.add_parser(name, help=text)
+        p = _command(sub, name, text)
         module.configure_parser(p)
         p.set_defaults(func=module.run_from_args)
 
@@ -222,24 +221,18 @@ EXAMPLES = {
 }
 
 
+def _command(sub, path: str, help: str) -> argparse.ArgumentParser:
+    """The parser of command ``path`` (``"data fmnist"``): its help line, shown again as its description, and its
+    worked example (:data:`EXAMPLES`) as the epilog of its --help."""
+    example = EXAMPLES.get(path)
+    return sub.add_parser(path.split()[-1], help=help, description=textwrap.fill(help, 100),
+                          epilog=f"example:\n  {example}" if example else None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def examples() -> dict[str, str]:
     """Every command's worked example: :data:`EXAMPLES` and each registered experiment's."""
     return {**EXAMPLES, **{name: e.example for name, e in load_experiments().items()}}
-
-
-def _describe(parser: argparse.ArgumentParser, path: str = "") -> None:
-    """Every (sub)command's --help: its one-line help as the description, and its example as the epilog."""
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        helps = {a.dest: a.help for a in action._choices_actions}
-        for name, sub in action.choices.items():
-            key = f"{path} {name}".strip()
-            sub.description = sub.description or textwrap.fill(helps.get(name) or "", 100)
-            sub.formatter_class = argparse.RawDescriptionHelpFormatter
-            if key in examples():
-                sub.epilog = f"example:\n  {examples()[key]}"
-            _describe(sub, key)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,9 @@ workflow reads :data:`RESULT_KINDS` while it builds the DAG; :func:`load_experim
 """
 from __future__ import annotations
 
+import argparse
 import importlib
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -154,7 +156,8 @@ def add_commands(sub) -> None:
     from .config import add_config_arguments
 
     for exp in load_experiments().values():
-        p = sub.add_parser(exp.name, help=exp.help)
+        p = sub.add_parser(exp.name, help=exp.help, description=textwrap.fill(exp.help, 100),
+                           epilog=f"example:\n  {exp.example}", formatter_class=argparse.RawDescriptionHelpFormatter)
         exp.arguments(p)
         add_config_arguments(p, what="its sections")
         p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")

@@ -80,7 +80,7 @@ BACKBONES: dict[str, Backbone] = {
                             "mae_finetuned_vit_base.pth",
                             description="official MAE ViT-B/16 fine-tuned on ImageNet-1k (the paper's MAE ViT-B/16 "
                                         "baseline rows)")),
-    # the pruning experiments' backbones (seed 003, Table 1): DeiT-S and DeiT-T (Touvron et al. 2021)
+    # the pruning experiments' backbones (the SPOT-AD paper, Table 1): DeiT-S and DeiT-T (Touvron et al. 2021)
     "deit_s": Backbone(
         "deit_small_patch16_224.fb_in1k", "DeiT-S", description="DeiT-S/16, ImageNet-1k (79.9 % top-1 in timm)",
         source=WeightSource(_HF.format("deit_small_patch16_224.fb_in1k"), "model.safetensors",

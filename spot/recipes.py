@@ -12,7 +12,7 @@ The tasks:
   recipe and budget schedule on random subsets of grid patches.
 * ``mae`` — masked auto-encoding (Table 7c): on the grid (standard MAE pre-training) or with subpixel windows
   (MAE retrofitting); ``mae.mask_ratio`` of each image's tokens are hidden from the encoder.
-* ``prune`` — token-pruning fine-tuning (seed 003): the parent classifier (a grid ViT, or a SPoT model with
+* ``prune`` — token-pruning fine-tuning (the SPOT-AD paper): the parent classifier (a grid ViT, or a SPoT model with
   ``tokens.mode: subpixel``) wrapped by :func:`spot.prune` with ``prune.method`` at ``prune.keep_ratio``,
   trained with Eq. 15 (cross-entropy + λ1·rate + λ2·KL to the frozen parent + λ3·token cosine or squared error);
   the method's own parameters (the predictors) at ``prune.predictor_lr_scale`` × the recipe's learning rate, the

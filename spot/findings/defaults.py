@@ -8,9 +8,9 @@ MARGIN                      0.0       "a beats b": holds when the 95 % interval 
                                       contradicted when it lies below it, else inconclusive
 RETROFIT_TOLERANCE          1.0       ours, "retrofitting keeps full-token accuracy within 1 point": SPoT − parent
                                       must lie above −1 point
-PRUNING_TOLERANCE           1.0       seed 003, "within 1 point": SPOT-AD − dense must lie above −1 point
-PRUNING_MIN_SAVING          0.30      seed 003, "at ≥ 30 % fewer GFLOPs": SPOT-AD's GFLOPs ≤ (1 − 0.30) × dense's
-RANKING_KEEP_RATIO          0.7       seed 003's ranking is read at this keep ratio ρ (the fine-tunes' trained one)
+PRUNING_TOLERANCE           1.0       the SPOT-AD paper, "within 1 point": SPOT-AD − dense must lie above −1 point
+PRUNING_MIN_SAVING          0.30      the SPOT-AD paper, "at ≥ 30 % fewer GFLOPs": SPOT-AD's GFLOPs ≤ (1 − 0.30) × dense's
+RANKING_KEEP_RATIO          0.7       the SPOT-AD paper's ranking is read at this keep ratio ρ (the fine-tunes' trained one)
 RANKING                     …         the ranking, best first: the pruning settings (the ``setting`` column)
 SPOT_AD_SETTINGS            …         the SPOT-AD fine-tunes the "within 1 point" claim is checked on (each at the ρ
                                       it was trained at; ``spot_ad_r05``: the pruning_ablations preset's ρ = 0.5)

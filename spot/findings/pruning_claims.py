@@ -1,4 +1,4 @@
-"""Token pruning's findings: seed 003's claims for SPOT-AD, and ours on sampling against pruning at equal cost
+"""Token pruning's findings: the SPOT-AD paper's claims for SPOT-AD, and ours on sampling against pruning at equal cost
 (docs/pruning.md "Token pruning"). Every accuracy is on the evaluation's images (the ``pruning``
 rows), paired per image; GFLOPs are exact numbers."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _at_trained(f, setting: str):
     return s.where(keep_ratio=rho), rho
 
 
-@finding(RANKING_NAME, source="seed 003", reads=("pruning",),
+@finding(RANKING_NAME, source="SPOT-AD paper", reads=("pruning",),
          quote="Ranking SPOT-AD > EViT > heuristic at the trained keep ratio: SPOT-AD's learned attention-"
                "dynamics predictor keeps more accuracy than EViT's CLS-attention rule, which beats the heuristic.")
 def ranking(inputs, config, *, margin=MARGIN, keep_ratio=RANKING_KEEP_RATIO, order=RANKING):
@@ -51,7 +51,7 @@ def ranking(inputs, config, *, margin=MARGIN, keep_ratio=RANKING_KEEP_RATIO, ord
                         f"Acc@1 {better} − {worse} (points) at ρ = {keep_ratio:g}", compute)
 
 
-@finding(WITHIN, source="seed 003", reads=("pruning",),
+@finding(WITHIN, source="SPOT-AD paper", reads=("pruning",),
          quote="SPOT-AD keeps accuracy within 1 point of the dense model at ≥ 30 % fewer GFLOPs (the seed: DeiT-S "
                "−0.3 points at −39 %).")
 def within_one_point(inputs, config, *, tolerance=PRUNING_TOLERANCE, min_saving=PRUNING_MIN_SAVING,
@@ -75,8 +75,8 @@ def within_one_point(inputs, config, *, tolerance=PRUNING_TOLERANCE, min_saving=
                         f"Acc@1 {setting} at its trained ρ − dense (points), within {tolerance:g}", compute)
 
 
-@finding(DYNAMICS, source="seed 003", reads=("pruning",),
-         quote="The dynamics matter (seed 003 Table 2): SPOT-AD without the running attention statistics D^M, "
+@finding(DYNAMICS, source="SPOT-AD paper", reads=("pruning",),
+         quote="The dynamics matter (SPOT-AD paper Table 2): SPOT-AD without the running attention statistics D^M, "
                "D^Σ (the current block's attention only) loses accuracy against full SPOT-AD.")
 def dynamics(inputs, config, *, margin=MARGIN, ablation=ABLATION):
     """The ablated fine-tune − full SPOT-AD, each at its trained ρ, per backbone: claimed below 0 (only the

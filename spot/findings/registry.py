@@ -19,7 +19,7 @@ __all__ = ["SOURCES", "KINDS", "VERDICTS", "HOLDS", "CONTRADICTED", "INCONCLUSIV
 
 SOURCES = {
     "paper": "SPoT (ICCVW 2025)",
-    "seed 003": "the SPOT-AD pruning method's claims",
+    "SPOT-AD paper": "the SPOT-AD pruning method's claims",
     "ours": "this project's own findings",
 }
 # the result kinds a finding may read (a subset of spot.paper.registry.RESULT_KINDS: the tidy result tables)

@@ -14,7 +14,7 @@ COLUMNS = ("Finding", "Source", "Claim", "Scope", "Statistic", "Estimate (points
 
 
 @table("findings", reads=reads(), optional=reads(),  # a finding without its rows is "not measured"
-       caption="Findings: every claim the artifact reports — the SPoT paper's (ICCVW 2025), seed 003's for SPOT-AD, "
+       caption="Findings: every claim the artifact reports — the SPoT paper's (ICCVW 2025), the SPOT-AD paper's for SPOT-AD, "
                "and this project's own — checked on this run's results: per backbone (or model pair, budget) the "
                "paired difference behind the claim in points on the same images, its 95 % interval and McNemar's p "
                "(0/1 outcomes; empty for scores averaged over a stochastic prior's seeds), and the verdict: holds "

@@ -1,4 +1,4 @@
-"""Token pruning's tables and figure (seed 003 "SPOT-AD" and the comparison neither paper makes): registered builders
+"""Token pruning's tables and figure ("SPOT-AD" (Schlesinger et al.) and the comparison neither paper makes): registered builders
 reading ``spot pruning`` and ``spot throughput`` tables. Display labels live here."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ._common import label, measure, paired_interval, read_results, set_interval
 from .registry import figure, table
 
 METHOD_LABELS = {"vit": "Baseline (dense)", "spot_ad": "SPOT-AD", "evit": "EViT", "dynamicvit": "DynamicViT",
-                 "heuristic": "Heuristic (CLS attention, seed 003 Tab. 7)", "tome": "ToMe", "spot": "SPoT",
+                 "heuristic": "Heuristic (CLS attention, SPOT-AD paper Tab. 7)", "tome": "ToMe", "spot": "SPoT",
                  "patchdropout": "PatchDropout"}
 
 
@@ -75,7 +75,7 @@ def _settings(config, key="models") -> list[str]:
 
 
 @table("pruning_table1", reads=("pruning", "throughput"),
-       caption="Token pruning in the format of seed 003's Table 1: per backbone, the dense classifier and every pruning fine-tune at the keep ratio it was trained at (ρ column), with ToMe at the r matching the most common one — Acc@1 (%), its change (points), GFLOPs per image (2 per multiply-add), their change (%), and measured throughput (images/s). The CSV also holds the 95 % intervals: Wilson for Acc@1, and for Δ the paired interval over the same images.")
+       caption="Token pruning in the format of the SPOT-AD paper's Table 1: per backbone, the dense classifier and every pruning fine-tune at the keep ratio it was trained at (ρ column), with ToMe at the r matching the most common one — Acc@1 (%), its change (points), GFLOPs per image (2 per multiply-add), their change (%), and measured throughput (images/s). The CSV also holds the 95 % intervals: Wilson for Acc@1, and for Δ the paired interval over the same images.")
 def pruning_table1(inputs, config) -> pd.DataFrame:
     f = _pruning(inputs)
     rows = []
@@ -114,7 +114,7 @@ def pruning_table1(inputs, config) -> pd.DataFrame:
 
 
 @table("pruning_ablations", reads=("pruning",),
-       caption="Pruning ablations in the spirit of seed 003's Tables 2, 7 and 8: every fine-tune of a learned or heuristic method at its training keep ratio ρ — Acc@1 (%), GFLOPs, and the predictor's own cost (GFLOPs beyond the heuristic's at the same token counts; none for DynamicViT, which prunes before the stage block and so runs on other counts) and share of the model's GFLOPs. The CSV also holds each Acc@1 cell's 95 % interval over the images.")
+       caption="Pruning ablations in the spirit of the SPOT-AD paper's Tables 2, 7 and 8: every fine-tune of a learned or heuristic method at its training keep ratio ρ — Acc@1 (%), GFLOPs, and the predictor's own cost (GFLOPs beyond the heuristic's at the same token counts; none for DynamicViT, which prunes before the stage block and so runs on other counts) and share of the model's GFLOPs. The CSV also holds each Acc@1 cell's 95 % interval over the images.")
 def pruning_ablations(inputs, config) -> pd.DataFrame:
     f = _pruning(inputs)
     rows = []

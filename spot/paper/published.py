@@ -4,7 +4,7 @@ Sources:
 
 * **SPoT** — M. Hjelkrem-Tan, M. Aasan, G. Y. Arteaga, A. Ramírez Rivera, *SPoT: Subpixel Placement of Tokens in
   Vision Transformers*, arXiv:2507.01654 (2025); ``shared/seeds/000_fe4cca4c1346fe1d.txt``. Tables 1–6 and 8.
-* **seed 003** — O. Schlesinger, A. Farzam, J. M. Di Martino, G. Sapiro, *SPOT: Sparsification with Attention
+* **the SPOT-AD paper** — O. Schlesinger, A. Farzam, J. M. Di Martino, G. Sapiro, *SPOT: Sparsification with Attention
   Dynamics via Token Relevance in Vision Transformers*, arXiv:2511.10488 (2025); ``shared/seeds/003_…txt``
   ("SPOT-AD" here). Its Table 1 rows for DeiT-T and DeiT-S (what the paper preset's pruning fine-tunes reproduce)
   and its Table 7 heuristic row (this project's ``heuristic`` setting).
@@ -17,15 +17,15 @@ printed (``values``, left to right; ``–`` where the paper prints none) with th
 tables have no row for (a method not implemented here): it is kept, with a note, not dropped.
 
 Signs: an ↑ is +, a ↓ is − (Table 3's RSG); Table 6's "↓ x" drops are the builder's positive "Drop vs
-Isotropic"; seed 003's "(−0.8)" accuracy changes are its "Δ (points)". Seed 003's "GFLOPS" count multiply-adds
+Isotropic"; the SPOT-AD paper's "(−0.8)" accuracy changes are its "Δ (points)". The SPOT-AD paper's "GFLOPS" count multiply-adds
 (DeiT-S 4.6), where this project's GFLOPs count 2 FLOPs per multiply-add: :func:`quantity` calls them ``gmacs``.
-Seed 003's GFLOPS changes in parentheses (absolute) have no column here (``GFLOPs Δ (%)`` is relative): not typed.
+The SPOT-AD paper's GFLOPS changes in parentheses (absolute) have no column here (``GFLOPs Δ (%)`` is relative): not typed.
 Table 7 (hyper-parameters, no results) and Figure 5 (a plot) are not here; ElasticViT's Table 8 row is also what
 :data:`spot.paper.ELASTICVIT_TABLE8` prints (tests/test_published.py checks they agree).
 
 Pages: the extracted texts have no page breaks. The SPoT paper's pages (:data:`PAGE_BASIS`) are inferred from its
 reference list's back-references (each entry ends with the pages citing it) and from where a float splits a
-paragraph (a float at the top of the next page); seed 003's reference list has no back-references, so its pages are
+paragraph (a float at the top of the next page); the SPOT-AD paper's reference list has no back-references, so its pages are
 unknown (NaN).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ EMPTY = "–"                   # a cell the paper leaves empty (in ``values``) 
 
 
 class Row(NamedTuple):
-    paper_table: str     # "SPoT Table 5", "seed 003 Table 1"
+    paper_table: str     # "SPoT Table 5", "SPOT-AD paper Table 1"
     page: float          # page of the paper (NaN: not known)
     table: str           # the registered builder of the same table here
     paper_row: str       # the row as the paper prints it
@@ -81,11 +81,11 @@ PAGE_BASIS = {
                     "et al., p. 10)",
     "SPoT Table 8": "p. 12: it splits §6's last paragraph ('our method's inherent' | 'robustness…'), after text "
                     "whose citations are all on p. 11",
-    "seed 003 Table 1": "not known: the extracted text has no page breaks and its references no back-references",
-    "seed 003 Table 7": "not known (as seed 003 Table 1); appendix 7",
+    "SPOT-AD paper Table 1": "not known: the extracted text has no page breaks and its references no back-references",
+    "SPOT-AD paper Table 7": "not known (as SPOT-AD paper Table 1); appendix 7",
 }
 _PAGES = {"SPoT Table 1": 5, "SPoT Table 2": 5, "SPoT Table 3": 7, "SPoT Table 4": 7, "SPoT Table 5": 9,
-          "SPoT Table 6": 10, "SPoT Table 8": 12, "seed 003 Table 1": math.nan, "seed 003 Table 7": math.nan}
+          "SPoT Table 6": 10, "SPoT Table 8": 12, "SPOT-AD paper Table 1": math.nan, "SPOT-AD paper Table 7": math.nan}
 
 _T1_BACKBONE = ("the paper does not name Table 1's backbone: MAE-IN1k, as 61.7 is Table 5's MAE-IN1k Isotropic "
                 "25-token Acc@1 (61.72), 90.9 its SPoT-ON (90.93) and Figure 4's caption says 90.9 %")
@@ -100,10 +100,10 @@ _T5_SALIENT_21K = {c: _T5_SALIENT for c in T5} | {
     T5[1]: f"{_T5_SALIENT}; Table 2 prints 56.83 ± 0.26 for the same kNN"}
 _T6_IMAGES = ("Table 6 states no split; ImageNet-1k validation assumed, as its Isotropic baseline is Table 5's "
               "25-token Acc@1")
-_SEED_RHO = "seed 003 fine-tunes at ρ = 0.7, K = 3 stages; this project's pruning recipes do the same"
-_SEED_GMACS = "seed 003's GFLOPS count multiply-adds: this project's GFLOPs column is 2× the printed value"
+_SEED_RHO = "the SPOT-AD paper fine-tunes at ρ = 0.7, K = 3 stages; this project's pruning recipes do the same"
+_SEED_GMACS = "the SPOT-AD paper's GFLOPS count multiply-adds: this project's GFLOPs column is 2× the printed value"
 _SEED_NONE = "a method not implemented in this project: no row of pruning_table1"
-_STARRED = "starred in seed 003: its re-implementation with the method's official code; this project's is its own"
+_STARRED = "starred in the SPOT-AD paper: its re-implementation with the method's official code; this project's is its own"
 _DENSE = "the dense classifier (timm's DeiT weights here); the paper prints no change for it"
 
 
@@ -125,8 +125,8 @@ def _t5(backbone, paper_row, values, note=""):
                {"Backbone": backbone, "Model": model, "Prior": prior, "Oracle": oracle}, T5, values, note=note)
 
 
-def _seed(model, method, paper_row, values, note, counterpart=True, paper_table="seed 003 Table 1"):
-    """A seed 003 row; ``note`` (str: every cell) gets the GFLOPS unit note on its GFLOPs cell."""
+def _seed(model, method, paper_row, values, note, counterpart=True, paper_table="SPOT-AD paper Table 1"):
+    """A the SPOT-AD paper row; ``note`` (str: every cell) gets the GFLOPS unit note on its GFLOPs cell."""
     notes = {c: note for c in P1} if isinstance(note, str) else dict(note)
     notes["GFLOPs"] = "; ".join(n for n in (notes.get("GFLOPs", ""), _SEED_GMACS) if n)
     return Row(paper_table, _PAGES[paper_table], "pruning_table1", paper_row, {"Model": model, "Method": method}, P1,
@@ -246,7 +246,7 @@ PUBLISHED: list[Row] = [
         {**{c: "the paper names no prior; the builder reads Isotropic" for c in T8},
          T8[-1]: "the paper names no prior (the builder reads Isotropic); Table 5 prints 83.89 for MAE-IN1k "
                  "Isotropic at 196 tokens"}),
-    # ---- seed 003 Table 1: hard sparsification of DeiT-T and DeiT-S on ImageNet-1k (Acc@1, its change, GFLOPS)
+    # ---- SPOT-AD paper Table 1: hard sparsification of DeiT-T and DeiT-S on ImageNet-1k (Acc@1, its change, GFLOPS)
     _seed("DeiT-T", "Baseline (dense)", "DeiT-T: Baseline [43]", "72.2 – 1.3", _DENSE),
     _seed("DeiT-T", "DynamicViT", "DeiT-T: DynamicViT* [39]", "71.4 -0.8 0.8", f"{_STARRED}; {_SEED_RHO}"),
     _seed("DeiT-T", "A-ViT", "DeiT-T: A-ViT [53]", "71.0 -1.2 0.8", _SEED_NONE, counterpart=False),
@@ -262,15 +262,15 @@ PUBLISHED: list[Row] = [
     _seed("DeiT-S", "Zero-TPrune", "DeiT-S: Zero-TPrune [46]", "79.4 -0.4 3.1", _SEED_NONE, counterpart=False),
     _seed("DeiT-S", "METR", "DeiT-S: METR [33]", "79.5 -0.3 3.0", _SEED_NONE, counterpart=False),
     _seed("DeiT-S", "SPOT-AD (2.8 GFLOPS row)", "DeiT-S: SPOT (ours), first row (2.8 GFLOPS)", "79.5 -0.3 2.8",
-          "seed 003 prints two SPOT rows for DeiT-S without saying what differs; this one ('up to 40 % fewer GFLOPS, "
+          "the SPOT-AD paper prints two SPOT rows for DeiT-S without saying what differs; this one ('up to 40 % fewer GFLOPS, "
           "4.6 → 2.8') is taken as a lower-cost operating point, not ρ = 0.7 (see the 3.0 row): no row here",
           counterpart=False),
     _seed("DeiT-S", "SPOT-AD", "DeiT-S: SPOT (ours), second row (3.0 GFLOPS)", "79.7 -0.1 3.0",
-          "of seed 003's two SPOT rows for DeiT-S, taken as the ρ = 0.7 one (ours): DynamicViT at ρ = 0.7 costs 2.9 "
+          "of the SPOT-AD paper's two SPOT rows for DeiT-S, taken as the ρ = 0.7 one (ours): DynamicViT at ρ = 0.7 costs 2.9 "
           f"and SPOT-AD's predictor adds 0.129 GFLOPS; {_SEED_RHO}"),
-    _seed("DeiT-S", "Heuristic (CLS attention, seed 003 Tab. 7)", "DeiT-S: Averaging across layers", "73.6 -6.2 2.9",
-          "seed 003's Table 7 (DeiT-S, no token-derived information), not its Table 1; fine-tuned at ρ = 0.7 as "
-          "the others", paper_table="seed 003 Table 7"),
+    _seed("DeiT-S", "Heuristic (CLS attention, SPOT-AD paper Tab. 7)", "DeiT-S: Averaging across layers", "73.6 -6.2 2.9",
+          "the SPOT-AD paper's Table 7 (DeiT-S, no token-derived information), not its Table 1; fine-tuned at ρ = 0.7 as "
+          "the others", paper_table="SPOT-AD paper Table 7"),
 ]
 
 
@@ -292,7 +292,7 @@ def _cell_note(note, column: str) -> str:
 
 def quantity(table: str, column: str) -> str:
     """What a published number measures: ``accuracy`` (% of images), ``difference`` (points between two
-    accuracies), ``rsg`` (Table 3's relative saliency gain, %) or ``gmacs`` (seed 003's GFLOPS: multiply-adds)."""
+    accuracies), ``rsg`` (Table 3's relative saliency gain, %) or ``gmacs`` (the SPOT-AD paper's GFLOPS: multiply-adds)."""
     if table == "table3":
         return "rsg"
     if column == "GFLOPs":
@@ -331,7 +331,7 @@ def tolerance(cell) -> float:
     * an accuracy: the binomial 95 % half-width on the 50 000 ImageNet validation images, 1.96·√(p(1−p)/50 000);
     * a difference of two accuracies (points): the half-width of two independent accuracies at their widest
       (p = 0.5), combined, √2 × 1.96·√(0.25/50 000) — a bound, as the two accuracies are not printed beside it;
-    * seed 003's GFLOPS (a deterministic count): half a unit of the last printed digit (its rounding);
+    * the SPOT-AD paper's GFLOPS (a deterministic count): half a unit of the last printed digit (its rounding);
     * Table 3's RSG (a ratio of saliency scores, not a proportion of images): NaN, no binomial model applies.
     """
     pm = cell["pm"]

@@ -1,4 +1,4 @@
-"""Token pruning between ViT blocks: SPOT-AD (seed 003) and its baselines, on timm ViTs and SPoT models.
+"""Token pruning between ViT blocks: SPOT-AD (the SPOT-AD paper) and its baselines, on timm ViTs and SPoT models.
 
 ::
 
@@ -9,7 +9,7 @@
 
 One module per part: :mod:`.encoder` (the token state and one timm block run with hooks), :mod:`.statistics`
 (SPOT-AD's attention descriptors), :mod:`.predictor` (the learned keep predictor), :mod:`.methods` (the registry
-``PRUNING_METHODS``), :mod:`.model` (:class:`PrunedViT`, :func:`prune`), :mod:`.loss` (seed 003's Eq. 15),
+``PRUNING_METHODS``), :mod:`.model` (:class:`PrunedViT`, :func:`prune`), :mod:`.loss` (the SPOT-AD paper's Eq. 15),
 :mod:`.experiment` (``spot pruning``), :mod:`.catalog` (the methods' names and settings, without torch: what the
 workflow checks configs against). The names below load their module on first use, so that importing
 ``spot.pruning.catalog`` does not import torch.

@@ -1,4 +1,4 @@
-"""``spot pruning``: accuracy and GFLOPs of pruned models, ToMe, and sampling at the same cost (seed 003 Tables 1,
+"""``spot pruning``: accuracy and GFLOPs of pruned models, ToMe, and sampling at the same cost (SPOT-AD paper Tables 1,
 2, 7, 8; the sampling-vs-pruning comparison).
 
 ``evaluate_pruning({name: checkpoint}, data_root, settings, …)`` takes one backbone's models — its grid ViT

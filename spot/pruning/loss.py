@@ -1,4 +1,4 @@
-"""Seed 003's fine-tuning objective (Eq. 15): L = CE + λ1·L_rate + λ2·KL(teacher ‖ student) + λ3·L_token.
+"""The SPOT-AD paper's fine-tuning objective (Eq. 15): L = CE + λ1·L_rate + λ2·KL(teacher ‖ student) + λ3·L_token.
 
 * L_rate (Eq. 12): mean over images and stages of (ρ_k − ρ̂_k)², ρ̂_k the share of the n0 patch tokens the stage-k
   training mask keeps (learned methods; 0 for the others, which prune to the exact count).

@@ -9,8 +9,8 @@ gathered — later blocks really run on fewer tokens — and in training a *lear
 Gumbel-softmax sample of its predictor, multiplied by the previous stage's (a dropped token stays dropped), that acts
 through attention (DynamicViT's scheme; nothing is removed, so gradients reach the predictor).
 
-Methods: ``spot_ad`` (seed 003, with its ablations as settings), ``dynamicvit`` (the same predictor on token
-embeddings only), ``heuristic`` (seed 003 Table 7: CLS attention averaged over heads and blocks so far), ``evit``
+Methods: ``spot_ad`` (the SPOT-AD paper, with its ablations as settings), ``dynamicvit`` (the same predictor on token
+embeddings only), ``heuristic`` (SPOT-AD paper Table 7: CLS attention averaged over heads and blocks so far), ``evit``
 (Liang et al. 2022), ``tome`` (Bolya et al. 2023, merging). To add one: subclass :class:`PruningMethod` (or
 :class:`ScoredPruning` and write ``scores``), give it a ``name`` and decorate it with :func:`register`; its
 keyword settings are its ``__init__`` arguments after the common ones.
@@ -58,7 +58,7 @@ def method_settings(cls) -> list[str]:
 
 
 def default_stages(depth: int) -> tuple[int, ...]:
-    """0-indexed stage blocks one block after each of the first three quarter marks of the depth (seed 003 App.
+    """0-indexed stage blocks one block after each of the first three quarter marks of the depth (the SPOT-AD paper App.
     6.2): blocks 3, 6, 9 of 12 (the 4th, 7th and 10th), 4, 8, 12 of 16, 1, 2, 3 of 4."""
     return tuple(sorted({max(0, min(depth - 1, q * depth // 4)) for q in (1, 2, 3)}))
 
@@ -159,7 +159,7 @@ def _split_statistics(features) -> tuple[str, ...]:
 
 @register
 class SpotAD(ScoredPruning):
-    """SPOT-AD (seed 003): a per-stage MLP on remapped token embeddings plus per-head attention descriptors of the
+    """SPOT-AD (the SPOT-AD paper): a per-stage MLP on remapped token embeddings plus per-head attention descriptors of the
     current block (D^A) and of the running mean / variance of the maps so far (D^M, D^Σ).
 
     Settings (the seed's ablations): ``d_remap`` (token remap width; None = the embedding width, 0 = no token
@@ -171,7 +171,7 @@ class SpotAD(ScoredPruning):
 
     name = "spot_ad"
     learned = True
-    summary = "SPOT-AD: learned predictor on token embeddings + attention dynamics (seed 003)"
+    summary = "SPOT-AD: learned predictor on token embeddings + attention dynamics (the SPOT-AD paper)"
 
     predictor_init_std: ClassVar[float | None] = None  # PyTorch's default initialisation of the predictors
 
@@ -260,11 +260,11 @@ class DynamicViT(SpotAD):
 
 @register
 class Heuristic(ScoredPruning):
-    """Seed 003 Table 7's non-learned heuristic: the CLS→token attention averaged over heads and over every block
+    """The SPOT-AD paper Table 7's non-learned heuristic: the CLS→token attention averaged over heads and over every block
     so far (blocks 1 … stage, over the retained tokens), top tokens kept."""
 
     name = "heuristic"
-    summary = "heuristic: CLS attention averaged over heads and blocks so far (seed 003, Table 7)"
+    summary = "heuristic: CLS attention averaged over heads and blocks so far (the SPOT-AD paper, Table 7)"
     MEMORY = "cls_attention_sum"
 
     def observes(self, block):

@@ -1,4 +1,4 @@
-"""The learned keep predictor of SPOT-AD and DynamicViT (seed 003 App. 6.1; DynamicViT's design where it is silent).
+"""The learned keep predictor of SPOT-AD and DynamicViT (the SPOT-AD paper App. 6.1; DynamicViT's design where it is silent).
 
 Token embeddings (B, n, C) → LayerNorm → Linear(C, d_remap) → GELU; the first half of the channels stays per token
 (``z_local``), the second half is averaged over the retained tokens and broadcast (``z_global``); the attention

@@ -1,4 +1,4 @@
-"""SPOT-AD's attention descriptors (seed 003, §3.2, Eqs. 5–10).
+"""SPOT-AD's attention descriptors (the SPOT-AD paper, §3.2, Eqs. 5–10).
 
 From a post-softmax attention map A (B, H, N, N) with the prefix tokens first, per head and per patch token t:
 the CLS→t weight (``cls_out``), the t→CLS weight (``cls_in``), and the mean and variance of row t and of column t of

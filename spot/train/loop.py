@@ -167,7 +167,7 @@ def _loss(run: _Run, x, y):
 
 
 def _pruning_terms(run: _Run, inputs, logits):
-    """Eq. 15 of seed 003 beyond the cross-entropy: λ1·rate + λ2·KL(teacher ‖ student) + λ3·token cosine."""
+    """Eq. 15 of the SPOT-AD paper beyond the cross-entropy: λ1·rate + λ2·KL(teacher ‖ student) + λ3·token cosine."""
     from ..pruning.loss import distillation_loss, rate_loss, token_loss
 
     p, state = run.recipe.prune, run.model.state

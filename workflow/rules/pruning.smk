@@ -1,4 +1,4 @@
-# Token pruning (seed 003 "SPOT-AD" and its baselines): fine-tunes of the classifiers and SPoT models, and one
+# Token pruning ("SPOT-AD", Schlesinger et al., and its baselines): fine-tunes of the classifiers and SPoT models, and one
 # evaluation job per backbone (accuracy and GFLOPs over the keep-ratio sweep, ToMe, sampling at equal cost).
 
 
@@ -27,7 +27,7 @@ use rule train_backbone as train_pruned with:
 
 rule pruning:
     """Accuracy and GFLOPs of one backbone's pruned models over `pruning.sweep`, ToMe, and SPoT / PatchDropout /
-    the grid control at the cost of `pruning.equal_cost` (seed 003 Tables 1, 2, 7, 8; sampling vs pruning)."""
+    the grid control at the cost of `pruning.equal_cost` (SPOT-AD paper Tables 1, 2, 7, 8; sampling vs pruning)."""
     conda:
         "../envs/spot.yaml"
     input:
