@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .provenance import sha256_file
+from .publish import MARKER
+import pandas as pd
 
 __all__ = ["audit", "Link", "verdict", "format_links", "cell_rows"]
 
@@ -52,7 +54,6 @@ _WEIGHTS = (".safetensors", ".pth", ".pt")
 
 def find_root(path: Path) -> tuple[Path, bool]:
     """(the run root the recorded paths of ``path``'s chain are relative to, whether it is a published reference)."""
-    from .publish import MARKER
 
     path = Path(path).resolve()
     for parent in path.parents:
@@ -85,8 +86,6 @@ class _Walker:
         self.sidecars: dict = {}
         self.published_files = {}
         if published:
-            from .publish import MARKER
-
             self.published_files = _load(root / MARKER).get("files") or {}
 
     def resolve(self, path) -> Path:
@@ -235,7 +234,6 @@ def audit(path, row: int | None = None, column: str | None = None) -> tuple[list
                                 f"(snakemake --cores 2 {path}){hint}")
     value = None
     if row is not None or column is not None:
-        import pandas as pd
 
         frame = pd.read_csv(path.with_suffix(".csv"))
         if column is not None and column not in frame.columns:
@@ -264,7 +262,6 @@ def cell_rows(path, row: int, column: str) -> list[dict] | None:
     sources = (meta.get("cells") or {}).get(f"{row}|{column}")
     if sources is None:
         return None
-    import pandas as pd
 
     root, _ = find_root(path)
     out, frames = [], {}

@@ -25,6 +25,14 @@ import torch
 from .factory import BACKBONES, MissingWeightsError, WeightSource, create_backbone, hub_reachable
 from .formats import read_state_dict
 from .provenance import atomic_output, atomic_write_json, sha256_file
+from .models import SPoTViT
+from .mae import SubpixelMAE
+from .official import load_official
+from .pruning import prune
+from .data.evaluation import normalisation_of
+from safetensors.torch import save_file
+import socket
+from urllib.parse import urlparse
 
 __all__ = ["Checkpoint", "open_checkpoint", "load_trained", "checkpoint_record", "FORMATS", "Format",
            "register_format", "CHECKPOINTS", "fetch_checkpoint", "checkpoint_paths", "register_official"]
@@ -68,16 +76,12 @@ def register_format(name: str, summary: str, *, needs_backbone: bool = True):
 
 @register_format("timm_vit", "a plain timm ViT on the patch grid (trained here, or a fetched backbone)")
 def _load_timm_vit(saved: _Saved):
-    from .models import SPoTViT
-
     vit = create_backbone(saved.backbone, checkpoint=saved.path, **saved.timm_kwargs)
     return (SPoTViT.from_timm(vit) if saved.wrap else vit).eval()
 
 
 @register_format("spot_vit", "a SPoT model (retrofitted here)")
 def _load_spot_vit(saved: _Saved):
-    from .models import SPoTViT
-
     if not saved.wrap:
         raise ValueError(f"{saved.path} is a retrofitted SPoT model: it has no plain-ViT form (wrap=False)")
     model = SPoTViT.from_timm(create_backbone(saved.backbone, **saved.timm_kwargs), **saved.spot_settings)
@@ -87,8 +91,6 @@ def _load_spot_vit(saved: _Saved):
 
 @register_format("mae", "an MAE encoder + pixel decoder (no classifier)")
 def _load_mae(saved: _Saved):
-    from .mae import SubpixelMAE
-
     cfg = saved.record.get("mae") or {}
     model = SubpixelMAE.from_backbone(
         create_backbone(saved.backbone, **saved.timm_kwargs), **saved.spot_settings,
@@ -100,16 +102,11 @@ def _load_mae(saved: _Saved):
 @register_format("official", "a record pointing at one of the authors' released SPoT checkpoints",
                  needs_backbone=False)
 def _load_official(saved: _Saved):
-    from .official import load_official
-
     return load_official(saved.record["path"])
 
 
 @register_format("pruned_vit", "a timm ViT or SPoT model with token pruning (spot.pruning; fine-tuned here)")
 def _load_pruned_vit(saved: _Saved):
-    from .models import SPoTViT
-    from .pruning import prune
-
     info = saved.record["prune"]
     vit = create_backbone(saved.backbone, **saved.timm_kwargs)
     base = SPoTViT.from_timm(vit, **saved.spot_settings) if info["base_format"] == "spot_vit" else vit
@@ -146,7 +143,6 @@ class Checkpoint:
     def normalisation(self) -> tuple[tuple, tuple]:
         """(mean, std) its inputs were normalised with: its recipe's (canvas data), else its ``pretrained_cfg``'s
         when it has one value per input channel (ImageNet backbones, the release), else (0.5, 0.5)."""
-        from .data.evaluation import normalisation_of
 
         model = getattr(self.model, "encoder", self.model)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -273,7 +269,6 @@ def _store(name: str, src: Path, source: WeightSource, target: Path, record: Pat
            expected: tuple[str | None, str] = (None, ""), revision: str | None = None) -> dict:
     """Convert the source file ``src`` to safetensors at ``target`` + its record, after checking its sha256 against
     ``expected`` (see :func:`_expected_sha256`); the source's sha256 is recorded either way."""
-    from safetensors.torch import save_file
 
     src_sha = sha256_file(src)
     want, why = expected
@@ -350,9 +345,6 @@ def _hub_commit(path: Path) -> str | None:
 
 
 def _url_reachable(url: str, timeout: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
     host = urlparse(url).hostname
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -365,7 +357,6 @@ def register_official(path, out, backbone: str) -> dict:
     """A record (``out``, JSON) pointing at one of the authors' released SPoT checkpoints (``spot_1k_b16.pth`` …), so
     that the workflow's experiments load it like a model trained here (``retrofit: official``). The file is opened
     once with :func:`spot.official.load_official` to fail early on a wrong file."""
-    from .official import load_official
 
     path = Path(path).resolve()
     if not path.is_file():

@@ -2,24 +2,32 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
+import json
 import sys
+import textwrap
 from pathlib import Path
 
-from .config import add_config_arguments
-from .experiment import load_experiments
+import torch
+import yaml
+
+from . import audit, compare, publish, spread
+from .checkpoints import fetch_checkpoint, register_official
+from .config import add_config_arguments, config_from_args, config_layers
+from .data import imagenet
+from .data.fmnist import CanvasConfig, build_canvas_dataset, build_plain_dataset
+from .demo import run_demo
+from .experiment import add_commands, load_experiments
+from .provenance import code_version, software_versions
+from .recipes import load_recipe
+from .train import NonFiniteLossError, TrainingInterrupted, train
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
-
     run_demo(Path(args.out), epochs=args.epochs, retrofit_epochs=args.retrofit_epochs, seed=args.seed, threads=args.threads)
     return 0
 
 
 def _data_fmnist(args) -> int:
-    from .data.fmnist import CanvasConfig, build_canvas_dataset, build_plain_dataset
-
     if args.variant == "plain":
         build_plain_dataset(args.out, val_size=args.val_size, seed=args.seed, fmnist_dir=args.fmnist,
                             download=args.download)
@@ -32,27 +40,17 @@ def _data_fmnist(args) -> int:
 
 
 def _data_imagenet(args) -> int:
-    from .data.imagenet import run_from_args
-
-    return run_from_args(args)
+    return imagenet.run_from_args(args)
 
 
 def _checkpoints_fetch(args) -> int:
-    from .checkpoints import fetch_checkpoint
-
     info = fetch_checkpoint(args.name, args.dir, source_file=args.source_file)
     print(f"{args.name}: {info['sha256']} ({info['size'] / 1e6:.1f} MB) from {info['origin']}")
     return 0
 
 
 def _train(args) -> int:
-    import yaml
-
-    from .recipes import load_recipe
-    from .train import NonFiniteLossError, TrainingInterrupted, train
-
     if args.threads:
-        import torch
 
         torch.set_num_threads(args.threads)
     overrides = {}
@@ -65,7 +63,6 @@ def _train(args) -> int:
         for part in path:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    from .config import config_from_args, config_layers
 
     config = config_from_args(args)
     recipe = load_recipe(config, args.recipe, overrides)
@@ -84,18 +81,12 @@ def _train(args) -> int:
 
 
 def _checkpoints_official(args) -> int:
-    from .checkpoints import register_official
-
     info = register_official(args.file, args.out, args.backbone)
     print(f"{args.out}: {info['path']} ({info['sha256'][:12]}…)")
     return 0
 
 
 def _version(args) -> int:
-    import json
-
-    from .provenance import code_version, software_versions
-
     print(json.dumps({"code": code_version(), "software": software_versions()}, indent=2))
     return 0
 
@@ -121,9 +112,6 @@ def _add_demo(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    from .data.fmnist import CanvasConfig
-    from .data.imagenet import configure_parser
-
     data = _command(sub, "data", "prepare datasets").add_subparsers(dest="dataset", required=True)
     d = CanvasConfig()
     p = _command(data, "data fmnist", "build the Fashion-MNIST canvas benchmark (or plain Fashion-MNIST)")
@@ -140,7 +128,7 @@ def _add_data(sub) -> None:
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.set_defaults(func=_data_fmnist)
     p = _command(data, "data imagenet", "prepare ImageNet (ILSVRC-2012) from the raw archives")
-    configure_parser(p)
+    imagenet.configure_parser(p)
     p.set_defaults(func=_data_imagenet)
 
 
@@ -178,14 +166,10 @@ def _add_train(sub) -> None:
 
 
 def _add_experiments(sub) -> None:
-    from .experiment import add_commands
-
     add_commands(sub)
 
 
 def _add_records(sub) -> None:
-    from . import audit, compare, publish, spread
-
     commands = (
         ("audit", "the provenance chain of a table or figure, every link re-hashed (exit 1 if a file changed or is "
                   "missing)", audit),

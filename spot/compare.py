@@ -50,6 +50,9 @@ import numpy as np
 import pandas as pd
 
 from .stats import Z, Interval, decode_outcomes, paired_difference, unpaired_difference
+from .paper.published import published_cells, tolerance
+from .provenance import atomic_write_text
+from html import escape
 
 __all__ = ["MEASURED", "TIMING_WORDS", "NOT_COMPARED", "RELATIVE_EXACT", "MAX_ROWS", "is_measured", "compare",
            "compare_records", "compare_findings", "compare_tables", "Comparison", "render_markdown", "render_html",
@@ -398,7 +401,6 @@ def compare_paper(run, preset: str = "paper") -> pd.DataFrame:
     the run's tables: the difference, the paper's tolerance (its ± where it reports one, else the binomial 95 %
     half-width on 50 000 images: :func:`~spot.paper.published.tolerance`) and a verdict (``within``, ``beyond``;
     ``not in run`` where the run's table lacks the cell; ``no counterpart`` where this project has none)."""
-    from .paper.published import published_cells, tolerance
 
     figures = Path(run) / "paper_figures" / preset
     if not figures.is_dir():
@@ -501,7 +503,6 @@ def render_markdown(c: Comparison, max_rows: int = MAX_ROWS) -> str:
 
 def render_html(c: Comparison, max_rows: int = MAX_ROWS) -> str:
     """The report as HTML, with every compared row (and the tolerance it used) at the end."""
-    from html import escape
 
     sections = [*_sections(c, max_rows), ("Every compared row", "", c.rows.drop(columns="identical", errors="ignore"))]
     body = [f"<h1>{escape(f'spot compare — preset {c.preset}')}</h1>",
@@ -532,7 +533,6 @@ def configure_parser(p) -> None:
 
 def run_from_args(args) -> int:
     """Print the report (and write ``--out`` / ``--html``); exit 0 reproduced, 1 not."""
-    from .provenance import atomic_write_text
 
     if args.reference == PAPER:
         return _run_paper(args)
@@ -548,7 +548,6 @@ def run_from_args(args) -> int:
 
 def _run_paper(args) -> int:
     """``spot compare RUN paper``: the run's tables against the paper's published numbers."""
-    from .provenance import atomic_write_text
 
     frame = compare_paper(args.run, args.preset)
     counts = frame["verdict"].value_counts()

@@ -24,6 +24,7 @@ from .models import PatchDropoutViT, SPoTViT
 from .positions import grid_positions
 from .placement import sample_positions
 from .provenance import atomic_output, atomic_write_json, atomic_write_text, provenance
+from .plotting import plot_positions
 
 IMAGE_SIZE = 32
 
@@ -146,7 +147,6 @@ def _figure(path: Path, image: torch.Tensor, model: SPoTViT) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_positions
 
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
     size = tuple(image.shape)

@@ -66,6 +66,12 @@ from .positions import grid_cell_index, grid_shape, snap_to_grid
 from .results import experiment_settings, input_checksums, parse_model_args
 from .settings.evaluation import EvaluationSettings, KnnSettings
 from .stats import outcome_columns
+from .checkpoints import open_checkpoint
+from .models import PatchDropoutViT
+from .saliency import SaliencySettings
+from .data.evaluation import EvalData
+from .saliency import saliency_maps
+import pandas as pd
 
 __all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
            "summarise", "run"]
@@ -163,8 +169,6 @@ class _Entry:
 
 
 def _load_entry(variant: str, path) -> _Entry:
-    from .checkpoints import open_checkpoint
-
     if not isinstance(variant, str) or not variant:
         raise ValueError(f"model names must be non-empty strings, got {variant!r}")
     checkpoint = open_checkpoint(path, classifier=True, name=variant)
@@ -205,8 +209,6 @@ class _Context:
         self.map_budget = 1 << 30  # keep at most ~1 GiB of saliency maps in memory (the rest is recomputed)
 
     def data(self, entry: "_Entry", split: str, limit):
-        from .data.evaluation import EvalData
-
         mean, std = entry.checkpoint.normalisation
         self.normalisation[entry.variant] = [list(mean), list(std)]
         key = (split, tuple(mean), tuple(std), limit, entry.model.image_size[0])
@@ -222,7 +224,6 @@ class _Context:
 
     def saliency(self, data, indices: torch.Tensor, image_size) -> torch.Tensor:
         """(B, H, W) maps of the images ``indices``, cached in memory up to ``map_budget`` bytes."""
-        from .saliency import saliency_maps
 
         key = (str(data.root), data.split, tuple(image_size), int(indices[0]), int(indices[-1]), len(indices))
         if key in self._maps:
@@ -369,8 +370,6 @@ def _grid_measurements(entry: _Entry, settings: EvaluationSettings) -> list[_Mea
 
 @torch.inference_mode()
 def _evaluate_entry(ctx: _Context, entry: _Entry, backbone: str) -> list[dict]:
-    from .models import PatchDropoutViT
-
     s = ctx.settings
     query = ctx.data(entry, s.split, s.limit)
     bank = ctx.data(entry, s.knn.train_split, s.knn.train_limit)
@@ -443,7 +442,6 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
     Returns rows with the columns of the module docs (:data:`COLUMNS`). All models, formats and budgets are checked
     before any evaluation starts.
     """
-    from .saliency import SaliencySettings
 
     settings = settings or EvaluationSettings()
     settings = dataclasses.replace(settings, knn=dataclasses.replace(settings.knn))  # a copy: the caller's is kept
@@ -474,7 +472,6 @@ def evaluate_models(models: dict, data_root, settings: EvaluationSettings | None
 def summarise(rows):
     """Mean, std (over seeds, ddof = 1; 0 for a single run) and n_seeds per measurement (every column but the seed
     and the value), as a pandas DataFrame."""
-    import pandas as pd
 
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     keys = [k for k in ("backbone", "variant", "model_format", "tokens_mode", "method", "placement", "positions",

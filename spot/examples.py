@@ -26,6 +26,8 @@ from .positions import grid_positions, snap_to_grid
 from .recipes import load_recipe
 from .results import input_checksums
 from .saliency import SaliencySettings, saliency_maps
+from .data.fmnist import ARTICLE
+from .data.evaluation import EvalData
 
 __all__ = ["COLUMNS", "geometry", "object_centre", "example_positions", "run"]
 
@@ -38,8 +40,6 @@ def object_centre(data, index: int, image: torch.Tensor) -> torch.Tensor:
     records it, else the centre of mass of |image|."""
     size = tuple(image.shape[-2:])
     if "top_left" in data.extras:
-        from .data.fmnist import ARTICLE
-
         top_left = torch.tensor(data.extras["top_left"][index], dtype=torch.float64)
         return ((top_left + ARTICLE / 2) / torch.tensor(size, dtype=torch.float64))[None]
     w = image.abs().sum(0) if image.dim() == 3 else image.abs()
@@ -122,7 +122,6 @@ def _arguments(p) -> None:
 def run(args, config: dict) -> Outcome:
     """``spot examples``: Figures 1–3's placements on ``--images`` of the evaluation's split (``evaluation:``,
     ``oracle.sparse_budget``, ``saliency:``)."""
-    from .data.evaluation import EvalData
 
     (patch, size), (mean, std) = geometry(config, args.backbone)
     split = config["evaluation"]["split"]

@@ -18,6 +18,7 @@ import torch
 
 from .embedding import KernelizedPositionalEmbedding
 from .positions import grid_positions
+from safetensors.torch import load_file
 
 __all__ = ["MissingWeightsError", "read_state_dict", "IGNORED_KEYS", "release_config", "convert_release_state_dict",
            "read_release_state_dict", "mae_state_dict", "encoder_state_dict", "load_mae_state_dict"]
@@ -39,7 +40,6 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         raise MissingWeightsError(f"checkpoint file {str(path)!r} does not exist; check the path")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -38,6 +38,9 @@ from .models import SPoTViT
 from .positions import grid_positions, grid_shape
 from .placement.priors import generator_device
 from .tokenizer import extract_windows
+from .formats import encoder_state_dict
+from .formats import mae_state_dict
+from .formats import load_mae_state_dict
 
 __all__ = ["sincos_pos_embed_2d", "SubpixelMAE", "MAEOutput", "MAE_NORM_EPS", "MAE_NORM_PIX_EPS",
            "MAE_SINCOS_TEMPERATURE"]
@@ -296,19 +299,16 @@ class SubpixelMAE(nn.Module):
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder under timm ViT names (:func:`spot.formats.encoder_state_dict`)."""
-        from .formats import encoder_state_dict
 
         return encoder_state_dict(self)
 
     def mae_state_dict(self) -> dict[str, torch.Tensor]:
         """Encoder (timm names) + decoder under the MAE repo's names (:func:`spot.formats.mae_state_dict`)."""
-        from .formats import mae_state_dict
 
         return mae_state_dict(self)
 
     def load_mae_state_dict(self, state: dict[str, torch.Tensor]) -> "SubpixelMAE":
         """Load weights in the MAE repo's layout, e.g. the official file (:func:`spot.formats.load_mae_state_dict`)."""
-        from .formats import load_mae_state_dict
 
         return load_mae_state_dict(self, state)
 

@@ -10,6 +10,8 @@ import time
 import torch
 
 from .settings.throughput import DTYPE_NAMES
+from torch.utils.flop_counter import sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["DTYPES", "count_gflops", "interleaved_rounds", "interleaved_times"]
 
@@ -30,8 +32,6 @@ def _autocast(device: torch.device, dtype: str):
 
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
@@ -42,7 +42,6 @@ def count_gflops(fn, images: torch.Tensor) -> float:
     torch's counter knows the CUDA attention kernels; the CPU one (``_scaled_dot_product_flash_attention_for_cpu``)
     is added here with the same formula, so the count does not depend on the device.
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
     custom = {}
     cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)

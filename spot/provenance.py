@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from ._version import __version__
 
 __all__ = ["code_version", "software_versions", "device_description", "provenance", "sha256_file",
            "atomic_output", "atomic_write_text", "atomic_write_json"]
@@ -23,7 +24,6 @@ __all__ = ["code_version", "software_versions", "device_description", "provenanc
 
 def code_version() -> dict:
     """The package version and, when run from a git checkout, its commit and whether the tree has local changes."""
-    from ._version import __version__
 
     root = Path(__file__).resolve().parent.parent
     info = {"package": __version__}

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from .experiment import RESULT_KINDS
 from .provenance import atomic_write_json, code_version, sha256_file
+from . import paper
+from .paper.registry import ARTIFACTS
 
 __all__ = ["REFERENCE_DIR", "MARKER", "published_files", "publish", "configure_parser", "run_from_args"]
 
@@ -55,8 +57,6 @@ def expected_outputs(results: Path) -> list[str]:
     """The table and figure files a finished run of ``results`` has: every registered artifact whose (non-optional)
     kinds of result the run measured — as the workflow's targets (a preset without token pruning has no pruning
     tables)."""
-    from . import paper  # noqa: F401 — registers the builders
-    from .paper.registry import ARTIFACTS
 
     measured = {name for name, kind in RESULT_KINDS.items() if next(Path(results).glob(kind.pattern), None)}
     return [f"{n}.csv" if a.kind == "table" else f"{n}.pdf" for n, a in ARTIFACTS.items()

@@ -33,6 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from .settings.saliency import SOURCES, SaliencySettings
+from .factory import MissingWeightsError, hub_reachable
+from .data.fmnist import load_split
+from .provenance import atomic_write_json
+from .provenance import atomic_output
+from .data.fmnist import article_masks, load_fmnist
 
 __all__ = ["SaliencySettings", "saliency_maps", "SOURCES", "spectral_residual", "clipseg_maps", "raw_images",
            "CACHE_BLOCK"]
@@ -148,7 +153,6 @@ def _load_clipseg(model: str, device):
     if key in _CLIPSEG_MODELS:
         return _CLIPSEG_MODELS[key]
     CLIPSegProcessor, CLIPSegForImageSegmentation = _import_transformers()
-    from .factory import MissingWeightsError, hub_reachable
 
     local = Path(model).expanduser()
     if local.is_dir():
@@ -264,8 +268,6 @@ def raw_images(data, indices: torch.Tensor, *, images: torch.Tensor | None = Non
             and (Path(data.root) / "manifest.json").is_file():
         cache = data.extras.setdefault("_raw", {})
         if "images" not in cache:
-            from .data.fmnist import load_split
-
             cache["images"] = load_split(data.root, data.split).tensors()[0]
         return cache["images"][idx]
     if images is None:
@@ -317,8 +319,6 @@ def _cache_dir(data, settings: SaliencySettings) -> Path:
     d = Path(settings.cache_dir) / f"{settings.source}-{tag}" / _dataset_key(data) / str(getattr(data, "split", ""))
     meta = d / "settings.json"
     if not meta.is_file():
-        from .provenance import atomic_write_json
-
         atomic_write_json(meta, {"settings": params, "dataset_root": str(getattr(data, "root", "")),
                                  "split": str(getattr(data, "split", "")), "image_size": list(data.image_size),
                                  "block": CACHE_BLOCK})
@@ -336,8 +336,6 @@ def _read_block(path: Path) -> dict[int, np.ndarray]:
 
 
 def _write_block(path: Path, entries: dict[int, np.ndarray]) -> None:
-    from .provenance import atomic_output
-
     keys = sorted(entries)
     with atomic_output(path, suffix=".tmp.npz") as tmp:
         np.savez_compressed(tmp, indices=np.asarray(keys, dtype=np.int64),
@@ -366,8 +364,6 @@ def _cached(compute, data, indices: torch.Tensor, settings: SaliencySettings) ->
 # ---------------------------------------------------------------------------------------------------------- sources
 
 def _article_masks(data, indices: torch.Tensor) -> torch.Tensor:
-    from .data.fmnist import article_masks, load_fmnist
-
     if data.kind != "fmnist" or "top_left" not in data.extras:
         raise ValueError("saliency source 'article_mask' needs the Fashion-MNIST canvas benchmark (its article "
                          "positions); use another saliency.source for this dataset")

@@ -45,6 +45,12 @@ from .placement import ImageBatch, place
 from .pruning.experiment import PruningSettings, pruning_throughput_runs
 from .results import input_checksums
 from .settings.throughput import METHODS, ThroughputSettings, check_budgets
+from .provenance import device_description
+from . import _checks
+from .checkpoints import open_checkpoint
+from .factory import create_backbone
+from .results import parse_model_args
+from pathlib import Path
 
 __all__ = ["METHODS", "DTYPES", "ThroughputSettings", "measure_throughput", "measure_models", "interleaved_times",
            "interleaved_rounds", "count_gflops", "run"]
@@ -56,8 +62,6 @@ COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget",
 
 
 def _device_text(device: torch.device) -> str:
-    from .provenance import device_description
-
     d = device_description(device)
     extra = f", {d['threads']} threads" if "threads" in d else ""
     isa = f", {d['isa']}" if "isa" in d else ""
@@ -126,7 +130,6 @@ def _model_runs(entry: dict, budgets: list, batch_size: int, device, dtype, warm
     ThroughputSettings(budgets=budgets, batch_size=batch_size, warmup=warmup, repeats=repeats, dtype=dtype,
                        methods=methods or ["vit"], seed=seed).validate()
     spot, vit = _models(entry["model"], entry.get("vit"), methods, bool(extra_runs))
-    from . import _checks
 
     image_size = entry.get("image_size")
     H, W = _checks.image_size_of(image_size if image_size is not None else spot.image_size)
@@ -244,11 +247,7 @@ def _models_from_args(args):
     """[(variant, model, vit or None, checkpoint path or None, grid)] for every --model and --architecture; ``grid``:
     the vit is the model's own trained classifier (a timm_vit checkpoint or an --architecture), not a stand-in of a
     SPoT model's architecture."""
-    from pathlib import Path
 
-    from .checkpoints import open_checkpoint
-    from .factory import create_backbone
-    from .results import parse_model_args
 
     out = []
     for variant, path in (parse_model_args(args.model) if args.model else {}).items():

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 
 from .subsets import stratified_subset, subset_record
+from .imagenet import imagenet_dataset
+from .transforms import eval_transform
+from .fmnist import load_split
 
 __all__ = ["EvalData", "normalisation_of"]
 
@@ -71,8 +74,6 @@ class EvalData:
                                     f"`spot data fmnist --out {root}` or `spot data imagenet --out {root}`")
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("kind") in ("canvas", "plain"):
-            from .fmnist import load_split
-
             x, y = load_split(root, split).tensors()
             index, subset = _select(y.numpy(), limit, subset_seed, indices, split)
             m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -86,8 +87,6 @@ class EvalData:
                     extras["source_split"] = str(arrays["source_split"])
             return cls("fmnist", root, split, index, manifest, subset, images=(x[index] - m) / s, labels=y[index],
                        extras=extras, mean=tuple(mean), std=tuple(std))
-        from .imagenet import imagenet_dataset
-        from .transforms import eval_transform
 
         dataset = imagenet_dataset(root, split, eval_transform(img_size=img_size, mean=mean, std=std,
                                                                crop_mode=crop_mode))

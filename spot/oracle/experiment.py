@@ -13,6 +13,8 @@ from .settings import OracleSettings, TransferSettings
 from .tables import ROW_COLUMNS, TABLES, KnnBank, _parse_tables, oracle_experiments
 from .trajectories import write_trajectories
 from .transfer import TRANSFER_COLUMNS, transfer
+from ..checkpoints import open_checkpoint
+from ..data.evaluation import EvalData
 
 __all__ = ["run_oracle", "run_transfer"]
 
@@ -33,9 +35,6 @@ def _setup(args, config: dict):
 
 
 def _open_models(paths: dict, oracle: OracleSettings, data_root, device, crop_mode: str = "center"):
-    from ..checkpoints import open_checkpoint
-    from ..data.evaluation import EvalData
-
     models, norms, datas, opened = {}, {}, {}, {}
     for name, path in paths.items():
         checkpoint = open_checkpoint(path, classifier=True, name=name)
@@ -53,7 +52,6 @@ def _open_models(paths: dict, oracle: OracleSettings, data_root, device, crop_mo
 def _knn_banks(evaluation, models: dict, datas: dict, data_root, oracle: OracleSettings) -> dict:
     """{model name: KnnBank} — the evaluation's kNN bank (``evaluation.knn``, ``evaluation.subset_seed``) opened with
     each model's normalisation (models sharing one share the images, not the encoded features)."""
-    from ..data.evaluation import EvalData
 
     knn = evaluation.knn
     opened, banks = {}, {}

@@ -44,6 +44,9 @@ from ..stats import outcome_columns, paired_difference, ratio_interval
 from .search import (SearchSetting, SpotOn, SpotOnAscent, SpotOnLabelFree, SpotOnRandomLabel, SpotOnRandomTarget,
                      correct, image_targets, pooled, relative_saliency_gain, saliency_scores)
 from .settings import OracleSettings
+from ..saliency import SaliencySettings
+from ..evaluate import knn_classify
+from ..saliency import saliency_maps
 
 __all__ = ["TABLES", "ROW_COLUMNS", "PROPORTIONS", "BLANK_STREAM", "KnnBank", "oracle_experiments",
            "phase_scrambled"]
@@ -176,7 +179,6 @@ class KnnBank:
 
     def accuracy(self, model, budget: int, queries: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(Q,) bool: whether the kNN vote of each query feature gives its label."""
-        from ..evaluate import knn_classify
 
         bank, bank_labels = self.features(model, budget)
         classes = max(int(model.num_classes or 0), int(bank_labels.max()) + 1, int(labels.max()) + 1)
@@ -228,8 +230,6 @@ class _Batch:
 
     def maps(self) -> torch.Tensor:
         if self._maps is None:
-            from ..saliency import saliency_maps
-
             self._maps = saliency_maps(self.run.data, self.indices.cpu(), self.run.saliency).float()
         return self._maps
 
@@ -453,7 +453,6 @@ def oracle_experiments(model, data, settings: OracleSettings, *, backbone: str =
     Trajectories: a dict of numpy arrays ``positions`` float32 (steps + 1, n, m, 2), ``labels`` (n,), ``indices``
     (n,), ``initial_correct`` / ``final_correct`` (n,) bool, and the ``prior``, ``budget``, ``lr``, ``steps``.
     """
-    from ..saliency import SaliencySettings
 
     settings.validate()
     tables = _parse_tables(tables)

@@ -10,6 +10,8 @@ from ..placement import ImageBatch, ImageStreams, make_placement, place
 from .search import SpotOnRandomTarget, correct, image_targets, oracle_search
 from .settings import OracleSettings, TransferSettings
 from .tables import NO_OUTCOMES, OUTCOME_COLUMNS, _Tally
+from ..saliency import SaliencySettings
+from ..saliency import saliency_maps
 
 __all__ = ["transfer", "TRANSFER_COLUMNS"]
 
@@ -66,7 +68,6 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
     %) and ``outcomes`` (per image, in the evaluated subset's order: :func:`spot.stats.decode_outcomes`);
     ``transfer_delta`` carries the paired 95 % interval (points) in ``ci_low`` / ``ci_high``.
     """
-    from ..saliency import SaliencySettings
 
     datas = _checked(models, data, settings, oracle)
     saliency = saliency if saliency is not None else SaliencySettings()
@@ -80,8 +81,6 @@ def transfer(models: dict, data, settings: TransferSettings, oracle: OracleSetti
         B, size = labels.shape[0], tuple(next(iter(images.values())).shape[-2:])
         sal = None
         if prior.needs_saliency:
-            from ..saliency import saliency_maps
-
             sal = saliency_maps(datas[names[0]], indices, saliency).float()
         dev = {n: next(m.parameters()).device for n, m in models.items()}
         x = {n: images[n].to(dev[n]) for n in names}

@@ -41,6 +41,18 @@ from ..measure import count_gflops
 from ..results import experiment_settings, input_checksums, parse_model_args
 from ..settings.evaluation import EvaluationSettings
 from ..settings.pruning import PruningSettings
+from ..placement import ImageBatch, place
+from ..data.evaluation import EvalData
+from ..models import PatchDropoutViT
+from ..stats import outcome_columns
+from .methods import matching_r
+from .model import prune
+from ..placement import ImageBatch, ImageStreams, make_placement, place
+from ..positions import grid_cell_index
+from ..saliency import saliency_maps
+from ..models import PatchDropoutViT, SPoTViT
+from ..recipes import load_recipe
+from ..checkpoints import open_checkpoint
 
 __all__ = ["PruningSettings", "COLUMNS", "evaluate_pruning", "equal_cost_budget", "run"]
 
@@ -55,7 +67,6 @@ def equal_cost_budget(spot_model, gflops: float, max_budget: int, image_size, in
     """The token budget m ≤ ``max_budget`` at which ``spot_model`` (Isotropic positions) costs the GFLOPs closest to
     ``gflops`` (ties: the smaller m). The cost grows with m, so a bisection counts ~log2(max_budget) budgets
     (``cache``: m → GFLOPs, shared between calls)."""
-    from ..placement import ImageBatch, place
 
     device = next(spot_model.parameters()).device
     one = torch.zeros(1, in_chans, *image_size, device=device)
@@ -99,8 +110,6 @@ class _Models:
     """One backbone's checkpoints, opened once, classified by their records."""
 
     def __init__(self, models: dict):
-        from ..checkpoints import open_checkpoint
-
         self.checkpoints = {name: open_checkpoint(path, classifier=True, name=name) for name, path in models.items()}
         self.pruned = {n: c for n, c in self.checkpoints.items() if c.format == "pruned_vit"}
         if "parent" not in self.checkpoints:
@@ -113,9 +122,6 @@ def evaluate_pruning(models: dict, data_root, settings: PruningSettings, evaluat
                      device="cpu", backbone: str = "model", log=print) -> list[dict]:
     """See the module docs. ``evaluation``: the :class:`spot.evaluate.EvaluationSettings` whose images, priors and
     seeds are used."""
-    from ..data.evaluation import EvalData
-    from ..models import PatchDropoutViT
-    from ..stats import outcome_columns
 
     device = torch.device(device)
     settings.validate()
@@ -194,8 +200,6 @@ def _fine_tuned_rows(opened, settings: PruningSettings, n0: int, device, measure
 
 def _tome_rows(vit, settings: PruningSettings, n0: int, measure) -> None:
     """ToMe on the parent (training-free) at the r matching each keep ratio of the sweep."""
-    from .methods import matching_r
-    from .model import prune
 
     for rho in settings.sweep:
         r = matching_r(n0, len(vit.blocks), float(rho))
@@ -207,16 +211,12 @@ def _tome_rows(vit, settings: PruningSettings, n0: int, measure) -> None:
 def _equal_cost_rows(opened, spot, vit, budgets, data, evaluation, priors, saliency_settings, device, measure,
                      patchdropout_cls) -> None:
     """SPoT with each of ``priors``, PatchDropout and the grid control at the equal-cost budgets."""
-    from ..placement import ImageBatch, ImageStreams, make_placement, place
-    from ..positions import grid_cell_index
 
     patch = spot.patch_size
 
     def positions_of(placement, m, seed, images, indices):
         saliency = None
         if placement.needs_saliency:
-            from ..saliency import saliency_maps
-
             saliency = saliency_maps(data, indices, saliency_settings)
         batch = ImageBatch(tuple(images.shape[-2:]), len(indices), saliency=saliency, patch=patch,
                            indices=indices.tolist())
@@ -253,11 +253,6 @@ def pruning_throughput_runs(vit, settings: PruningSettings, recipes: dict, devic
     ``settings.models`` (its recipe's method and settings) and ToMe on the grid ViT's architecture at every keep
     ratio of the sweep, the ``combined`` models on its SPoT model at ``combined_budgets``, and the SPoT model
     (Isotropic) at the equal-cost budgets. Predictors are untrained: weights do not change the timing."""
-    from ..models import PatchDropoutViT, SPoTViT
-    from ..placement import ImageBatch, place
-    from ..recipes import load_recipe
-    from .methods import matching_r
-    from .model import prune
 
     vit = copy.deepcopy(vit).eval().to(device)
     spot = SPoTViT.from_timm(copy.deepcopy(vit)).eval().to(device)

@@ -13,6 +13,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .encoder import TokenState, check_blocks, run_block
 from .methods import PRUNING_METHODS, method_settings
+from ..models import SPoTViT
+from .. import _checks
 
 __all__ = ["PrunedViT", "prune"]
 
@@ -45,8 +47,6 @@ class PrunedViT(nn.Module):
 
     @property
     def is_spot(self) -> bool:
-        from ..models import SPoTViT
-
         return isinstance(self.model, SPoTViT)
 
     def group_matcher(self, coarse: bool = False) -> dict:
@@ -72,7 +72,6 @@ class PrunedViT(nn.Module):
         if positions is not None or sampling:
             raise ValueError("positions / prior / num_tokens are for a pruned SPoT model; a pruned timm ViT runs on "
                              "its full patch grid (prune a SPoTViT to combine sampling and pruning)")
-        from .. import _checks
 
         _checks.images_tensor(images, self.in_chans)
         return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(images))))
@@ -163,7 +162,6 @@ def prune(model: nn.Module, method: str = "spot_ad", keep_ratio: float = 0.7, *,
     The returned module shares the model's parameters and adds the method's (untrained predictors for the learned
     methods: fine-tune them with a ``task: prune`` recipe).
     """
-    from ..models import SPoTViT
 
     if not isinstance(model, (VisionTransformer, SPoTViT)):
         raise ValueError(f"prune() takes a timm VisionTransformer or a SPoTViT, got {type(model).__name__}")

@@ -7,6 +7,15 @@ import os
 import torch
 
 from ..recipes import Recipe
+from ..checkpoints import checkpoint_record
+from ..pruning import prune
+from ..factory import create_backbone
+from ..formats import read_state_dict
+from ..models import SPoTViT
+from ..mae import SubpixelMAE
+from ..pruning import PrunedViT
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
 
 __all__ = ["build_training_model", "build_optimizer", "build_scheduler", "hold_frozen", "freeze_parameters",
            "timm_kwargs", "architecture"]
@@ -21,7 +30,6 @@ def timm_kwargs(recipe: Recipe, parent=None) -> dict:
     """timm keyword config of the recipe's model. The pooling head (``global_pool``, ``fc_norm``) is an architectural
     property of a classifier: unset in the recipe, it is the parent classifier's (from its record), else the
     backbone's own — so retrofitting a global-pool parent keeps its head."""
-    from ..checkpoints import checkpoint_record
 
     m = recipe.model
     kw = dict(m.timm_kwargs)
@@ -45,8 +53,6 @@ def architecture(recipe: Recipe, parent=None) -> tuple[str, dict]:
     architecture is the parent's (from its record), with the recipe's own model settings on top."""
     name, kwargs = recipe.model.backbone, timm_kwargs(recipe, parent)
     if recipe.task == "prune" and parent is not None:
-        from ..checkpoints import checkpoint_record
-
         record = checkpoint_record(parent) or {}
         name = record.get("backbone") or record.get("name") or name
         kwargs = {**(record.get("timm_kwargs") or {}), **kwargs}
@@ -74,8 +80,6 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
     (a timm ViT, SPoT or MAE-layout checkpoint) or at random."""
     model = _build_model(recipe, parent, log)
     if recipe.task == "prune":
-        from ..pruning import prune
-
         p = recipe.prune
         freeze_parameters(model, p.freeze)
         return prune(model, p.method, p.keep_ratio, stages=p.stages, **(p.settings or {}))
@@ -97,10 +101,6 @@ def freeze_parameters(model: torch.nn.Module, names) -> None:
 
 
 def _build_model(recipe: Recipe, parent, log):
-    from ..factory import create_backbone
-    from ..formats import read_state_dict
-    from ..models import SPoTViT
-
     if recipe.init == "parent" and parent is None:
         raise ValueError(f"recipe {recipe.name!r} starts from a parent checkpoint (init: parent): pass --parent PATH")
     if recipe.init == "scratch" and parent is not None:
@@ -110,8 +110,6 @@ def _build_model(recipe: Recipe, parent, log):
     vit = create_backbone(name, **kwargs)
     spot_kw = dict(window=recipe.model.window, pe_sigma=recipe.model.pe_sigma)
     if recipe.task == "mae":
-        from ..mae import SubpixelMAE
-
         cfg = recipe.mae
         model = SubpixelMAE.from_backbone(vit, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
                                           decoder_heads=cfg.decoder_heads, norm_pix_loss=cfg.norm_pix_loss,
@@ -146,9 +144,7 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, total_steps: int = 0
     (``frozen_steps``: :func:`hold_frozen` applies it); the pruning method's own parameters (the predictors) in groups
     of their own at ``prune.predictor_lr_scale`` × lr — DynamicViT's ``get_parameter_groups`` with its
     ``bone_lr_scale`` and ``fix_step``."""
-    from timm.optim import create_optimizer_v2
 
-    from ..pruning import PrunedViT
 
     o = recipe.optimizer
     kwargs = dict(betas=tuple(o.betas), eps=o.eps) if "adam" in o.name.lower() or "lamb" in o.name.lower() else {}
@@ -179,8 +175,6 @@ def hold_frozen(optimizer, step: int) -> None:
 
 
 def build_scheduler(optimizer, recipe: Recipe, updates_per_epoch: int):
-    from timm.scheduler import create_scheduler_v2
-
     s = recipe.schedule
     sched, _ = create_scheduler_v2(optimizer, sched=s.name, num_epochs=recipe.epochs, warmup_epochs=s.warmup_epochs,
                                    warmup_lr=s.warmup_lr, min_lr=s.min_lr, step_on_epochs=False,

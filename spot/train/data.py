@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 from ..data.subsets import stratified_subset
 from ..recipes import Recipe
+from ..data.imagenet import imagenet_dataset
+from ..data.transforms import eval_transform, train_transform
+from ..data.fmnist import load_split
 
 __all__ = ["TrainingData", "load_data", "augment", "EpochBatches"]
 
@@ -32,8 +35,6 @@ def load_data(recipe: Recipe, root, model_cfg: dict) -> TrainingData:
     root = Path(root)
     d = recipe.data
     if d.kind == "fmnist":
-        from ..data.fmnist import load_split
-
         mean = torch.tensor(d.mean).view(1, -1, 1, 1)
         std = torch.tensor(d.std).view(1, -1, 1, 1)
         xtr, ytr = load_split(root, d.train_split).tensors()
@@ -44,8 +45,6 @@ def load_data(recipe: Recipe, root, model_cfg: dict) -> TrainingData:
         manifest = json.loads((root / "manifest.json").read_text())
         return TrainingData(len(ytr), (xva - mean) / std, yva, manifest, tuple(xtr.shape[-2:]),
                      train_images=(xtr - mean) / std, train_labels=ytr)
-    from ..data.imagenet import imagenet_dataset
-    from ..data.transforms import eval_transform, train_transform
 
     size = model_cfg["img_size"]
     mean, std = model_cfg["mean"], model_cfg["std"]

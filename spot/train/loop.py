@@ -26,6 +26,14 @@ from .build import build_optimizer, build_scheduler, build_training_model, hold_
 from .data import EpochBatches, TrainingData, augment, load_data
 from .state import Progress, ResumableState, final_record, save_model
 from .tokens import TokenSampler
+from ..models import SPoTViT
+from ..pruning import PrunedViT
+from ..pruning.loss import distillation_loss, rate_loss, token_loss
+from ..results import input_checksums
+from timm.loss import SoftTargetCrossEntropy
+from tqdm import tqdm
+from timm.data import Mixup
+import copy
 
 __all__ = ["train", "TrainingInterrupted", "NonFiniteLossError", "evaluate_during_training"]
 
@@ -45,8 +53,6 @@ def _dist_env() -> tuple[int, int, int]:
 
 def _geometry(model) -> tuple[tuple[int, int], int, dict, int | None]:
     """(patch size, image height, pretrained cfg, num_classes) of a timm ViT, SPoTViT, SubpixelMAE or PrunedViT."""
-    from ..models import SPoTViT
-    from ..pruning import PrunedViT
 
     m = model.model if isinstance(model, PrunedViT) else getattr(model, "encoder", model)
     if isinstance(m, SPoTViT):
@@ -139,7 +145,6 @@ class _Run:
 
 def _loss(run: _Run, x, y):
     """One forward pass of a batch → (loss, budget m)."""
-    from timm.loss import SoftTargetCrossEntropy
 
     recipe = run.recipe
     if run.data.train_images is not None:
@@ -168,7 +173,6 @@ def _loss(run: _Run, x, y):
 
 def _pruning_terms(run: _Run, inputs, logits):
     """Eq. 15 of the SPOT-AD paper beyond the cross-entropy: λ1·rate + λ2·KL(teacher ‖ student) + λ3·token cosine."""
-    from ..pruning.loss import distillation_loss, rate_loss, token_loss
 
     p, state = run.recipe.prune, run.model.state
     total = logits.new_zeros(())
@@ -208,7 +212,6 @@ def train_one_epoch(run: _Run, epoch: int, stop: dict, on_step=None, progress_ba
     run.model.train(not (recipe.task == "prune" and recipe.prune.eval_mode))
     bar = None
     if run.is_main and progress_bar:
-        from tqdm import tqdm
 
         bar = tqdm(total=run.batches.steps_per_epoch, initial=p.step_in_epoch,
                    desc=f"{recipe.name} {epoch + 1}/{recipe.epochs}", dynamic_ncols=True, mininterval=2.0)
@@ -254,9 +257,7 @@ def train_one_epoch(run: _Run, epoch: int, stop: dict, on_step=None, progress_ba
 def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
     """The run: process group, seeds, model, data, token sampler, optimiser, scheduler, scaler, mixup, the state
     (resumed when there is one of this run)."""
-    from timm.data import Mixup
 
-    from ..results import input_checksums
 
     rank, world, local_rank = _dist_env()
     if device is None:
@@ -273,7 +274,6 @@ def _setup(recipe: Recipe, data_root, state_dir, parent, device, log) -> _Run:
     model = build_training_model(recipe, parent, log=log if is_main else (lambda *_: None)).to(device)
     teacher = None
     if recipe.task == "prune":  # the parent as it was (before any resumed state is loaded), frozen
-        import copy
 
         teacher = copy.deepcopy(model.model).eval().requires_grad_(False)
     patch, img_size, cfg, num_classes = _geometry(model)

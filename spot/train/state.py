@@ -21,6 +21,10 @@ import torch
 
 from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
 from .build import architecture
+from ..models import SPoTViT
+from ..pruning import PrunedViT
+from safetensors.torch import save_file
+import contextlib
 
 __all__ = ["Progress", "ResumableState", "save_model", "final_record", "model_format", "STATE_FILE", "STATE_RECORD"]
 
@@ -67,7 +71,6 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
     """Weights as safetensors (a plain ViT under timm's key names) + ``<path>.json`` record; atomic."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,6 @@ class ResumableState:
 
     def finish(self) -> None:
         """The run is finished: its state has served (a later run, e.g. of an edited recipe, starts afresh)."""
-        import contextlib
 
         for leftover in (self.path, self.record_path, self.log_path):
             leftover.unlink(missing_ok=True)
@@ -180,9 +182,6 @@ def _plain(obj):
 
 
 def model_format(model) -> str:
-    from ..models import SPoTViT
-    from ..pruning import PrunedViT
-
     if isinstance(model, PrunedViT):
         return "pruned_vit"
     if isinstance(model, SPoTViT):
