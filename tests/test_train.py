@@ -209,17 +209,17 @@ def test_llrd_deeper_blocks_get_larger_rates_and_head_the_largest():
 # ------------------------------------------------------------------------------------------------ the loop
 
 def test_mixup_is_applied_only_when_configured(tmp_path, canvas, monkeypatch):
-    import timm.data
+    from spot.train import loop
 
     calls = []
-    real = timm.data.Mixup
+    real = loop.Mixup
 
     class Counting(real):
         def __call__(self, x, target):
             calls.append(len(x))
             return super().__call__(x, target)
 
-    monkeypatch.setattr(timm.data, "Mixup", Counting)
+    monkeypatch.setattr(loop, "Mixup", Counting)  # timm's Mixup, as the training loop holds it
     run(tmp_path, "plain", tiny(epochs=1), canvas)
     assert calls == []
     run(tmp_path, "mixed", tiny(epochs=1, mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0)), canvas)
