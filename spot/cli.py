@@ -16,7 +16,7 @@ from .config import add_config_arguments, config_from_args, config_layers
 from .data import imagenet
 from .data.fmnist import CanvasConfig, build_canvas_dataset, build_plain_dataset
 from .demo import run_demo
-from .experiment import add_commands, load_experiments
+from .experiment import load_experiments, run_command, shared_arguments
 from .provenance import code_version, software_versions
 from .recipes import load_recipe
 from .train import NonFiniteLossError, TrainingInterrupted, train
@@ -166,7 +166,12 @@ def _add_train(sub) -> None:
 
 
 def _add_experiments(sub) -> None:
-    add_commands(sub)
+    """One command per registered experiment (spot.experiment): its own arguments, then the shared ones."""
+    for exp in load_experiments().values():
+        p = _command(sub, exp.name, exp.help, exp.example)
+        exp.arguments(p)
+        shared_arguments(p)
+        p.set_defaults(func=run_command, experiment=exp.name)
 
 
 def _add_records(sub) -> None:
@@ -205,10 +210,10 @@ EXAMPLES = {
 }
 
 
-def _command(sub, path: str, help: str) -> argparse.ArgumentParser:
+def _command(sub, path: str, help: str, example: str | None = None) -> argparse.ArgumentParser:
     """The parser of command ``path`` (``"data fmnist"``): its help line, shown again as its description, and its
-    worked example (:data:`EXAMPLES`) as the epilog of its --help."""
-    example = EXAMPLES.get(path)
+    worked example (``example``, else :data:`EXAMPLES`) as the epilog of its --help."""
+    example = example or EXAMPLES.get(path)
     return sub.add_parser(path.split()[-1], help=help, description=textwrap.fill(help, 100),
                           epilog=f"example:\n  {example}" if example else None,
                           formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,6 +25,7 @@ from .placement import ImageBatch, make_placement, place
 from .positions import grid_positions, snap_to_grid
 from .recipes import load_recipe
 from .results import input_checksums
+from .train.build import architecture
 from .saliency import SaliencySettings, saliency_maps
 from .data.fmnist import ARTICLE
 from .data.evaluation import EvalData
@@ -67,21 +68,23 @@ def example_positions(image, centre, patch, sparse: int, budget: int, priors, sa
 
 
 def geometry(config: dict, backbone: str) -> tuple[tuple, tuple]:
-    """(patch, image size) of ``backbone``'s classifier as the preset builds it (its ``train:`` recipe's model, or the
-    ``fetch:`` backbone's architecture), and its normalisation (mean, std)."""
+    """((patch, image size), (mean, std)) of ``backbone``'s classifier as the preset builds it: its ``train:``
+    recipe's architecture and data normalisation, or the ``fetch:`` backbone's timm architecture and pretrained
+    config."""
     if backbone not in (config.get("backbones") or {}):
         raise ValueError(f"--backbone {backbone!r} is not a backbone of the config; accepted: "
                          f"{', '.join(config.get('backbones') or {}) or 'none'}")
     spec = CheckpointSpec.parse(config["backbones"][backbone]["classifier"], f"backbones.{backbone}.classifier")
-    if spec.source == "fetch":
+    if spec.source == "fetch":  # a hub backbone: its timm architecture and pretrained normalisation
         vit = create_backbone(spec.name)
-    else:
-        model = load_recipe(config, spec.name).model
-        kwargs = {**model.timm_kwargs, **{k: getattr(model, k) for k in ("img_size", "in_chans", "num_classes")
-                                          if getattr(model, k) is not None}}
-        vit = create_backbone(model.backbone, **kwargs)
-    pe, cfg = vit.patch_embed, vit.pretrained_cfg or {}
-    norm = (tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,))))
+        cfg = vit.pretrained_cfg or {}
+        norm = (tuple(cfg.get("mean", (0.5,))), tuple(cfg.get("std", (0.5,))))
+    else:  # trained here: the recipe's architecture, as training builds it, and the recipe's normalisation
+        recipe = load_recipe(config, spec.name)
+        name, kwargs = architecture(recipe)
+        vit = create_backbone(name, **kwargs)
+        norm = (tuple(recipe.data.mean), tuple(recipe.data.std))
+    pe = vit.patch_embed
     return (tuple(pe.patch_size), tuple(pe.img_size)), norm
 
 

@@ -19,15 +19,16 @@ workflow reads :data:`RESULT_KINDS` while it builds the DAG; :func:`load_experim
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .config import add_config_arguments, config_from_args, config_layers
+from .results import write_table
+
 __all__ = ["ResultKind", "RESULT_KINDS", "CORE_COLUMNS", "Outcome", "Experiment", "EXPERIMENTS", "experiment",
-           "model_arguments", "load_experiments", "add_commands", "run_command", "result_path"]
+           "model_arguments", "load_experiments", "shared_arguments", "run_command", "result_path"]
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,12 @@ def load_experiments() -> dict[str, Experiment]:
     return EXPERIMENTS
 
 
-def add_commands(sub) -> None:
-    """One ``spot <name>`` sub-command per registered experiment: its own arguments, then the shared ones."""
-    from .config import add_config_arguments
-
-    for exp in load_experiments().values():
-        p = sub.add_parser(exp.name, help=exp.help, description=textwrap.fill(exp.help, 100),
-                           epilog=f"example:\n  {exp.example}", formatter_class=argparse.RawDescriptionHelpFormatter)
-        exp.arguments(p)
-        add_config_arguments(p, what="its sections")
-        p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-        p.set_defaults(func=run_command, experiment=exp.name)
+def shared_arguments(p) -> None:
+    """The arguments every experiment command has beyond its own: the config, the output, the device, threads."""
+    add_config_arguments(p, what="its sections")
+    p.add_argument("--out", required=True, help="result table (.csv); the provenance goes to the .json beside it")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def _check_columns(exp: Experiment, rows: list[dict]) -> None:
@@ -176,9 +170,6 @@ def _check_columns(exp: Experiment, rows: list[dict]) -> None:
 def run_command(args) -> int:
     """``spot <experiment> …``: run the experiment, check its rows, write its table and provenance, say so."""
     import torch
-
-    from .config import config_from_args, config_layers
-    from .results import write_table
 
     exp = EXPERIMENTS[args.experiment]
     started = time.time()

@@ -203,7 +203,7 @@ def _metrics(times: list[float], forward, images) -> dict:
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    """The ``spot throughput`` options beyond the shared ones (:func:`spot.experiment.add_commands`)."""
+    """The ``spot throughput`` options beyond the shared ones (:func:`spot.experiment.shared_arguments`)."""
     p.add_argument("--backbone", default="model", help="the backbone the models belong to (the rows' `backbone`)")
     p.add_argument("--model", action="append", default=[], metavar="VARIANT=PATH",
                    help="a trained checkpoint (spot train / spot checkpoints fetch) and its variant (parent, spot, "
