@@ -7,13 +7,14 @@
 ``spot_official`` loads one of the authors' released checkpoints (``spot_1k_b16.pth``, ``spot_21k_b16.pth``,
 ``spot_mae_b16.pth``; distributed by hand, read with ``torch.load(weights_only=True)``) as a
 :class:`spot.SPoTViT` that computes the release's outputs (:func:`spot.load_official`). Every ``spot_*`` model of
-timm's registry (:mod:`spot.timm_models`) is an entry point too.
+timm's registry (:mod:`spot.weights.timm_models`) is an entry point too.
 """
 dependencies = ["torch", "timm"]
 
 import timm as _timm  # noqa: E402
 
-import spot as _spot  # noqa: E402  (registers the spot_* models in timm)
+import spot as _spot  # noqa: E402
+from spot.weights import timm_models as _timm_models  # noqa: E402  (registers the spot_* models in timm)
 
 
 def spot_official(path, prior=None, num_tokens=None, num_heads=None, **prior_settings):
@@ -30,4 +31,4 @@ def _timm_entry(name):
     return entry
 
 
-globals().update({name: _timm_entry(name) for name in _spot.timm_models.SPOT_MODELS})
+globals().update({name: _timm_entry(name) for name in _timm_models.SPOT_MODELS})

@@ -2,7 +2,7 @@
 
     python benchmarks/knn.py [--bank 60000,500000,1281167] [--dim 192] [--queries 1024] [--threads 1]
 
-``spot.evaluate.knn_classify`` holds one (``chunk_size`` queries × ``bank_chunk_size`` training features) block of
+``spot.experiments.evaluate.knn_classify`` holds one (``chunk_size`` queries × ``bank_chunk_size`` training features) block of
 similarities at a time and merges each block's top k into the running top k. For each bank size N (Fashion-MNIST's
 60 000, ImageNet's 1 281 167) this times one chunk of ``--queries`` queries with the default ``bank_chunk_size``
 (65 536) and with the whole bank as one block (``bank_chunk_size = N``: what the code did before), each in a fresh
@@ -24,7 +24,7 @@ def one(n: int, dim: int, queries: int, block: int, threads: int) -> dict:
     """In this process: the bank, the queries, one kNN call; peak memory above the inputs (MiB) and seconds."""
     import torch
 
-    from spot.evaluate import knn_classify
+    from spot.experiments.evaluate import knn_classify
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)

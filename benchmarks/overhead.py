@@ -13,7 +13,7 @@ with its interquartile range:
    kernelized positional embedding: ``SPoTViT.embed_tokens``) ÷ that whole forward, both clocked inside the same
    call (a pre-hook on ``norm_pre`` stamps the moment the tokens are ready), so the tokenizer runs where it runs in
    use: after the previous batch's blocks. For the layout the forward reuses (its window plan and embedding kept,
-   ``spot.tokenizer.LayoutMemo``), and for a new layout tensor every call (a fresh copy: everything rebuilt).
+   ``spot.core.tokenizer.LayoutMemo``), and for a new layout tensor every call (a fresh copy: everything rebuilt).
    Targets: ≤ 3 % at ViT-B/16, ≤ 5 % at the embedded scale. (Until 2026-12-03 this timed ``embed_tokens`` as a
    call of its own in the rounds; both ways read the same within noise: 6.6 % apart, 7.0 % inside the forward at 4
    embedded tokens, batch 64 — the cost is the tokenizer's small operations running cold after the blocks.)

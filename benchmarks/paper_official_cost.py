@@ -3,7 +3,7 @@
     python benchmarks/paper_official_cost.py [--config config/paper_official.yaml] [--grid-control]
 
 Counts, from the resolved preset, the image-forwards of every job of the evaluation DAG — ``evaluate`` (the
-measurements enumerated by spot.evaluate's own functions, each over the query images and the kNN bank),
+measurements enumerated by spot.experiments.evaluate's own functions, each over the query images and the kNN bank),
 ``prior_selection`` (the same under the rule's override), ``oracle`` (every SPoT-ON search step, every scoring
 forward, the kNN bank at each budget) and ``transfer`` — per token budget; multiplies them by the GFLOPs of one
 ViT-B/16 forward at that budget, counted here by ``spot.measure.count_gflops`` (torch's FlopCounterMode, 2 FLOPs
@@ -43,13 +43,13 @@ def _n(limit, split: str) -> int:
 
 def evaluation_settings(section: dict):
     from spot.config import settings_from_dict
-    from spot.evaluate import EvaluationSettings
+    from spot.experiments.evaluate import EvaluationSettings
 
     return settings_from_dict(EvaluationSettings, section, "evaluation").validate()
 
 
 def entries() -> dict:
-    """Stand-ins of a backbone's models as spot.evaluate sees them (what decides their measurements)."""
+    """Stand-ins of a backbone's models as spot.experiments.evaluate sees them (what decides their measurements)."""
     model = dict(patchdropout=False, grid_control=False, grid_tokens=196)
     return {"parent": SimpleNamespace(**dict(model, grid_trained=True, patchdropout=True)),
             "spot": SimpleNamespace(**dict(model, grid_trained=False)),
@@ -58,7 +58,7 @@ def entries() -> dict:
 
 def measurement_forwards(settings, models: dict) -> dict:
     """{budget: encodings per image} of the measurements of ``models`` (one per positions kind: placed, snapped)."""
-    from spot.evaluate import _grid_measurements, _spot_measurements
+    from spot.experiments.evaluate import _grid_measurements, _spot_measurements
 
     out: dict = {}
     for entry in models.values():
@@ -97,7 +97,7 @@ def prior_selection_job(config: dict) -> list:
 
 
 def oracle_searches(o: dict) -> dict:
-    """{budget: search steps per image} over the distinct searches of spot.oracle.tables (each computed once per
+    """{budget: search steps per image} over the distinct searches of spot.experiments.oracle.tables (each computed once per
     batch and shared between tables): Table 1 (every setting from Isotropic), Table 2 (every prior × setting),
     Tables 3/5 (the main setting at every budget), Table 6 (ascent, random label), the controls (label-free, random
     target, SPoT-ON on the blank images) at every budget."""
@@ -141,7 +141,7 @@ def oracle_job(config: dict) -> list:
 
 def transfer_job(config: dict, models: int) -> list:
     """Per budget and image: every model scores the start, each searches (and scores its own result and every other
-    model's on it); with random targets the same again towards the targets (spot.oracle.transfer)."""
+    model's on it); with random targets the same again towards the targets (spot.experiments.oracle.transfer)."""
     t, o = config["transfer"], config["oracle"]
     n, steps = _n(o["limit"], "val"), o["settings"][o["main_setting"]]["steps"]
     budgets = sorted(set(t.get("budgets") or []) | {t["budget"]})
@@ -154,8 +154,8 @@ def gflops(budgets) -> dict:
     """{budget: GFLOPs of one forward} of a ViT-B/16 SPoT model in the release's architecture (random weights)."""
     import torch
 
-    from spot.models import SPoTViT
-    from spot.official import build_official_vit
+    from spot.core.models import SPoTViT
+    from spot.weights.official import build_official_vit
     from spot.measure import count_gflops
 
     model = SPoTViT.from_timm(build_official_vit(), geometry="release").eval()

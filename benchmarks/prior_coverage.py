@@ -19,7 +19,7 @@ SCALES = {"embedded": (48, 8, (4, 9, 18, 36)), "paper": (224, 16, (25, 49, 100, 
 
 def coverage(prior: str, m: int, size: int, k: int, images: int, seed: int = 0) -> float:
     """Mean share of the ``size``² pixels whose centre lies inside one of the m windows of side k."""
-    from spot.placement import ImageBatch, place
+    from spot.core.placement import ImageBatch, place
 
     batch = ImageBatch((size, size), images, patch=(k, k))
     centres = place(prior, m, batch, torch.Generator().manual_seed(seed)).expand(images, -1, -1) * size

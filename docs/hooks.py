@@ -1,7 +1,7 @@
-"""MkDocs hook: the docstrings' Sphinx cross-reference roles (``:class:`~spot.models.SPoTViT```) drawn as code.
+"""MkDocs hook: the docstrings' Sphinx cross-reference roles (``:class:`~spot.core.models.SPoTViT```) drawn as code.
 
 mkdocstrings renders the docstrings as Markdown, where a role is left as text before its code span
-(``:class:<code>~spot.models.SPoTViT</code>``); this keeps the code span (the last name only after ``~``, as Sphinx
+(``:class:<code>~spot.core.models.SPoTViT</code>``); this keeps the code span (the last name only after ``~``, as Sphinx
 shows it) and drops the role."""
 import re
 

@@ -2,8 +2,8 @@
 
 The data path, one module per stage::
 
-    images ─► positions (spot.placement: priors, grid placements, searches; spot.positions) ─► tokens (spot.tokenizer + spot.embedding)
-           ─► encoder (spot.models, timm blocks) ─► logits / pooled features
+    images ─► positions (spot.core.placement: priors, grid placements, searches; spot.core.positions) ─► tokens (spot.core.tokenizer + spot.core.embedding)
+           ─► encoder (spot.core.models, timm blocks) ─► logits / pooled features
 
 Quick start::
 
@@ -13,35 +13,29 @@ Quick start::
     logits = model(images, spot.grid_positions((224, 224), 16))   # == vit(images)
     logits = model(images, prior="center", num_tokens=25, generator=torch.Generator().manual_seed(0))
     model = timm.create_model("spot_vit_base_patch16_224.augreg_in1k", pretrained=True)   # timm's registry
-    pruned = spot.prune(model, method="spot_ad", keep_ratio=0.7)   # token pruning between blocks (spot.pruning)
+    pruned = spot.prune(model, method="spot_ad", keep_ratio=0.7)   # token pruning between blocks (spot.core.pruning)
 """
-from .checkpoints import Checkpoint, load_trained, open_checkpoint
-from .embedding import KernelizedPositionalEmbedding
-from .factory import BACKBONES, MissingWeightsError, create_backbone, create_model
-from .mae import SubpixelMAE, sincos_pos_embed_2d
-from .models import PatchDropoutViT, SPoTViT
-from .official import load_official
-from .oracle import SpotOn, oracle_search  # registers the SPoT-ON placements
-from .positions import grid_cell_index, grid_positions, grid_shape, snap_to_grid, to_pixels
-from .pruning import PRUNING_METHODS, PrunedViT, prune
-from .placement import (PLACEMENTS, PRIORS, ImageBatch, ImageStreams, Placement, Prior, isotropic_layout, make_placement,
-                        make_prior, place, random_patch_subset, sample_positions, transport_layout)
-from .tokenizer import WindowEmbedding, extract_windows
-from . import timm_models  # noqa: E402,F401 — registers the spot_* models in timm's registry
+from __future__ import annotations
 
-from ._version import __version__  # noqa: E402,F401
+from ._lazy import lazy_exports
+from ._version import __version__
 
-__all__ = [
-    "Checkpoint", "load_trained", "open_checkpoint", "SpotOn", "oracle_search", "PLACEMENTS", "ImageBatch", "ImageStreams", "Placement", "make_placement", "place",
-    "BACKBONES", "KernelizedPositionalEmbedding", "MissingWeightsError", "PRIORS", "PatchDropoutViT", "Prior",
-    "SPoTViT", "SubpixelMAE", "WindowEmbedding", "create_backbone", "create_model", "extract_windows", "grid_cell_index",
-    "grid_positions", "grid_shape", "isotropic_layout", "load_official", "make_prior", "random_patch_subset", "sample_positions",
-    "transport_layout", "sincos_pos_embed_2d", "snap_to_grid", "to_pixels", "plot_positions", "prune", "PrunedViT", "PRUNING_METHODS",
-]
-
-
-def plot_positions(*args, **kwargs):
-    """Draw positions/windows (and optionally trajectories) over an image; see :func:`spot.plotting.plot_positions`."""
-    from .plotting import plot_positions as _plot  # matplotlib is imported only when plotting
-
-    return _plot(*args, **kwargs)
+# ``spot.<name>`` imports its module on first use, so that ``import spot`` (and the workflow's ``import spot.config``)
+# does not import torch. The first such use also imports the modules that fill the registries a user reaches through
+# ``spot.``: SPoT-ON's searched placements (PLACEMENTS) and the spot_* models (timm's registry).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "spot.core.positions": ("grid_cell_index", "grid_positions", "grid_shape", "snap_to_grid", "to_pixels"),
+    "spot.core.placement": ("PLACEMENTS", "PRIORS", "ImageBatch", "ImageStreams", "Placement", "Prior",
+                            "isotropic_layout", "make_placement", "make_prior", "place", "random_patch_subset",
+                            "sample_positions", "transport_layout"),
+    "spot.core.tokenizer": ("WindowEmbedding", "extract_windows"),
+    "spot.core.embedding": ("KernelizedPositionalEmbedding",),
+    "spot.core.models": ("PatchDropoutViT", "SPoTViT"),
+    "spot.core.mae": ("SubpixelMAE", "sincos_pos_embed_2d"),
+    "spot.core.pruning": ("PRUNING_METHODS", "PrunedViT", "prune"),
+    "spot.weights.backbones": ("BACKBONES", "MissingWeightsError", "create_backbone", "create_model"),
+    "spot.weights.checkpoints": ("Checkpoint", "load_trained", "open_checkpoint"),
+    "spot.weights.official": ("load_official",),
+    "spot.experiments.oracle.search": ("SpotOn", "oracle_search"),
+    "spot.paper.plotting": ("plot_positions",),
+}, first=("spot.experiments.oracle.search", "spot.weights"))

@@ -7,10 +7,11 @@ the first attribute access (:class:`importlib.util.LazyLoader`).
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 
-__all__ = ["lazy"]
+__all__ = ["lazy", "lazy_exports"]
 
 
 def lazy(name: str):
@@ -26,3 +27,25 @@ def lazy(name: str):
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]], first: tuple[str, ...] = ()):
+    """A package's ``__getattr__``, ``__dir__`` and ``__all__`` for names its modules define (``exports``: module →
+    names, the module absolute or relative to ``package``), each module imported on the first use of one of its names
+    (after the modules in ``first``, e.g. ones that fill a registry): ``import package`` stays as light as its
+    ``__init__``."""
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str):
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        for module in first:
+            importlib.import_module(module, package)
+        value = getattr(importlib.import_module(where[name], package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__():
+        return sorted(set(vars(sys.modules[package])) | set(where))
+
+    return __getattr__, __dir__, sorted(where)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 from dataclasses import dataclass
 import json
 import math
@@ -251,22 +252,22 @@ SECTION_SETTINGS = {
     "throughput": ("settings.throughput", "ThroughputSettings"),  # spot throughput
     "saliency": ("settings.saliency", "SaliencySettings"),  # every command placing tokens by saliency
     "pruning": ("settings.pruning", "PruningSettings"),  # spot pruning, spot throughput (pruning: true)
+    "learned_placement": ("settings.learned", "LearnedPlacementSettings"),  # spot learned_placement
 }
 
 
-def check_sections(config: dict, load, sections=None, unused=()) -> dict:
+def check_sections(config: dict, sections=None, unused=()) -> dict:
     """Build and validate the typed settings of every section of ``config`` that a spot command reads
     (:data:`SECTION_SETTINGS`; ``sections``: only those), as the command does: ``settings_from_dict(Settings,
     config[section], section).validate()``. A section in ``unused`` (no command of this run reads it, e.g. a
     ``pruning:`` whose fine-tunes are all switched off) is only built: its keys and their types are checked, not the
-    values against each other. ``load(name)`` returns spot's module ``name`` (``importlib.import_module("spot." +
-    name)``; the workflow passes one that loads it without spot's ``__init__``, which imports torch). Returns
-    {section: settings}; raises ValueError with a one-line message."""
+    values against each other. The settings modules (``spot.settings``) are torch-free, so the workflow calls this
+    while it builds the DAG. Returns {section: settings}; raises ValueError with a one-line message."""
     out = {}
     for section, (module, name) in SECTION_SETTINGS.items():
         if (sections is not None and section not in sections) or section not in config:
             continue
-        settings = settings_from_dict(getattr(load(module), name), config.get(section), section)
+        settings = settings_from_dict(getattr(importlib.import_module(f"spot.{module}"), name), config.get(section), section)
         out[section] = settings if section in unused else settings.validate()
     return out
 

@@ -1,6 +1,6 @@
 """Measurement primitives below every experiment: FLOPs of a forward pass (torch's ``FlopCounterMode``) and timing
 in interleaved rounds (each round times one call of every measurement, in a rotated order, between device
-synchronisations). :mod:`spot.throughput` (Figure 5) and the pruning experiment measure with these; so do the
+synchronisations). :mod:`spot.experiments.throughput` (Figure 5) and the pruning experiment measure with these; so do the
 scripts in ``benchmarks/``."""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .provenance import atomic_write_json, atomic_write_text, provenance, sha256_file
 
-__all__ = ["write_table", "read_csv", "read_table", "input_checksums", "parse_model_args", "experiment_settings"]
+__all__ = ["write_table", "read_csv", "read_table", "input_checksums", "parse_model_args"]
 
 
 def parse_model_args(items) -> dict[str, Path]:
@@ -88,20 +88,3 @@ def read_table(path):
     if sidecar.is_file():
         frame.attrs.update(json.loads(sidecar.read_text()))
     return frame
-
-
-def experiment_settings(args, config: dict, settings_cls, section: str):
-    """What every experiment on trained models sets up: the typed ``section`` settings of ``config`` (``--limit``
-    overriding ``limit``; validated), the saliency settings and the device. Returns ``(settings, saliency, device)``."""
-    import torch
-
-    from .config import settings_from_dict
-    from .saliency import SaliencySettings
-
-    settings = settings_from_dict(settings_cls, config.get(section), section)
-    if getattr(args, "limit", None) is not None:
-        settings.limit = args.limit
-    settings.validate()
-    saliency = settings_from_dict(SaliencySettings, config.get("saliency"), "saliency")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return settings, saliency, device

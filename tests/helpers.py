@@ -94,9 +94,22 @@ def copy_workflow(root, dest):
 
 
 def spot_command(*argv):
-    """Parse ``spot ARGV…`` with the command line's own parser and run it; its errors propagate (``spot.cli.main``
+    """Parse ``spot ARGV…`` with the command line's own parser and run it; its errors propagate (``spot.app.cli.main``
     turns a ValueError into exit status 2)."""
-    from spot.cli import build_parser
+    from spot.app.cli import build_parser
 
     args = build_parser().parse_args([str(a) for a in argv])
     return args.func(args)
+
+
+def tiny_recipe(**changes) -> dict:
+    """A recipe for a tiny grid ViT-N/8 (32 dims, 2 blocks) on 400 canvases: seconds to train; ``changes`` replace
+    whole top-level keys."""
+    base = dict(task="classify", init="scratch",
+                model=dict(backbone="vit_nano_patch8", img_size=48,
+                           timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2)),
+                data=dict(kind="fmnist", mean=[0.1], std=[0.25], limit=400), tokens=dict(mode="grid"), epochs=2,
+                batch_size=50, optimizer=dict(lr=2e-3, betas=[0.9, 0.99], weight_decay=0.05),
+                schedule=dict(warmup_epochs=0.5, min_lr=1e-5), label_smoothing=0.1, eval_batch_size=100)
+    base.update(changes)
+    return base

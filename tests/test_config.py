@@ -54,10 +54,10 @@ def test_command_line_layers_files_then_json_items(tmp_path):
 
 def test_the_paper_preset_is_complete_and_extends_nothing():
     """A key the paper preset leaves out would take a code default; every experiment setting is written in it."""
-    from spot.evaluate import EvaluationSettings
-    from spot.oracle import OracleSettings, TransferSettings
-    from spot.saliency import SaliencySettings
-    from spot.throughput import ThroughputSettings
+    from spot.experiments.evaluate import EvaluationSettings
+    from spot.experiments.oracle import OracleSettings, TransferSettings
+    from spot.experiments.saliency import SaliencySettings
+    from spot.experiments.throughput import ThroughputSettings
 
     raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     assert "extends" not in raw
@@ -95,20 +95,19 @@ def test_every_other_preset_is_an_overlay():
 
 
 def test_modules_the_workflow_reads_import_no_torch(tmp_path):
-    """The DAG build loads spot.config, spot.recipes and spot.paper without spot/__init__ (common.smk's
-    spot_module): a torch that cannot be imported must not matter to them."""
+    """The DAG build imports spot, spot.config, spot.train.recipes, spot.core.placement, spot.paper and
+    spot.experiments.protocol as they are (common.smk): a torch that cannot be imported must not matter to them."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch imported while building the DAG')")
     code = f"""
-import importlib, importlib.util, sys, types
-pkg = types.ModuleType("_spot_light"); pkg.__path__ = [{str(ROOT / 'spot')!r}]; sys.modules["_spot_light"] = pkg
-config = importlib.import_module("_spot_light.config").load_config({str(ROOT / 'config.yaml')!r})
-importlib.import_module("_spot_light.recipes").load_recipe(config, "retrofit_cls")
-assert importlib.import_module("_spot_light.recipes").load_recipe(config, "prune_evit").prune.method == "evit"
-placement = importlib.import_module("_spot_light.placement")
-assert placement.check_placement(dict(name="center", scale=0.3), "x").label == "center(scale=0.3)"
-paper = importlib.import_module("_spot_light.paper")
-assert "table5" in paper.ARTIFACTS and "figure5" in paper.ARTIFACTS
+import sys
+import spot, spot.config, spot.train.recipes, spot.core.placement, spot.paper, spot.experiments.protocol
+config = spot.config.load_config({str(ROOT / 'config.yaml')!r})
+spot.train.recipes.load_recipe(config, "retrofit_cls")
+assert spot.train.recipes.load_recipe(config, "prune_evit").prune.method == "evit"
+assert spot.core.placement.check_placement(dict(name="center", scale=0.3), "x").label == "center(scale=0.3)"
+assert "table5" in spot.paper.ARTIFACTS and "figure5" in spot.paper.ARTIFACTS
+assert "evaluation" in spot.experiments.protocol.RESULT_KINDS
 assert "torch" not in sys.modules or type(sys.modules["torch"]).__name__ == "_LazyModule"  # never loaded
 """
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
@@ -117,28 +116,27 @@ assert "torch" not in sys.modules or type(sys.modules["torch"]).__name__ == "_La
 
 
 def test_the_settings_modules_import_no_torch():
-    """Every section's typed settings live in spot.settings, which the DAG build loads as it loads spot.config
-    (without spot/__init__): with torch, timm, torchvision and safetensors unimportable, every spot.settings module
-    imports, and config.yaml's sections (every preset's) are built and validated by spot.config.check_sections."""
+    """Every section's typed settings live in spot.settings, which the DAG build imports with spot.config: with
+    torch, timm, torchvision and safetensors unimportable, every spot.settings module imports, and config.yaml's
+    sections (every preset's) are built and validated by spot.config.check_sections."""
     modules = sorted(p.stem for p in (ROOT / "spot" / "settings").glob("*.py") if p.stem != "__init__")
     presets = [str(ROOT / "config.yaml"), *map(str, sorted((ROOT / "config").glob("*.yaml")))]
     code = f"""
-import importlib, sys, types
+import importlib, sys
 for name in ("torch", "timm", "torchvision", "safetensors", "transformers"):
     sys.modules[name] = None  # import torch → ImportError
-pkg = types.ModuleType("_spot_light"); pkg.__path__ = [{str(ROOT / 'spot')!r}]; sys.modules["_spot_light"] = pkg
-load = lambda name: importlib.import_module("_spot_light." + name)
-importlib.import_module("_spot_light.settings")
+import spot.settings
 for name in {modules!r}:
-    load("settings." + name)
-cfg = load("config")
+    importlib.import_module("spot.settings." + name)
+import spot.config as cfg
+from spot.data.canvas import CanvasConfig
 assert all(module.startswith("settings.") for module, _ in cfg.SECTION_SETTINGS.values())
 for preset in {presets!r}:
     config = cfg.load_config(preset)
     unused = () if any((config["pruning"].get("models") or {{}}).values()) else ("pruning",)
-    assert set(cfg.check_sections(config, load, unused=unused)) == set(cfg.SECTION_SETTINGS), preset
+    assert set(cfg.check_sections(config, unused=unused)) == set(cfg.SECTION_SETTINGS), preset
     if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
-        cfg.settings_from_dict(load("settings.canvas").CanvasConfig, config["data"]["canvas"], "data.canvas").validate()
+        cfg.settings_from_dict(CanvasConfig, config["data"]["canvas"], "data.canvas").validate()
 heavy = sorted(n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in
                ("torch", "timm", "torchvision", "safetensors", "transformers"))
 assert not heavy, heavy
@@ -168,9 +166,9 @@ def test_the_registry_declares_every_artifact_once_with_its_inputs_and_caption()
 def test_settings_check_every_value_against_its_declared_type():
     """settings_from_dict (every section's and every recipe's typed settings): the declared type decides, not what
     YAML or the command line happened to produce; NaN and infinities are no numbers; one line names key and value."""
-    from spot.evaluate import EvaluationSettings
+    from spot.experiments.evaluate import EvaluationSettings
     from spot.config import settings_from_dict
-    from spot.recipes import load_recipe, recipe_from_dict
+    from spot.train.recipes import load_recipe, recipe_from_dict
 
     def message(fn):
         with pytest.raises(ValueError) as err:
@@ -221,17 +219,15 @@ def test_command_line_values_are_read_as_yaml():
 @pytest.mark.parametrize("preset", [str(p.relative_to(ROOT)) for p in [ROOT / "config.yaml",
                                                                        *sorted((ROOT / "config").glob("*.yaml"))]])
 def test_every_section_of_every_preset_builds_the_commands_settings(preset):
-    """spot.config.check_sections builds what each command builds (the workflow loads spot.settings without
-    spot/__init__, here through the package): every shipped preset passes, and its schema check too."""
-    import importlib
-
+    """spot.config.check_sections builds what each command builds: every shipped preset passes, and its schema check
+    too."""
     from spot.config import check_finite, check_schema, check_sections
 
     config = load_config(ROOT / preset)
     check_schema(config, yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
     check_finite(config)
     unused = () if any((config["pruning"].get("models") or {}).values()) else ("pruning",)
-    settings = check_sections(config, lambda name: importlib.import_module(f"spot.{name}"), unused=unused)
+    settings = check_sections(config, unused=unused)
     assert set(settings) == {"evaluation", "oracle", "transfer", "throughput", "saliency", "pruning"}
 
 

@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from test_official import release_state
+from weights.test_official import release_state
 
 from helpers import require
 
@@ -43,12 +43,12 @@ def test_the_readme_and_the_extending_guide_have_python_blocks():
 @pytest.fixture
 def registries():
     """Every registry as it is, restored after the block: a guide's example registers a prior, a method, …"""
-    from spot import experiment
-    from spot.factory import BACKBONES
+    from spot.experiments import protocol as experiment
+    from spot.weights.backbones import BACKBONES
     from spot.paper.registry import ARTIFACTS
-    from spot.placement import PLACEMENTS
-    from spot.pruning.catalog import METHOD_SETTINGS
-    from spot.pruning.methods import PRUNING_METHODS
+    from spot.core.placement import PLACEMENTS
+    from spot.core.pruning.catalog import METHOD_SETTINGS
+    from spot.core.pruning.methods import PRUNING_METHODS
 
     kept = [(r, dict(r)) for r in (BACKBONES, ARTIFACTS, PLACEMENTS, METHOD_SETTINGS, PRUNING_METHODS,
                                    experiment.RESULT_KINDS, experiment.load_experiments())]

@@ -6,8 +6,7 @@ import pytest
 from scipy.stats import binomtest
 
 from spot.stats import (Z, decode_outcomes, encode_outcomes, mean_interval, outcome_columns, paired_difference,
-                        ratio_interval,
-                        wilson)
+                        ratio_interval, wilson)
 
 
 @pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 10), (10, 10), (3, 10), (1, 37), (500, 1000), (1999, 2000)])

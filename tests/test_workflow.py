@@ -45,7 +45,7 @@ def test_paper_preset_resolves_the_full_dag(workdir):
     assert counts["prior_selection"] == 3  # Salient's candidate settings through each SPoT model
     # pruning: each pruned backbone (DeiT-S/T) × each method (SPOT-AD, EViT, DynamicViT, heuristic); SPoT + SPOT-AD
     # on each SPoT backbone; a pruning job and a throughput job for each backbone, SPoT's and pruning's
-    from spot.recipes import load_config
+    from spot.train.recipes import load_config
 
     cfg = load_config(workdir / "config" / "paper.yaml")
     pruned, spot_backbones = cfg["pruning"]["backbones"], cfg["backbones"]
@@ -79,7 +79,7 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     assert "results/pruning_ablations/throughput/mae_in1k.csv" in done.stdout
     assert "results/pruning_ablations/models" not in done.stdout and "results/pruning_ablations/evaluation" not in \
         done.stdout
-    from spot.recipes import load_config, load_recipe
+    from spot.train.recipes import load_config, load_recipe
 
     config = load_config(workdir / "config" / "pruning_ablations.yaml")
     assert load_recipe(config, "prune_spot_ad_no_mean").prune.settings == {"statistics": ["variance"]}
@@ -125,7 +125,7 @@ def test_embedded_default_trains_its_own_backbones(workdir):
 
 
 def test_embedded_long_preset_only_lengthens_the_supervised_backbones(workdir):
-    from spot.recipes import load_config, load_recipe, recipe_to_dict
+    from spot.train.recipes import load_config, load_recipe, recipe_to_dict
 
     done = snakemake("-n", "--cores", "2", "--configfile", "config/embedded_long.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -197,7 +197,7 @@ def _compared_with_the_published_smoke_reference(workdir):
     kind the reference was made on (same CPU model; every job at one thread) every row bit-identical."""
     import json
 
-    from spot.compare import compare
+    from spot.reproduce.compare import compare
     from spot.provenance import parse_cpuinfo
 
     marker = workdir / "reference" / "smoke" / "PUBLISHED.json"
@@ -235,7 +235,7 @@ def test_smoke_preset_end_to_end(workdir):
 
     comparison = pd.read_csv(out / "sampling_vs_pruning.csv")  # every cost point has both families measured
     assert len(comparison) == 3 * 2 and comparison["Winner"].isin(["pruning", "sampling", "tie", "tie (within noise)"]).all()
-    from spot.audit import audit
+    from spot.reproduce.audit import audit
 
     cwd = os.getcwd()
     os.chdir(workdir)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
-from ..settings.canvas import ARTICLE, CanvasConfig
+from .canvas import ARTICLE, CanvasConfig
 from .fmnist_files import DEFAULT_FMNIST_DIRS, FashionMNISTNotFound, find_fmnist
 from .fmnist_files import IDX_FILES as _FILES
 from .fmnist_files import idx_path as _idx_path

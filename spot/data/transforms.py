@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from timm.data import create_transform, resolve_data_config
 
-from ..settings.evaluation import CROP_MODES  # evaluation resize: keep the aspect ratio (short side) or squash
+from . import CROP_MODES
 
 __all__ = ["eval_transform", "train_transform", "pretrained_cfg_of", "CROP_MODES"]
 

@@ -89,7 +89,7 @@ def grid_control(inputs, config, *, margin=MARGIN, prior=SAMPLING_PRIOR):
 
 @finding(RETROFIT, source="ours", reads=("evaluation",),
          quote="Retrofitting keeps full-token accuracy within 1 point: SPoT Isotropic at the full grid against the "
-               "parent ViT it was retrofitted from (README: it costs 1.7–2.3 points on two of three backbones).")
+               "parent ViT it was retrofitted from.")
 def retrofit(inputs, config, *, tolerance=RETROFIT_TOLERANCE, prior=SAMPLING_PRIOR):
     """SPoT (``prior``) at the full grid − the parent ViT (PatchDropout at the full grid keeps every patch: the
     plain ViT), per backbone; holds when the interval lies above −``tolerance``."""

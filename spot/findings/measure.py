@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..results import read_csv
 from ..stats import PairedDifference, mean_outcomes, paired_difference
-from .registry import (CONTRADICTED, HOLDS, INCONCLUSIVE, MIXED, NOT_MEASURED, NotMeasured, Verdict)
+from .registry import CONTRADICTED, HOLDS, INCONCLUSIVE, MIXED, NOT_MEASURED, NotMeasured, Verdict
 
 __all__ = ["SUBSETS", "Rows", "Scores", "rows", "paired", "decide", "greater", "within", "less", "judge", "overall",
            "label", "config_value", "main_setting_label", "fmt"]
@@ -216,7 +216,7 @@ def config_value(config: dict, path: str):
 
 def main_setting_label(config: dict) -> str:
     """The oracle rows' ``setting`` of the main SPoT-ON setting (``lr=0.01,steps=10``, as
-    :attr:`spot.oracle.search.SearchSetting.label` writes it)."""
+    :attr:`spot.experiments.oracle.search.SearchSetting.label` writes it)."""
     setting = config_value(config, "oracle.settings")[int(config_value(config, "oracle.main_setting"))]
     return f"lr={float(setting['lr']):g},steps={int(setting['steps'])}"
 

@@ -45,7 +45,7 @@ def read_results(inputs: dict, kind: str) -> pd.DataFrame:
 
 def prior_order() -> list[str]:
     """The priors in the paper's order: Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary."""
-    from ..placement import PRIORS
+    from ..core.placement import PRIORS
 
     return list(PRIORS)
 
@@ -66,11 +66,11 @@ def prior_label(placement: str) -> str:
 
 def label(config: dict, backbone: str) -> str:
     """The display label of a backbone (``cls_in1k`` → ``CLS-IN1k``), from the config's ``backbones`` (else spot's
-    own :data:`~spot.factory.BACKBONES`: ``deit_s`` → ``DeiT-S``)."""
+    own :data:`~spot.weights.backbones.BACKBONES`: ``deit_s`` → ``DeiT-S``)."""
     entry = config.get("backbones", {}).get(str(backbone))
     if entry is not None:
         return entry.get("label", str(backbone))
-    from ..factory import BACKBONES  # a backbone pruned only (pruning.backbones: DeiT-S/T), known by spot
+    from ..weights.backbones import BACKBONES  # a backbone pruned only (pruning.backbones: DeiT-S/T), known by spot
 
     known = BACKBONES.get(str(backbone))
     return known.label if known is not None else str(backbone)

@@ -54,7 +54,7 @@ def figure1(inputs, config):
     """Figure 1: patch tokenization on the grid, a sparse subset of grid patches, and subpixel windows."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import plot_positions
+    from .plotting import plot_positions
 
     ex = _examples(inputs)
     image, patch = _image(inputs, ex), ex["patch"]
@@ -74,7 +74,7 @@ def figure2(inputs, config):
     """Figure 2: grid misalignment — the object's centre falls between patches; a subpixel window sits on it."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import plot_positions
+    from .plotting import plot_positions
 
     ex = _examples(inputs)
     image, patch = _image(inputs, ex), ex["patch"]
@@ -93,7 +93,7 @@ def figure3(inputs, config):
     """Figure 3: the spatial priors (Uniform, Gaussian, Sobol, Isotropic, Center, Salient, Background, Boundary)."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import plot_positions
+    from .plotting import plot_positions
 
     ex = _examples(inputs)
     image, patch = _image(inputs, ex), ex["patch"]
@@ -118,7 +118,7 @@ def figure4(inputs, config):
     import matplotlib.pyplot as plt
 
     from ..data.evaluation import EvalData
-    from ..plotting import plot_positions
+    from .plotting import plot_positions
 
     files = list(inputs["trajectories"])
     stores = [dict(np.load(p, allow_pickle=False)) for p in files]
@@ -204,7 +204,7 @@ SALIENCY_SOURCES = {  # saliency.source → what Salient reads, as Figure 5's la
 def _choice_label(choice: dict, config) -> str:
     """The SPoT line's label: where the backbone and prior were chosen, and — when a chosen prior places tokens on
     the saliency map (Salient, Background) — what that map is (``saliency.source``)."""
-    from ..placement import PRIORS
+    from ..core.placement import PRIORS
 
     split, reported = config["prior_selection"]["split"], config["evaluation"]["split"]
     where = f"chosen on {split}" + (", the reported split" if split == reported else f", reported on {reported}")

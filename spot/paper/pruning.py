@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..pruning.catalog import BEFORE_BLOCK
+from ..core.pruning.catalog import BEFORE_BLOCK
 from ._common import label, measure, paired_interval, read_results, set_interval, with_intervals
 from .registry import figure, table
 

@@ -21,7 +21,7 @@ Isotropic"; the SPOT-AD paper's "(−0.8)" accuracy changes are its "Δ (points)
 (DeiT-S 4.6), where this project's GFLOPs count 2 FLOPs per multiply-add: :func:`quantity` calls them ``gmacs``.
 The SPOT-AD paper's GFLOPS changes in parentheses (absolute) have no column here (``GFLOPs Δ (%)`` is relative): not typed.
 Table 7 (hyper-parameters, no results) and Figure 5 (a plot) are not here; ElasticViT's Table 8 row is also what
-:data:`spot.paper.ELASTICVIT_TABLE8` prints (tests/test_published.py checks they agree).
+:data:`spot.paper.ELASTICVIT_TABLE8` prints (tests/paper/test_published.py checks they agree).
 
 Pages: the extracted texts have no page breaks. The SPoT paper's pages (:data:`PAGE_BASIS`) are inferred from its
 reference list's back-references (each entry ends with the pages citing it) and from where a float splits a

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..experiment import RESULT_KINDS  # what a builder may read, and where a run keeps it
+from ..experiments.protocol import RESULT_KINDS  # what a builder may read, and where a run keeps it
 
 __all__ = ["Artifact", "ARTIFACTS", "RESULT_KINDS", "table", "figure", "artifact"]
 

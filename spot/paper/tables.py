@@ -310,7 +310,7 @@ def _sampler(t) -> str:
 def table7(inputs, config) -> pd.DataFrame:
     """Table 7: the retrofitting protocols of this run, from the run's resolved recipes (the workflow re-trains when
     a recipe changes, so these are the settings the models were trained with; each model's record has them too)."""
-    from ..recipes import load_recipe
+    from ..train.recipes import load_recipe
 
     cols = {}
     for family, b in config.get("backbones", {}).items():

@@ -1,18 +1,18 @@
 """The ``evaluation:`` section (``spot evaluate``; the oracle and pruning experiments share it), typed and validated.
 
-:class:`EvaluationSettings` and its ``knn:`` (:class:`KnnSettings`): what :mod:`spot.evaluate` measures, and the
-placements it reads from ``priors`` (built by the torch-free registry, :mod:`spot.placement`). Importable without
+:class:`EvaluationSettings` and its ``knn:`` (:class:`KnnSettings`): what :mod:`spot.experiments.evaluate` measures, and the
+placements it reads from ``priors`` (built by the torch-free registry, :mod:`spot.core.placement`). Importable without
 torch: the workflow validates the section while it builds the DAG.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..placement import check_placement, make_placement
+from ..core.placement import check_placement, make_placement
+from ..data import CROP_MODES
 
 __all__ = ["KnnSettings", "EvaluationSettings", "CROP_MODES"]
 
-CROP_MODES = ("center", "squash")  # evaluation resize: keep the aspect ratio (short side) or squash to a square
 
 
 def _is_int(value) -> bool:

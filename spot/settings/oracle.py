@@ -1,19 +1,19 @@
 """The ``oracle:`` and ``transfer:`` sections (``spot oracle``, ``spot transfer``), typed and validated.
 
 :class:`SearchSetting` is one oracle configuration (a row of Table 1); :data:`SEARCHES` names the searched
-placements :mod:`spot.oracle.search` registers (it imports torch: the names are here so that a config naming one is
+placements :mod:`spot.experiments.oracle.search` registers (it imports torch: the names are here so that a config naming one is
 checked without it). Importable without torch: the workflow validates the sections while it builds the DAG.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..placement import check_placement
+from ..core.placement import check_placement
 
 __all__ = ["SearchSetting", "OracleSettings", "TrajectorySettings", "ControlSettings", "TransferSettings",
            "SEARCHES", "BLANKS"]
 
-# the placements of spot.oracle.search (SPoT-ON and its controls), by name: tests/test_oracle.py ties them together
+# the placements of spot.experiments.oracle.search (SPoT-ON and its controls), by name: tests/experiments/oracle/ ties them together
 SEARCHES = ("spot_on", "spot_on_ascent", "spot_on_random_label", "spot_on_random_target", "spot_on_label_free")
 
 

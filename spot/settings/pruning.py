@@ -1,7 +1,7 @@
 """The ``pruning:`` section (``spot pruning``; ``spot throughput`` with ``pruning: true``), typed and validated.
 
-``equal_cost_priors`` names placements: those of the torch-free registry (:mod:`spot.placement`) and the oracle's
-searches (:data:`spot.settings.oracle.SEARCHES`, registered by :mod:`spot.oracle`, which imports torch). Importable
+``equal_cost_priors`` names placements: those of the torch-free registry (:mod:`spot.core.placement`) and the oracle's
+searches (:data:`spot.settings.oracle.SEARCHES`, registered by :mod:`spot.experiments.oracle`, which imports torch). Importable
 without torch: the workflow validates the section while it builds the DAG.
 """
 from __future__ import annotations
@@ -49,9 +49,9 @@ class PruningSettings:
                 isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in self.combined_budgets):
             bad("combined_budgets", self.combined_budgets, "a list of token counts ≥ 1")
         if self.equal_cost_priors is not None:
-            from ..placement import PLACEMENTS
+            from ..core.placement import PLACEMENTS
 
-            names = set(PLACEMENTS) | set(SEARCHES)  # the searches register with spot.oracle, which needs torch
+            names = set(PLACEMENTS) | set(SEARCHES)  # the searches register with spot.experiments.oracle, which needs torch
             if not isinstance(self.equal_cost_priors, list) or not self.equal_cost_priors or any(
                     p not in names for p in self.equal_cost_priors):
                 bad("equal_cost_priors", self.equal_cost_priors,

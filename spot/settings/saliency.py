@@ -1,6 +1,6 @@
 """The ``saliency:`` section (the saliency maps of the Salient and Background priors), typed and validated.
 
-:data:`SOURCES` names the sources :mod:`spot.saliency` computes; the spectral residual's parameters and their
+:data:`SOURCES` names the sources :mod:`spot.experiments.saliency` computes; the spectral residual's parameters and their
 defaults (Hou & Zhang's reference code) and CLIPSeg's keys are what the section is checked against. Importable
 without torch: the workflow validates the section while it builds the DAG.
 """

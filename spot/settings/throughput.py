@@ -1,7 +1,7 @@
 """The ``throughput:`` section (``spot throughput``, Figure 5), typed and validated.
 
 :data:`METHODS` (what is timed, and the placement each times) and :data:`DTYPE_NAMES` (the precisions; the torch
-dtypes are :data:`spot.throughput.DTYPES`, built from these names) are the vocabulary the section is checked
+dtypes are :data:`spot.experiments.throughput.DTYPES`, built from these names) are the vocabulary the section is checked
 against. Importable without torch: the workflow validates the section while it builds the DAG.
 """
 from __future__ import annotations

@@ -6,14 +6,15 @@ import os
 
 import torch
 
-from ..recipes import Recipe
-from ..checkpoints import checkpoint_record
-from ..pruning import prune
-from ..factory import create_backbone
-from ..formats import read_state_dict
-from ..models import SPoTViT
-from ..mae import SubpixelMAE
-from ..pruning import PrunedViT
+from .recipes import Recipe, policy_settings
+from ..weights.checkpoints import checkpoint_record
+from ..core.pruning import prune
+from ..weights.backbones import create_backbone
+from ..weights.formats import load_mae_state_dict, read_state_dict
+from ..core.models import SPoTViT
+from ..core.mae import SubpixelMAE
+from ..core.pruning import PrunedViT
+from ..core.policy import GlancePolicy, PlacedSPoT
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
@@ -49,10 +50,10 @@ def timm_kwargs(recipe: Recipe, parent=None) -> dict:
 
 
 def architecture(recipe: Recipe, parent=None) -> tuple[str, dict]:
-    """(backbone name, timm keyword config) of the recipe's model. A pruning recipe serves any parent: its
-    architecture is the parent's (from its record), with the recipe's own model settings on top."""
+    """(backbone name, timm keyword config) of the recipe's model. A pruning or placement-policy recipe serves any
+    parent: its architecture is the parent's (from its record), with the recipe's own model settings on top."""
     name, kwargs = recipe.model.backbone, timm_kwargs(recipe, parent)
-    if recipe.task == "prune" and parent is not None:
+    if recipe.task in ("prune", "place") and parent is not None:
         record = checkpoint_record(parent) or {}
         name = record.get("backbone") or record.get("name") or name
         kwargs = {**(record.get("timm_kwargs") or {}), **kwargs}
@@ -79,11 +80,22 @@ def build_training_model(recipe: Recipe, parent: str | os.PathLike | None = None
     SubpixelMAE (mae) or either classifier wrapped by :func:`spot.prune` (prune), initialised from ``parent``
     (a timm ViT, SPoT or MAE-layout checkpoint) or at random."""
     model = _build_model(recipe, parent, log)
+    if recipe.task == "place":
+        return _placed(recipe, model)
     if recipe.task == "prune":
         p = recipe.prune
         freeze_parameters(model, p.freeze)
         return prune(model, p.method, p.keep_ratio, stages=p.stages, **(p.settings or {}))
     return model
+
+
+def _placed(recipe: Recipe, model) -> PlacedSPoT:
+    """The SPoT model (frozen, or tuned jointly) with a fresh glance policy placing its tokens (``task: place``; a
+    plain-ViT parent is wrapped as a SPoT model first, as a retrofit starts)."""
+    if recipe.place.tune == "frozen":
+        model.requires_grad_(False)
+    policy = GlancePolicy(policy_settings(recipe.place.policy, model.in_chans))
+    return PlacedSPoT(policy, model)
 
 
 def freeze_parameters(model: torch.nn.Module, names) -> None:
@@ -118,7 +130,7 @@ def _build_model(recipe: Recipe, parent, log):
             if _is_spot_state(state):
                 model.load_state_dict(state)
             else:
-                model.load_mae_state_dict(state)
+                load_mae_state_dict(model, state)
         return model
     if state is not None and not _is_spot_state(state):
         enc = {k: v for k, v in state.items() if not k.startswith(("decoder_", "mask_token"))}
@@ -148,6 +160,8 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, total_steps: int = 0
 
     o = recipe.optimizer
     kwargs = dict(betas=tuple(o.betas), eps=o.eps) if "adam" in o.name.lower() or "lamb" in o.name.lower() else {}
+    if isinstance(model, PlacedSPoT):
+        return _placed_optimizer(model, recipe)
     backbone = model.model if isinstance(model, PrunedViT) else model
     optimizer = create_optimizer_v2(backbone, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
                                     layer_decay=o.layer_decay, **kwargs)
@@ -163,6 +177,24 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe, total_steps: int = 0
             if group:
                 optimizer.add_param_group({"params": group, "lr": recipe.lr, "weight_decay": decay,
                                            "lr_scale": p.predictor_lr_scale})
+    return optimizer
+
+
+def _placed_optimizer(model: PlacedSPoT, recipe: Recipe):
+    """``task: place``: the policy at lr (weight decay on its convolution kernels only); a jointly tuned SPoT model
+    with timm's groups and layer decay at ``place.model_lr_scale`` × lr."""
+    o = recipe.optimizer
+    kwargs = dict(betas=tuple(o.betas), eps=o.eps) if "adam" in o.name.lower() or "lamb" in o.name.lower() else {}
+    params = list(model.policy.parameters())
+    groups = [{"params": [q for q in params if q.ndim > 1], "weight_decay": o.weight_decay},
+              {"params": [q for q in params if q.ndim <= 1], "weight_decay": 0.0}]
+    optimizer = create_optimizer_v2(groups, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay, **kwargs)
+    if recipe.place.tune == "joint":
+        tuned = create_optimizer_v2(model.model, opt=o.name, lr=recipe.lr, weight_decay=o.weight_decay,
+                                    layer_decay=o.layer_decay, **kwargs)
+        for group in tuned.param_groups:
+            group["lr_scale"] = group.get("lr_scale", 1.0) * recipe.place.model_lr_scale
+            optimizer.add_param_group({k: v for k, v in group.items() if k not in ("initial_lr",)})
     return optimizer
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.subsets import stratified_subset
-from ..recipes import Recipe
+from .recipes import Recipe
 from ..data.imagenet import imagenet_dataset
 from ..data.transforms import eval_transform, train_transform
 from ..data.fmnist import load_split

@@ -20,15 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..placement import ImageBatch, place
-from ..recipes import Recipe, recipe_to_dict
+from ..core.placement import ImageBatch, place
+from .recipes import Recipe, recipe_to_dict
 from .build import build_optimizer, build_scheduler, build_training_model, hold_frozen
 from .data import EpochBatches, TrainingData, augment, load_data
 from .state import Progress, ResumableState, final_record, save_model
 from .tokens import TokenSampler
-from ..models import SPoTViT
-from ..pruning import PrunedViT
-from ..pruning.loss import distillation_loss, rate_loss, token_loss
+from ..core.models import SPoTViT
+from ..core.pruning import PrunedViT
+from ..core.policy import PlacedSPoT
+from ..core.pruning.loss import distillation_loss, rate_loss, token_loss
 from ..results import input_checksums
 from timm.loss import SoftTargetCrossEntropy
 from tqdm import tqdm
@@ -52,9 +53,10 @@ def _dist_env() -> tuple[int, int, int]:
 
 
 def _geometry(model) -> tuple[tuple[int, int], int, dict, int | None]:
-    """(patch size, image height, pretrained cfg, num_classes) of a timm ViT, SPoTViT, SubpixelMAE or PrunedViT."""
+    """(patch size, image height, pretrained cfg, num_classes) of a timm ViT, SPoTViT, SubpixelMAE, PrunedViT or
+    PlacedSPoT."""
 
-    m = model.model if isinstance(model, PrunedViT) else getattr(model, "encoder", model)
+    m = model.model if isinstance(model, (PrunedViT, PlacedSPoT)) else getattr(model, "encoder", model)
     if isinstance(m, SPoTViT):
         return tuple(m.patch_size), m.image_size[0], m.pretrained_cfg, m.num_classes
     return tuple(m.patch_embed.patch_size), m.patch_embed.img_size[0], m.pretrained_cfg or {}, m.num_classes
@@ -94,6 +96,8 @@ def evaluate_during_training(model, recipe: Recipe, data: TrainingData, sampler:
             with amp_ctx():
                 if m is None:
                     logits = model(x)
+                elif recipe.task == "place":  # the policy's positions
+                    logits = model(x, num_tokens=m)
                 elif recipe.tokens.mode == "grid_subset":  # fixed random grid subsets (the grid control)
                     batch = ImageBatch(sampler.image_size, len(x), patch=sampler.patch_size)
                     logits = model(x, place("grid_random", m, batch, g).to(device))
@@ -161,7 +165,10 @@ def _loss(run: _Run, x, y):
         if run.mixup is not None:
             x, target = run.mixup(x, y)
         inputs = (x,) if positions is None else (x, positions)
-        logits = run.train_model(*inputs)
+        if recipe.task == "place":  # the policy places the m tokens of the schedule (the sampler's positions unused)
+            logits = run.train_model(x, num_tokens=m)
+        else:
+            logits = run.train_model(*inputs)
         if target is not None:
             loss = SoftTargetCrossEntropy()(logits, target)
         else:

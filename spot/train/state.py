@@ -21,8 +21,11 @@ import torch
 
 from ..provenance import atomic_output, atomic_write_json, provenance, sha256_file
 from .build import architecture
-from ..models import SPoTViT
-from ..pruning import PrunedViT
+from ..core.mae import SubpixelMAE
+from ..core.models import SPoTViT
+from ..weights.formats import mae_state_dict
+from ..core.pruning import PrunedViT
+from ..core.policy import PlacedSPoT, policy_record
 from safetensors.torch import save_file
 import contextlib
 
@@ -75,7 +78,7 @@ def save_model(model: torch.nn.Module, path: Path, record: dict) -> dict:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # an MAE is stored in the MAE repository's layout (timm encoder names + decoder), like the official file
-    weights = model.mae_state_dict() if hasattr(model, "mae_state_dict") else model.state_dict()
+    weights = mae_state_dict(model) if isinstance(model, SubpixelMAE) else model.state_dict()
     state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata={"format": record.get("format", "")})
@@ -184,6 +187,8 @@ def _plain(obj):
 def model_format(model) -> str:
     if isinstance(model, PrunedViT):
         return "pruned_vit"
+    if isinstance(model, PlacedSPoT):
+        return "placed_spot"
     if isinstance(model, SPoTViT):
         return "spot_vit"
     return "mae" if model.__class__.__name__ == "SubpixelMAE" else "timm_vit"
@@ -194,7 +199,7 @@ def final_record(model, recipe, recipe_dict, parent, checksums, data_root, data,
     inputs = dict(checksums)
     inputs.update({f"data:{k}": v["sha256"] for k, v in data.manifest.get("splits", {}).items() if "sha256" in v})
     fmt = model_format(model)
-    base = model.model if fmt == "pruned_vit" else model
+    base = model.model if fmt in ("pruned_vit", "placed_spot") else model
     base_fmt = model_format(base)
     name, kwargs = architecture(recipe, parent)
     kwargs = dict(kwargs)
@@ -224,4 +229,6 @@ def final_record(model, recipe, recipe_dict, parent, checksums, data_root, data,
     }
     if fmt == "pruned_vit":  # what spot.load_trained needs to rebuild it
         record["prune"] = {**model.describe(), "base_format": base_fmt}
+    if fmt == "placed_spot":  # the policy's settings: spot.core.policy.load_policy and the learned placement
+        record.update(policy_record(model.policy))
     return record

@@ -1,16 +1,16 @@
-"""The token positions of a training batch: the recipe's budget schedule over placements (:mod:`spot.placement`)."""
+"""The token positions of a training batch: the recipe's budget schedule over placements (:mod:`spot.core.placement`)."""
 from __future__ import annotations
 
 import torch
 
-from ..placement import ImageBatch, make_placement, place
-from ..positions import grid_positions
+from ..core.placement import ImageBatch, make_placement, place
+from ..core.positions import grid_positions
 
 __all__ = ["TokenSampler"]
 
 
 class TokenSampler:
-    """The token positions of a training batch, following ``recipe.tokens`` (:class:`spot.recipes.TokenSampling`).
+    """The token positions of a training batch, following ``recipe.tokens`` (:class:`spot.train.recipes.TokenSampling`).
 
     ``__call__(batch_size, generator)`` → ``(positions, num_tokens)``; positions are (B, m, 2) float64, or ``None``
     for the full grid of a plain ViT. Per batch, in this order of draws from the training generator: with probability

@@ -1,17 +1,16 @@
 # Helpers shared by the rules: the preset, config validation, paths per preset, recipes, model chains.
 #
 # Parsing the workflow has no side effects and does not import torch (every cluster job parses it twice, sbatch job
-# and srun step): the spot modules it needs are torch-free and loaded without the package's __init__ (spot_module) —
-# spot.config, spot.recipes, spot.placement, spot.paper, and spot.settings, whose modules define the sections' typed
-# settings (the experiment modules that run them import torch and re-export them); nothing is written and no
-# environment variable is set.
+# and srun step): the spot modules it imports are torch-free — spot.config, spot.train.recipes, spot.core.placement,
+# spot.paper, spot.experiments.protocol and spot.settings, whose modules define the sections' typed settings (the
+# experiment modules that run them import torch); nothing is written and no environment variable is set.
 #
 # A mistake in the config stops the DAG build (`snakemake -n` included) with one line naming the key, the value and
 # what is accepted: the files and --config values are read (a missing `extends:` file is named; a missing
 # --configfile is reported by Snakemake itself, before it reads this workflow), the whole config is checked
 # against workflow/schemas/config.schema.yaml (its structure: sections, keys, names that become paths and wildcards),
 # then every section a spot command reads is built into that command's typed settings and validated by the same code
-# the command runs (spot.config.check_sections), every recipe by spot.recipes, every placement by spot's registry.
+# the command runs (spot.config.check_sections), every recipe by spot.train.recipes, every placement by spot's registry.
 import json
 import os
 import re
@@ -23,25 +22,15 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-
-def spot_module(name):
-    """A torch-free module of the spot package (``config``, ``recipes``, ``settings.evaluation``, …) loaded without
-    ``spot/__init__.py``, which imports torch and timm: the package folder is mounted as a bare package
-    ``_spot_light``; its torch-free sub-packages (``placement``, ``paper``, ``settings``) load with their own
-    ``__init__``."""
-    import importlib
-    import importlib.util
-    import types
-
-    alias = "_spot_light"
-    if alias not in sys.modules:
-        found = importlib.util.find_spec("spot")
-        if found is None:
-            raise WorkflowError("the spot package is not installed: pip install -c constraints.txt -e . (README)")
-        package = types.ModuleType(alias)
-        package.__path__ = list(found.submodule_search_locations)
-        sys.modules[alias] = package
-    return importlib.import_module(f"{alias}.{name}")
+try:  # spot's torch-free layer: `import spot` loads nothing heavy until a model is used
+    import spot.config as spot_config
+    import spot.train.recipes as spot_recipes
+    from spot.core.placement import check_placement
+    from spot.data.canvas import CanvasConfig
+    from spot.experiments import protocol as spot_protocol
+    from spot.paper import ARTIFACTS
+except ImportError as err:
+    raise WorkflowError(f"the spot package is not importable ({err}): pip install -c constraints.txt -e . (README)")
 
 
 def _config_error(err):
@@ -61,7 +50,7 @@ SCHEMA = _read_schema()
 def check_config(config, where=""):
     """The schema, then no NaN/infinity: one line for the first mistake; then Snakemake's own validation, which
     fills the schema's defaults in (it cannot fail any more)."""
-    cfg = spot_module("config")
+    cfg = spot_config
     try:
         cfg.check_schema(config, SCHEMA, where)
         cfg.check_finite(config, where)
@@ -78,10 +67,10 @@ def check_config(config, where=""):
 CONFIG_FILES = [os.path.relpath(p) for p in workflow.config_settings.configfiles] or ["config.yaml"]
 _config_args = workflow.config_settings.config_args
 try:
-    CONFIG_OVERRIDES = spot_module("config").parse_config_args(_config_args) \
+    CONFIG_OVERRIDES = spot_config.parse_config_args(_config_args) \
         if isinstance(_config_args, (list, tuple)) else \
         json.loads(json.dumps(dict(workflow.config_settings.config), default=dict))
-    _resolved = spot_module("config").load_configs(CONFIG_FILES, CONFIG_OVERRIDES)
+    _resolved = spot_config.load_configs(CONFIG_FILES, CONFIG_OVERRIDES)
 except (ValueError, OSError) as err:
     raise _config_error(err)
 _missing = [k for k in ("preset", "data", "backbones", "recipes", "evaluation", "oracle", "transfer", "throughput",
@@ -99,20 +88,19 @@ def _check_sections():
     """Every section a spot command reads, built into the command's typed settings and validated by the same code
     (spot.config.check_sections; the evaluation's also as prior_selection's jobs override it), and the canvas of the
     Fashion-MNIST data: a misspelt key, a value of the wrong type or out of range stops the DAG build."""
-    cfg = spot_module("config")
+    cfg = spot_config
     pruning = config.get("pruning") or {}
     prunes = any(v for key in ("models", "combined") for v in (pruning.get(key) or {}).values()) or \
         (config["throughput"] or {}).get("pruning") is True
     try:  # `pruning:` with every fine-tune off (paper_official) is read by no command: only its keys are checked
-        cfg.check_sections(config, spot_module, unused=() if prunes else ("pruning",))
+        cfg.check_sections(config, unused=() if prunes else ("pruning",))
         if config["data"]["kind"] == "fmnist" and config["data"].get("canvas") is not None:
-            canvas = spot_module("settings.canvas").CanvasConfig
-            cfg.settings_from_dict(canvas, config["data"]["canvas"], "data.canvas").validate()
+            cfg.settings_from_dict(CanvasConfig, config["data"]["canvas"], "data.canvas").validate()
     except ValueError as err:
         raise _config_error(err)
     try:  # prior_selection's jobs run `spot evaluate` with its split and candidates layered over the evaluation
         override = json.loads(selection_override_json())[0]
-        cfg.check_sections(cfg.merge_configs(config, override), spot_module, sections=("evaluation",))
+        cfg.check_sections(cfg.merge_configs(config, override), sections=("evaluation",))
     except ValueError as err:
         raise _config_error(f"prior_selection (spot evaluate's settings with its split and candidates): {err}")
 
@@ -136,7 +124,7 @@ def _check_recipes():
     """Fail at DAG-build time, with spot's own message, on any invalid recipe of `recipes:` — every one, not only
     those the DAG trains (`spot train --recipe NAME` runs any), each after the recipes it extends, so that a mistake
     is named in the recipe that writes it, not in one that inherits it."""
-    recipes = spot_module("recipes")
+    recipes = spot_recipes
     done = set()
 
     def check(name, chain=()):
@@ -194,7 +182,7 @@ def _check_results_of(name):
     if not Path(path).exists():
         raise WorkflowError(f"config: results_of = {name!r}: no preset file {path} (a preset NAME lives in "
                             f"config/NAME.yaml; `embedded` in config.yaml)")
-    base = spot_module("config").load_configs([path])
+    base = spot_config.load_configs([path])
     check_config(base)
     if base["preset"] != name:
         raise WorkflowError(f"config: results_of = {name!r}, but {path} is preset {base['preset']!r}")
@@ -227,7 +215,7 @@ if _clash or set(PRUNING.get("backbones") or {}) & set(MODELS):
 def _check_placements():
     """Fail at DAG-build time on a placement the config names that spot's registry does not know (a typo, a wrong
     setting), with spot's own message listing what is accepted."""
-    check = spot_module("placement").check_placement
+    check = check_placement
     e = config["evaluation"]
     specs = [(f"evaluation.priors", p) for p in e.get("priors", [])]
     for key in ("snapped", "grid_model_priors", "extra_budget_priors", "grid_placements"):
@@ -247,7 +235,7 @@ _check_placements()
 
 def recipe_params(name):
     """The resolved recipe as a plain dict: the params of a training job (a change re-trains)."""
-    recipes = spot_module("recipes")
+    recipes = spot_recipes
     load_recipe, recipe_to_dict = recipes.load_recipe, recipes.recipe_to_dict
 
     return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
@@ -260,7 +248,7 @@ BACKBONES_FROM = config.get("backbones_from")
 
 def spec(text):
     """A preset's checkpoint spec (`train:RECIPE` or `fetch:NAME`), typed: spot.config.CheckpointSpec."""
-    return spot_module("config").CheckpointSpec.parse(text)
+    return spot_config.CheckpointSpec.parse(text)
 
 
 def classifier_geometry(backbone):
@@ -368,7 +356,6 @@ def variants(backbone):
 
 # The tables and figures, from spot's registry (spot/paper: one builder per artifact declares what it reads and its
 # caption): the targets of `all`, each job's inputs and the report's captions come from there.
-ARTIFACTS = spot_module("paper").ARTIFACTS
 TABLES = [name for name, a in ARTIFACTS.items() if a.kind == "table"]
 FIGURE_NAMES = [name for name, a in ARTIFACTS.items() if a.kind == "figure"]
 
@@ -432,12 +419,12 @@ def model_flags(models):
     return " ".join(f"--model {q(f'{name}={path}')}" for name, path in models.items())
 
 
-RESULT_KINDS = spot_module("experiment").RESULT_KINDS
+RESULT_KINDS = spot_protocol.RESULT_KINDS
 
 
 def result(kind, results=RESULTS, job="{backbone}"):
-    """Where a run keeps the ``kind`` result of ``job`` (spot.experiment.RESULT_KINDS; default: the rule's wildcard)."""
-    return spot_module("experiment").result_path(kind, results, job)
+    """Where a run keeps the ``kind`` result of ``job`` (spot.experiments.protocol.RESULT_KINDS; default: the rule's wildcard)."""
+    return spot_protocol.result_path(kind, results, job)
 
 
 def sidecar(table):
@@ -446,7 +433,7 @@ def sidecar(table):
 
 
 def result_files(kind):
-    """The files of one kind of result (spot.experiment.RESULT_KINDS) in this preset: one per backbone (the
+    """The files of one kind of result (spot.experiments.protocol.RESULT_KINDS) in this preset: one per backbone (the
     preset's own pruning and throughput, which time this machine), the records of the trained SPoT models (Table 7
     reads their recipes), the data manifest."""
     if kind == "pruning":

@@ -1,5 +1,5 @@
 # Experiments: evaluation (Tables 2, 5, 8), the SPoT-ON oracle (Tables 1, 2, 3, 5, 6; Figure 4), examples (Figures 1–3),
-# transfer (Table 4), throughput (Figure 5). Each writes a tidy CSV + a JSON provenance sidecar (spot.experiment).
+# transfer (Table 4), throughput (Figure 5). Each writes a tidy CSV + a JSON provenance sidecar (spot.experiments.protocol).
 
 
 rule evaluate:

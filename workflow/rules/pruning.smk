@@ -51,3 +51,68 @@ rule pruning:
     shell:
         "spot pruning --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} {params.flags} --data {params.data}"
         " --out {output.table} > {log} 2>&1"
+
+
+# -- the learned placement (ours; docs/placements.md "A learned placement")
+
+LEARNED = config["learned_placement"]
+POLICY_RECIPES = {"policy": LEARNED["recipe"], **({"policy_joint": LEARNED["joint_recipe"]}
+                                                  if LEARNED.get("joint_recipe") else {})}
+
+
+def learned_inputs(backbone):
+    """--model NAME=PATH of one backbone's learned_placement job: its SPoT model, its policies, the others' policy."""
+    models = {"spot": spot_model(backbone), "policy": f"{RESULTS}/models/{backbone}_policy.safetensors"}
+    if "policy_joint" in POLICY_RECIPES:
+        models["joint"] = f"{RESULTS}/models/{backbone}_policy_joint.safetensors"
+    models.update({f"policy@{other}": f"{RESULTS}/models/{other}_policy.safetensors"
+                   for other in MODELS if other != backbone})
+    return models
+
+
+use rule train_backbone as train_policy with:
+    input:
+        data=data_manifest(),
+        parent=lambda w: spot_model(w.backbone),
+    output:
+        weights=f"{RESULTS}/models/{{backbone}}_{{policy}}.safetensors",
+        record=f"{RESULTS}/models/{{backbone}}_{{policy}}.json",
+    wildcard_constraints:
+        policy=alternation(POLICY_RECIPES),
+    params:
+        recipe=lambda w: recipe_params(POLICY_RECIPES[w.policy]),
+        recipe_name=lambda w: POLICY_RECIPES[w.policy],
+        data=lambda w: q(data_root()),
+        state=lambda w: f"{STATE}/{w.backbone}_{w.policy}",
+        parent=lambda w, input: f"--parent {q(input.parent)}",
+    log:
+        f"{RESULTS}/logs/train_{{backbone}}_{{policy}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_{{backbone}}_{{policy}}.tsv"
+
+
+rule learned_placement:
+    """The learned placement of one backbone against every prior at equal total GFLOPs, with its controls."""
+    conda:
+        "../envs/spot.yaml"
+    input:
+        data=data_manifest(),
+        models=lambda w: list(learned_inputs(w.backbone).values()),
+    output:
+        table=report(result("learned_placement", OWN), category="Results", subcategory="Learned placement",
+                     caption="../report/learned_placement.rst"),
+        provenance=sidecar(result("learned_placement", OWN)),
+    params:
+        settings={"learned_placement": LEARNED, "saliency": config["saliency"]},
+        flags=lambda w: model_flags(learned_inputs(w.backbone)),
+        data=lambda w: q(data_root()),
+    log:
+        f"{OWN}/logs/learned_placement_{{backbone}}.log",
+    benchmark:
+        f"{OWN}/benchmarks/learned_placement_{{backbone}}.tsv"
+    threads: config["resources"]["threads"]
+    resources:
+        gpu=config["resources"]["eval_gpus"],
+    shell:
+        "spot learned_placement --config-json \"$SPOT_CONFIG\" --backbone {wildcards.backbone} {params.flags}"
+        " --data {params.data} --out {output.table} > {log} 2>&1"

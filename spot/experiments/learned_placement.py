@@ -1,0 +1,256 @@
+"""``spot learned_placement``: the learned placement against every other placement at equal cost, with its controls.
+
+Per backbone, on one split (``learned_placement.split``; the policy's recipe and settings are chosen on the
+validation split, by the training's own ``val_acc1@m``), every row one placement at one budget, with its per-image
+outcomes (paired intervals downstream) and its **total cost**: the placement's own GFLOPs (the policy's glance; the
+relevance placement's coarse pass) plus the SPoT forward at m tokens, both counted by torch's ``FlopCounterMode``.
+
+* ``learned`` — the policy trained for this backbone's SPoT model (``--model policy=PATH``; the model frozen), at
+  each budget; ``joint`` variant rows — a jointly tuned model with its policy (``--model joint=PATH``), if given;
+* ``learned_shuffled`` — each image read at *another* image's learned positions (a fixed permutation of the split):
+  does per-image placement matter, or only the average layout?
+* ``learned@<backbone>`` — the policy trained for another backbone (``--model policy@<backbone>=PATH``) placing the
+  tokens of this SPoT model: does it transfer?
+* the relevance placements (``learned_placement.relevance``; training-free) at each budget;
+* every label-free prior (and, marked ``reads_true_mask``, the priors that read the article's mask) at the budgets
+  whose forward costs bracket each learned cost — the tables interpolate between them per image, so a prior is
+  compared at exactly the learned placement's total GFLOPs;
+* ``glance_probe`` (budget 0) — a linear classifier on the policy's own glance features (fit on
+  ``probe_images`` train images): if the glance alone classified well, the positions would not be what helps;
+* ``images_per_s`` rows — the learned forward (glance + placement + SPoT) and the Isotropic SPoT forward at each
+  budget, timed side by side in interleaved rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from ..core.placement import ImageBatch, ImageStreams, make_placement, place
+from ..core.policy import PlacedSPoT, load_policy
+from ..data.evaluation import EvalData
+from ..measure import count_gflops, interleaved_times
+from ..results import input_checksums, parse_model_args
+from ..settings.learned import LearnedPlacementSettings
+from ..stats import encode_outcomes
+from ..weights.checkpoints import open_checkpoint
+from .protocol import Outcome, experiment, experiment_settings, model_arguments
+from .saliency import saliency_maps
+
+__all__ = ["COLUMNS", "forward_costs", "bracket", "run"]
+
+COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget", "metric", "value", "n_images", "seed",
+           "gflops", "placement_gflops", "reads_true_mask", "outcomes")
+
+
+def forward_costs(model, image_shape, max_budget: int) -> dict[int, float]:
+    """GFLOPs per image of the SPoT forward at every budget 1 … ``max_budget`` (Isotropic positions)."""
+    x = torch.zeros(1, *image_shape)
+    costs = {}
+    for m in range(1, max_budget + 1):
+        positions = place("isotropic", m, ImageBatch(tuple(image_shape[-2:]), 1))
+        costs[m] = count_gflops(lambda images, p=positions: model(images, p), x)
+    return costs
+
+
+def bracket(costs: dict[int, float], total: float) -> tuple[int, int]:
+    """The budgets (m1, m2 = m1 + 1) whose forward costs bracket ``total``: cost(m1) ≤ total < cost(m2)."""
+    below = [m for m, c in costs.items() if c <= total + 1e-12]
+    m1 = max(below) if below else 1
+    return m1, m1 + 1
+
+
+class _Scorer:
+    """One pass per placement over the split's images: per-image correctness of ``model`` at given positions."""
+
+    def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device):
+        self.data, self.settings, self.saliency, self.device = data, settings, saliency, device
+
+    def outcomes(self, model, positions_of, with_maps: bool = False) -> np.ndarray:
+        """``positions_of(images, indices, maps)`` → positions (``maps``: the images' saliency maps when
+        ``with_maps``, else None); the per-image 0/1 outcomes, in the split's order."""
+        out = []
+        with torch.inference_mode():
+            for images, y, indices in self.data.batches(self.settings.batch_size):
+                images = images.to(self.device)
+                maps = saliency_maps(self.data, indices, self.saliency) if with_maps else None
+                positions = positions_of(images, indices, maps).to(self.device)
+                out.append((model(images, positions.expand(len(images), -1, -1)).argmax(-1).cpu() == y).numpy())
+        return np.concatenate(out).astype(np.uint8)
+
+
+def _row(backbone, variant, placement, budget, outcomes, gflops, placement_gflops=0.0, seed=None, true_mask=False,
+         method="spot") -> dict:
+    return dict(experiment="learned_placement", backbone=backbone, variant=variant, method=method,
+                placement=placement, budget=budget, metric="acc1", value=100.0 * float(np.mean(outcomes)),
+                n_images=len(outcomes), seed=seed, gflops=gflops, placement_gflops=placement_gflops,
+                reads_true_mask=true_mask, outcomes=encode_outcomes(outcomes))
+
+
+def _policy_rows(scorer, backbone, variant, model, policy, costs, settings, tag="learned") -> tuple[list, dict]:
+    """The policy's rows at every budget (and, for this backbone's own policy, the shuffled control); returns the
+    rows and {budget: total GFLOPs} of the learned placement."""
+    x1 = next(scorer.data.batches(1))[0].to(scorer.device)
+    rows, totals = [], {}
+    perm = torch.from_numpy(np.random.default_rng(settings.shuffle_seed).permutation(scorer.data.n))
+    for m in settings.budgets:
+        glance = count_gflops(lambda images, m=m: policy.positions(images, m), x1)
+        totals[m] = glance + costs[m]
+        learned = scorer.outcomes(model, lambda images, idx, maps, m=m: policy.positions(images, m))
+        rows.append(_row(backbone, variant, tag, m, learned, totals[m], glance))
+        if tag == "learned":
+            every = _all_positions(scorer, policy, m)
+            shuffled = scorer.outcomes(model, lambda images, idx, maps, every=every: every[perm[_rows_of(idx, scorer)]])
+            rows.append(_row(backbone, variant, "learned_shuffled", m, shuffled, totals[m], glance))
+    return rows, totals
+
+
+def _rows_of(indices, scorer) -> torch.Tensor:
+    """The positions in the split's order of a batch's split indices."""
+    return torch.searchsorted(scorer.data.index, indices)
+
+
+def _all_positions(scorer, policy, m) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([policy.positions(images.to(scorer.device), m).cpu()
+                          for images, _, _ in scorer.data.batches(scorer.settings.batch_size)])
+
+
+def _prior_rows(scorer, backbone, model, costs, totals, settings) -> list:
+    """Every prior at the budgets around each learned total cost (and at the learned budgets themselves)."""
+    budgets = sorted({b for m, total in totals.items() for b in (m, *bracket(costs, total))})
+    rows = []
+    for spec, true_mask in [(p, False) for p in settings.priors] + [(p, True) for p in settings.true_mask]:
+        placement = make_placement(spec)
+        for seed in (settings.seeds if placement.random else [None]):
+            streams = None if seed is None else ImageStreams("spot-evaluate", seed, scorer.data.split)
+            for m in budgets:
+                def positions_of(images, idx, maps, m=m, placement=placement, streams=streams):
+                    batch = ImageBatch(tuple(images.shape[-2:]), len(images), saliency=maps, indices=idx.tolist())
+                    return place(placement, m, batch, streams)
+                outcomes = scorer.outcomes(model, positions_of, with_maps=placement.needs_saliency)
+                rows.append(_row(backbone, "spot", placement.label, m, outcomes, costs[m], seed=seed,
+                                 true_mask=true_mask))
+    return rows
+
+
+def _relevance_rows(scorer, backbone, model, costs, settings) -> list:
+    x1 = next(scorer.data.batches(1))[0].to(scorer.device)
+    rows = []
+    for spec in settings.relevance:
+        placement = make_placement(spec)
+        for m in settings.budgets:
+            def positions_of(images, idx, maps, m=m, placement=placement):
+                return place(placement, m, ImageBatch(tuple(images.shape[-2:]), len(images), images=images,
+                                                      model=model))
+            own = count_gflops(lambda images: positions_of(images, None, None), x1)
+            rows.append(_row(backbone, "spot", placement.label, m, scorer.outcomes(model, positions_of),
+                             own + costs[m], own))
+    return rows
+
+
+def _probe_row(data_root, spot_checkpoint, policy, test: EvalData, backbone, settings, device) -> dict:
+    """The glance alone: a logistic regression on the policy's convolution features of ``probe_images`` train
+    images, scored on the split."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = spot_checkpoint.normalisation
+
+    def features(data):
+        out, labels = [], []
+        with torch.inference_mode():
+            for images, y, _ in data.batches(settings.batch_size):
+                out.append(policy.features(policy.glance(images.to(device))).flatten(1).cpu())
+                labels.append(y)
+        return torch.cat(out).numpy(), torch.cat(labels).numpy()
+
+    train = EvalData.open(data_root, "train", mean=mean, std=std, limit=settings.probe_images,
+                          subset_seed=settings.subset_seed, img_size=spot_checkpoint.model.image_size[0])
+    fx, fy = features(train)
+    probe = LogisticRegression(max_iter=300).fit(fx, fy)
+    tx, ty = features(test)
+    outcomes = (probe.predict(tx) == ty).astype(np.uint8)
+    x1 = next(test.batches(1))[0].to(device)
+    glance = count_gflops(lambda images: policy.features(policy.glance(images)), x1)
+    return _row(backbone, "spot", "glance_probe", 0, outcomes, glance, glance, method="probe")
+
+
+def _timing_rows(model, policy, image_shape, backbone, settings, device) -> list:
+    """images/s of the learned forward and the Isotropic SPoT forward at each budget, timed side by side."""
+    images = torch.randn(settings.timing_batch, *image_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = []
+    for m in settings.budgets:
+        iso = place("isotropic", m, ImageBatch(tuple(image_shape[-2:]), 1)).to(device)
+        forwards = [lambda x, m=m: model(x, policy.positions(x, m)), lambda x, iso=iso: model(x, iso)]
+        times = interleaved_times(forwards, images, device, "float32", settings.warmup, settings.repeats)
+        for label, t in zip(("learned", "isotropic"), times):
+            rows.append(dict(experiment="learned_placement", backbone=backbone, variant="spot", method="spot",
+                             placement=label, budget=m, metric="images_per_s",
+                             value=settings.timing_batch / float(np.median(t)), n_images=settings.timing_batch,
+                             seed=None, gflops=math.nan, placement_gflops=math.nan, reads_true_mask=False,
+                             outcomes=""))
+    return rows
+
+
+def _models(args) -> dict:
+    models = parse_model_args(args.model)
+    if "spot" not in models or "policy" not in models:
+        raise ValueError("spot learned_placement needs --model spot=PATH (the SPoT model) and --model policy=PATH (its "
+                         "policy, trained by a task: place recipe); optional: joint=PATH, policy@<backbone>=PATH")
+    unknown = [n for n in models if n not in ("spot", "policy", "joint") and not n.startswith("policy@")]
+    if unknown:
+        raise ValueError(f"--model {unknown[0]!r}: accepted names are spot, policy, joint and policy@<backbone>")
+    return models
+
+
+def measure(models: dict, data_root, settings, saliency, device, backbone: str, log=print) -> list[dict]:
+    """Every row of the module docs for one backbone."""
+    spot_checkpoint = open_checkpoint(models["spot"], classifier=True, name="spot")
+    model = spot_checkpoint.model.to(device).eval()
+    mean, std = spot_checkpoint.normalisation
+    data = EvalData.open(data_root, settings.split, mean=mean, std=std, limit=settings.limit,
+                         subset_seed=settings.subset_seed, img_size=model.image_size[0])
+    scorer = _Scorer(data, settings, saliency, device)
+    image_shape = tuple(next(data.batches(1))[0].shape[1:])
+    policy = load_policy(models["policy"]).to(device)
+    costs = forward_costs(model, image_shape, 2 * max(settings.budgets) + 2)
+    rows, totals = _policy_rows(scorer, backbone, "spot", model, policy, costs, settings)
+    log(f"{backbone}: learned placement at {', '.join(map(str, settings.budgets))} tokens measured")
+    for name, path in models.items():
+        if name.startswith("policy@"):
+            rows += _policy_rows(scorer, backbone, "spot", model, load_policy(path).to(device), costs, settings,
+                                 tag=f"learned@{name.split('@', 1)[1]}")[0]
+    if "joint" in models:
+        joint = open_checkpoint(models["joint"], name="joint").model.to(device).eval()
+        if not isinstance(joint, PlacedSPoT):
+            raise ValueError(f"--model joint={models['joint']}: not a policy checkpoint (format placed_spot)")
+        rows += _policy_rows(scorer, backbone, "joint", joint.model, joint.policy, costs, settings,
+                             tag="learned_joint")[0]
+    rows += _prior_rows(scorer, backbone, model, costs, totals, settings)
+    rows += _relevance_rows(scorer, backbone, model, costs, settings)
+    rows.append(_probe_row(data_root, spot_checkpoint, policy, data, backbone, settings, device))
+    rows += _timing_rows(model, policy, image_shape, backbone, settings, device)
+    return rows
+
+
+@experiment("learned_placement", kind="learned_placement", columns=COLUMNS,
+            arguments=model_arguments("learned_placement", models="spot=PATH (the SPoT model), policy=PATH (its "
+                                      "learned policy), joint=PATH (a jointly tuned one, optional), "
+                                      "policy@<backbone>=PATH (another backbone's policy: transfer); repeatable"),
+            help="the learned placement against every prior, the relevance placement and its controls at equal "
+                 "total GFLOPs (per-image outcomes; the glance-alone probe; images/s)",
+            example="spot learned_placement --config config.yaml --backbone cls_in1k "
+                    "--model spot=models/cls_in1k_spot1.safetensors --model policy=models/cls_in1k_policy.safetensors "
+                    "--data results/embedded/data --out learned_placement/cls_in1k.csv")
+def run(args, config: dict) -> Outcome:
+    """``spot learned_placement``: the ``learned_placement:`` and ``saliency:`` sections on ``--model``'s models."""
+    models = {name: str(path) for name, path in _models(args).items()}
+    settings, saliency, device = experiment_settings(args, config, LearnedPlacementSettings, "learned_placement")
+    rows = measure(models, args.data, settings, saliency, device, args.backbone)
+    return Outcome(rows, settings={"learned_placement": dataclasses.asdict(settings),
+                                   "saliency": dataclasses.asdict(saliency), "backbone": args.backbone,
+                                   "models": models, "data": str(args.data)},
+                   inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
+                   device=device, summary=f" for {len(models)} model(s)")

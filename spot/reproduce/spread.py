@@ -1,0 +1,82 @@
+"""``spot spread``: each result row's training-seed spread, from runs that differ only in their training seeds.
+
+The training-seed presets (``config/embedded_seed1.yaml``, ``embedded_seed2.yaml``) train the embedded default's
+models again with other seeds and re-run every experiment on the same images with the same placement draws; their
+records and the default's match row for row on the key columns (:func:`spot.reproduce.compare.is_measured`). For every row
+present in all of them this writes ``seed_sd`` — the standard deviation of ``value`` over the runs (ddof = 1) — in
+the format ``spot compare --seed-spread`` reads (``file``, the key columns, ``seed_sd``; plus ``seed_mean``,
+``seed_min``, ``seed_max`` and ``n_runs`` for a reader), with a provenance sidecar naming every record it read with
+its sha256. Timing records (``throughput/``) are left out, as in the comparison.
+
+    spot spread results/embedded results/embedded_seed1 results/embedded_seed2 --out reference/embedded/seed_spread.csv
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .compare import (FILE, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number, _read_csv,
+                      _record_files, is_measured)
+from ..provenance import sha256_file
+from ..results import write_table
+
+__all__ = ["seed_spread", "configure_parser", "run_from_args"]
+
+
+def _file_spread(paths: list[Path], rel: str) -> pd.DataFrame:
+    """The spread of one record file over the runs' copies of it: one row per key present in every run."""
+    frames = [_read_csv(p) for p in paths]
+    keys = [c for c in frames[0].columns if not is_measured(c)]
+    if any([c for c in f.columns if not is_measured(c)] != keys for f in frames[1:]):
+        raise ValueError(f"{rel}: the runs' key columns differ ({', '.join(str(p) for p in paths)}); the spread needs "
+                         f"runs of the same code and preset family")
+    values = []
+    for i, frame in enumerate(frames):
+        keyed = _keyed(frame, keys)
+        keyed[f"value{i}"] = frame["value"].map(_number)
+        values.append(keyed.set_index(keys + [OCCURRENCE]))
+    joined = pd.concat(values, axis=1, join="inner")
+    runs = joined[[f"value{i}" for i in range(len(frames))]]
+    info = (runs.mean(axis=1), runs.min(axis=1), runs.max(axis=1), len(frames))
+    out = pd.DataFrame({SEED_SD: runs.std(axis=1, ddof=1), **dict(zip(SPREAD_INFO, info))})
+    out = out.reset_index()
+    if out[OCCURRENCE].max() > 0 if len(out) else False:
+        raise ValueError(f"{rel}: repeated keys; the spread cannot tell its rows apart")
+    return out.drop(columns=[OCCURRENCE]).assign(**{FILE: rel})
+
+
+def seed_spread(results_dirs: list) -> tuple[pd.DataFrame, dict]:
+    """(the spread rows of every record file present in all ``results_dirs``, {path: sha256} of what was read)."""
+    dirs = [Path(d) for d in results_dirs]
+    if len(dirs) < 3:
+        raise ValueError(f"a spread needs at least 3 runs (the default and two training-seed presets), got {len(dirs)}")
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no results folder {', '.join(missing)}: run those presets first (snakemake --cores "
+                                f"2 --configfile config/embedded_seed1.yaml …)")
+    common = set.intersection(*(_record_files(d) for d in dirs))
+    rels = sorted(r for r in common if r.split("/")[0] not in NOT_COMPARED)
+    frames, read = [], {}
+    for rel in rels:
+        paths = [d / rel for d in dirs]
+        frames.append(_file_spread(paths, rel))
+        read.update({str(p): sha256_file(p) for p in paths})
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[FILE, SEED_SD])
+    first = [FILE] + [c for c in frame.columns if c not in (FILE, SEED_SD, *SPREAD_INFO)]
+    return frame[first + [SEED_SD, *SPREAD_INFO]], read
+
+
+def configure_parser(p) -> None:
+    p.add_argument("results", nargs="+", help="the runs' results folders (results/embedded results/embedded_seed1 …)")
+    p.add_argument("--out", required=True, help="the spread CSV to write (its provenance goes to the .json beside it)")
+
+
+def run_from_args(args) -> int:
+    frame, read = seed_spread(args.results)
+    inputs = {f"result:{path}": {"path": path, "sha256": sha} for path, sha in read.items()}
+    write_table(frame.to_dict("records"), args.out, config={"runs": list(args.results)}, inputs=inputs)
+    wide = frame[frame[SEED_SD] > 0]
+    print(f"{len(frame)} rows of {frame[FILE].nunique()} record files in {args.out}; {len(wide)} vary across seeds "
+          f"(median seed_sd {wide[SEED_SD].median() if len(wide) else 0:.2f})")
+    return 0

@@ -1,0 +1,1 @@
+"""Tests of spot.experiments.oracle, one module per module of the package."""

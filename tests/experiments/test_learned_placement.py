@@ -1,0 +1,118 @@
+"""spot learned_placement: the learned placement's rows, its controls and costs, on tiny models trained here on
+real Fashion-MNIST canvases."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from helpers import make_canvas, spot_command, tiny_recipe
+
+import spot
+from spot.data.evaluation import EvalData
+from spot.data.fmnist import CanvasConfig
+from spot.experiments.learned_placement import bracket, forward_costs
+from spot.stats import decode_outcomes
+from spot.train import train
+from spot.train.recipes import recipe_from_dict
+from spot.weights.checkpoints import load_trained
+
+QUIET = dict(log=lambda *_: None, progress=False)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def canvas(tmp_path_factory):
+    return make_canvas(tmp_path_factory, 500, 120, CanvasConfig(val_size=100))[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, canvas):
+    """A grid ViT, its SPoT retrofit, a policy for it (frozen) and a jointly tuned one."""
+    d = tmp_path_factory.mktemp("models")
+
+    def run(name, recipe, parent=None):
+        train(recipe_from_dict(recipe, name), data_root=canvas, out=d / f"{name}.safetensors",
+              state_dir=d / f"state_{name}", parent=parent, **QUIET)
+        return d / f"{name}.safetensors"
+
+    vit = run("vit", tiny_recipe(epochs=1))
+    spot = run("spot", tiny_recipe(epochs=1, init="parent", tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36)),
+               vit)
+    place = dict(task="place", init="parent", tokens=dict(mode="subpixel", budget="choices", choices=[4, 9]),
+                 optimizer=dict(lr=2e-2, weight_decay=0.0), place=dict(policy=dict(glance=12, channels=[4, 8])))
+    policy = run("policy", tiny_recipe(**{"epochs": 1, **place}), spot)
+    joint = run("joint", tiny_recipe(**{"epochs": 1, **place, "place": dict(place["place"], tune="joint")}), spot)
+    return dict(spot=spot, policy=policy, joint=joint)
+
+
+def _config(tmp_path):
+    config = {"learned_placement": dict(budgets=[4, 9], limit=60, batch_size=30, probe_images=200,
+                                        relevance=[{"name": "relevance", "coarse": 4}], timing_batch=8, repeats=2,
+                                        warmup=0, seeds=[0, 1]),
+              "saliency": {"source": "article_mask"}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_every_row_with_its_cost_and_outcomes(tmp_path, canvas, models):
+    out = tmp_path / "lp.csv"
+    spot_command("learned_placement", "--config", _config(tmp_path), "--backbone", "cls_in1k",
+                 "--model", f"spot={models['spot']}", "--model", f"policy={models['policy']}",
+                 "--model", f"joint={models['joint']}", "--model", f"policy@other={models['policy']}",
+                 "--data", canvas, "--out", out)
+    rows = pd.read_csv(out)
+    acc = rows[rows.metric == "acc1"]
+    assert set(acc.placement) >= {"learned", "learned_shuffled", "learned@other", "learned_joint", "isotropic",
+                                  "center", "uniform", "salient", "relevance(coarse=4)", "glance_probe"}
+    assert (acc.n_images == 60).all() and acc.value.between(0, 100).all()
+    for _, r in acc.iterrows():  # the value is the mean of the row's own per-image outcomes
+        assert r.value == pytest.approx(100 * decode_outcomes(r.outcomes, 60).mean())
+    learned = acc[acc.placement == "learned"].set_index("budget")
+    assert (learned.placement_gflops > 0).all() and (learned.gflops > learned.placement_gflops).all()
+    iso = acc[acc.placement == "isotropic"].set_index("budget")
+    # each learned cost is bracketed by two measured budgets of every prior, which cost no more than the forward
+    for m, r in learned.iterrows():
+        below, above = iso[iso.gflops <= r.gflops], iso[iso.gflops > r.gflops]
+        assert len(below) and len(above)
+    assert acc[acc.placement == "salient"].reads_true_mask.all()
+    assert not acc[acc.placement == "center"].reads_true_mask.any()
+    assert set(acc[acc.placement == "uniform"].seed) == {0, 1} and acc[acc.placement == "isotropic"].seed.isna().all()
+    assert rows[(rows.metric == "images_per_s")].value.gt(0).all()
+    assert json.loads(out.with_suffix(".json").read_text())["provenance"]["config"]["learned_placement"]["budgets"] == [4, 9]
+
+
+def test_the_policy_rows_are_the_policys_own_positions(tmp_path, canvas, models):
+    """The learned row's outcomes are those of the stored model run at its policy's positions (recomputed here)."""
+    out = tmp_path / "lp.csv"
+    spot_command("learned_placement", "--config", _config(tmp_path), "--backbone", "b", "--model",
+                 f"spot={models['spot']}", "--model", f"policy={models['policy']}", "--data", canvas, "--out", out)
+    rows = pd.read_csv(out)
+    placed = load_trained(models["policy"])
+    data = EvalData.open(canvas, "test", mean=(0.1,), std=(0.25,), limit=60, img_size=48)
+    x, y, _ = next(data.batches(60))
+    with torch.no_grad():
+        expected = (placed(x, num_tokens=9).argmax(-1) == y).numpy()
+    r = rows[(rows.placement == "learned") & (rows.budget == 9)].iloc[0]
+    assert np.array_equal(decode_outcomes(r.outcomes, 60).astype(bool), expected)
+
+
+def test_costs_and_brackets():
+    costs = {1: 1.0, 2: 2.0, 3: 3.0}
+    assert bracket(costs, 2.5) == (2, 3) and bracket(costs, 2.0) == (2, 3) and bracket(costs, 0.5) == (1, 2)
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=48, patch_size=8, in_chans=1, num_classes=10,
+                            embed_dim=32, depth=2, num_heads=2)
+    c = forward_costs(spot.SPoTViT.from_timm(vit).eval(), (1, 48, 48), 6)  # the forward's cost grows with m
+    assert all(c[m] < c[m + 1] for m in range(1, 6))
+
+
+def test_the_models_it_needs_are_named(tmp_path, canvas, models):
+    with pytest.raises(ValueError, match="needs --model spot=PATH"):
+        spot_command("learned_placement", "--config", _config(tmp_path), "--model", f"spot={models['spot']}",
+                     "--data", canvas, "--out", tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="accepted names"):
+        spot_command("learned_placement", "--config", _config(tmp_path), "--model", f"spot={models['spot']}",
+                     "--model", f"policy={models['policy']}", "--model", f"other={models['spot']}",
+                     "--data", canvas, "--out", tmp_path / "x.csv")

@@ -1,1 +1,0 @@
-"""Tests of spot.oracle, one module per module of the package."""

@@ -1,0 +1,226 @@
+"""``spot compare``: synthetic run and reference roots, compared row by row, findings and tables."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spot.app.cli import main
+from spot.reproduce.compare import RELATIVE_EXACT, compare, is_measured, render_markdown
+from spot.stats import outcome_columns
+
+N_IMAGES = 2000
+PRESET = "embedded"
+
+
+def _outcomes(seed=0, p=0.6):
+    return np.random.default_rng(seed).random(N_IMAGES) < p
+
+
+def _flip(bits, up: int, down: int):
+    """``bits`` with ``up`` wrong images made right and ``down`` right ones made wrong."""
+    out = bits.copy()
+    out[np.flatnonzero(~bits)[:up]] = True
+    out[np.flatnonzero(bits)[:down]] = False
+    return out
+
+
+def _write(path, rows, commit="c0ffee", cpu="Test CPU"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    prov = {"code": {"git_commit": commit, "git_dirty": False}, "device": {"type": "cpu", "cpu": cpu, "isa": "avx2"}}
+    path.with_suffix(".json").write_text(json.dumps({"provenance": prov}))
+
+
+def make_root(root, *, acc=None, gflops=1.2345678, findings="holds", knn_ci=None, commit="c0ffee"):
+    """A root with evaluation (two acc1 rows with outcomes, a kNN row with a CI only), pruning (an exact gflops row),
+    throughput, a findings table and table5."""
+    acc = acc if acc is not None else {4: _outcomes(0), 9: _outcomes(1)}
+    res = root / "results" / PRESET
+    base = {"experiment": "evaluation", "backbone": "cls_in1k", "variant": "spot", "placement": "isotropic",
+            "seed": 0, "split": "val"}
+    rows = [{**base, "budget": b, "metric": "acc1", **outcome_columns(bits)} for b, bits in acc.items()]
+    knn = knn_ci or {"value": 55.0, "n_images": N_IMAGES, "ci_low": 52.8, "ci_high": 57.2}
+    rows.append({**base, "budget": 4, "metric": "knn", **knn})
+    _write(res / "evaluation" / "cls_in1k.csv", rows, commit=commit)
+    _write(res / "pruning" / "cls_in1k.csv", [{"backbone": "cls_in1k", "method": "spot_ad", "keep_ratio": 0.7,
+                                               "metric": "gflops", "value": gflops}], commit=commit)
+    _write(res / "throughput" / "cls_in1k.csv", [{"backbone": "cls_in1k", "budget": 4, "metric": "images_per_s",
+                                                  "value": 1000.0 + (commit != "c0ffee")}], commit=commit)
+    figures = root / "paper_figures" / PRESET
+    figures.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"Finding": "SPoT beats the grid", "Scope": "4 tokens", "Verdict": findings},
+                  {"Finding": "SPoT beats the grid", "Scope": "36 tokens", "Verdict": "holds"}]).to_csv(
+        figures / "findings.csv", index=False)
+    pd.DataFrame([{"Model": "SPoT", "4 Tok. Acc@1 (%)": rows[0]["value"]}]).to_csv(figures / "table5.csv",
+                                                                                  index=False)
+    return root
+
+
+def _compare(tmp_path, capsys, *extra, **run_kwargs):
+    """``spot compare RUN REFERENCE`` on a run made with ``run_kwargs`` and the default reference: (exit, report)."""
+    make_root(tmp_path / "ref")
+    make_root(tmp_path / "run", **run_kwargs)
+    code = main(["compare", str(tmp_path / "run"), str(tmp_path / "ref"), "--out", str(tmp_path / "report.md"),
+                 *extra])
+    capsys.readouterr()
+    return code, re.sub(" +", " ", (tmp_path / "report.md").read_text())  # markdown tables' padding squashed
+
+
+def _verdicts(tmp_path, **run_kwargs):
+    make_root(tmp_path / "ref")
+    make_root(tmp_path / "run", **run_kwargs)
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    return c, {(r["file"].split("/")[0], r["row"]): r for r in c.rows.to_dict("records")}
+
+
+def test_measured_columns():
+    assert all(is_measured(c) for c in ("value", "outcomes", "ci_low", "wall_time_s", "ms_per_batch"))
+    assert not any(is_measured(c) for c in ("budget", "n_images", "keep_ratio", "grid_tokens", "metric"))
+
+
+def test_identical_runs(tmp_path, capsys):
+    code, report = _compare(tmp_path, capsys, "--html", str(tmp_path / "report.html"))
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    assert code == 0 and set(c.rows["verdict"]) == {"identical"} and len(c.rows) == 4
+    assert "**REPRODUCED**" in report and "c0ffee (3 files)" in report and "Test CPU avx2" in report
+    assert "throughput/cls_in1k.csv | not compared: timings vary by machine" in report
+    assert "table5.csv | byte-identical" in report
+    assert "<table" in (tmp_path / "report.html").read_text()
+
+
+def test_few_images_within_many_beyond(tmp_path, capsys):
+    base = _outcomes(0)
+    c, rows = _verdicts(tmp_path, acc={4: _flip(base, up=3, down=2), 9: _flip(_outcomes(1), up=100, down=0)})
+    few, many = rows[("evaluation", "budget=4, metric=acc1")], rows[("evaluation", "budget=9, metric=acc1")]
+    assert few["verdict"] == "within" and few["tolerance_used"] == "paired outcomes"
+    assert few["difference"] == pytest.approx(100 * 1 / N_IMAGES)
+    assert many["verdict"] == "beyond" and many["difference"] == pytest.approx(100 * 100 / N_IMAGES)
+    table5 = c.tables.set_index("table").loc["table5.csv"]
+    assert table5["status"] == "differs" and table5["differing numeric cells"] == 1
+    assert table5["largest abs difference"] == pytest.approx(100 * 1 / N_IMAGES)
+    code, report = _compare(tmp_path, capsys, acc={4: _flip(base, up=3, down=2), 9: _flip(_outcomes(1), 100, 0)})
+    assert code == 1 and "**NOT REPRODUCED**" in report
+    beyond = report.split("## Rows beyond tolerance")[1].split("##")[0]
+    assert "budget=9, metric=acc1" in beyond and "budget=4, metric=acc1" not in beyond
+
+
+def test_unpaired_ci_row(tmp_path):
+    _, rows = _verdicts(tmp_path, knn_ci={"value": 55.5, "n_images": N_IMAGES, "ci_low": 53.3, "ci_high": 57.7})
+    knn = rows[("evaluation", "budget=4, metric=knn")]
+    assert knn["tolerance_used"] == "unpaired CIs" and knn["verdict"] == "within"
+    assert knn["tolerance"] == pytest.approx(np.hypot(2.2, 2.2))
+
+
+def test_exact_row(tmp_path):
+    _, rows = _verdicts(tmp_path, gflops=1.2345678 * (1 + 1e-6))
+    assert rows[("pruning", "backbone=cls_in1k, method=spot_ad, keep_ratio=0.7, metric=gflops")]["verdict"] == "beyond"
+    _, rows = _verdicts(tmp_path, gflops=1.2345678 * (1 + RELATIVE_EXACT / 10))
+    row = rows[("pruning", "backbone=cls_in1k, method=spot_ad, keep_ratio=0.7, metric=gflops")]
+    assert row["verdict"] == "within" and row["tolerance_used"] == "exact"
+
+
+def test_flipped_finding_first(tmp_path, capsys):
+    code, report = _compare(tmp_path, capsys, findings="fails")
+    assert code == 1
+    assert report.index("⚠ Flipped findings (1)") < report.index("## Records per file")
+    assert "| SPoT beats the grid | 4 tokens | fails |" in report and "36 tokens" not in report.split("## Records")[0]
+
+
+def test_seed_spread_widens(tmp_path, capsys):
+    acc = {4: _outcomes(0), 9: _flip(_outcomes(1), up=100, down=0)}
+    spread = tmp_path / "spread.csv"
+    pd.DataFrame([{"file": "evaluation/cls_in1k.csv", "budget": 9, "metric": "acc1", "seed_sd": 3.0}]).to_csv(
+        spread, index=False)
+    assert _compare(tmp_path, capsys, acc=acc)[0] == 1
+    code, report = _compare(tmp_path, capsys, "--seed-spread", str(spread), acc=acc)
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET, seed_spread=spread)
+    row = c.rows[c.rows["row"] == "budget=9, metric=acc1"].iloc[0]
+    assert code == 0 and row["verdict"] == "within" and row["tolerance_used"] == "paired outcomes + seed spread"
+    assert (c.rows["tolerance_used"] == "paired outcomes + seed spread").sum() == 1  # only the row it names
+
+
+def test_missing_root(tmp_path, capsys):
+    make_root(tmp_path / "ref")
+    code = main(["compare", str(tmp_path / "nothing"), str(tmp_path / "ref")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no results/embedded/" in err and "reference/embedded" in err
+    assert main(["compare", str(tmp_path / "ref"), str(tmp_path / "ref"), "--preset", "smoke"]) == 2
+
+
+def test_rows_on_one_side_and_changed_table(tmp_path):
+    make_root(tmp_path / "ref")
+    make_root(tmp_path / "run", acc={4: _flip(_outcomes(0), 2, 2), 18: _outcomes(2)})
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    assert sorted(c.unmatched["side"]) == ["reference", "run"]
+    table5 = c.tables.set_index("table").loc["table5.csv"]
+    assert table5["status"] == "byte-identical"  # same value: two images flipped each way
+    text = render_markdown(c)
+    assert "budget=18, metric=acc1" in text.split("## Rows on one side only")[1]
+
+
+def test_spread_of_three_seed_runs_feeds_compare(tmp_path):
+    """spot spread: the standard deviation of each row over three runs, in the --seed-spread format that compare
+    reads back; a row that moved by less than the seeds do is within tolerance only with the spread."""
+    from spot.reproduce.spread import seed_spread
+
+    roots = [make_root(tmp_path / f"seed{i}", acc={4: _flip(_outcomes(0), 60 * i, 0), 9: _outcomes(1)})
+             for i in range(3)]
+    frame, read = seed_spread([r / "results" / PRESET for r in roots])
+    assert set(frame["file"]) == {"evaluation/cls_in1k.csv", "pruning/cls_in1k.csv"}  # throughput left out
+    four = frame[(frame.metric == "acc1") & (frame.budget.astype(float) == 4)].iloc[0]
+    values = [100 * _flip(_outcomes(0), 60 * i, 0).mean() for i in range(3)]
+    assert four["seed_sd"] == pytest.approx(np.std(values, ddof=1)) and four["n_runs"] == 3
+    assert frame[(frame.metric == "acc1") & (frame.budget.astype(float) == 9)].iloc[0]["seed_sd"] == 0
+    assert len(read) == 2 * 3
+    spread_csv = tmp_path / "spread.csv"
+    assert main(["spread", *(str(r / "results" / PRESET) for r in roots), "--out", str(spread_csv)]) == 0
+    run = make_root(tmp_path / "run", acc={4: _flip(_outcomes(0), 100, 0), 9: _outcomes(1)})
+    assert main(["compare", str(run), str(roots[0]), "--preset", PRESET]) == 1  # 100 images more: beyond
+    assert main(["compare", str(run), str(roots[0]), "--preset", PRESET, "--seed-spread", str(spread_csv)]) == 0
+    with pytest.raises(ValueError, match="at least 3 runs"):
+        seed_spread([roots[0] / "results" / PRESET] * 2)
+
+
+def test_a_paper_preset_run_against_the_papers_published_numbers(tmp_path):
+    """`spot compare RUN paper`: every published cell found in the run's table by its row keys and column; within the
+    paper's tolerance, beyond it when moved by more; cells the run lacks are `not in run`, never a pass."""
+    from spot.reproduce.compare import compare_paper
+    from spot.paper.published import published_cells, tolerance
+
+    cells = published_cells()
+    t8 = cells[(cells.table == "table8") & cells.counterpart.astype(bool)]
+    rows = {}
+    for _, c in t8.iterrows():
+        key = json.loads(c["row_key"])
+        rows.setdefault(json.dumps(key, sort_keys=True), dict(key))[c["column"]] = c["value"]
+    frame = pd.DataFrame(list(rows.values()))
+    moved = t8.iloc[0]
+    key0 = json.loads(moved["row_key"])
+    hit = (frame[list(key0)] == pd.Series(key0)).all(axis=1)
+    frame.loc[hit, moved["column"]] = moved["value"] + 3 * tolerance(moved)
+    figures = tmp_path / "paper_figures" / "paper"
+    figures.mkdir(parents=True)
+    frame.to_csv(figures / "table8.csv", index=False)
+    out = compare_paper(tmp_path, "paper")
+    mine = out[out["paper table"] == moved["paper_table"]]
+    assert (mine["verdict"] == "beyond").sum() == 1 and (mine["verdict"] == "within").sum() == len(t8) - 1
+    assert (out[out["paper table"] != moved["paper_table"]]["verdict"].isin(["not in run", "no counterpart"])).all()
+    assert main(["compare", str(tmp_path), "paper", "--preset", "paper"]) == 1
+    frame.loc[hit, moved["column"]] = moved["value"]
+    frame.to_csv(figures / "table8.csv", index=False)
+    assert main(["compare", str(tmp_path), "paper", "--preset", "paper"]) == 0
+
+
+def test_a_finding_on_one_side_only_is_listed_not_an_error(tmp_path):
+    """A run of a newer commit evaluates a finding the reference did not have: listed as "run only"."""
+    make_root(tmp_path / "ref")
+    make_root(tmp_path / "run")
+    findings = tmp_path / "run" / "paper_figures" / PRESET / "findings.csv"
+    frame = pd.read_csv(findings)
+    pd.concat([frame, pd.DataFrame([{"Finding": "A new finding", "Scope": "all", "Verdict": "holds"}])]).to_csv(
+        findings, index=False)
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    assert c.findings_one_side.to_dict("records") == [{"Finding": "A new finding", "Scope": "all", "side": "run only"}]
