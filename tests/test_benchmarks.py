@@ -1,5 +1,7 @@
 """The benchmark scripts keep running (tiny settings; what they print is read by a person, never timed here)."""
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +69,15 @@ def test_train_step_reports_each_variant_against_the_matmul_peak(capsys, one_thr
     for r in rows:  # achieved GFLOP/s (share of the peak in %)
         achieved, share = r[4].split(" (")
         assert float(achieved) > 0 and share.endswith("%)")
+
+
+def test_import_cost_times_the_three_kinds_of_import(capsys):
+    """The DAG build's and a notebook's imports run without torch (the torch-free layers), a model's with it."""
+    cost = _load("import_cost")
+    assert cost.main(["--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  median")[0].strip() for line in lines] == list(cost.IMPORTS)
+    probe = "import sys; {}; print('torch._C' in sys.modules)"
+    loaded = [subprocess.run([sys.executable, "-c", probe.format(code)], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip() for code in cost.IMPORTS.values()]
+    assert loaded == ["False", "False", "True"]
