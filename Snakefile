@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/experiments.smk"
 include: "workflow/rules/pruning.smk"
+include: "workflow/rules/learned.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/compare.smk"
 

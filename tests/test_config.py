@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from weights.test_official import release_state, save
 
 from spot.config import add_config_arguments, config_from_args, load_config, load_configs
 
@@ -221,14 +222,15 @@ def test_command_line_values_are_read_as_yaml():
 def test_every_section_of_every_preset_builds_the_commands_settings(preset):
     """spot.config.check_sections builds what each command builds: every shipped preset passes, and its schema check
     too."""
-    from spot.config import check_finite, check_schema, check_sections
+    from spot.config import SECTION_SETTINGS, check_finite, check_schema, check_sections
 
     config = load_config(ROOT / preset)
     check_schema(config, yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text()))
     check_finite(config)
     unused = () if any((config["pruning"].get("models") or {}).values()) else ("pruning",)
     settings = check_sections(config, unused=unused)
-    assert set(settings) == {"evaluation", "oracle", "transfer", "throughput", "saliency", "pruning"}
+    assert set(settings) == set(SECTION_SETTINGS) == {"evaluation", "oracle", "transfer", "throughput", "saliency",
+                                                      "pruning", "learned_placement"}
 
 
 def test_schema_errors_are_one_line_naming_the_key_and_what_is_accepted():
@@ -400,8 +402,6 @@ def test_names_are_wildcard_constraints_matched_literally(workdir):
 def test_a_quoted_path_with_a_space_and_a_semicolon_runs(workdir):
     """Not only printed quoted: the official-checkpoint job really runs on `release dir/a;b.pth` and records that
     file, and nothing after the `;` is executed."""
-    from test_official import release_state, save
-
     from spot.provenance import sha256_file
 
     release = workdir / "release run"

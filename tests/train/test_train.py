@@ -6,6 +6,7 @@ import signal
 
 import pytest
 import torch
+from data.test_imagenet import make_devkit, make_train, make_val
 from helpers import make_canvas
 
 from spot.data.fmnist import CanvasConfig
@@ -419,7 +420,6 @@ def test_no_cpu_recipe_is_merged_over_a_paper_recipe():
 def test_paper_retrofit_recipe_runs_on_fake_imagenet(tmp_path):
     """Table 7a's recipe (timm RRC + RandAugment, mixup/cutmix, LLRD) end to end on tiny archives in the real
     ILSVRC-2012 layout, with the model and batch scaled down."""
-    from test_imagenet import make_devkit, make_train, make_val
 
     from spot.data.imagenet import prepare_imagenet
     from spot.weights.backbones import create_backbone

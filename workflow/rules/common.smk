@@ -454,3 +454,20 @@ def result_files(kind):
 def artifact_inputs(name):
     """{kind: [files]} of what table or figure ``name`` reads."""
     return {kind: result_files(kind) for kind in ARTIFACTS[name].reads}
+
+
+# -- the learned placement (ours): the policy recipes and a backbone's learned_placement inputs
+
+LEARNED = config["learned_placement"]
+POLICY_RECIPES = {"policy": LEARNED["recipe"], **({"policy_joint": LEARNED["joint_recipe"]}
+                                                  if LEARNED.get("joint_recipe") else {})}
+
+
+def learned_inputs(backbone):
+    """--model NAME=PATH of one backbone's learned_placement job: its SPoT model, its policies, the others' policy."""
+    models = {"spot": spot_model(backbone), "policy": f"{RESULTS}/models/{backbone}_policy.safetensors"}
+    if "policy_joint" in POLICY_RECIPES:
+        models["joint"] = f"{RESULTS}/models/{backbone}_policy_joint.safetensors"
+    models.update({f"policy@{other}": f"{RESULTS}/models/{other}_policy.safetensors"
+                   for other in MODELS if other != backbone})
+    return models
