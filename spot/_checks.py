@@ -81,3 +81,28 @@ def num_tokens_value(num_tokens, maximum: int | None = None, what: str = "") -> 
     if maximum is not None and num_tokens > maximum:
         raise ValueError(f"num_tokens must be ≤ {maximum}{what}, got {num_tokens}")
     return num_tokens
+
+
+def integer(value, name: str, minimum: int = 1, meaning: str = "") -> int:
+    """``value`` an ``int`` (not a bool) ≥ ``minimum``; ``meaning`` is appended to the message, e.g. " (pixels)"."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}{meaning}, got {value!r}")
+    return value
+
+
+def number(value, name: str, *, above=None, at_least=None, below=None, meaning: str = "") -> float:
+    """``value`` a real number (not a bool) with ``value > above``, ``value ≥ at_least`` and ``value < below`` (each
+    bound optional); the message states the accepted range, e.g. "floor must be a number in [0, 1)"."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least) \
+        and (below is None or value < below)
+    if not ok:
+        if at_least is not None and below is not None:
+            bounds = f"in [{at_least}, {below})"
+        elif above is not None and below is not None:
+            bounds = f"in ({above}, {below})"
+        else:
+            bounds = " and ".join(b for b in (above is not None and f"> {above}", at_least is not None and
+                                              f"≥ {at_least}", below is not None and f"< {below}") if b)
+        raise ValueError(f"{name} must be a number {bounds}{meaning}, got {value!r}")
+    return float(value)

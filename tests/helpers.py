@@ -102,6 +102,10 @@ def spot_command(*argv):
     return args.func(args)
 
 
+RETROFIT = dict(init="parent", epochs=1, tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36))  # tiny_recipe's
+# changes that retrofit a trained tiny grid ViT into a SPoT model (4 … 36 tokens)
+
+
 def tiny_recipe(**changes) -> dict:
     """A recipe for a tiny grid ViT-N/8 (32 dims, 2 blocks) on 400 canvases: seconds to train; ``changes`` replace
     whole top-level keys."""

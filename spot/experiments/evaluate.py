@@ -70,7 +70,7 @@ from ..weights.checkpoints import open_checkpoint
 from ..core.models import PatchDropoutViT
 from .saliency import SaliencySettings
 from ..data.evaluation import EvalData
-from .saliency import saliency_maps
+from .saliency import SaliencyMemo
 import pandas as pd
 
 __all__ = ["KnnSettings", "EvaluationSettings", "METHODS", "COLUMNS", "knn_classify", "evaluate_models",
@@ -204,9 +204,7 @@ class _Context:
         self.log = log
         self._data: dict = {}
         self.normalisation: dict = {}  # variant → [mean, std] its images were normalised with
-        self._maps: dict = {}
-        self._map_bytes = 0
-        self.map_budget = 1 << 30  # keep at most ~1 GiB of saliency maps in memory (the rest is recomputed)
+        self.saliency = SaliencyMemo(saliency_settings)  # at most ~1 GiB of maps kept in memory
 
     def data(self, entry: "_Entry", split: str, limit):
         mean, std = entry.checkpoint.normalisation
@@ -221,18 +219,6 @@ class _Context:
     def subsets(self) -> dict:
         """{split: how its images were chosen} of every split opened so far (for the provenance)."""
         return {d.split: d.subset for d in self._data.values()}
-
-    def saliency(self, data, indices: torch.Tensor, image_size) -> torch.Tensor:
-        """(B, H, W) maps of the images ``indices``, cached in memory up to ``map_budget`` bytes."""
-
-        key = (str(data.root), data.split, tuple(image_size), int(indices[0]), int(indices[-1]), len(indices))
-        if key in self._maps:
-            return self._maps[key]
-        maps = saliency_maps(data, indices, self.saliency_settings).detach().cpu().float()
-        if self._map_bytes + maps.numel() * 4 <= self.map_budget:
-            self._maps[key] = maps
-            self._map_bytes += maps.numel() * 4
-        return maps
 
     def autocast(self):
         if self.device.type == "cuda" and self.settings.autocast == "bfloat16":
@@ -302,7 +288,7 @@ def _encode(ctx: _Context, net, data, group: list[_Measurement], patch, want_log
     labels = []
     needs_saliency = any(meas.needs_saliency for meas in group)
     for images, y, indices in data.batches(ctx.settings.batch_size):
-        saliency = ctx.saliency(data, indices, images.shape[-2:]) if needs_saliency else None
+        saliency = ctx.saliency(data, indices) if needs_saliency else None
         images = images.to(ctx.device, non_blocking=True)
         labels.append(y.to(ctx.device))
         for i, meas in enumerate(group):

@@ -37,7 +37,7 @@ from ..settings.learned import LearnedPlacementSettings
 from ..stats import encode_outcomes
 from ..weights.checkpoints import open_checkpoint
 from .protocol import Outcome, experiment, experiment_settings, model_arguments
-from .saliency import saliency_maps
+from .saliency import SaliencyMemo
 
 __all__ = ["COLUMNS", "forward_costs", "bracket", "run"]
 
@@ -66,19 +66,28 @@ class _Scorer:
     """One pass per placement over the split's images: per-image correctness of ``model`` at given positions."""
 
     def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device):
-        self.data, self.settings, self.saliency, self.device = data, settings, saliency, device
+        self.data, self.settings, self.device = data, settings, device
+        self.maps = SaliencyMemo(saliency)
 
     def outcomes(self, model, positions_of, with_maps: bool = False) -> np.ndarray:
-        """``positions_of(images, indices, maps)`` → positions (``maps``: the images' saliency maps when
-        ``with_maps``, else None); the per-image 0/1 outcomes, in the split's order."""
+        """``positions_of(images, rows, maps)`` → positions (``rows``: the batch's rows in the split's order;
+        ``maps``: the images' saliency maps when ``with_maps``, else None); the per-image 0/1 outcomes, in the
+        split's order."""
         out = []
         with torch.inference_mode():
             for images, y, indices in self.data.batches(self.settings.batch_size):
                 images = images.to(self.device)
-                maps = saliency_maps(self.data, indices, self.saliency) if with_maps else None
-                positions = positions_of(images, indices, maps).to(self.device)
+                maps = self.maps(self.data, indices) if with_maps else None
+                rows = torch.searchsorted(self.data.index, indices)
+                positions = positions_of(images, rows, maps).to(self.device)
                 out.append((model(images, positions.expand(len(images), -1, -1)).argmax(-1).cpu() == y).numpy())
         return np.concatenate(out).astype(np.uint8)
+
+    def positions(self, positions_of) -> torch.Tensor:
+        """``positions_of(images)`` of every image of the split, in its order (on the CPU)."""
+        with torch.inference_mode():
+            return torch.cat([positions_of(images.to(self.device)).cpu()
+                              for images, _, _ in self.data.batches(self.settings.batch_size)])
 
 
 def _row(backbone, variant, placement, budget, outcomes, gflops, placement_gflops=0.0, seed=None, true_mask=False,
@@ -98,24 +107,13 @@ def _policy_rows(scorer, backbone, variant, model, policy, costs, settings, tag=
     for m in settings.budgets:
         glance = count_gflops(lambda images, m=m: policy.positions(images, m), x1)
         totals[m] = glance + costs[m]
-        learned = scorer.outcomes(model, lambda images, idx, maps, m=m: policy.positions(images, m))
+        every = scorer.positions(lambda images: policy.positions(images, m))  # once per budget, in the split's order
+        learned = scorer.outcomes(model, lambda images, rows_, maps, every=every: every[rows_])
         rows.append(_row(backbone, variant, tag, m, learned, totals[m], glance))
         if tag == "learned":
-            every = _all_positions(scorer, policy, m)
-            shuffled = scorer.outcomes(model, lambda images, idx, maps, every=every: every[perm[_rows_of(idx, scorer)]])
+            shuffled = scorer.outcomes(model, lambda images, rows_, maps, every=every: every[perm[rows_]])
             rows.append(_row(backbone, variant, "learned_shuffled", m, shuffled, totals[m], glance))
     return rows, totals
-
-
-def _rows_of(indices, scorer) -> torch.Tensor:
-    """The positions in the split's order of a batch's split indices."""
-    return torch.searchsorted(scorer.data.index, indices)
-
-
-def _all_positions(scorer, policy, m) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.cat([policy.positions(images.to(scorer.device), m).cpu()
-                          for images, _, _ in scorer.data.batches(scorer.settings.batch_size)])
 
 
 def _prior_rows(scorer, backbone, model, costs, totals, settings) -> list:
@@ -127,8 +125,9 @@ def _prior_rows(scorer, backbone, model, costs, totals, settings) -> list:
         for seed in (settings.seeds if placement.random else [None]):
             streams = None if seed is None else ImageStreams("spot-evaluate", seed, scorer.data.split)
             for m in budgets:
-                def positions_of(images, idx, maps, m=m, placement=placement, streams=streams):
-                    batch = ImageBatch(tuple(images.shape[-2:]), len(images), saliency=maps, indices=idx.tolist())
+                def positions_of(images, rows, maps, m=m, placement=placement, streams=streams):
+                    indices = scorer.data.index[rows].tolist()
+                    batch = ImageBatch(tuple(images.shape[-2:]), len(images), saliency=maps, indices=indices)
                     return place(placement, m, batch, streams)
                 outcomes = scorer.outcomes(model, positions_of, with_maps=placement.needs_saliency)
                 rows.append(_row(backbone, "spot", placement.label, m, outcomes, costs[m], seed=seed,

@@ -39,7 +39,7 @@ from ..provenance import atomic_write_json
 from ..provenance import atomic_output
 from ..data.fmnist import article_masks, load_fmnist
 
-__all__ = ["SaliencySettings", "saliency_maps", "SOURCES", "spectral_residual", "clipseg_maps", "raw_images",
+__all__ = ["SaliencySettings", "saliency_maps", "SaliencyMemo", "SOURCES", "spectral_residual", "clipseg_maps", "raw_images",
            "CACHE_BLOCK"]
 
 CACHE_BLOCK = 256  # images per cache file
@@ -407,3 +407,24 @@ def saliency_maps(data, indices: torch.Tensor, settings: SaliencySettings, *, im
     if images is not None and len(images) != len(indices):
         raise ValueError(f"images holds {len(images)} images for {len(indices)} indices")
     return _cached(_compute(data, settings, images, mean, std, indices), data, indices, settings)
+
+
+class SaliencyMemo:
+    """``memo(data, indices)`` → :func:`saliency_maps` of the batch, kept in memory up to ``budget_bytes`` (the rest is
+    recomputed, or read back from ``settings.cache_dir``): for runs that visit the same batches once per placement."""
+
+    def __init__(self, settings: SaliencySettings, budget_bytes: int = 1 << 30):
+        self.settings, self.budget_bytes = settings, budget_bytes
+        self._maps: dict = {}
+        self._bytes = 0
+
+    def __call__(self, data, indices: torch.Tensor) -> torch.Tensor:
+        indices = torch.as_tensor(indices).long().reshape(-1)
+        key = (str(data.root), data.split, id(data), tuple(indices.tolist()))
+        if key in self._maps:
+            return self._maps[key]
+        maps = saliency_maps(data, indices, self.settings).detach().cpu().float()
+        if self._bytes + maps.numel() * 4 <= self.budget_bytes:
+            self._maps[key] = maps
+            self._bytes += maps.numel() * 4
+        return maps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import _checks
 from ..core.placement import check_placement
 from .throughput import check_budgets
 
@@ -34,14 +35,6 @@ class LearnedPlacementSettings:
     repeats: int = 5
 
     def validate(self) -> "LearnedPlacementSettings":
-        def positive(key, allow_none=False):
-            value = getattr(self, key)
-            if allow_none and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"learned_placement.{key} must be an integer ≥ 1{' or null' if allow_none else ''}, "
-                                 f"got {value!r}")
-
         if not isinstance(self.recipe, str) or not self.recipe:
             raise ValueError(f"learned_placement.recipe must name a recipe (task: place), got {self.recipe!r}")
         if self.joint_recipe is not None and (not isinstance(self.joint_recipe, str) or not self.joint_recipe):
@@ -49,10 +42,10 @@ class LearnedPlacementSettings:
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"learned_placement.split must be train, val or test, got {self.split!r}")
         for key in ("batch_size", "probe_images", "timing_batch", "repeats"):
-            positive(key)
-        positive("limit", allow_none=True)
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"learned_placement.warmup must be an integer ≥ 0, got {self.warmup!r}")
+            _checks.integer(getattr(self, key), f"learned_placement.{key}")
+        if self.limit is not None:
+            _checks.integer(self.limit, "learned_placement.limit", meaning=" or null")
+        _checks.integer(self.warmup, "learned_placement.warmup", minimum=0)
         try:
             check_budgets(self.budgets)
         except ValueError as err:

@@ -6,50 +6,31 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import make_canvas, spot_command, tiny_recipe
+from helpers import RETROFIT, spot_command, tiny_recipe
 
-from spot.data.fmnist import CanvasConfig
 from spot.experiments.evaluate import COLUMNS, EvaluationSettings, KnnSettings, evaluate_models, knn_classify, summarise
 from spot.core.placement import ImageBatch, ImageStreams, even_grid_cells, place
 from spot.core.positions import grid_positions, snap_to_grid
-from spot.train.recipes import recipe_from_dict
 from spot.experiments.saliency import SaliencySettings
 from spot.stats import decode_outcomes
-from spot.train import train
 
-QUIET = dict(log=lambda *_: None, progress=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def canvas(tmp_path_factory):
-    """A few hundred 48×48 canvases (real Fashion-MNIST articles when installed)."""
-    return make_canvas(tmp_path_factory, 500, 120, CanvasConfig(val_size=100))[0]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, canvas):
+def models(train_tiny, tiny_spot):
     """Real checkpoints + records: a grid ViT (timm_vit), its SPoT retrofit and grid control (spot_vit), and an MAE
     record (format mae)."""
-    d = tmp_path_factory.mktemp("models")
-
-    def run(name, recipe, parent=None):
-        train(recipe_from_dict(recipe, name), data_root=canvas, out=d / f"{name}.safetensors",
-              state_dir=d / f"state_{name}", parent=parent, **QUIET)
-        return d / f"{name}.safetensors"
-
-    vit = run("vit", tiny_recipe())
-    retro = dict(init="parent", epochs=1, tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36))
-    spot = run("spot", tiny_recipe(**retro), parent=vit)
-    ctrl = run("ctrl", tiny_recipe(**{**retro, "tokens": dict(mode="grid_subset", min_tokens=4, max_tokens=36)}),
-               parent=vit)
-    mae = d / "mae.safetensors"
+    vit = tiny_spot["vit"]
+    ctrl = train_tiny("ctrl", tiny_recipe(**{**RETROFIT, "tokens": dict(mode="grid_subset", min_tokens=4,
+                                                                          max_tokens=36)}), parent=vit)
+    mae = vit.parent / "mae.safetensors"
     shutil.copy(vit, mae)
     record = json.loads(vit.with_suffix(".json").read_text())
     mae.with_suffix(".json").write_text(json.dumps({**record, "format": "mae"}))
-    return {"vit": vit, "spot": spot, "ctrl": ctrl, "mae": mae}
+    return {**tiny_spot, "ctrl": ctrl, "mae": mae}
 
 
 def _settings(**changes) -> EvaluationSettings:

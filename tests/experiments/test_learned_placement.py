@@ -7,43 +7,26 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from helpers import make_canvas, spot_command, tiny_recipe
+from helpers import spot_command, tiny_recipe
 
 import spot
 from spot.data.evaluation import EvalData
-from spot.data.fmnist import CanvasConfig
 from spot.experiments.learned_placement import bracket, forward_costs
 from spot.stats import decode_outcomes
-from spot.train import train
-from spot.train.recipes import recipe_from_dict
 from spot.weights.checkpoints import load_trained
 
-QUIET = dict(log=lambda *_: None, progress=False)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def canvas(tmp_path_factory):
-    return make_canvas(tmp_path_factory, 500, 120, CanvasConfig(val_size=100))[0]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, canvas):
-    """A grid ViT, its SPoT retrofit, a policy for it (frozen) and a jointly tuned one."""
-    d = tmp_path_factory.mktemp("models")
-
-    def run(name, recipe, parent=None):
-        train(recipe_from_dict(recipe, name), data_root=canvas, out=d / f"{name}.safetensors",
-              state_dir=d / f"state_{name}", parent=parent, **QUIET)
-        return d / f"{name}.safetensors"
-
-    vit = run("vit", tiny_recipe(epochs=1))
-    spot = run("spot", tiny_recipe(epochs=1, init="parent", tokens=dict(mode="subpixel", min_tokens=4, max_tokens=36)),
-               vit)
+def models(train_tiny, tiny_spot):
+    """The shared SPoT retrofit, a policy for it (frozen) and a jointly tuned one."""
+    spot = tiny_spot["spot"]
     place = dict(task="place", init="parent", tokens=dict(mode="subpixel", budget="choices", choices=[4, 9]),
                  optimizer=dict(lr=2e-2, weight_decay=0.0), place=dict(policy=dict(glance=12, channels=[4, 8])))
-    policy = run("policy", tiny_recipe(**{"epochs": 1, **place}), spot)
-    joint = run("joint", tiny_recipe(**{"epochs": 1, **place, "place": dict(place["place"], tune="joint")}), spot)
+    policy = train_tiny("policy", tiny_recipe(**{"epochs": 1, **place}), spot)
+    joint = train_tiny("joint", tiny_recipe(**{"epochs": 1, **place, "place": dict(place["place"], tune="joint")}),
+                       spot)
     return dict(spot=spot, policy=policy, joint=joint)
 
 

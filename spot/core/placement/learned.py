@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ... import _checks
 from ..._lazy import lazy
 from . import ImageBatch, Placement, register
 from .priors import generator_device
@@ -32,15 +33,13 @@ class PolicySettings:
     in_chans: int = 3
 
     def validate(self) -> "PolicySettings":
-        if isinstance(self.glance, bool) or not isinstance(self.glance, int) or self.glance < 2:
-            raise ValueError(f"glance must be an integer ≥ 2 (pixels of the glance's side), got {self.glance!r}")
-        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
-                                          for c in self.channels):
+        _checks.integer(self.glance, "glance", minimum=2, meaning=" (pixels of the glance's side)")
+        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 2:
             raise ValueError(f"channels must be two positive integers, got {self.channels!r}")
-        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 <= self.floor < 1:
-            raise ValueError(f"floor must be a number in [0, 1) (the map's uniform share), got {self.floor!r}")
-        if isinstance(self.in_chans, bool) or not isinstance(self.in_chans, int) or self.in_chans < 1:
-            raise ValueError(f"in_chans must be a positive integer, got {self.in_chans!r}")
+        for c in self.channels:
+            _checks.integer(c, "each of channels")
+        _checks.number(self.floor, "floor", at_least=0, below=1, meaning=" (the map's uniform share)")
+        _checks.integer(self.in_chans, "in_chans")
         return self
 
 

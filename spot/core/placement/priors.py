@@ -95,8 +95,7 @@ class Gaussian(Prior):
     clamp: bool = False
 
     def validate(self):
-        if isinstance(self.std, bool) or not isinstance(self.std, (int, float)) or not self.std > 0:
-            raise ValueError(f"Gaussian prior: std must be a number > 0, got {self.std!r}")
+        _checks.number(self.std, "Gaussian prior: std", above=0)
         return self
 
     def sample(self, num_tokens, batch: ImageBatch, generator=None):
@@ -206,8 +205,7 @@ class Center(Prior):
     layout: str = "spot"  # the Isotropic layout that is warped ("release": the release's grid)
 
     def validate(self):
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not self.scale > 0:
-            raise ValueError(f"Center prior: scale must be a number > 0, got {self.scale!r}")
+        _checks.number(self.scale, "Center prior: scale", above=0)
         _check_layout(self.layout)
         return self
 
@@ -320,11 +318,8 @@ class Salient(Prior):
     def validate(self):
         if self.layout not in SALIENT_LAYOUTS:
             raise ValueError(f"Salient prior: layout must be one of {', '.join(SALIENT_LAYOUTS)}, got {self.layout!r}")
-        if isinstance(self.blur, bool) or not isinstance(self.blur, (int, float)) or not self.blur >= 0:
-            raise ValueError(f"Salient prior: blur must be a number ≥ 0 (σ as a fraction of the image side), "
-                             f"got {self.blur!r}")
-        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 <= self.floor < 1:
-            raise ValueError(f"Salient prior: floor must be a number in [0, 1) (the uniform share), got {self.floor!r}")
+        _checks.number(self.blur, "Salient prior: blur", at_least=0, meaning=" (σ as a fraction of the image side)")
+        _checks.number(self.floor, "Salient prior: floor", at_least=0, below=1, meaning=" (the uniform share)")
         return self
 
     @property
@@ -361,10 +356,8 @@ class Boundary(Prior):
     margin: float = 0.01
 
     def validate(self):
-        if not isinstance(self.exponent, (int, float)) or not self.exponent > 0 or \
-                not isinstance(self.margin, (int, float)) or not 0 <= self.margin < 0.5:
-            raise ValueError(f"Boundary prior: need exponent > 0 and 0 ≤ margin < 0.5, got {self.exponent!r}, "
-                             f"{self.margin!r}")
+        _checks.number(self.exponent, "Boundary prior: exponent", above=0)
+        _checks.number(self.margin, "Boundary prior: margin", at_least=0, below=0.5)
         return self
 
     def sample(self, num_tokens, batch: ImageBatch, generator=None):

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ... import _checks
 from ..._lazy import lazy
 from . import ImageBatch, Placement, register
 from .priors import generator_device, isotropic_layout, transport_layout
@@ -72,19 +73,13 @@ class Relevance(Placement):
     resolution: int = 16
 
     def validate(self) -> "Relevance":
-        if isinstance(self.coarse, bool) or not isinstance(self.coarse, int) or self.coarse < 1:
-            raise ValueError(f"relevance placement: coarse must be a positive integer (tokens of the coarse pass), "
-                             f"got {self.coarse!r}")
+        _checks.integer(self.coarse, "relevance placement: coarse", meaning=" (tokens of the coarse pass)")
         if self.source not in RELEVANCE_SOURCES:
             raise ValueError(f"relevance placement: source must be one of {', '.join(RELEVANCE_SOURCES)}, "
                              f"got {self.source!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or not self.width > 0:
-            raise ValueError(f"relevance placement: width must be a number > 0 (σ in coarse spacings), "
-                             f"got {self.width!r}")
-        if isinstance(self.floor, bool) or not isinstance(self.floor, (int, float)) or not 0 <= self.floor < 1:
-            raise ValueError(f"relevance placement: floor must be a number in [0, 1), got {self.floor!r}")
-        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or self.resolution < 2:
-            raise ValueError(f"relevance placement: resolution must be an integer ≥ 2, got {self.resolution!r}")
+        _checks.number(self.width, "relevance placement: width", above=0, meaning=" (σ in coarse spacings)")
+        _checks.number(self.floor, "relevance placement: floor", at_least=0, below=1)
+        _checks.integer(self.resolution, "relevance placement: resolution", minimum=2)
         return self
 
     @property

@@ -46,16 +46,29 @@ def test_tally_keeps_per_image_outcomes_in_batch_order():
         t.add("p", torch.tensor([0.5]))
 
 
-def test_tables_match_hand_computations(checkpoints, canvas):
+@pytest.fixture(scope="module")
+def tables(checkpoints, canvas):
+    """Every oracle table of model "a" on 24 test canvases: (model, data, settings, rows, trajectories)."""
     model, (mean, std) = load_classifier(checkpoints["a"])
     assert [list(mean), list(std)] == [MEAN, STD]  # the record's normalisation
     s = _settings()
     data = EvalData.open(canvas, "test", mean=mean, std=std, limit=s.limit)
     rows, traj = oracle_experiments(model, data, s, backbone="a")
+    return model, data, s, rows, traj
+
+
+def test_every_table_on_every_image(tables):
+    rows = tables[3]
     assert {r["experiment"] for r in rows} == {"table1", "table2", "table3", "table5", "table6", "controls"}
     assert all(r["n_images"] == 24 for r in rows)
+    assert {r["backbone"] for r in rows} == {"a"} and {r["variant"] for r in rows} == {"spot"}
+    # every proportion row carries its per-image outcomes (the blank images' too), no other row does
+    assert _check_proportions(rows, PROPORTIONS) == {"acc1", "blank_acc1", "target_rate", "target_rate_init"}
 
-    # Table 1 by hand: oracle from Isotropic at 4 tokens, accuracy at the subpixel and at the snapped positions
+
+def test_table1_matches_a_search_by_hand(tables):
+    """Oracle from Isotropic at 4 tokens: accuracy at the subpixel and at the snapped positions, displacement."""
+    model, data, s, rows, _ = tables
     x, y = data.images, data.labels
     init = sample_positions("isotropic", 4, len(y), (SIZE, SIZE))
     grid = grid_positions((SIZE, SIZE), 8)
@@ -65,21 +78,19 @@ def test_tables_match_hand_computations(checkpoints, canvas):
         snapped = snap_to_grid(final, (SIZE, SIZE), 8)
         assert (snapped[..., None, :] == grid).all(-1).any(-1).all()  # snapped tokens sit on grid-cell centres
         with torch.no_grad():
-            acc = 100 * (model(x, final).argmax(-1) == y).double().mean().item()
+            hits = (model(x, final).argmax(-1) == y).numpy()
             acc_snap = 100 * (model(x, snapped).argmax(-1) == y).double().mean().item()
         key = dict(experiment="table1", placement="spot_on", setting=st.label, metric="acc1")
-        assert _value(rows, positions="placed", **key) == pytest.approx(acc)
-        with torch.no_grad():  # the outcomes are each image's, in the subset's order
-            hits = (model(x, final).argmax(-1) == y).numpy()
-        assert np.array_equal(_outcomes(rows, positions="placed", **key), hits)
+        assert _value(rows, positions="placed", **key) == pytest.approx(100 * hits.mean())
+        assert np.array_equal(_outcomes(rows, positions="placed", **key), hits)  # each image's, in the subset's order
         assert _value(rows, positions="snapped", **key) == pytest.approx(acc_snap)
         move = ((final - init) * SIZE).norm(dim=-1).mean().item()
         assert _value(rows, experiment="table1", setting=st.label, metric="displacement_px") == pytest.approx(move)
 
-    # every proportion row carries its per-image outcomes (the blank images' too), no other row does
-    assert _check_proportions(rows, PROPORTIONS) == {"acc1", "blank_acc1", "target_rate", "target_rate_init"}
 
-    # derived metrics are what they say; Table 2 has an oracle gain for every setting
+def test_derived_metrics_are_what_they_say(tables):
+    """Table 2's oracle gain for every setting, its seeds, Table 6's drops and Table 5's link to Table 1."""
+    _, _, s, rows, _ = tables
     for prior in SMALL["priors"]:
         spot = _value(rows, experiment="table2", placement=prior, init="", metric="acc1")
         for st in s.search_settings():
@@ -88,10 +99,25 @@ def test_tables_match_hand_computations(checkpoints, canvas):
                           metric="oracle_delta") == pytest.approx(on - spot)
     assert [r["seed"] for r in rows if r["experiment"] == "table2" and r["metric"] == "acc1"
             and r["init"] == ""] == [0, None, None]  # seeds on the stochastic priors' rows only (Salient: none)
-    assert {r["backbone"] for r in rows} == {"a"} and {r["variant"] for r in rows} == {"spot"}
-    # Table 3 by hand: Eq. 5 per trajectory (token), averaged over those with an initial score > 0
+    iso = _value(rows, experiment="table6", placement="isotropic", metric="acc1")
+    assert iso == _value(rows, experiment="table1", placement="isotropic", positions="placed", metric="acc1")
+    for placement, start in (("spot_on_ascent", "isotropic"), ("spot_on_random_label", "isotropic"),
+                             ("background", ""), ("boundary", "")):
+        acc = _value(rows, experiment="table6", placement=placement, init=start, metric="acc1")
+        assert _value(rows, experiment="table6", placement=placement, init=start,
+                      metric="drop_vs_isotropic") == pytest.approx(iso - acc)
+    # Table 5's SPoT-ON at the sparse budget is Table 1's main setting
+    assert _value(rows, experiment="table5", placement="spot_on", budget=4, metric="acc1") == \
+        _value(rows, experiment="table1", placement="spot_on", positions="placed", setting="lr=0.03,steps=3",
+               metric="acc1")
+
+
+def test_table3_matches_eq5_by_hand(tables):
+    """Eq. 5 per trajectory (token), averaged over those with an initial score > 0."""
     from spot.experiments.saliency import SaliencySettings, saliency_maps
 
+    model, data, s, rows, _ = tables
+    x, y = data.images, data.labels
     maps = saliency_maps(data, data.index, SaliencySettings())
     main = s.search_settings()[s.main_setting]
     for b in SMALL["budgets"]:
@@ -112,22 +138,16 @@ def test_tables_match_hand_computations(checkpoints, canvas):
         assert _value(rows, experiment="table3", budget=b, metric="rsg_zero_init") == \
             pytest.approx(100 * (~kept).double().mean().item())
         assert (~kept).any() and kept.any()  # background tokens are skipped, article tokens counted
-    iso = _value(rows, experiment="table6", placement="isotropic", metric="acc1")
-    assert iso == _value(rows, experiment="table1", placement="isotropic", positions="placed", metric="acc1")
-    for placement, start in (("spot_on_ascent", "isotropic"), ("spot_on_random_label", "isotropic"),
-                             ("background", ""), ("boundary", "")):
-        acc = _value(rows, experiment="table6", placement=placement, init=start, metric="acc1")
-        assert _value(rows, experiment="table6", placement=placement, init=start,
-                      metric="drop_vs_isotropic") == pytest.approx(iso - acc)
-    # Table 5's SPoT-ON at the sparse budget is Table 1's main setting
-    assert _value(rows, experiment="table5", placement="spot_on", budget=4, metric="acc1") == \
-        _value(rows, experiment="table1", placement="spot_on", positions="placed", setting="lr=0.03,steps=3",
-               metric="acc1")
 
-    # Figure 4: the first 3 images, every step, starting at the Isotropic init
+
+def test_figure4_trajectories_start_at_the_isotropic_init(tables):
+    """The first 3 images, every step."""
+    _, data, _, _, traj = tables
+    init = sample_positions("isotropic", 4, 3, (SIZE, SIZE))
     assert traj["positions"].shape == (4, 3, 4, 2) and traj["positions"].dtype == np.float32
-    assert np.array_equal(traj["indices"], data.index[:3].numpy()) and np.array_equal(traj["labels"], y[:3].numpy())
-    assert np.allclose(traj["positions"][0], init[:3].numpy())
+    assert np.array_equal(traj["indices"], data.index[:3].numpy())
+    assert np.array_equal(traj["labels"], data.labels[:3].numpy())
+    assert np.allclose(traj["positions"][0], init.numpy())
 
 
 def test_table5_knn_classifies_final_positions_against_the_isotropic_bank(checkpoints, canvas):
