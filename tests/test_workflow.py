@@ -58,11 +58,12 @@ def test_paper_preset_resolves_the_full_dag(workdir):
         assert f"results/paper/checkpoints/{deit}.safetensors" in done.stdout
     assert "results/paper/models/cls_in1k_spotprune_spot_ad_spot.safetensors" in done.stdout
     # every registered table and figure: the paper's 8 tables and figures 1–5, 5b; token pruning's three tables and
-    # one figure; the oracle's controls, the prior selection and the findings (ours)
+    # one figure; the oracle's controls, the prior selection, the findings and the learned placement's table and two
+    # figures (ours)
     from spot.paper import ARTIFACTS
 
     kinds = [a.kind for a in ARTIFACTS.values()]
-    assert (counts["table"], counts["figure"]) == (kinds.count("table"), kinds.count("figure")) == (14, 7)
+    assert (counts["table"], counts["figure"]) == (kinds.count("table"), kinds.count("figure")) == (15, 9)
 
 
 def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
@@ -259,7 +260,7 @@ def test_smoke_preset_end_to_end(workdir):
     reuse = snakemake("-n", "--cores", "2", "--configfile", "config/smoke_reuse.yaml", cwd=workdir)
     assert reuse.returncode == 0, reuse.stderr[-3000:]
     shared = {"train_chain_stage", "train_backbone", "evaluate", "prior_selection", "oracle", "transfer",
-              "train_pruned"}
+              "train_pruned", "train_policy"}
     assert not shared & set(job_counts(reuse.stdout)), job_counts(reuse.stdout)
     # the HTML report, with a caption per table and figure
     report = snakemake("--configfile", "config/smoke.yaml", "--report", "report.html", cwd=workdir)

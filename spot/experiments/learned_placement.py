@@ -15,6 +15,9 @@ relevance placement's coarse pass) plus the SPoT forward at m tokens, both count
 * every label-free prior (and, marked ``reads_true_mask``, the priors that read the article's mask) at the budgets
   whose forward costs bracket each learned cost — the tables interpolate between them per image, so a prior is
   compared at exactly the learned placement's total GFLOPs;
+* ``grid_random`` rows of the PatchDropout baseline (``--model parent=PATH``, the grid ViT: variant ``parent``,
+  method ``patchdropout``) and of the grid control (``--model grid_control=PATH``) at the bracketing budgets, each
+  costed at its own forward;
 * ``glance_probe`` (budget 0) — a linear classifier on the policy's own glance features (fit on
   ``probe_images`` train images): if the glance alone classified well, the positions would not be what helps;
 * ``images_per_s`` rows — the learned forward (glance + placement + SPoT) and the Isotropic SPoT forward at each
@@ -24,14 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core.placement import ImageBatch, ImageStreams, make_placement, place
+from ..core.models import PatchDropoutViT
 from ..core.policy import PlacedSPoT, load_policy
+from ..core.positions import grid_cell_index, grid_shape
 from ..data.evaluation import EvalData
 from ..measure import count_gflops, interleaved_times
+from ..provenance import atomic_output
 from ..results import input_checksums, parse_model_args
 from ..settings.learned import LearnedPlacementSettings
 from ..stats import encode_outcomes
@@ -41,17 +48,18 @@ from .saliency import SaliencyMemo
 
 __all__ = ["COLUMNS", "forward_costs", "bracket", "run"]
 
+OPTIONAL_MODELS = ("joint", "parent", "grid_control")  # --model names beside spot, policy and policy@<backbone>
 COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget", "metric", "value", "n_images", "seed",
            "gflops", "placement_gflops", "reads_true_mask", "outcomes")
 
 
-def forward_costs(model, image_shape, max_budget: int) -> dict[int, float]:
-    """GFLOPs per image of the SPoT forward at every budget 1 … ``max_budget`` (Isotropic positions)."""
+def forward_costs(forward, image_shape, max_budget: int) -> dict[int, float]:
+    """GFLOPs per image of ``forward(images, positions)`` at every budget 1 … ``max_budget`` (Isotropic positions)."""
     x = torch.zeros(1, *image_shape)
     costs = {}
     for m in range(1, max_budget + 1):
         positions = place("isotropic", m, ImageBatch(tuple(image_shape[-2:]), 1))
-        costs[m] = count_gflops(lambda images, p=positions: model(images, p), x)
+        costs[m] = count_gflops(lambda images, p=positions: forward(images, p), x)
     return costs
 
 
@@ -65,8 +73,9 @@ def bracket(costs: dict[int, float], total: float) -> tuple[int, int]:
 class _Scorer:
     """One pass per placement over the split's images: per-image correctness of ``model`` at given positions."""
 
-    def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device):
+    def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device, patch, max_budget):
         self.data, self.settings, self.device = data, settings, device
+        self.patch, self.max_budget = patch, max_budget  # the grid's patch size; the largest budget ever costed
         self.maps = SaliencyMemo(saliency)
 
     def outcomes(self, model, positions_of, with_maps: bool = False) -> np.ndarray:
@@ -116,22 +125,44 @@ def _policy_rows(scorer, backbone, variant, model, policy, costs, settings, tag=
     return rows, totals
 
 
-def _prior_rows(scorer, backbone, model, costs, totals, settings) -> list:
-    """Every prior at the budgets around each learned total cost (and at the learned budgets themselves)."""
+def _prior_rows(scorer, backbone, forward, costs, totals, specs, variant="spot", method="spot") -> list:
+    """Each placement of ``specs`` ([(spec, reads_true_mask)]) through ``forward(images, positions)`` (costing
+    ``costs``) at the budgets around each learned total cost (and at the learned budgets themselves)."""
     budgets = sorted({b for m, total in totals.items() for b in (m, *bracket(costs, total))})
     rows = []
-    for spec, true_mask in [(p, False) for p in settings.priors] + [(p, True) for p in settings.true_mask]:
+    for spec, true_mask in specs:
         placement = make_placement(spec)
-        for seed in (settings.seeds if placement.random else [None]):
+        for seed in (scorer.settings.seeds if placement.random else [None]):
             streams = None if seed is None else ImageStreams("spot-evaluate", seed, scorer.data.split)
             for m in budgets:
-                def positions_of(images, rows, maps, m=m, placement=placement, streams=streams):
-                    indices = scorer.data.index[rows].tolist()
-                    batch = ImageBatch(tuple(images.shape[-2:]), len(images), saliency=maps, indices=indices)
+                def positions_of(images, rows_, maps, m=m, placement=placement, streams=streams):
+                    batch = ImageBatch(tuple(images.shape[-2:]), len(images), saliency=maps, patch=scorer.patch,
+                                       indices=scorer.data.index[rows_].tolist())
                     return place(placement, m, batch, streams)
-                outcomes = scorer.outcomes(model, positions_of, with_maps=placement.needs_saliency)
-                rows.append(_row(backbone, "spot", placement.label, m, outcomes, costs[m], seed=seed,
-                                 true_mask=true_mask))
+                outcomes = scorer.outcomes(forward, positions_of, with_maps=placement.needs_saliency)
+                rows.append(_row(backbone, variant, placement.label, m, outcomes, costs[m], seed=seed,
+                                 true_mask=true_mask, method=method))
+    return rows
+
+
+def _grid_rows(scorer, backbone, models, image_shape, totals, device) -> list:
+    """PatchDropout (the grid ViT ``parent`` on a random subset of its patches) and the grid control (a SPoT model
+    trained on grid-patch subsets, ``grid_control``) at the budgets around each learned total cost."""
+    rows = []
+    if "parent" in models:
+        net = PatchDropoutViT(open_checkpoint(models["parent"], name="parent").grid_vit()).to(device).eval()
+
+        def dropout(images, positions, net=net):
+            keep = grid_cell_index(positions, tuple(images.shape[-2:]), scorer.patch)
+            return net(images, keep=keep.expand(len(images), -1).to(images.device))
+
+        costs = forward_costs(dropout, image_shape, scorer.max_budget)
+        rows += _prior_rows(scorer, backbone, dropout, costs, totals, [("grid_random", False)], "parent",
+                            "patchdropout")
+    if "grid_control" in models:
+        control = open_checkpoint(models["grid_control"], classifier=True, name="grid_control").model.to(device)
+        costs = forward_costs(control.eval(), image_shape, scorer.max_budget)
+        rows += _prior_rows(scorer, backbone, control, costs, totals, [("grid_random", False)], "grid_control")
     return rows
 
 
@@ -176,6 +207,34 @@ def _probe_row(data_root, spot_checkpoint, policy, test: EvalData, backbone, set
     return _row(backbone, "spot", "glance_probe", 0, outcomes, glance, glance, method="probe")
 
 
+def _full_grid_row(model, image_shape, backbone) -> dict:
+    """The SPoT forward's GFLOPs at the full grid's token count (what the glance's share is read against)."""
+    grid = math.prod(grid_shape(model.image_size, model.patch_size))
+    positions = place("isotropic", grid, ImageBatch(tuple(image_shape[-2:]), 1))
+    gflops = count_gflops(lambda x: model(x, positions), torch.zeros(1, *image_shape))
+    return dict(experiment="learned_placement", backbone=backbone, variant="spot", method="spot",
+                placement="isotropic", budget=grid, metric="forward_gflops", value=gflops, n_images=1, seed=None,
+                gflops=gflops, placement_gflops=0.0, reads_true_mask=False, outcomes="")
+
+
+def write_positions(path, data: EvalData, policy, budgets, patch, device) -> Path:
+    """The policy's positions at every budget on the first image of every class of ``data`` (in its order), to one
+    ``.npz`` (atomically): ``indices``, ``labels`` (n,), ``patch`` (the tokens' window, pixels) and ``m<budget>``
+    float32 (n, m, 2) (y, x) in [0, 1]."""
+    labels = data.labels.numpy()
+    first = np.array(sorted(int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)))
+    indices = data.index[first]
+    images = data.take(indices).to(device)
+    arrays = {"indices": indices.numpy(), "labels": labels[first], "patch": np.array(patch)}
+    with torch.inference_mode():
+        for m in budgets:
+            arrays[f"m{m}"] = policy.positions(images, m).cpu().numpy().astype(np.float32)
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
 def _timing_rows(model, policy, image_shape, backbone, settings, device) -> list:
     """images/s of the learned forward and the Isotropic SPoT forward at each budget, timed side by side."""
     images = torch.randn(settings.timing_batch, *image_shape, generator=torch.Generator().manual_seed(0)).to(device)
@@ -197,24 +256,28 @@ def _models(args) -> dict:
     models = parse_model_args(args.model)
     if "spot" not in models or "policy" not in models:
         raise ValueError("spot learned_placement needs --model spot=PATH (the SPoT model) and --model policy=PATH (its "
-                         "policy, trained by a task: place recipe); optional: joint=PATH, policy@<backbone>=PATH")
-    unknown = [n for n in models if n not in ("spot", "policy", "joint") and not n.startswith("policy@")]
+                         "policy, trained by a task: place recipe); optional: joint=PATH, parent=PATH, "
+                         "grid_control=PATH, policy@<backbone>=PATH")
+    unknown = [n for n in models if n not in OPTIONAL_MODELS + ("spot", "policy") and not n.startswith("policy@")]
     if unknown:
-        raise ValueError(f"--model {unknown[0]!r}: accepted names are spot, policy, joint and policy@<backbone>")
+        raise ValueError(f"--model {unknown[0]!r}: accepted names are spot, policy, {', '.join(OPTIONAL_MODELS)} "
+                         "and policy@<backbone>")
     return models
 
 
-def measure(models: dict, data_root, settings, saliency, device, backbone: str, log=print) -> list[dict]:
-    """Every row of the module docs for one backbone."""
+def measure(models: dict, data_root, settings, saliency, device, backbone: str, log=print,
+            positions_to=None) -> tuple[list[dict], Path | None]:
+    """Every row of the module docs for one backbone, and the policy's example positions (written to
+    ``positions_to`` when given: :func:`write_positions`)."""
     spot_checkpoint = open_checkpoint(models["spot"], classifier=True, name="spot")
     model = spot_checkpoint.model.to(device).eval()
     mean, std = spot_checkpoint.normalisation
     data = EvalData.open(data_root, settings.split, mean=mean, std=std, limit=settings.limit,
                          subset_seed=settings.subset_seed, img_size=model.image_size[0])
-    scorer = _Scorer(data, settings, saliency, device)
+    scorer = _Scorer(data, settings, saliency, device, model.patch_size, 2 * max(settings.budgets) + 2)
     image_shape = tuple(next(data.batches(1))[0].shape[1:])
     policy = load_policy(models["policy"]).to(device)
-    costs = forward_costs(model, image_shape, 2 * max(settings.budgets) + 2)
+    costs = forward_costs(model, image_shape, scorer.max_budget)
     rows, totals = _policy_rows(scorer, backbone, "spot", model, policy, costs, settings)
     log(f"{backbone}: learned placement at {', '.join(map(str, settings.budgets))} tokens measured")
     for name, path in models.items():
@@ -227,17 +290,24 @@ def measure(models: dict, data_root, settings, saliency, device, backbone: str, 
             raise ValueError(f"--model joint={models['joint']}: not a policy checkpoint (format placed_spot)")
         rows += _policy_rows(scorer, backbone, "joint", joint.model, joint.policy, costs, settings,
                              tag="learned_joint")[0]
-    rows += _prior_rows(scorer, backbone, model, costs, totals, settings)
+    specs = [(p, False) for p in settings.priors] + [(p, True) for p in settings.true_mask]
+    rows += _prior_rows(scorer, backbone, model, costs, totals, specs)
+    rows += _grid_rows(scorer, backbone, models, image_shape, totals, device)
     rows += _relevance_rows(scorer, backbone, model, costs, settings)
     rows.append(_probe_row(data_root, spot_checkpoint, policy, data, backbone, settings, device))
+    rows.append(_full_grid_row(model, image_shape, backbone))
     rows += _timing_rows(model, policy, image_shape, backbone, settings, device)
-    return rows
+    written = write_positions(positions_to, data, policy, settings.budgets, model.patch_size,
+                                                 device) if positions_to else None
+    return rows, written
 
 
 @experiment("learned_placement", kind="learned_placement", columns=COLUMNS,
             arguments=model_arguments("learned_placement", models="spot=PATH (the SPoT model), policy=PATH (its "
                                       "learned policy), joint=PATH (a jointly tuned one, optional), "
-                                      "policy@<backbone>=PATH (another backbone's policy: transfer); repeatable"),
+                                      "parent=PATH (the grid ViT: PatchDropout rows, optional), grid_control=PATH "
+                                      "(optional), policy@<backbone>=PATH (another backbone's policy: transfer); "
+                                      "repeatable"),
             help="the learned placement against every prior, the relevance placement and its controls at equal "
                  "total GFLOPs (per-image outcomes; the glance-alone probe; images/s)",
             example="spot learned_placement --config config.yaml --backbone cls_in1k "
@@ -247,9 +317,11 @@ def run(args, config: dict) -> Outcome:
     """``spot learned_placement``: the ``learned_placement:`` and ``saliency:`` sections on ``--model``'s models."""
     models = {name: str(path) for name, path in _models(args).items()}
     settings, saliency, device = experiment_settings(args, config, LearnedPlacementSettings, "learned_placement")
-    rows = measure(models, args.data, settings, saliency, device, args.backbone)
+    rows, positions = measure(models, args.data, settings, saliency, device, args.backbone,
+                              positions_to=Path(args.out).with_suffix(".positions.npz"))
     return Outcome(rows, settings={"learned_placement": dataclasses.asdict(settings),
                                    "saliency": dataclasses.asdict(saliency), "backbone": args.backbone,
                                    "models": models, "data": str(args.data)},
                    inputs=input_checksums(checkpoints=models, data_root=args.data), seed=settings.seeds,
-                   device=device, summary=f" for {len(models)} model(s)")
+                   device=device, extra={"positions": positions.name},
+                   summary=f" for {len(models)} model(s) (and {positions})")

@@ -64,6 +64,9 @@ RESULT_KINDS: dict[str, ResultKind] = {k.name: k for k in (
     ResultKind("learned_placement", "spot learned_placement tables, one per backbone (the learned placement, its "
                                     "controls, the relevance placement and every prior at equal total GFLOPs)",
                "learned_placement/{job}.csv"),
+    ResultKind("learned_positions", "the learned placement's positions on the first test image of every class "
+                                    "(.positions.npz beside its table), one per backbone",
+               "learned_placement/{job}.positions.npz", glob="learned_placement/*.npz"),
     ResultKind("records", "the records (.json) of the SPoT models, holding the recipes they were trained with",
                glob="models/*_spot[0-9]*.json"),
     ResultKind("data", "the prepared dataset's manifest (figures draw its images)", glob="data/manifest.json"),

@@ -20,7 +20,8 @@ from .registry import (CONTRADICTED, FINDINGS, HOLDS, INCONCLUSIVE, MIXED, NOT_M
 from .measure import overall
 from . import paper_claims  # noqa: E402,F401 — registers the findings, in the table's order: the paper's,
 from . import controls  # noqa: E402,F401 — ours on SPoT,
-from . import pruning_claims  # noqa: E402,F401 — token pruning's
+from . import pruning_claims  # noqa: E402,F401 — token pruning's,
+from . import learned_claims  # noqa: E402,F401 — the learned placement's
 
 __all__ = ["FINDINGS", "Finding", "Verdict", "NotMeasured", "finding", "evaluate", "evaluate_all", "reads", "SOURCES",
            "VERDICTS", "HOLDS", "CONTRADICTED", "INCONCLUSIVE", "NOT_MEASURED", "MIXED"]

@@ -31,7 +31,7 @@ __all__ = ["SUBSETS", "Rows", "Scores", "rows", "paired", "decide", "greater", "
 # which image subset a kind's rows are measured on: rows compare paired only within one subset (the evaluation and
 # the pruning job read the same stratified subset in the same order; the oracle's is nested in it, in another order)
 SUBSETS = {"evaluation": "evaluation", "pruning": "evaluation", "oracle": "oracle", "transfer": "oracle",
-           "prior_selection": "prior_selection"}
+           "prior_selection": "prior_selection", "learned_placement": "learned_placement"}
 # columns whose empty cells mean "none" (read back as "")
 TEXT_KEYS = ("init", "setting")
 

@@ -23,7 +23,7 @@ SOURCES = {
     "ours": "this project's own findings",
 }
 # the result kinds a finding may read (a subset of spot.paper.registry.RESULT_KINDS: the tidy result tables)
-KINDS = ("evaluation", "oracle", "transfer", "pruning", "prior_selection")
+KINDS = ("evaluation", "oracle", "transfer", "pruning", "prior_selection", "learned_placement")
 
 HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, MIXED = (
     "holds", "contradicted", "inconclusive", "not measured", "mixed")

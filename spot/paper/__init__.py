@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ._common import ELASTICVIT_TABLE8, load_run_config, split_lineage, write_figure_files, write_table_files
 from .registry import ARTIFACTS, RESULT_KINDS, Artifact, artifact
-from . import figures, findings, pruning, tables  # noqa: E402,F401 — registers the builders
+from . import figures, findings, learned, pruning, tables  # noqa: E402,F401 — registers the builders
 
 __all__ = ["ARTIFACTS", "RESULT_KINDS", "Artifact", "artifact", "build", "write", "write_table_files",
            "write_figure_files", "ELASTICVIT_TABLE8"]

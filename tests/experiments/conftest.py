@@ -36,6 +36,9 @@ def train_tiny(tmp_path_factory, canvas):
 
 @pytest.fixture(scope="session")
 def tiny_spot(train_tiny):
-    """A grid ViT-N/8 trained on ``canvas`` and its SPoT retrofit: {"vit": path, "spot": path}."""
+    """A grid ViT-N/8 trained on ``canvas``, its SPoT retrofit and its grid control (a SPoT model trained on grid-patch
+    subsets): {"vit": path, "spot": path, "ctrl": path}."""
     vit = train_tiny("vit", tiny_recipe())
-    return {"vit": vit, "spot": train_tiny("spot", tiny_recipe(**RETROFIT), parent=vit)}
+    control = dict(RETROFIT, tokens=dict(mode="grid_subset", min_tokens=4, max_tokens=36))
+    return {"vit": vit, "spot": train_tiny("spot", tiny_recipe(**RETROFIT), parent=vit),
+            "ctrl": train_tiny("ctrl", tiny_recipe(**control), parent=vit)}

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import RETROFIT, spot_command, tiny_recipe
+from helpers import spot_command
 
 from spot.experiments.evaluate import COLUMNS, EvaluationSettings, KnnSettings, evaluate_models, knn_classify, summarise
 from spot.core.placement import ImageBatch, ImageStreams, even_grid_cells, place
@@ -20,17 +20,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def models(train_tiny, tiny_spot):
+def models(tiny_spot):
     """Real checkpoints + records: a grid ViT (timm_vit), its SPoT retrofit and grid control (spot_vit), and an MAE
     record (format mae)."""
     vit = tiny_spot["vit"]
-    ctrl = train_tiny("ctrl", tiny_recipe(**{**RETROFIT, "tokens": dict(mode="grid_subset", min_tokens=4,
-                                                                          max_tokens=36)}), parent=vit)
     mae = vit.parent / "mae.safetensors"
     shutil.copy(vit, mae)
     record = json.loads(vit.with_suffix(".json").read_text())
     mae.with_suffix(".json").write_text(json.dumps({**record, "format": "mae"}))
-    return {**tiny_spot, "ctrl": ctrl, "mae": mae}
+    return {**tiny_spot, "mae": mae}
 
 
 def _settings(**changes) -> EvaluationSettings:

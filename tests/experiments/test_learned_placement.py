@@ -11,6 +11,7 @@ from helpers import spot_command, tiny_recipe
 
 import spot
 from spot.data.evaluation import EvalData
+from spot.experiments.evaluate import EvaluationSettings, KnnSettings, evaluate_models
 from spot.experiments.learned_placement import bracket, forward_costs
 from spot.stats import decode_outcomes
 from spot.weights.checkpoints import load_trained
@@ -27,7 +28,7 @@ def models(train_tiny, tiny_spot):
     policy = train_tiny("policy", tiny_recipe(**{"epochs": 1, **place}), spot)
     joint = train_tiny("joint", tiny_recipe(**{"epochs": 1, **place, "place": dict(place["place"], tune="joint")}),
                        spot)
-    return dict(spot=spot, policy=policy, joint=joint)
+    return dict(spot=spot, policy=policy, joint=joint, parent=tiny_spot["vit"], grid_control=tiny_spot["ctrl"])
 
 
 def _config(tmp_path):
@@ -45,6 +46,7 @@ def test_every_row_with_its_cost_and_outcomes(tmp_path, canvas, models):
     spot_command("learned_placement", "--config", _config(tmp_path), "--backbone", "cls_in1k",
                  "--model", f"spot={models['spot']}", "--model", f"policy={models['policy']}",
                  "--model", f"joint={models['joint']}", "--model", f"policy@other={models['policy']}",
+                 "--model", f"parent={models['parent']}", "--model", f"grid_control={models['grid_control']}",
                  "--data", canvas, "--out", out)
     rows = pd.read_csv(out)
     acc = rows[rows.metric == "acc1"]
@@ -64,7 +66,54 @@ def test_every_row_with_its_cost_and_outcomes(tmp_path, canvas, models):
     assert not acc[acc.placement == "center"].reads_true_mask.any()
     assert set(acc[acc.placement == "uniform"].seed) == {0, 1} and acc[acc.placement == "isotropic"].seed.isna().all()
     assert rows[(rows.metric == "images_per_s")].value.gt(0).all()
+    full = rows[rows.metric == "forward_gflops"]  # the SPoT forward on the full 6×6 grid: the glance's yardstick
+    assert list(full.budget) == [36] and full.value.iloc[0] > iso.gflops.max()
+    # PatchDropout is the grid ViT on random patches (it embeds every patch before dropping: its own cost), the grid
+    # control the SPoT forward; both at the budgets bracketing the learned costs, every seed
+    dropout = acc[acc.method == "patchdropout"].groupby("budget").gflops.first()
+    control = acc[acc.variant == "grid_control"].groupby("budget").gflops.first()
+    assert set(acc[acc.method == "patchdropout"].placement) == {"grid_random"} and len(dropout) >= 2
+    common = dropout.index.intersection(control.index)
+    assert len(common) and all(dropout[m] != control[m] for m in common) and dropout.is_monotonic_increasing
+    assert control.to_dict() == iso.gflops.reindex(control.index).to_dict()
+    _same_as_evaluate(acc, canvas, models)
+    _positions_and_figures(out, canvas)
+
+
+def _positions_and_figures(out, canvas):
+    """The example positions beside the table (the first test image of every class), and both figures drawn."""
+    from spot import paper
+
+    store = np.load(out.with_suffix(".positions.npz"))
+    labels = store["labels"]
+    assert sorted(labels) == sorted(set(labels)) and store["m4"].shape == (len(labels), 4, 2)
+    assert store["m9"].shape == (len(labels), 9, 2) and ((store["m9"] >= 0) & (store["m9"] <= 1)).all()
+    inputs = {"learned_placement": [str(out)], "learned_positions": [str(out.with_suffix(".positions.npz"))],
+              "data": [str(canvas / "manifest.json")], "pruning": []}
+    for name in ("figure_learned_placement", "figure_learned_positions"):
+        fig = paper.build(name, inputs, {})
+        assert len(fig.axes) >= 1 and any(ax.lines or ax.images for ax in fig.axes), name
     assert json.loads(out.with_suffix(".json").read_text())["provenance"]["config"]["learned_placement"]["budgets"] == [4, 9]
+
+
+def _same_as_evaluate(acc, canvas, models):
+    """The PatchDropout and grid-control rows are the evaluation's own (the same images, seeds and placements)."""
+    rows = pd.DataFrame(evaluate_models(
+        {"parent": models["parent"], "grid_control": models["grid_control"]}, canvas,
+        EvaluationSettings(split="test", limit=60, priors=["isotropic"], budgets=[4, 9], seeds=[0, 1],
+                           knn=KnnSettings(k=5, train_limit=60),
+                           patchdropout=True, grid_placements=["grid_random"]), device="cpu", log=lambda *_: None))
+    compared = 0
+    for variant, method in (("parent", "patchdropout"), ("grid_control", "spot")):
+        ours = acc[(acc.variant == variant) & (acc.method == method)]
+        theirs = rows[(rows.variant == variant) & (rows.method == method) & (rows.metric == "acc1")
+                      & (rows.placement == "grid_random")]
+        for (m, seed), r in theirs.set_index(["budget", "seed"]).iterrows():
+            mine = ours[(ours.budget == m) & (ours.seed == seed)]
+            if len(mine):
+                assert mine.outcomes.iloc[0] == r.outcomes, (variant, m, seed)
+                compared += 1
+    assert compared >= 8  # 2 methods × (at least) budgets 4, 9 × seeds 0, 1
 
 
 def test_the_policy_rows_are_the_policys_own_positions(tmp_path, canvas, models):

@@ -11,7 +11,7 @@ import pytest
 from spot.findings import (CONTRADICTED, FINDINGS, HOLDS, INCONCLUSIVE, MIXED, NOT_MEASURED, Verdict, evaluate,
                            evaluate_all)
 from spot.findings.measure import Scores, greater, less, overall, paired, rows, within
-from spot.findings.registry import KINDS
+from spot.findings.registry import KINDS, NotMeasured
 from spot.stats import outcome_columns, paired_difference
 
 N_EVAL, N_ORACLE = 200, 100  # the evaluation's (and pruning's) images, the oracle's (and transfer's)
@@ -124,6 +124,29 @@ def pruning_records(backbone, n=N_EVAL, spot_ad_gflops=6.0, ablation=True):
     return out
 
 
+N_LEARNED = 200  # the learned_placement job's images
+# the SPoT forward's GFLOPs at each measured budget (the learned rows add a glance of 0.5)
+COSTS = {4: 1.0, 5: 2.0, 9: 5.0, 10: 6.0}
+
+
+def learned_records(backbone, n=N_LEARNED, other="mae"):
+    """One backbone's learned_placement rows: the priors at the budgets bracketing the learned costs (1.5 and 5.5
+    GFLOPs: between 4 and 5 tokens, between 9 and 10), the learned policy, its shuffled and transferred controls."""
+    lp = dict(backbone=backbone, variant="spot", method="spot", reads_true_mask=False, placement_gflops=0.0)
+    out = []
+    for m, g in COSTS.items():
+        out.append(acc(level("low", n), **lp, placement="isotropic", budget=m, gflops=g))
+        for seed in (0, 1):
+            out.append(acc(level("floor", n), **lp, placement="uniform", budget=m, gflops=g, seed=seed))
+        out.append(acc(level("high", n), **dict(lp, reads_true_mask=True), placement="salient", budget=m, gflops=g))
+    for m in (4, 9):
+        glance = dict(lp, placement_gflops=0.5, budget=m, gflops=COSTS[m] + 0.5)
+        out += [acc(level("high", n), **glance, placement="learned"),
+                acc(level("floor", n), **glance, placement="learned_shuffled"),
+                acc(level("mid", n), **glance, placement=f"learned@{other}")]
+    return out
+
+
 @pytest.fixture
 def full(tmp_path):
     """``{kind: [paths]}`` of a synthetic run where every claim holds on every backbone."""
@@ -132,6 +155,8 @@ def full(tmp_path):
         "oracle": [write(tmp_path, f"oracle_{b}", oracle_records(b)) for b in ("cls", "mae")],
         "transfer": [write(tmp_path, "transfer", transfer_records())],
         "pruning": [write(tmp_path, f"pruning_{b}", pruning_records(b)) for b in ("cls", "mae")],
+        "learned_placement": [write(tmp_path, f"learned_placement_{b}", learned_records(b, other=o))
+                              for b, o in (("cls", "mae"), ("mae", "cls"))],
     }
 
 
@@ -277,7 +302,7 @@ def test_every_finding_holds_on_a_run_built_to_satisfy_it(full):
         assert measured and verdicts[-1].scope == "all", name
         assert all(v.verdict == HOLDS for v in measured), (name, [(v.scope, v.verdict, v.note) for v in measured])
         assert verdicts[-1].verdict == HOLDS, name
-        assert all(v.n_images in (N_EVAL, N_ORACLE) for v in measured), name
+        assert all(v.n_images in (N_EVAL, N_ORACLE, N_LEARNED) for v in measured), name
     # the only scopes not measured: the pruning_ablations preset's ρ = 0.5 fine-tune
     missing = [(v.finding, v.scope) for v in evaluate_all(full, CONFIG) if v.verdict == NOT_MEASURED]
     assert missing == [("Within 1 point at ≥ 30 % fewer GFLOPs", f"{b}: spot_ad_r05") for b in ("CLS", "MAE")]
@@ -316,7 +341,8 @@ def test_the_findings_table(tmp_path, full):
                                    "95 % CI low", "95 % CI high", "p (McNemar)", "Images", "Verdict", "Note"]
     assert list(dict.fromkeys(frame["Finding"])) == list(FINDINGS)
     assert set(frame["Verdict"]) == {HOLDS, NOT_MEASURED}
-    assert set(paper.ARTIFACTS["findings"].reads) == {"evaluation", "oracle", "transfer", "pruning"}
+    assert set(paper.ARTIFACTS["findings"].reads) == {"evaluation", "oracle", "transfer", "pruning",
+                                                      "learned_placement"}
     empty = paper.build("findings", {}, CONFIG)  # nothing measured: a row per finding, no error
     assert list(empty["Finding"]) == list(FINDINGS) and set(empty["Verdict"]) == {NOT_MEASURED}
 
@@ -342,3 +368,58 @@ def test_saliency_finding_reads_the_interval_of_table3(tmp_path, low, high, verd
     assert (v.scope, v.verdict) == ("CLS, 4 tokens", verdict) and bias in v.note
     if verdict != NOT_MEASURED:
         assert (v.ci_low, v.ci_high, v.n_images) == (low, high, N_ORACLE)
+
+
+# ------------------------------------------------------------------------------------------- the learned placement
+
+def test_a_prior_is_read_at_exactly_the_learned_cost(tmp_path):
+    """Between the budgets whose costs bracket the total, each image's score mixes the two readings by the share of
+    the cost interval: 1.5 GFLOPs lies halfway between 4 tokens (1.0) and 5 (2.0)."""
+    from spot.findings.learned_claims import best_label_free, equal_cost
+
+    four, five = first(60, N_LEARNED), first(100, N_LEARNED)
+    keys = dict(backbone="cls", variant="spot", method="spot", placement="center", reads_true_mask=False)
+    path = write(tmp_path, "lp", [acc(four, **keys, budget=4, gflops=1.0), acc(five, **keys, budget=5, gflops=2.0)])
+    r = rows({"learned_placement": [path]}, "learned_placement")
+    e = equal_cost(r, 1.25)
+    assert (e.low, e.high, e.weight) == (4, 5, pytest.approx(0.25))
+    assert np.allclose(e.scores.values, 0.75 * four + 0.25 * five)
+    assert equal_cost(r, 2.0).weight == 0 and np.array_equal(equal_cost(r, 2.0).scores.values, five)
+    with pytest.raises(NotMeasured, match="bracket"):
+        equal_cost(r, 2.5)  # beyond the measured costs: no extrapolation
+    assert best_label_free(r, 1.25).placement == "center"
+
+
+def test_the_learned_findings_scopes_and_verdicts(tmp_path, full):
+    """Per backbone and budget; the best prior is read between its bracketing budgets (Salient, reading the true
+    mask, is never the comparison); shuffled positions as good as the policy's contradict "per-image matters"."""
+    beats = evaluate("The learned placement beats every label-free placement at equal cost", full, CONFIG)
+    assert [v.scope for v in beats] == ["CLS, 4 tokens", "CLS, 9 tokens", "MAE, 4 tokens", "MAE, 9 tokens", "all"]
+    assert beats[0].estimate == pytest.approx(70.0) and "isotropic at 4–5 tokens, w = 0.50" in beats[0].note
+    transfer = evaluate("A learned placement transfers to another backbone", full, CONFIG)
+    assert transfer[0].scope == "MAE → CLS, 4 tokens" and transfer[0].estimate == pytest.approx(35.0)
+    records = learned_records("cls")
+    for r in records:
+        if r["placement"] == "learned_shuffled":
+            r.update(outcome_columns(level("high", N_LEARNED)))
+    inputs = {"learned_placement": [write(tmp_path, "lp_shuffled", records)]}
+    per_image = evaluate("The learned placement's per-image positions matter", inputs, CONFIG)
+    assert [v.verdict for v in per_image] == [INCONCLUSIVE, INCONCLUSIVE, INCONCLUSIVE]
+
+
+def test_the_learned_placement_table(full):
+    from spot import paper
+
+    t = paper.build("learned_placement", full, CONFIG)
+    assert list(t["m"]) == [4, 9, 4, 9] and list(t["Model"]) == ["CLS", "CLS", "MAE", "MAE"]
+    first_row = t.iloc[0]
+    assert first_row["Learned"] == pytest.approx(90.0) and first_row["Best label-free"] == pytest.approx(20.0)
+    assert first_row["Best label-free is"] == "isotropic" and first_row["Shuffled"] == pytest.approx(5.0)
+    assert first_row["Δ vs best label-free (points)"] == pytest.approx(70.0)
+    assert first_row["Salient (true mask)"] == pytest.approx(90.0)  # beside, never the comparison
+    low, high = first_row["Δ vs best label-free (points) 95% CI low"], first_row["Δ vs best label-free (points) 95% CI high"]
+    assert low < 70 < high
+    # the transfer rows give the cross-model oracle at 4 tokens (the other backbone's search), and the gap closed
+    assert first_row["Cross-model oracle"] == pytest.approx(55.0)
+    assert first_row["Gap closed (%)"] == pytest.approx(100 * (90 - 20) / (55 - 20))
+    assert np.isnan(t.iloc[1]["Cross-model oracle"])  # none measured at 9 tokens

@@ -440,6 +440,8 @@ def result_files(kind):
         return [result(kind, OWN, m) for m in PRUNING_JOBS]
     if kind == "throughput":
         return [result(kind, OWN, m) for m in dict.fromkeys(MODELS + PRUNING_BACKBONES)]
+    if kind in ("learned_placement", "learned_positions"):  # its images/s rows time this machine
+        return [result(kind, OWN, m) for m in MODELS]
     if kind == "records":
         return [spot_model(m).replace(".safetensors", ".json") for m in MODELS if config["retrofit"] == "train"]
     if kind == "examples":  # Figures 1–3 draw the first backbone's
@@ -464,8 +466,9 @@ POLICY_RECIPES = {"policy": LEARNED["recipe"], **({"policy_joint": LEARNED["join
 
 
 def learned_inputs(backbone):
-    """--model NAME=PATH of one backbone's learned_placement job: its SPoT model, its policies, the others' policy."""
-    models = {"spot": spot_model(backbone), "policy": f"{RESULTS}/models/{backbone}_policy.safetensors"}
+    """--model NAME=PATH of one backbone's learned_placement job: its SPoT model, its policies, the others' policy, and
+    the grid ViT (PatchDropout) and grid control at equal cost."""
+    models = {**variants(backbone), "policy": f"{RESULTS}/models/{backbone}_policy.safetensors"}
     if "policy_joint" in POLICY_RECIPES:
         models["joint"] = f"{RESULTS}/models/{backbone}_policy_joint.safetensors"
     models.update({f"policy@{other}": f"{RESULTS}/models/{other}_policy.safetensors"

@@ -34,6 +34,7 @@ rule learned_placement:
         table=report(result("learned_placement", OWN), category="Results", subcategory="Learned placement",
                      caption="../report/learned_placement.rst"),
         provenance=sidecar(result("learned_placement", OWN)),
+        positions=result("learned_positions", OWN),
     params:
         settings={"learned_placement": LEARNED, "saliency": config["saliency"]},
         flags=lambda w: model_flags(learned_inputs(w.backbone)),
