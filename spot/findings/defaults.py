@@ -24,6 +24,11 @@ SAMPLING_PRIOR              isotropic the SPoT prior of the sampling findings
 SALIENCY_PREDOMINANT        10.0      the paper's Finding 3, "saliency is not what drives the placements": the mean
                                       relative saliency gain (Eq. 5, %) of SPoT-ON over its start must lie below
                                       this (the paper measures 0.3–0.8 %); contradicted when it lies above
+LEARNED_TARGET              5.0       ours, the learned placement's target (issue 31): its lead over the best
+                                      label-free placement at equal cost, in points; the note says met or missed by
+                                      how much (the verdict is the plain win, MARGIN)
+GAP_TARGET                  30.0      ours, the share (%) of the gap between that placement and the cross-model
+                                      oracle the learned placement should close; reported in the note
 ==========================  ========  =================================================================================
 """
 from __future__ import annotations
@@ -40,3 +45,5 @@ SAMPLING_KEEP_RATIO = 0.5
 EQUAL_COST_SETTING = "spot_ad"
 SAMPLING_PRIOR = "isotropic"
 SALIENCY_PREDOMINANT = 10.0
+LEARNED_TARGET = 5.0
+GAP_TARGET = 30.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..findings.learned_claims import best_label_free, equal_cost
+from ..findings.learned_claims import best_label_free, equal_cost, oracle_ceiling
 from ..findings.measure import Rows, Scores
 from ..findings.registry import NotMeasured
 from ..stats import mean_interval, paired_difference
@@ -40,21 +40,6 @@ def _reading(f: Rows, total: float, **keys):
         return equal_cost(r, total)
     except NotMeasured:
         return None
-
-
-def _oracle_ceiling(inputs, backbone, budget) -> tuple[float, str]:
-    """The cross-model oracle of ``backbone`` at ``budget``: its Acc@1 at SPoT-ON positions searched on another
-    model (the best source), from the transfer rows; NaN without them."""
-    if not inputs.get("transfer"):
-        return np.nan, ""
-    t = read_results(inputs, "transfer")
-    t = t[(t.metric == "transfer_acc1") & (t.target == backbone) & (t.source != backbone) & (t.budget == budget)]
-    if "placement" in t:
-        t = t[t.placement == "spot_on"]
-    if not len(t):
-        return np.nan, ""
-    means = t.groupby("source")["value"].mean()
-    return float(means.max()), str(means.idxmax())
 
 
 def _pruning_near(inputs, backbone, total: float) -> tuple[float, float, str]:
@@ -111,7 +96,7 @@ def _budget_row(f: Rows, raw: pd.DataFrame, inputs, config, backbone, budget) ->
                          ("Grid control", dict(variant="grid_control", method="spot"))):
         e = _reading(acc, total, **keys)
         _cell(row, column, e.scores if e else None)
-    oracle, source = _oracle_ceiling(inputs, backbone, budget)
+    oracle, _ = oracle_ceiling(inputs, backbone, budget)
     row["Cross-model oracle"] = oracle
     row["Gap closed (%)"] = 100 * (row["Learned"] - row["Best label-free"]) / (oracle - row["Best label-free"]) \
         if np.isfinite(oracle) and oracle > row["Best label-free"] else np.nan

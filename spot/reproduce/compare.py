@@ -221,6 +221,8 @@ def compare_records(run_csv, ref_csv, rel: str, spread: pd.DataFrame | None = No
     a ``row`` label), a row per record found on one side only (``file``, ``side``, ``row``), and the key columns
     found on one side only (not matched on)."""
     run, ref = _read_csv(run_csv), _read_csv(ref_csv)
+    timed = sum(int(_timing_rows(f).sum()) for f in (run, ref))
+    run, ref = (f[~_timing_rows(f)].reset_index(drop=True) for f in (run, ref))
     keys = [c for c in run.columns if c in ref.columns and not is_measured(c)]
     rk, fk = _keyed(run, keys), _keyed(ref, keys)
     on = keys + [OCCURRENCE]
@@ -238,7 +240,16 @@ def compare_records(run_csv, ref_csv, rel: str, spread: pd.DataFrame | None = No
     lone = [f"{c} (only in {side})" for side, a, b in (("run", run, ref), ("reference", ref, run))
             for c in a.columns if c not in b.columns and not is_measured(c)]
     note = f"; key columns not matched on: {', '.join(lone)}" if lone else ""
+    note += f"; {timed} timing rows not compared (metric images_per_s …: they time the machine)" if timed else ""
     return pd.DataFrame(rows), pd.DataFrame(unmatched, columns=["file", "side", "row"]), note
+
+
+def _timing_rows(frame: pd.DataFrame) -> pd.Series:
+    """The rows whose ``metric`` is timing-like (``images_per_s``): a mixed record file's timings (the learned
+    placement's), not compared, as a throughput file is not."""
+    if "metric" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["metric"].map(lambda m: bool(TIMING_WORDS & set(str(m).lower().split("_"))))
 
 
 # ---------------------------------------------------------------------------------------------------- findings

@@ -396,6 +396,12 @@ def test_the_learned_findings_scopes_and_verdicts(tmp_path, full):
     beats = evaluate("The learned placement beats every label-free placement at equal cost", full, CONFIG)
     assert [v.scope for v in beats] == ["CLS, 4 tokens", "CLS, 9 tokens", "MAE, 4 tokens", "MAE, 9 tokens", "all"]
     assert beats[0].estimate == pytest.approx(70.0) and "isotropic at 4–5 tokens, w = 0.50" in beats[0].note
+    # the target (+5 points) and the share of the gap to the cross-model oracle (55 %, MAE's search) in the note
+    assert "target +5 points: met" in beats[0].note and "closes 200.0 % of the gap" in beats[0].note
+    assert "gap" not in beats[1].note  # no transfer rows at 9 tokens
+    strict = evaluate("The learned placement beats every label-free placement at equal cost", full, CONFIG,
+                      target=80.0)[0]
+    assert "target +80 points: missed by 10.00 points" in strict.note and strict.verdict == HOLDS
     transfer = evaluate("A learned placement transfers to another backbone", full, CONFIG)
     assert transfer[0].scope == "MAE → CLS, 4 tokens" and transfer[0].estimate == pytest.approx(35.0)
     records = learned_records("cls")

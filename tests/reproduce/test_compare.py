@@ -224,3 +224,22 @@ def test_a_finding_on_one_side_only_is_listed_not_an_error(tmp_path):
         findings, index=False)
     c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
     assert c.findings_one_side.to_dict("records") == [{"Finding": "A new finding", "Scope": "all", "side": "run only"}]
+
+
+def test_timing_rows_of_a_mixed_record_file_are_not_compared(tmp_path):
+    """The learned placement's file holds Acc@1 rows and images/s rows: the timings differ run to run and are left
+    out (said in the file's status), the accuracies compared."""
+    for side, speed in (("ref", 1000.0), ("run", 1234.0)):
+        make_root(tmp_path / side)
+        bits = _outcomes(3)
+        rows = [{"backbone": "cls_in1k", "placement": "learned", "budget": 9, "metric": "acc1",
+                 **outcome_columns(bits)},
+                {"backbone": "cls_in1k", "placement": "learned", "budget": 9, "metric": "images_per_s",
+                 "value": speed, "n_images": 256}]
+        _write(tmp_path / side / "results" / PRESET / "learned_placement" / "cls_in1k.csv", rows)
+    c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
+    learned = c.rows[c.rows["file"].str.startswith("learned_placement")]
+    assert len(learned) == 1 and "metric=acc1" in learned["row"].iloc[0]
+    assert set(learned["verdict"]) == {"identical"} and c.exit_code() == 0
+    status = c.files.set_index("file").loc["learned_placement/cls_in1k.csv", "status"]
+    assert status.startswith("compared") and "2 timing rows not compared" in status
