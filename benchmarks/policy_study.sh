@@ -45,3 +45,13 @@ train channels16_32       --set 'place.policy.channels=[16, 32]'
 train floor0              --set place.policy.floor=0.0
 train two_epochs          --set epochs=2
 train joint               --set place.tune=joint --set place.model_lr_scale=0.1 --set optimizer.layer_decay=0.65
+# the joint variant's control: the same tuning of the model with a policy that cannot move the tokens (floor 0.999:
+# the Isotropic layout) — what the model gains from tuning at these budgets alone
+train joint_isotropic     --set place.tune=joint --set place.model_lr_scale=0.1 --set optimizer.layer_decay=0.65 \
+                          --set place.policy.floor=0.999
+# the training seed's spread (the recipe and the best variants again, another seed), and the two best combined
+train recipe_seed21       --set seed=21
+train floor0_seed21       --set place.policy.floor=0.0 --set seed=21
+train channels16_32_seed21 --set 'place.policy.channels=[16, 32]' --set seed=21
+train floor0_channels16_32 --set place.policy.floor=0.0 --set 'place.policy.channels=[16, 32]'
+train floor0_channels16_32_seed21 --set place.policy.floor=0.0 --set 'place.policy.channels=[16, 32]' --set seed=21

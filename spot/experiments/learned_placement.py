@@ -6,9 +6,14 @@ outcomes (paired intervals downstream) and its **total cost**: the placement's o
 relevance placement's coarse pass) plus the SPoT forward at m tokens, both counted by torch's ``FlopCounterMode``.
 
 * ``learned`` — the policy trained for this backbone's SPoT model (``--model policy=PATH``; the model frozen), at
-  each budget; ``joint`` variant rows — a jointly tuned model with its policy (``--model joint=PATH``), if given;
+  each budget; ``joint`` variant rows — a jointly tuned model with its policy (``--model joint=PATH``), if given,
+  and ``joint_control`` rows — the same tuning with a policy that cannot move the tokens (``--model
+  joint_control=PATH``: what the model gains from the tuning alone);
 * ``learned_shuffled`` — each image read at *another* image's learned positions (a fixed permutation of the split):
   does per-image placement matter, or only the average layout?
+* ``<tag>_blank`` for every policy row (``learned_blank``, ``learned_joint_blank`` …) — the model reading a blank
+  image (zeros) at the positions the policy gave the real one: what the model reads from the positions alone (the
+  oracle's blank-image control; chance is 1 / classes);
 * ``learned@<backbone>`` — the policy trained for another backbone (``--model policy@<backbone>=PATH``) placing the
   tokens of this SPoT model: does it transfer?
 * the relevance placements (``learned_placement.relevance``; training-free) at each budget;
@@ -20,6 +25,8 @@ relevance placement's coarse pass) plus the SPoT forward at m tokens, both count
   costed at its own forward;
 * ``glance_probe`` (budget 0) — a linear classifier on the policy's own glance features (fit on
   ``probe_images`` train images): if the glance alone classified well, the positions would not be what helps;
+  ``positions_probe`` (method ``probe``, per policy and budget) — a linear classifier on the positions alone: does the
+  policy write the class into where it puts the tokens?
 * ``images_per_s`` rows — the learned forward (glance + placement + SPoT) and the Isotropic SPoT forward at each
   budget, timed side by side in interleaved rounds.
 """
@@ -48,7 +55,7 @@ from .saliency import SaliencyMemo
 
 __all__ = ["COLUMNS", "forward_costs", "bracket", "run"]
 
-OPTIONAL_MODELS = ("joint", "parent", "grid_control")  # --model names beside spot, policy and policy@<backbone>
+OPTIONAL_MODELS = ("joint", "joint_control", "parent", "grid_control")  # beside spot, policy, policy@<backbone>
 COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget", "metric", "value", "n_images", "seed",
            "gflops", "placement_gflops", "reads_true_mask", "outcomes")
 
@@ -122,6 +129,9 @@ def _policy_rows(scorer, backbone, variant, model, policy, costs, settings, tag=
         if tag == "learned":
             shuffled = scorer.outcomes(model, lambda images, rows_, maps, every=every: every[perm[rows_]])
             rows.append(_row(backbone, variant, "learned_shuffled", m, shuffled, totals[m], glance))
+        blank = scorer.outcomes(lambda images, positions: model(torch.zeros_like(images), positions),
+                                lambda images, rows_, maps, every=every: every[rows_])
+        rows.append(_row(backbone, variant, f"{tag}_blank", m, blank, totals[m], glance))
     return rows, totals
 
 
@@ -181,30 +191,45 @@ def _relevance_rows(scorer, backbone, model, costs, settings) -> list:
     return rows
 
 
-def _probe_row(data_root, spot_checkpoint, policy, test: EvalData, backbone, settings, device) -> dict:
-    """The glance alone: a logistic regression on the policy's convolution features of ``probe_images`` train
-    images, scored on the split."""
+def _probe(train: EvalData, test: EvalData, features_of, settings, device) -> np.ndarray:
+    """Per-image 0/1 outcomes on ``test`` of a logistic regression (standardised features) fit on ``train``'s
+    ``features_of(images)``: what a linear read-out of those features alone classifies."""
     from sklearn.linear_model import LogisticRegression
-
-    mean, std = spot_checkpoint.normalisation
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     def features(data):
         out, labels = [], []
         with torch.inference_mode():
             for images, y, _ in data.batches(settings.batch_size):
-                out.append(policy.features(policy.glance(images.to(device))).flatten(1).cpu())
+                out.append(features_of(images.to(device)).flatten(1).float().cpu())
                 labels.append(y)
         return torch.cat(out).numpy(), torch.cat(labels).numpy()
 
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(*features(train))
+    tx, ty = features(test)
+    return (probe.predict(tx) == ty).astype(np.uint8)
+
+
+def _probe_rows(data_root, spot_checkpoint, policies: dict, test: EvalData, backbone, settings, device) -> list:
+    """The controls of what the policy's inputs and outputs carry, each a linear classifier fit on
+    ``probe_images`` train images and scored on the split: ``glance_probe`` — the policy's own convolution features
+    of the glance (the glance alone); ``positions_probe`` at each budget — the positions of each policy of
+    ``policies`` ({variant: policy}) alone. A positions probe near the model's accuracy says the policy writes the
+    class into where it puts the tokens (a side channel the model can read through the positional embedding)."""
+    mean, std = spot_checkpoint.normalisation
     train = EvalData.open(data_root, "train", mean=mean, std=std, limit=settings.probe_images,
                           subset_seed=settings.subset_seed, img_size=spot_checkpoint.model.image_size[0])
-    fx, fy = features(train)
-    probe = LogisticRegression(max_iter=300).fit(fx, fy)
-    tx, ty = features(test)
-    outcomes = (probe.predict(tx) == ty).astype(np.uint8)
+    policy = policies["spot"]
     x1 = next(test.batches(1))[0].to(device)
     glance = count_gflops(lambda images: policy.features(policy.glance(images)), x1)
-    return _row(backbone, "spot", "glance_probe", 0, outcomes, glance, glance, method="probe")
+    outcomes = _probe(train, test, lambda images: policy.features(policy.glance(images)), settings, device)
+    rows = [_row(backbone, "spot", "glance_probe", 0, outcomes, glance, glance, method="probe")]
+    for variant, p in policies.items():
+        for m in settings.budgets:
+            outcomes = _probe(train, test, lambda images, p=p, m=m: p.positions(images, m), settings, device)
+            rows.append(_row(backbone, variant, "positions_probe", m, outcomes, math.nan, math.nan, method="probe"))
+    return rows
 
 
 def _full_grid_row(model, image_shape, backbone) -> dict:
@@ -256,8 +281,8 @@ def _models(args) -> dict:
     models = parse_model_args(args.model)
     if "spot" not in models or "policy" not in models:
         raise ValueError("spot learned_placement needs --model spot=PATH (the SPoT model) and --model policy=PATH (its "
-                         "policy, trained by a task: place recipe); optional: joint=PATH, parent=PATH, "
-                         "grid_control=PATH, policy@<backbone>=PATH")
+                         "policy, trained by a task: place recipe); optional: joint=PATH, joint_control=PATH, "
+                         "parent=PATH, grid_control=PATH, policy@<backbone>=PATH")
     unknown = [n for n in models if n not in OPTIONAL_MODELS + ("spot", "policy") and not n.startswith("policy@")]
     if unknown:
         raise ValueError(f"--model {unknown[0]!r}: accepted names are spot, policy, {', '.join(OPTIONAL_MODELS)} "
@@ -284,17 +309,20 @@ def measure(models: dict, data_root, settings, saliency, device, backbone: str, 
         if name.startswith("policy@"):
             rows += _policy_rows(scorer, backbone, "spot", model, load_policy(path).to(device), costs, settings,
                                  tag=f"learned@{name.split('@', 1)[1]}")[0]
-    if "joint" in models:
-        joint = open_checkpoint(models["joint"], name="joint").model.to(device).eval()
-        if not isinstance(joint, PlacedSPoT):
-            raise ValueError(f"--model joint={models['joint']}: not a policy checkpoint (format placed_spot)")
-        rows += _policy_rows(scorer, backbone, "joint", joint.model, joint.policy, costs, settings,
-                             tag="learned_joint")[0]
+    policies = {"spot": policy}
+    for name in ("joint", "joint_control"):
+        if name in models:
+            joint = open_checkpoint(models[name], name=name).model.to(device).eval()
+            if not isinstance(joint, PlacedSPoT):
+                raise ValueError(f"--model {name}={models[name]}: not a policy checkpoint (format placed_spot)")
+            rows += _policy_rows(scorer, backbone, name, joint.model, joint.policy, costs, settings,
+                                 tag=f"learned_{name}")[0]
+            policies[name] = joint.policy
     specs = [(p, False) for p in settings.priors] + [(p, True) for p in settings.true_mask]
     rows += _prior_rows(scorer, backbone, model, costs, totals, specs)
     rows += _grid_rows(scorer, backbone, models, image_shape, totals, device)
     rows += _relevance_rows(scorer, backbone, model, costs, settings)
-    rows.append(_probe_row(data_root, spot_checkpoint, policy, data, backbone, settings, device))
+    rows += _probe_rows(data_root, spot_checkpoint, policies, data, backbone, settings, device)
     rows.append(_full_grid_row(model, image_shape, backbone))
     rows += _timing_rows(model, policy, image_shape, backbone, settings, device)
     written = write_positions(positions_to, data, policy, settings.budgets, model.patch_size,

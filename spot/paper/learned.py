@@ -88,7 +88,11 @@ def _budget_row(f: Rows, raw: pd.DataFrame, inputs, config, backbone, budget) ->
     row["Δ vs best label-free (points)"] = d.difference if d else np.nan
     set_interval(row, "Δ vs best label-free (points)", (d.low, d.high) if d else (np.nan, np.nan))
     for column, keys in (("Shuffled", dict(variant="spot", placement="learned_shuffled", budget=budget)),
-                         ("Joint", dict(variant="joint", placement="learned_joint", budget=budget))):
+                         ("Joint", dict(variant="joint", placement="learned_joint", budget=budget)),
+                         ("Joint control", dict(variant="joint_control", placement="learned_joint_control",
+                                                budget=budget)),
+                         ("Blank at learned positions", dict(variant="spot", placement="learned_blank", budget=budget)),
+                         ("Joint, blank", dict(variant="joint", placement="learned_joint_blank", budget=budget))):
         r = acc.where(**keys)
         _cell(row, column, r.scores() if len(r) else None)
     for column, keys in (("Salient (true mask)", dict(variant="spot", method="spot", placement="salient")),
@@ -102,15 +106,18 @@ def _budget_row(f: Rows, raw: pd.DataFrame, inputs, config, backbone, budget) ->
         if np.isfinite(oracle) and oracle > row["Best label-free"] else np.nan
     pruned, pruned_g, pruned_name = _pruning_near(inputs, backbone, total)
     row.update({"Pruning nearest in cost": pruned, "its GFLOPs": pruned_g, "Pruning method": pruned_name})
-    probe = acc.where(placement="glance_probe")
-    row["Glance probe"] = float(probe.frame["value"].iloc[0]) if len(probe) else np.nan
+    for column, keys in (("Glance probe", dict(placement="glance_probe")),
+                         ("Positions probe", dict(variant="spot", placement="positions_probe", budget=budget)),
+                         ("Joint positions probe", dict(variant="joint", placement="positions_probe", budget=budget))):
+        probe = acc.where(**keys)
+        row[column] = float(probe.frame["value"].iloc[0]) if len(probe) else np.nan
     row["Learned (images/s)"] = _speed(raw, "learned", budget)
     row["Isotropic (images/s)"] = _speed(raw, "isotropic", budget)
     return row
 
 
 @table("learned_placement", reads=("learned_placement", "transfer", "pruning"), optional=("transfer", "pruning"),
-       caption="The learned placement at equal cost (ours): per backbone and budget m, the learned policy's Acc@1 (%) at its total GFLOPs per image (glance + SPoT forward; the glance's share of the SPoT forward on the full grid), the best label-free placement at exactly that cost (the priors and the relevance placement, each read between the two budgets that bracket it — best of on the same test images, optimistic for the priors) and the paired difference, the controls (the policy's positions shuffled across images; the policy tuned jointly with the model), Salient reading the true mask, PatchDropout and the grid control at the same cost, the cross-model oracle (positions searched on another model, the best source) as the ceiling of placement alone and the gap closed towards it, the pruning fine-tune nearest in cost, the glance-alone probe, and measured images/s (learned vs Isotropic at m). The CSV holds every Acc@1 cell's 95 % interval.")
+       caption="The learned placement at equal cost (ours): per backbone and budget m, the learned policy's Acc@1 (%) at its total GFLOPs per image (glance + SPoT forward; the glance's share of the SPoT forward on the full grid), the best label-free placement at exactly that cost (the priors and the relevance placement, each read between the two budgets that bracket it — best of on the same test images, optimistic for the priors) and the paired difference, the controls (the policy's positions shuffled across images; the policy tuned jointly with the model, and that tuning's control: the same tuning with tokens held at the Isotropic layout — the joint gain over it is the policy's), Salient reading the true mask, PatchDropout and the grid control at the same cost, the cross-model oracle (positions searched on another model, the best source) as the ceiling of placement alone and the gap closed towards it, the pruning fine-tune nearest in cost, the probes (a linear classifier on the policy's glance features alone, and on its positions alone), the model reading a blank image at the positions the policy gave the real one (what it reads from the positions alone; chance 1 / classes), and measured images/s (learned vs Isotropic at m). The CSV holds every Acc@1 cell's 95 % interval.")
 def learned_placement_table(inputs, config) -> pd.DataFrame:
     raw = read_results(inputs, "learned_placement")
     lp = Rows("learned_placement", raw.drop(columns=[c for c in raw.columns if c.startswith("_")]))
@@ -128,7 +135,7 @@ def _curves(f: pd.DataFrame) -> dict:
     acc = f[f.metric == "acc1"]
     curves = {}
     for (variant, method, placement), g in acc.groupby(["variant", "method", "placement"], sort=False):
-        if placement == "glance_probe":
+        if method == "probe" or str(placement).endswith("_blank"):  # the probes and blank controls: no curve
             continue
         points = sorted((1e3 * gg["gflops"].iloc[0], gg["value"].mean()) for _, gg in g.groupby("budget"))
         learned = str(placement).startswith("learned")

@@ -17,6 +17,8 @@ class LearnedPlacementSettings:
 
     recipe: str = "place_policy"  # the recipe the workflow trains each backbone's policy with (task: place)
     joint_recipe: str | None = "place_policy_joint"  # … and its jointly tuned one (null: none)
+    # the joint one's control: the same tuning of the model with a policy that cannot move the tokens (null: none)
+    joint_control_recipe: str | None = "place_policy_joint_control"
     split: str = "test"
     limit: int | None = None  # a stratified subset of the split (None: all of it)
     subset_seed: int = 0
@@ -37,8 +39,10 @@ class LearnedPlacementSettings:
     def validate(self) -> "LearnedPlacementSettings":
         if not isinstance(self.recipe, str) or not self.recipe:
             raise ValueError(f"learned_placement.recipe must name a recipe (task: place), got {self.recipe!r}")
-        if self.joint_recipe is not None and (not isinstance(self.joint_recipe, str) or not self.joint_recipe):
-            raise ValueError(f"learned_placement.joint_recipe must name a recipe or be null, got {self.joint_recipe!r}")
+        for key in ("joint_recipe", "joint_control_recipe"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"learned_placement.{key} must name a recipe or be null, got {value!r}")
         if self.split not in ("train", "val", "test"):
             raise ValueError(f"learned_placement.split must be train, val or test, got {self.split!r}")
         for key in ("batch_size", "probe_images", "timing_batch", "repeats"):

@@ -28,7 +28,10 @@ def models(train_tiny, tiny_spot):
     policy = train_tiny("policy", tiny_recipe(**{"epochs": 1, **place}), spot)
     joint = train_tiny("joint", tiny_recipe(**{"epochs": 1, **place, "place": dict(place["place"], tune="joint")}),
                        spot)
-    return dict(spot=spot, policy=policy, joint=joint, parent=tiny_spot["vit"], grid_control=tiny_spot["ctrl"])
+    control = dict(place["place"], tune="joint", policy=dict(place["place"]["policy"], floor=0.999))
+    joint_control = train_tiny("joint_control", tiny_recipe(**{"epochs": 1, **place, "place": control}), spot)
+    return dict(spot=spot, policy=policy, joint=joint, joint_control=joint_control, parent=tiny_spot["vit"],
+                grid_control=tiny_spot["ctrl"])
 
 
 def _config(tmp_path):
@@ -45,14 +48,21 @@ def test_every_row_with_its_cost_and_outcomes(tmp_path, canvas, models):
     out = tmp_path / "lp.csv"
     spot_command("learned_placement", "--config", _config(tmp_path), "--backbone", "cls_in1k",
                  "--model", f"spot={models['spot']}", "--model", f"policy={models['policy']}",
-                 "--model", f"joint={models['joint']}", "--model", f"policy@other={models['policy']}",
+                 "--model", f"joint={models['joint']}", "--model", f"joint_control={models['joint_control']}",
+                 "--model", f"policy@other={models['policy']}",
                  "--model", f"parent={models['parent']}", "--model", f"grid_control={models['grid_control']}",
                  "--data", canvas, "--out", out)
     rows = pd.read_csv(out)
     acc = rows[rows.metric == "acc1"]
-    assert set(acc.placement) >= {"learned", "learned_shuffled", "learned@other", "learned_joint", "isotropic",
+    assert set(acc.placement) >= {"learned", "learned_shuffled", "learned@other", "learned_joint",
+                                  "learned_joint_control", "isotropic",
                                   "center", "uniform", "salient", "relevance(coarse=4)", "glance_probe"}
     assert (acc.n_images == 60).all() and acc.value.between(0, 100).all()
+    blank = acc[acc.placement.str.endswith("_blank")]  # the model on blank images at each policy's positions
+    assert set(blank.placement) == {"learned_blank", "learned@other_blank", "learned_joint_blank",
+                                    "learned_joint_control_blank"} and len(blank) == 4 * 2
+    probes = acc[acc.placement == "positions_probe"]  # the positions alone, per policy and budget
+    assert set(zip(probes.variant, probes.budget)) == {(v, m) for v in ("spot", "joint", "joint_control") for m in (4, 9)}
     for _, r in acc.iterrows():  # the value is the mean of the row's own per-image outcomes
         assert r.value == pytest.approx(100 * decode_outcomes(r.outcomes, 60).mean())
     learned = acc[acc.placement == "learned"].set_index("budget")
@@ -116,6 +126,18 @@ def _same_as_evaluate(acc, canvas, models):
     assert compared >= 8  # 2 methods × (at least) budgets 4, 9 × seeds 0, 1
 
 
+def test_the_joint_control_holds_the_tokens_at_the_isotropic_layout(models):
+    """The joint variant's control trains the model as the joint one does, with a policy whose floor (0.999) leaves
+    it no mass to move: its positions stay within a hair of the Isotropic layout."""
+    from spot.core.policy import load_policy
+
+    x = torch.rand(3, 1, 48, 48)
+    iso = spot.isotropic_layout(9, (48, 48)).double()
+    control = load_policy(models["joint_control"])
+    assert control.settings.floor == 0.999  # the recipe's override reached the policy
+    assert torch.allclose(control.positions(x, 9), iso.expand(3, -1, -1), atol=2e-3)
+
+
 def test_the_policy_rows_are_the_policys_own_positions(tmp_path, canvas, models):
     """The learned row's outcomes are those of the stored model run at its policy's positions (recomputed here)."""
     out = tmp_path / "lp.csv"
@@ -127,8 +149,10 @@ def test_the_policy_rows_are_the_policys_own_positions(tmp_path, canvas, models)
     x, y, _ = next(data.batches(60))
     with torch.no_grad():
         expected = (placed(x, num_tokens=9).argmax(-1) == y).numpy()
-    r = rows[(rows.placement == "learned") & (rows.budget == 9)].iloc[0]
-    assert np.array_equal(decode_outcomes(r.outcomes, 60).astype(bool), expected)
+        blank = (placed.model(torch.zeros_like(x), placed.policy.positions(x, 9)).argmax(-1) == y).numpy()
+    for placement, want in (("learned", expected), ("learned_blank", blank)):
+        r = rows[(rows.placement == placement) & (rows.budget == 9)].iloc[0]
+        assert np.array_equal(decode_outcomes(r.outcomes, 60).astype(bool), want), placement
 
 
 def test_costs_and_brackets():

@@ -461,16 +461,19 @@ def artifact_inputs(name):
 # -- the learned placement (ours): the policy recipes and a backbone's learned_placement inputs
 
 LEARNED = config["learned_placement"]
-POLICY_RECIPES = {"policy": LEARNED["recipe"], **({"policy_joint": LEARNED["joint_recipe"]}
-                                                  if LEARNED.get("joint_recipe") else {})}
+POLICY_RECIPES = {"policy": LEARNED["recipe"],
+                  **{name: LEARNED[key] for name, key in (("policy_joint", "joint_recipe"),
+                                                          ("policy_joint_control", "joint_control_recipe"))
+                     if LEARNED.get(key)}}
 
 
 def learned_inputs(backbone):
     """--model NAME=PATH of one backbone's learned_placement job: its SPoT model, its policies, the others' policy, and
     the grid ViT (PatchDropout) and grid control at equal cost."""
     models = {**variants(backbone), "policy": f"{RESULTS}/models/{backbone}_policy.safetensors"}
-    if "policy_joint" in POLICY_RECIPES:
-        models["joint"] = f"{RESULTS}/models/{backbone}_policy_joint.safetensors"
+    for name, model in (("policy_joint", "joint"), ("policy_joint_control", "joint_control")):
+        if name in POLICY_RECIPES:
+            models[model] = f"{RESULTS}/models/{backbone}_{name}.safetensors"
     models.update({f"policy@{other}": f"{RESULTS}/models/{other}_policy.safetensors"
                    for other in MODELS if other != backbone})
     return models
