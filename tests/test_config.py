@@ -152,8 +152,9 @@ def test_the_registry_declares_every_artifact_once_with_its_inputs_and_caption()
     names = list(paper.ARTIFACTS)
     assert [n for n in names if n.startswith("table")] == [f"table{i}" for i in range(1, 9)]
     assert [n for n in names if n.startswith("figure")] == ["figure1", "figure2", "figure3", "figure4", "figure5",
-                                                            "figure5b", "figure_sampling_vs_pruning"]
-    assert {"pruning_table1", "pruning_ablations", "sampling_vs_pruning"} <= set(names)
+                                                            "figure5b", "figure_sampling_vs_pruning",
+                                                            "figure_learned_placement", "figure_learned_positions"]
+    assert {"pruning_table1", "pruning_ablations", "sampling_vs_pruning", "learned_placement"} <= set(names)
     for a in paper.ARTIFACTS.values():
         assert a.reads and set(a.reads) <= set(paper.RESULT_KINDS) and len(a.caption) > 40, a.name
     with pytest.raises(ValueError, match="registered twice"):
