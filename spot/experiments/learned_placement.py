@@ -60,11 +60,19 @@ COLUMNS = ("experiment", "backbone", "variant", "method", "placement", "budget",
            "gflops", "placement_gflops", "reads_true_mask", "outcomes")
 
 
-def forward_costs(forward, image_shape, max_budget: int) -> dict[int, float]:
-    """GFLOPs per image of ``forward(images, positions)`` at every budget 1 … ``max_budget`` (Isotropic positions)."""
+MAX_COSTED = 4096  # the largest budget forward_costs counts before it gives up (a forward whose cost does not grow)
+
+
+def forward_costs(forward, image_shape, max_budget: int, above: float | None = None) -> dict[int, float]:
+    """GFLOPs per image of ``forward(images, positions)`` (Isotropic positions) at every budget 1 … ``max_budget``,
+    and on until one costs more than ``above`` GFLOPs (when given: the budgets that bracket every learned total)."""
     x = torch.zeros(1, *image_shape)
-    costs = {}
-    for m in range(1, max_budget + 1):
+    costs, m = {}, 0
+    while m < max_budget or (above is not None and costs[m] <= above):
+        if m >= MAX_COSTED:
+            raise ValueError(f"no budget up to {MAX_COSTED} tokens costs more than {above:.4g} GFLOPs: the policy's "
+                             "glance costs more than the forward can (a smaller policy, or larger budgets)")
+        m += 1
         positions = place("isotropic", m, ImageBatch(tuple(image_shape[-2:]), 1))
         costs[m] = count_gflops(lambda images, p=positions: forward(images, p), x)
     return costs
@@ -80,9 +88,9 @@ def bracket(costs: dict[int, float], total: float) -> tuple[int, int]:
 class _Scorer:
     """One pass per placement over the split's images: per-image correctness of ``model`` at given positions."""
 
-    def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device, patch, max_budget):
+    def __init__(self, data: EvalData, settings: LearnedPlacementSettings, saliency, device, patch):
         self.data, self.settings, self.device = data, settings, device
-        self.patch, self.max_budget = patch, max_budget  # the grid's patch size; the largest budget ever costed
+        self.patch = patch  # the grid's patch size (grid placements)
         self.maps = SaliencyMemo(saliency)
 
     def outcomes(self, model, positions_of, with_maps: bool = False) -> np.ndarray:
@@ -166,12 +174,12 @@ def _grid_rows(scorer, backbone, models, image_shape, totals, device) -> list:
             keep = grid_cell_index(positions, tuple(images.shape[-2:]), scorer.patch)
             return net(images, keep=keep.expand(len(images), -1).to(images.device))
 
-        costs = forward_costs(dropout, image_shape, scorer.max_budget)
+        costs = forward_costs(dropout, image_shape, max(totals), above=max(totals.values()))
         rows += _prior_rows(scorer, backbone, dropout, costs, totals, [("grid_random", False)], "parent",
                             "patchdropout")
     if "grid_control" in models:
         control = open_checkpoint(models["grid_control"], classifier=True, name="grid_control").model.to(device)
-        costs = forward_costs(control.eval(), image_shape, scorer.max_budget)
+        costs = forward_costs(control.eval(), image_shape, max(totals), above=max(totals.values()))
         rows += _prior_rows(scorer, backbone, control, costs, totals, [("grid_random", False)], "grid_control")
     return rows
 
@@ -299,16 +307,19 @@ def measure(models: dict, data_root, settings, saliency, device, backbone: str, 
     mean, std = spot_checkpoint.normalisation
     data = EvalData.open(data_root, settings.split, mean=mean, std=std, limit=settings.limit,
                          subset_seed=settings.subset_seed, img_size=model.image_size[0])
-    scorer = _Scorer(data, settings, saliency, device, model.patch_size, 2 * max(settings.budgets) + 2)
+    scorer = _Scorer(data, settings, saliency, device, model.patch_size)
     image_shape = tuple(next(data.batches(1))[0].shape[1:])
     policy = load_policy(models["policy"]).to(device)
-    costs = forward_costs(model, image_shape, scorer.max_budget)
+    costs = forward_costs(model, image_shape, max(settings.budgets))
     rows, totals = _policy_rows(scorer, backbone, "spot", model, policy, costs, settings)
     log(f"{backbone}: learned placement at {', '.join(map(str, settings.budgets))} tokens measured")
+    highest = max(totals.values())  # the priors are costed on until a budget brackets every learned total
     for name, path in models.items():
         if name.startswith("policy@"):
-            rows += _policy_rows(scorer, backbone, "spot", model, load_policy(path).to(device), costs, settings,
-                                 tag=f"learned@{name.split('@', 1)[1]}")[0]
+            more, their = _policy_rows(scorer, backbone, "spot", model, load_policy(path).to(device), costs, settings,
+                                       tag=f"learned@{name.split('@', 1)[1]}")
+            rows, highest = rows + more, max(highest, *their.values())
+    costs = forward_costs(model, image_shape, max(settings.budgets), above=highest)
     policies = {"spot": policy}
     for name in ("joint", "joint_control"):
         if name in models:
@@ -320,7 +331,7 @@ def measure(models: dict, data_root, settings, saliency, device, backbone: str, 
             policies[name] = joint.policy
     specs = [(p, False) for p in settings.priors] + [(p, True) for p in settings.true_mask]
     rows += _prior_rows(scorer, backbone, model, costs, totals, specs)
-    rows += _grid_rows(scorer, backbone, models, image_shape, totals, device)
+    rows += _grid_rows(scorer, backbone, models, image_shape, totals, device)  # at the frozen policy's costs
     rows += _relevance_rows(scorer, backbone, model, costs, settings)
     rows += _probe_rows(data_root, spot_checkpoint, policies, data, backbone, settings, device)
     rows.append(_full_grid_row(model, image_shape, backbone))

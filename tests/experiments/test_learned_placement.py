@@ -160,8 +160,11 @@ def test_costs_and_brackets():
     assert bracket(costs, 2.5) == (2, 3) and bracket(costs, 2.0) == (2, 3) and bracket(costs, 0.5) == (1, 2)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=48, patch_size=8, in_chans=1, num_classes=10,
                             embed_dim=32, depth=2, num_heads=2)
-    c = forward_costs(spot.SPoTViT.from_timm(vit).eval(), (1, 48, 48), 6)  # the forward's cost grows with m
+    model = spot.SPoTViT.from_timm(vit).eval()
+    c = forward_costs(model, (1, 48, 48), 6)  # the forward's cost grows with m
     assert all(c[m] < c[m + 1] for m in range(1, 6))
+    # costed on until a budget costs more than a total: every learned total is bracketed, however large its glance
+    assert forward_costs(model, (1, 48, 48), 2, above=c[5]) == pytest.approx({m: c[m] for m in range(1, 7)})
 
 
 def test_the_models_it_needs_are_named(tmp_path, canvas, models):
