@@ -96,6 +96,23 @@ def test_a_table_that_differs_fails(tmp_path, runs, capsys):
     assert rc == 1 and "paper_figures/smoke/table1.csv differs" in err
 
 
+def test_timing_rows_of_a_result_file_are_not_compared(tmp_path, runs, capsys):
+    """The learned placement's result CSV holds accuracies and images/s rows: the timings may differ, not the rest."""
+    header = "placement,budget,metric,value\n"
+    for run, speed in (("slurm", "1000.0"), ("local", "1234.5")):
+        folder = runs / run / "results" / "smoke" / "learned_placement"
+        folder.mkdir(parents=True)
+        (folder / "cls_in1k.csv").write_text(header + f"learned,9,acc1,55.0\nlearned,9,images_per_s,{speed}\n")
+    write_case(tmp_path)
+    rc, out, err = run_check(tmp_path, runs, capsys)
+    assert rc == 0, err
+    assert "2 of 2 tables and result files byte-identical" in out
+    (runs / "slurm" / "results" / "smoke" / "learned_placement" / "cls_in1k.csv").write_text(
+        header + "learned,9,acc1,56.0\nlearned,9,images_per_s,1000.0\n")  # an accuracy differs: that fails
+    rc, _, err = run_check(tmp_path, runs, capsys)
+    assert rc == 1 and "learned_placement/cls_in1k.csv differs" in err
+
+
 def test_time_limits_and_memory_parse():
     assert check_jobs.minutes("2-00:00:00") == 2880 and check_jobs.minutes("01:00:00") == 60
     assert check_jobs.minutes("30:00") == 30 and check_jobs.megabytes("62.50G") == 64000

@@ -15,6 +15,8 @@ Prints what it checked, the ``sbatch`` calls of the training rules, and exits 1 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import re
 import sys
 from pathlib import Path
@@ -103,8 +105,28 @@ def check_resources(rule: str, wanted: dict, threads: int, job: dict) -> list[st
     return problems
 
 
+# the words of a timing-like metric (images_per_s …), as spot.reproduce.compare.TIMING_WORDS reads them
+TIMING_WORDS = frozenset({"time", "times", "timing", "wall", "elapsed", "duration", "latency", "seconds", "sec",
+                          "s", "ms"})
+
+
+def without_timings(data: bytes) -> bytes:
+    """A result CSV without its timing rows (a ``metric`` like ``images_per_s``: the learned placement's file mixes
+    them with accuracies); other files unchanged."""
+    text = data.decode(errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "metric" not in rows[0]:
+        return data
+    k = rows[0].index("metric")
+    kept = [r for r in rows[1:] if len(r) <= k or not TIMING_WORDS & set(r[k].lower().split("_"))]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([rows[0], *kept])
+    return out.getvalue().encode()
+
+
 def compare_outputs(slurm_run: Path, local_run: Path, preset: str) -> tuple[list[str], list[str]]:
-    """Tables (csv, md, tex) and result CSVs of both runs: (compared files, differing files). Throughput is timing."""
+    """Tables (csv, md, tex) and result CSVs of both runs: (compared files, differing files). Throughput is timing,
+    and so are the timing rows of a result CSV (compared without them)."""
     patterns = [f"paper_figures/{preset}/table*.csv", f"paper_figures/{preset}/table*.md",
                 f"paper_figures/{preset}/table*.tex", f"results/{preset}/**/*.csv"]
     compared, differ = [], []
@@ -115,7 +137,7 @@ def compare_outputs(slurm_run: Path, local_run: Path, preset: str) -> tuple[list
                 continue  # wall-clock measurements
             compared.append(str(rel))
             other = slurm_run / rel
-            if not other.is_file() or other.read_bytes() != path.read_bytes():
+            if not other.is_file() or without_timings(other.read_bytes()) != without_timings(path.read_bytes()):
                 differ.append(str(rel))
     return compared, differ
 
