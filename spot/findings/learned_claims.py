@@ -119,7 +119,7 @@ def _against_priors(f, placement, budget, margin, target=LEARNED_TARGET):
     mix = f"{best.low}" if best.weight == 0 else f"{best.low}–{best.high} tokens, w = {best.weight:.2f}"
     met = "met" if d.difference >= target else f"missed by {target - d.difference:.2f} points"
     return d, greater(d, margin), (f"best label-free: {best.placement} at {mix}; {total * 1e3:.4g} MFLOPs; "
-                                   f"target +{target:g} points: {met}")
+                                   f"target +{target:g} points: {met}"), best
 
 
 def _gap_note(inputs, backbone, budget, d, best: float, target=GAP_TARGET) -> str:
@@ -143,8 +143,7 @@ def beats_priors(inputs, config, *, margin=MARGIN, target=LEARNED_TARGET, gap_ta
     cross-model oracle it closes (where the transfer rows measure one)."""
     for f, backbone, budget in _scopes(inputs):
         def compute(f=f, backbone=backbone, budget=budget):
-            d, verdict, note = _against_priors(f, "learned", budget, margin, target)
-            best = best_label_free(f, _learned(f, "learned", budget)[1])
+            d, verdict, note, best = _against_priors(f, "learned", budget, margin, target)
             return d, verdict, note + _gap_note(inputs, backbone, budget, d, 100 * best.scores.values.mean(),
                                                 gap_target)
 
@@ -179,7 +178,7 @@ def transfers(inputs, config, *, margin=MARGIN):
         source = placement.split("@", 1)[1]
         for f, backbone, budget in _scopes(inputs, placement):
             def compute(f=f, budget=budget, placement=placement):
-                d, verdict, note = _against_priors(f, placement, budget, margin)
+                d, verdict, note, _ = _against_priors(f, placement, budget, margin)
                 try:
                     own = paired(_learned(f, "learned", budget)[0], _learned(f, placement, budget)[0])
                     note += f"; own policy − transferred: {fmt(own)}"

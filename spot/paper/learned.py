@@ -42,23 +42,25 @@ def _reading(f: Rows, total: float, **keys):
         return None
 
 
-def _pruning_near(inputs, backbone, total: float) -> tuple[float, float, str]:
-    """The pruning fine-tune (or ToMe) point closest in GFLOPs to ``total``: (Acc@1, its GFLOPs, its name); NaN
-    without pruning rows."""
+def _pruning_points(inputs, backbone) -> pd.DataFrame:
+    """Every pruning fine-tune (and ToMe) point of ``backbone``: GFLOPs ``g`` and Acc@1 ``acc`` indexed by
+    (setting, method, keep_ratio); empty without pruning rows."""
     if not inputs.get("pruning"):
-        return np.nan, np.nan, ""
+        return pd.DataFrame(columns=["g", "acc"])
     p = read_results(inputs, "pruning")
     p = p[(p.backbone == backbone) & (p.variant == "parent") & p.setting.fillna("").ne("")]
-    if not len(p):
-        return np.nan, np.nan, ""
     keys = ["setting", "method", "keep_ratio"]
     g = p[p.metric == "gflops"].groupby(keys)["value"].mean()
     acc = p[p.metric == "acc1"].groupby(keys)["value"].mean()
-    both = pd.DataFrame({"g": g, "acc": acc}).dropna()
+    return pd.DataFrame({"g": g, "acc": acc}).dropna()
+
+
+def _pruning_near(inputs, backbone, total: float) -> tuple[float, float, str]:
+    """The pruning point closest in GFLOPs to ``total``: (Acc@1, its GFLOPs, its name); NaN without pruning rows."""
+    both = _pruning_points(inputs, backbone)
     if not len(both):
         return np.nan, np.nan, ""
-    both["gap"] = (both.g - total).abs()
-    best = both.sort_values(["gap", "acc"], ascending=[True, False]).iloc[0]
+    best = both.assign(gap=(both.g - total).abs()).sort_values(["gap", "acc"], ascending=[True, False]).iloc[0]
     setting, method, rho = best.name
     return float(best.acc), float(best.g), f"{METHOD_LABELS.get(method, method)} (ρ = {rho:g})"
 
@@ -148,17 +150,10 @@ def _curves(f: pd.DataFrame) -> dict:
 
 
 def _pruning_curves(inputs, backbone) -> dict:
-    if not inputs.get("pruning"):
-        return {}
-    p = read_results(inputs, "pruning")
-    p = p[(p.backbone == backbone) & (p.variant == "parent") & p.setting.fillna("").ne("")]
     curves = {}
-    for setting, s in p.groupby("setting", sort=False):
-        method = s["method"].iloc[0]
-        g = s[s.metric == "gflops"].groupby("keep_ratio")["value"].mean()
-        a = s[s.metric == "acc1"].groupby("keep_ratio")["value"].mean()
-        points = sorted((1e3 * g[r], a[r]) for r in g.index.intersection(a.index))
-        curves[f"{METHOD_LABELS.get(method, method)} (pruning)"] = ("^:", points)
+    for (setting, method), points in _pruning_points(inputs, backbone).groupby(level=[0, 1], sort=False):
+        curves[f"{METHOD_LABELS.get(method, method)} (pruning)"] = (
+            "^:", sorted(zip(1e3 * points.g, points.acc)))
     return curves
 
 
