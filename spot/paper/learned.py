@@ -45,11 +45,11 @@ def _reading(f: Rows, total: float, **keys):
 def _pruning_points(inputs, backbone) -> pd.DataFrame:
     """Every pruning fine-tune (and ToMe) point of ``backbone``: GFLOPs ``g`` and Acc@1 ``acc`` indexed by
     (setting, method, keep_ratio); empty without pruning rows."""
+    keys = ["setting", "method", "keep_ratio"]
     if not inputs.get("pruning"):
-        return pd.DataFrame(columns=["g", "acc"])
+        return pd.DataFrame(columns=["g", "acc"], index=pd.MultiIndex.from_tuples([], names=keys))
     p = read_results(inputs, "pruning")
     p = p[(p.backbone == backbone) & (p.variant == "parent") & p.setting.fillna("").ne("")]
-    keys = ["setting", "method", "keep_ratio"]
     g = p[p.metric == "gflops"].groupby(keys)["value"].mean()
     acc = p[p.metric == "acc1"].groupby(keys)["value"].mean()
     return pd.DataFrame({"g": g, "acc": acc}).dropna()
