@@ -174,7 +174,8 @@ def transfers(inputs, config, *, margin=MARGIN):
     """Acc@1 of the target at the source's learned positions − the target's best label-free placement at equal
     cost, per source → target and budget; the note gives the target's own policy for comparison."""
     lp = rows(inputs, "learned_placement").where(metric="acc1")
-    for placement in [p for p in lp.distinct("placement") if str(p).startswith("learned@")]:
+    transferred = [p for p in map(str, lp.distinct("placement")) if p.startswith("learned@") and not p.endswith("_blank")]
+    for placement in transferred:  # (``learned@<source>_blank`` is its blank-image control, not a transfer)
         source = placement.split("@", 1)[1]
         for f, backbone, budget in _scopes(inputs, placement):
             def compute(f=f, budget=budget, placement=placement):

@@ -143,7 +143,8 @@ def learned_records(backbone, n=N_LEARNED, other="mae"):
         glance = dict(lp, placement_gflops=0.5, budget=m, gflops=COSTS[m] + 0.5)
         out += [acc(level("high", n), **glance, placement="learned"),
                 acc(level("floor", n), **glance, placement="learned_shuffled"),
-                acc(level("mid", n), **glance, placement=f"learned@{other}")]
+                acc(level("mid", n), **glance, placement=f"learned@{other}"),
+                acc(level("floor", n), **glance, placement=f"learned@{other}_blank")]  # its blank-image control
     return out
 
 
@@ -404,6 +405,9 @@ def test_the_learned_findings_scopes_and_verdicts(tmp_path, full):
     assert "target +80 points: missed by 10.00 points" in strict.note and strict.verdict == HOLDS
     transfer = evaluate("A learned placement transfers to another backbone", full, CONFIG)
     assert transfer[0].scope == "MAE → CLS, 4 tokens" and transfer[0].estimate == pytest.approx(35.0)
+    # a transferred policy's blank-image control (learned@<source>_blank) is not another transfer
+    assert [v.scope for v in transfer] == ["MAE → CLS, 4 tokens", "MAE → CLS, 9 tokens", "CLS → MAE, 4 tokens",
+                                           "CLS → MAE, 9 tokens", "all"]
     records = learned_records("cls")
     for r in records:
         if r["placement"] == "learned_shuffled":
