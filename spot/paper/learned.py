@@ -157,6 +157,19 @@ def _pruning_curves(inputs, backbone) -> dict:
     return curves
 
 
+def _plain_log_ticks(ax):
+    """A log x axis labelled 1, 2, 5, 10, 20, … (the MFLOPs span about a decade: no overlapping 3×10¹ labels)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ticks = [k * 10.0 ** e for e in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+             for k in (1, 2, 5) if low <= k * 10.0 ** e <= high]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 @figure("figure_learned_placement", reads=("learned_placement", "pruning"),
         caption="The learned placement at equal cost (ours): Acc@1 (%) against total MFLOPs per image (log scale; the glance and the relevance placement's coarse pass included) per backbone — every label-free placement over its budgets, Salient reading the true mask, PatchDropout and the grid control, the learned policy (stars) with its shuffled, jointly tuned and transferred variants, and every token-pruning fine-tune over its keep ratios.")
 def figure_learned_placement(inputs, config):
@@ -165,12 +178,14 @@ def figure_learned_placement(inputs, config):
     f = read_results(inputs, "learned_placement")
     backbones = list(dict.fromkeys(f["backbone"]))
     fig, axes = plt.subplots(1, len(backbones), figsize=(max(8.0, 4.6 * len(backbones)), 4.6), squeeze=False)
+    panels = {b: {**_curves(f[f.backbone == b]), **_pruning_curves(inputs, b)} for b in backbones}
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))  # one colour per curve name
     for ax, backbone in zip(axes[0], backbones):
-        curves = {**_curves(f[f.backbone == backbone]), **_pruning_curves(inputs, backbone)}
-        for i, (name, (style, points)) in enumerate(curves.items()):
+        for name, (style, points) in panels[backbone].items():
+            i = names.index(name)
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=name, markersize=9 if "*" in style
                     else 4, color="black" if name == "learned" else plt.get_cmap("tab20")(i % 20))
-        ax.set_xscale("log")
+        _plain_log_ticks(ax)
         ax.set_xlabel("total MFLOPs per image")
         ax.set_ylabel("Acc@1 (%)")
         ax.set_title(label(config, backbone))
