@@ -39,11 +39,18 @@ def findings(inputs, config) -> pd.DataFrame:
 ALL = "all"  # the scope of a finding's row across its scopes
 
 
+def _targets(note) -> str:
+    """The clauses of a finding's note that judge a target (the learned placement's: "target +5 points: missed by
+    1.08 points", "closes 45.7 % of the gap …: target 30 % met"), joined; "" where it has none."""
+    return "; ".join(c for c in str(note if pd.notna(note) else "").split("; ") if "target" in c)
+
+
 def _scope_cell(row) -> str:
     if pd.isna(row["Estimate (points)"]):
         return f"{row['Scope']}: {row['Verdict']}"
+    targets = _targets(row["Note"])
     return (f"{row['Scope']}: {row['Estimate (points)']:+.1f} [{row['95 % CI low']:+.1f}, "
-            f"{row['95 % CI high']:+.1f}] {row['Verdict']}")
+            f"{row['95 % CI high']:+.1f}] {row['Verdict']}" + (f" ({targets})" if targets else ""))
 
 
 NO_REFERENCE = ("*No verdict is stated: no findings table is published for this preset yet (`reference/embedded/` "
@@ -52,7 +59,7 @@ NO_REFERENCE = ("*No verdict is stated: no findings table is published for this 
 
 def readme_block(findings_csv) -> str:
     """The README's findings section from a findings table: per finding its verdict across scopes, and every scope's
-    paired difference (points) with its 95 % interval and verdict — generated, so the README states what the table
+    paired difference (points) with its 95 % interval, verdict and the targets its note judges — generated, so the README states what the table
     says (tests/test_docs.py checks it against the published reference); without one (``None`` or no such file),
     a line saying that no verdict is stated."""
     if findings_csv is None or not Path(findings_csv).is_file():

@@ -433,3 +433,25 @@ def test_the_learned_placement_table(full):
     assert first_row["Cross-model oracle"] == pytest.approx(55.0)
     assert first_row["Gap closed (%)"] == pytest.approx(100 * (90 - 20) / (55 - 20))
     assert np.isnan(t.iloc[1]["Cross-model oracle"])  # none measured at 9 tokens
+
+
+def test_the_readme_block_states_each_scope_with_the_targets_its_note_judges(tmp_path):
+    from spot.paper.findings import COLUMNS, readme_block
+
+    def row(scope, estimate, verdict, note):
+        return dict(zip(COLUMNS, ("F", "ours: this project", "claim", scope, "s", estimate, estimate - 1,
+                                  estimate + 1, "", 10, verdict, note)))
+
+    frame = pd.DataFrame([
+        row("CLS, 9 tokens", 6.0, HOLDS, "best label-free: center at 10–11 tokens, w = 0.47; 10.55 MFLOPs; "
+            "target +5 points: met; closes 45.7 % of the gap to the cross-model oracle (69.70 %, from mae): "
+            "target 30 % met"),
+        row("MAE, 9 tokens", 2.0, HOLDS, "best label-free: center at 10 tokens"),
+        row("all", float("nan"), HOLDS, "")])
+    frame.to_csv(tmp_path / "findings.csv", index=False)
+    block = readme_block(tmp_path / "findings.csv")
+    assert ("CLS, 9 tokens: +6.0 [+5.0, +7.0] holds (target +5 points: met; closes 45.7 % of the gap to the "
+            "cross-model oracle (69.70 %, from mae): target 30 % met)") in block
+    assert "MAE, 9 tokens: +2.0 [+1.0, +3.0] holds;" not in block and block.rstrip().endswith(
+        "MAE, 9 tokens: +2.0 [+1.0, +3.0] holds |")  # no target in its note: nothing added
+    assert "| F | ours | **holds** |" in block
