@@ -10,6 +10,7 @@ own wall times: with 2 cores running 2 jobs at once the workflow's wall time is 
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +25,7 @@ def rule_of(stem: str) -> str:
     `train_cls_in1k_prune_spot_ad` → `train_pruned`)."""
     if stem.startswith("train_") and ("_prune_" in stem or "_spotprune_" in stem):
         return "train_pruned"
-    if stem.startswith("train_") and (stem.endswith("_policy") or stem.endswith("_policy_joint")):
+    if stem.startswith("train_") and re.search(r"_policy(_joint(_control)?)?$", stem):
         return "train_policy"
     for prefix, rule in RULE_PREFIXES.items():
         if stem.startswith(prefix):

@@ -32,14 +32,14 @@ def test_workflow_times_sums_benchmark_files_per_rule(tmp_path, capsys):
     for stem, s in (("train_cls_in1k_classifier", 300.0), ("train_cls_in1k_prune_spot_ad", 60.0),
                     ("train_cls_in1k_spotprune_spot_ad_spot", 40.0), ("evaluate_cls_in1k", 100.0),
                     ("pruning_cls_in1k", 20.0), ("train_cls_in1k_policy", 30.0), ("train_cls_in1k_policy_joint", 12.0),
-                    ("learned_placement_cls_in1k", 10.0)):
+                    ("train_cls_in1k_policy_joint_control", 8.0), ("learned_placement_cls_in1k", 10.0)):
         (bench / f"{stem}.tsv").write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:00\t1.0\n")
     assert times.main([str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "| train_pruned | 2 | 100 | 60 |" in out and "| train | 1 | 300 | 300 |" in out
-    assert "| train_policy | 2 | 42 | 30 |" in out
-    assert "SPoT part: 400 job-s; token pruning: 120 job-s; learned placement: 52 job-s; all: 572 job-s" in out
-    assert "grows the rest of the workflow by 10.0 %" in out  # 52 of the other 520
+    assert "| train_policy | 3 | 50 | 30 |" in out  # the frozen, joint and joint-control policies
+    assert "SPoT part: 400 job-s; token pruning: 120 job-s; learned placement: 60 job-s; all: 580 job-s" in out
+    assert "grows the rest of the workflow by 11.5 %" in out  # 60 of the other 520
     assert times.main([str(tmp_path / "empty")]) == 2
 
 
