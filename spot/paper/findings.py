@@ -49,7 +49,9 @@ def _scope_cell(row) -> str:
     if pd.isna(row["Estimate (points)"]):
         return f"{row['Scope']}: {row['Verdict']}"
     targets = _targets(row["Note"])
-    return (f"{row['Scope']}: {row['Estimate (points)']:+.1f} [{row['95 % CI low']:+.1f}, "
+    statistic = str(row["Statistic"])
+    unit = " %" if "(points" not in statistic and "%" in statistic else ""  # Finding 3's is a relative gain (%)
+    return (f"{row['Scope']}: {row['Estimate (points)']:+.1f}{unit} [{row['95 % CI low']:+.1f}, "
             f"{row['95 % CI high']:+.1f}] {row['Verdict']}" + (f" ({targets})" if targets else ""))
 
 
@@ -65,7 +67,7 @@ def readme_block(findings_csv) -> str:
     if findings_csv is None or not Path(findings_csv).is_file():
         return NO_REFERENCE + "\n"
     frame = pd.read_csv(findings_csv, dtype={"p (McNemar)": str})
-    lines = ["| Finding | Source | Verdict | Per scope: difference (points) [95 % CI] verdict |", "|---|---|---|---|"]
+    lines = ["| Finding | Source | Verdict | Per scope: difference (points, or % where marked) [95 % CI] verdict |", "|---|---|---|---|"]
     for name, group in frame.groupby("Finding", sort=False):
         overall = group[group["Scope"] == ALL]
         verdict = overall["Verdict"].iloc[0] if len(overall) else group["Verdict"].iloc[0]

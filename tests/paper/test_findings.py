@@ -447,11 +447,12 @@ def test_the_readme_block_states_each_scope_with_the_targets_its_note_judges(tmp
             "target +5 points: met; closes 45.7 % of the gap to the cross-model oracle (69.70 %, from mae): "
             "target 30 % met"),
         row("MAE, 9 tokens", 2.0, HOLDS, "best label-free: center at 10 tokens"),
-        row("all", float("nan"), HOLDS, "")])
+        row("all", float("nan"), HOLDS, ""),
+        dict(row("CLS, 4 tokens", 3.0, HOLDS, ""), Finding="G", Statistic="mean relative saliency gain (Eq. 5, %)")])
     frame.to_csv(tmp_path / "findings.csv", index=False)
     block = readme_block(tmp_path / "findings.csv")
     assert ("CLS, 9 tokens: +6.0 [+5.0, +7.0] holds (target +5 points: met; closes 45.7 % of the gap to the "
             "cross-model oracle (69.70 %, from mae): target 30 % met)") in block
-    assert "MAE, 9 tokens: +2.0 [+1.0, +3.0] holds;" not in block and block.rstrip().endswith(
-        "MAE, 9 tokens: +2.0 [+1.0, +3.0] holds |")  # no target in its note: nothing added
+    assert "MAE, 9 tokens: +2.0 [+1.0, +3.0] holds |" in block  # no target in its note: nothing added
     assert "| F | ours | **holds** |" in block
+    assert "CLS, 4 tokens: +3.0 % [+2.0, +4.0] holds |" in block  # a statistic in % says so; points are the default
