@@ -70,8 +70,9 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     done = snakemake("-n", "--cores", "2", "--configfile", "config/pruning_ablations.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
-    # per backbone: 4 methods, 6 ablations, SPOT-AD and EViT fine-tuned at ρ = 0.5, SPoT + SPOT-AD
-    assert counts["train_pruned"] == 3 * (4 + 6 + 2 + 1)
+    # per backbone: 4 methods, 6 ablations, SPOT-AD and EViT fine-tuned at ρ = 0.5, EViT at the shared rate,
+    # SPoT + SPOT-AD
+    assert counts["train_pruned"] == 3 * (4 + 6 + 3 + 1)
     assert "results/embedded/models/cls_in1k_prune_spot_ad_r05.safetensors" in done.stdout
     # `results_of: embedded`: the default's data, models and experiments are reused (the ablations join its models);
     # the pruning and throughput results are the preset's own
@@ -86,6 +87,9 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     assert load_recipe(config, "prune_spot_ad_no_mean").prune.settings == {"statistics": ["variance"]}
     assert load_recipe(config, "prune_spot_ad_r05").prune.keep_ratio == 0.5
     assert load_recipe(config, "prune_spot_ad_shared").prune.settings == {"shared": True}
+    shared_rate, spot_ad = load_recipe(config, "prune_evit_shared_rate"), load_recipe(config, "prune_spot_ad")
+    assert shared_rate.prune.method == "evit" and shared_rate.prune.settings == {"fuse": True}
+    assert (shared_rate.optimizer, shared_rate.schedule) == (spot_ad.optimizer, spot_ad.schedule)
 
 
 def resolved_resources(output: str, rule: str) -> dict:
