@@ -61,13 +61,14 @@ NO_REFERENCE = ("*No verdict is stated: no findings table is published for this 
 
 def readme_block(findings_csv) -> str:
     """The README's findings section from a findings table: per finding its verdict across scopes, and every scope's
-    paired difference (points) with its 95 % interval, verdict and the targets its note judges — generated, so the README states what the table
-    says (tests/test_docs.py checks it against the published reference); without one (``None`` or no such file),
+    paired difference (points) with its 95 % interval, verdict and the targets its note judges — generated, so the
+    README states what the table says (tests/test_docs.py checks it against the published reference); without one (``None`` or no such file),
     a line saying that no verdict is stated."""
     if findings_csv is None or not Path(findings_csv).is_file():
         return NO_REFERENCE + "\n"
     frame = pd.read_csv(findings_csv, dtype={"p (McNemar)": str})
-    lines = ["| Finding | Source | Verdict | Per scope: difference (points, or % where marked) [95 % CI] verdict |", "|---|---|---|---|"]
+    lines = ["| Finding | Source | Verdict | Per scope: difference (points, or % where marked) [95 % CI] verdict |",
+             "|---|---|---|---|"]
     for name, group in frame.groupby("Finding", sort=False):
         overall = group[group["Scope"] == ALL]
         verdict = overall["Verdict"].iloc[0] if len(overall) else group["Verdict"].iloc[0]

@@ -159,13 +159,10 @@ def _pruning_curves(inputs, backbone) -> dict:
 
 def _plain_log_ticks(ax):
     """A log x axis labelled 1, 2, 5, 10, 20, … (the MFLOPs span about a decade: no overlapping 3×10¹ labels)."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     ax.set_xscale("log")
-    low, high = ax.get_xlim()
-    ticks = [k * 10.0 ** e for e in range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
-             for k in (1, 2, 5) if low <= k * 10.0 ** e <= high]
-    ax.set_xticks(ticks)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
