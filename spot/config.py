@@ -56,17 +56,25 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_config(path, _seen: tuple = ()) -> dict:
-    """A preset file with its ``extends:`` chain resolved (the file's values over those of what it extends)."""
+    """A preset file with its ``extends:`` chain resolved (the file's values over those of what it extends; the
+    top-level keys it lists under ``replace:`` are its own alone, not merged into the parent's)."""
     path = Path(path)
     if path.resolve() in _seen:
         raise ValueError(f"{path} extends itself (cycle: {' → '.join(str(p) for p in (*_seen, path.resolve()))})")
     config = _read_yaml(path)
     parent = config.pop("extends", None)
+    replace = config.pop("replace", [])
     if parent is None:
+        if replace:
+            raise ValueError(f"{path}: `replace:` needs `extends:` (it names keys of the parent this file replaces)")
         return config
     if not isinstance(parent, str):
         raise ValueError(f"{path}: extends must be the path of another config file, got {parent!r}")
-    return merge_configs(load_config(path.parent / parent, (*_seen, path.resolve())), config)
+    base = load_config(path.parent / parent, (*_seen, path.resolve()))
+    if not isinstance(replace, list) or not all(isinstance(k, str) and k in config for k in replace):
+        raise ValueError(f"{path}: replace must list top-level keys this file sets (they replace the parent's "
+                         f"instead of merging into them), got {replace!r}")
+    return merge_configs({k: v for k, v in base.items() if k not in replace}, config)
 
 
 def load_configs(paths, overrides: dict | None = None) -> dict:

@@ -241,11 +241,6 @@ def recipe_params(name):
     return json.dumps(recipe_to_dict(load_recipe(config, name)), sort_keys=True)
 
 
-# `backbones_from: NAME` (the training-seed presets): the backbones are preset NAME's trained ones, read from
-# results/NAME/models/ (run that preset first); this preset trains the retrofits and everything downstream itself.
-BACKBONES_FROM = config.get("backbones_from")
-
-
 def spec(text):
     """A preset's checkpoint spec (`train:RECIPE` or `fetch:NAME`), typed: spot.config.CheckpointSpec."""
     return spot_config.CheckpointSpec.parse(text)
@@ -264,7 +259,7 @@ def spec_path(backbone, role):
     given = spec(config["backbones"][backbone][role])
     if given.source == "fetch":
         return f"{RESULTS}/checkpoints/{given.name}.safetensors"
-    return f"{f'results/{BACKBONES_FROM}' if BACKBONES_FROM else RESULTS}/models/{backbone}_{role}.safetensors"
+    return f"{RESULTS}/models/{backbone}_{role}.safetensors"
 
 
 def recipe_chain(backbone, variant):
