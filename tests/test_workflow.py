@@ -70,17 +70,14 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     done = snakemake("-n", "--cores", "2", "--configfile", "config/pruning_ablations.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
-    # per backbone: 4 methods, 6 ablations, SPOT-AD and EViT fine-tuned at ρ = 0.5, EViT at the shared rate,
-    # SPoT + SPOT-AD
-    assert counts["train_pruned"] == 3 * (4 + 6 + 3 + 1)
-    assert "results/embedded/models/cls_in1k_prune_spot_ad_r05.safetensors" in done.stdout
-    # `results_of: embedded`: the default's data, models and experiments are reused (the ablations join its models);
-    # the pruning and throughput results are the preset's own
-    assert "results/embedded/models/mae_in1k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
-    assert "results/pruning_ablations/pruning/mae_in1k.csv" in done.stdout
-    assert "results/pruning_ablations/throughput/mae_in1k.csv" in done.stdout
-    assert "results/pruning_ablations/models" not in done.stdout and "results/pruning_ablations/evaluation" not in \
-        done.stdout
+    # one backbone (CLS-IN21k): 4 methods, 6 ablations, SPOT-AD and EViT fine-tuned at ρ = 0.5, EViT at the shared
+    # rate, SPoT + SPOT-AD
+    assert counts["train_pruned"] == 4 + 6 + 3 + 1 and counts["train_backbone"] == 1
+    assert "results/pruning_ablations/models/cls_in21k_prune_spot_ad_r05.safetensors" in done.stdout
+    # standalone: its own models and results, none of another preset's
+    assert "results/pruning_ablations/models/cls_in21k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
+    assert "results/pruning_ablations/pruning/cls_in21k.csv" in done.stdout
+    assert "results/embedded" not in done.stdout and "cls_in1k" not in done.stdout
     from spot.train.recipes import load_config, load_recipe
 
     config = load_config(workdir / "config" / "pruning_ablations.yaml")
@@ -176,10 +173,10 @@ def test_bad_config_values_fail_with_a_clear_message(workdir):
     message = fails("--configfile", str(bad))
     assert "optimizer.layer_decay = 1.5 is not valid" in message
     # an overlay reusing the default's results may not change what they depend on
-    bad.write_text("extends: config/pruning_ablations.yaml\nevaluation: {limit: 500}\n")
+    bad.write_text("extends: config.yaml\npreset: reuse\nresults_of: embedded\nevaluation: {limit: 500}\n")
     message = fails("--configfile", str(bad))
     assert "results_of = 'embedded'" in message and "changes evaluation" in message
-    bad.write_text("extends: config/pruning_ablations.yaml\nresults_of: nowhere\n")
+    bad.write_text("extends: config.yaml\npreset: reuse\nresults_of: nowhere\n")
     assert "no preset file config/nowhere.yaml" in fails("--configfile", str(bad))
 
 
@@ -257,7 +254,7 @@ def test_smoke_preset_end_to_end(workdir):
     # a second run has nothing to do
     again = snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
-    # a preset that reuses these results (as pruning_ablations reuses the embedded default's) re-runs none of them:
+    # a preset that reuses these results (`results_of:`, an overlay on a finished run) re-runs none of them:
     # no shared job's params may hold the preset's file names
     reusing = "extends: smoke.yaml\npreset: smoke_reuse\nresults_of: smoke\n"
     (workdir / "config" / "smoke_reuse.yaml").write_text(reusing)

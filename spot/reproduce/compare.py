@@ -27,7 +27,9 @@ relative to ``results/<preset>/``: ``evaluation/cls_in1k.csv``; without it a row
 the records' key columns. A spread row applies to a record when each of its key cells equals the record's (a column
 the record lacks counts as empty); columns the spread leaves out are not constrained (leave out the training-seed
 column: the spread is over it). A preset that trains every model with several seeds writes it by grouping its
-per-seed rows by every key column but the training seed. Two spread rows applying to one record are an error.
+per-seed rows by every key column but the training seed. Two spread rows applying to one record are an error. A
+row with a ``measured_on`` cell is a stand-in: another backbone's spread applied to this one's records (``spot
+spread --stand-in-for``); the rows it widens say so (``+ seed spread of <backbone>``).
 
 **Findings.** When both sides have ``paper_figures/<preset>/findings.csv``, every ``Finding`` × ``Scope`` whose
 ``Verdict`` differs is listed first in the report, flagged. **Tables:** each table CSV on both sides is byte-identical
@@ -70,6 +72,7 @@ RELATIVE_EXACT = 1e-9  # the relative tolerance of rows without an interval (GFL
 MAX_ROWS = 50  # rows listed per section of the report (--max-rows)
 SEED_SD, FILE = "seed_sd", "file"  # the seed-spread CSV's columns besides the keys
 SPREAD_INFO = ("seed_mean", "seed_min", "seed_max", "n_runs")  # written by spot spread for a reader; not keys
+MEASURED_ON = "measured_on"  # a stand-in spread row (spot spread --stand-in-for): the backbone its seeds measured
 FINDING_KEYS, VERDICT = ("Finding", "Scope"), "Verdict"
 OCCURRENCE = "_occurrence"  # pairs rows whose keys repeat, in order
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -160,23 +163,27 @@ def _labels(run_keys: pd.DataFrame, ref_keys: pd.DataFrame, raw: pd.DataFrame, k
     return raw[varying].apply(lambda r: ", ".join(f"{k}={v}" for k, v in r.items() if v != ""), axis=1)
 
 
-def seed_sd(spread: pd.DataFrame | None, rel: str, keyed: pd.DataFrame) -> np.ndarray:
-    """The ``seed_sd`` applying to each row of ``keyed`` (normalised keys of file ``rel``); nan where none does."""
-    none = np.full(len(keyed), np.nan)
+def seed_sd(spread: pd.DataFrame | None, rel: str, keyed: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(seed_sd, measured_on)`` applying to each row of ``keyed`` (normalised keys of file ``rel``): nan where no
+    spread row does; ``measured_on`` the stand-in's backbone, "" for a row's own spread."""
+    none = (np.full(len(keyed), np.nan), np.full(len(keyed), "", dtype=object))
     if spread is None:
         return none
     sub = spread[spread[FILE] == rel] if FILE in spread.columns else spread
-    cols = [c for c in sub.columns if c not in (FILE, SEED_SD)]
+    if MEASURED_ON not in sub.columns:
+        sub = sub.assign(**{MEASURED_ON: ""})
+    cols = [c for c in sub.columns if c not in (FILE, SEED_SD, MEASURED_ON)]
     if sub.empty:
         return none
     if (sub.duplicated(cols).any() if cols else len(sub) > 1):
         raise ValueError(f"--seed-spread: several rows apply to the same records of {rel}: "
                          f"{sub[sub.duplicated(cols, keep=False)].head(2).to_dict('records')}")
     if not cols:
-        return np.full(len(keyed), _number(sub[SEED_SD].iloc[0]))
+        return (np.full(len(keyed), _number(sub[SEED_SD].iloc[0])),
+                np.full(len(keyed), str(sub[MEASURED_ON].iloc[0]), dtype=object))
     rows = keyed.reindex(columns=cols, fill_value="")  # a column the records lack counts as empty
-    merged = rows.reset_index(drop=True).merge(sub[cols + [SEED_SD]], on=cols, how="left")
-    return merged[SEED_SD].map(_number).to_numpy()
+    merged = rows.reset_index(drop=True).merge(sub[cols + [SEED_SD, MEASURED_ON]], on=cols, how="left")
+    return merged[SEED_SD].map(_number).to_numpy(), merged[MEASURED_ON].fillna("").astype(str).to_numpy()
 
 
 def _same(a: str, b: str) -> bool:
@@ -201,14 +208,16 @@ def image_tolerance(run: dict, ref: dict) -> tuple[str, float]:
     return "exact", RELATIVE_EXACT * max(abs(a), abs(b))
 
 
-def compare_row(run: dict, ref: dict, sd: float = float("nan")) -> dict:
-    """Difference, identity, tolerance (kind and half-width) and verdict of one matched pair of rows."""
+def compare_row(run: dict, ref: dict, sd: float = float("nan"), measured_on: str = "") -> dict:
+    """Difference, identity, tolerance (kind and half-width) and verdict of one matched pair of rows (``sd``: its
+    training-seed spread, measured on backbone ``measured_on`` when that is a stand-in)."""
     a, b = _number(run.get("value")), _number(ref.get("value"))
     measured = sorted({c for c in (*run, *ref) if c in MEASURED})
     identical = all(_same(run.get(c, ""), ref.get(c, "")) for c in measured)
     kind, half = image_tolerance(run, ref)
     if not math.isnan(sd):
-        kind, half = f"{kind} + seed spread", math.hypot(half, Z * math.sqrt(2) * sd)
+        of = f" of {measured_on}" if measured_on else ""
+        kind, half = f"{kind} + seed spread{of}", math.hypot(half, Z * math.sqrt(2) * sd)
     diff = a - b
     verdict = IDENTICAL if identical else (WITHIN if abs(diff) <= half else BEYOND)
     ratio = 0.0 if identical else (abs(diff) / half if half > 0 else math.inf)
@@ -229,10 +238,10 @@ def compare_records(run_csv, ref_csv, rel: str, spread: pd.DataFrame | None = No
     merged = rk.reset_index().merge(fk.reset_index(), on=on, how="outer", suffixes=("_run", "_ref"), indicator=True)
     labels = _labels(rk, fk, pd.concat([run[keys], ref[keys]], ignore_index=True), keys)
     pair = merged[merged["_merge"] == "both"]
-    sds = seed_sd(spread, rel, pair[on])
+    sds, sources = seed_sd(spread, rel, pair[on])
     rows = [{"file": rel, "row": labels[int(i)],
-             **compare_row(run.loc[int(i)].to_dict(), ref.loc[int(j)].to_dict(), sd)}
-            for i, j, sd in zip(pair["index_run"], pair["index_ref"], sds)]
+             **compare_row(run.loc[int(i)].to_dict(), ref.loc[int(j)].to_dict(), sd, source)}
+            for i, j, sd, source in zip(pair["index_run"], pair["index_ref"], sds, sources)]
     unmatched = [{"file": rel, "side": side, "row": labels[int(i) + offset]}
                  for side, col, flag, offset in (("run", "index_run", "left_only", 0),
                                                  ("reference", "index_ref", "right_only", len(run)))
@@ -354,7 +363,7 @@ def read_seed_spread(path) -> pd.DataFrame:
         raise ValueError(f"--seed-spread {path}: no `{SEED_SD}` column (expected the key columns of the records, "
                          f"optionally `{FILE}`, and `{SEED_SD}`)")
     frame = frame.drop(columns=[c for c in SPREAD_INFO if c in frame.columns])
-    return frame.apply(lambda c: c if c.name in (FILE, SEED_SD) else c.map(_norm))
+    return frame.apply(lambda c: c if c.name in (FILE, SEED_SD, MEASURED_ON) else c.map(_norm))
 
 
 def _file_status(rel: str, run_files: set, ref_files: set) -> str:

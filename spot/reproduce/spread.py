@@ -8,7 +8,12 @@ the format ``spot compare --seed-spread`` reads (``file``, the key columns, ``se
 ``seed_min``, ``seed_max`` and ``n_runs`` for a reader), with a provenance sidecar naming every record it read with
 its sha256. Timing records (``throughput/``) are left out, as in the comparison.
 
-    spot spread results/embedded results/embedded_seed1 results/embedded_seed2 --out reference/embedded/seed_spread.csv
+    spot spread reference/embedded/results/embedded results/embedded_seed1 results/embedded_seed2 \
+        --stand-in-for cls_in1k mae_in1k --out reference/embedded/seed_spread.csv
+
+The embedded training-seed presets train one backbone (CLS-IN21k) so that a run fits a 2-core session;
+``--stand-in-for`` applies its rows to the same records of other backbones (``measured_on`` names the backbone that
+measured them, and ``spot compare`` says so in every row it widens): a stand-in, not a measurement of theirs.
 """
 from __future__ import annotations
 
@@ -16,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import (FILE, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number, _read_csv,
-                      _record_files, is_measured)
+from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number,
+                      _read_csv, _record_files, is_measured)
 from ..provenance import sha256_file
 from ..results import write_table
 
-__all__ = ["seed_spread", "configure_parser", "run_from_args"]
+__all__ = ["seed_spread", "stand_in", "configure_parser", "run_from_args"]
 
 
 def _file_spread(paths: list[Path], rel: str) -> pd.DataFrame:
@@ -67,15 +72,46 @@ def seed_spread(results_dirs: list) -> tuple[pd.DataFrame, dict]:
     return frame[first + [SEED_SD, *SPREAD_INFO]], read
 
 
+def stand_in(frame: pd.DataFrame, backbones: list[str]) -> pd.DataFrame:
+    """``frame`` plus, for each of ``backbones``, a copy of the rows of its per-backbone record files
+    (``<kind>/<measured>.csv``) moved to that backbone's (file and ``backbone`` cell), ``measured_on`` the measured
+    backbone. The measured backbone must be the only one in the spread."""
+    if "backbone" not in frame.columns:
+        raise ValueError("--stand-in-for: the spread has no `backbone` column to stand in for")
+    measured = sorted(b for b in frame["backbone"].dropna().unique() if b != "")
+    if len(measured) != 1:
+        raise ValueError(f"--stand-in-for needs a spread measured on one backbone, got {measured or 'none'}")
+    (source,) = measured
+    own = frame[FILE].str.split("/").str[-1] == f"{source}.csv"
+    if not own.any():
+        raise ValueError(f"--stand-in-for: no per-backbone record file <kind>/{source}.csv in the spread")
+    copies = []
+    for target in backbones:
+        if target == source:
+            raise ValueError(f"--stand-in-for {target}: that is the backbone the spread measured")
+        rows = frame[own].copy()
+        rows[FILE] = rows[FILE].str.replace(rf"{source}\.csv$", f"{target}.csv", regex=True)
+        rows["backbone"] = rows["backbone"].where(rows["backbone"] != source, target)
+        copies.append(rows.assign(**{MEASURED_ON: source}))
+    out = pd.concat([frame.assign(**{MEASURED_ON: ""}), *copies], ignore_index=True)
+    return out[[c for c in out.columns if c != MEASURED_ON] + [MEASURED_ON]]
+
+
 def configure_parser(p) -> None:
     p.add_argument("results", nargs="+", help="the runs' results folders (results/embedded results/embedded_seed1 …)")
     p.add_argument("--out", required=True, help="the spread CSV to write (its provenance goes to the .json beside it)")
+    p.add_argument("--stand-in-for", nargs="+", default=[], metavar="BACKBONE",
+                   help="apply the spread of the one backbone the runs trained to these backbones' records too, "
+                        "marked as a stand-in (measured_on)")
 
 
 def run_from_args(args) -> int:
     frame, read = seed_spread(args.results)
+    if args.stand_in_for:
+        frame = stand_in(frame, args.stand_in_for)
     inputs = {f"result:{path}": {"path": path, "sha256": sha} for path, sha in read.items()}
-    write_table(frame.to_dict("records"), args.out, config={"runs": list(args.results)}, inputs=inputs)
+    write_table(frame.to_dict("records"), args.out, config={"runs": list(args.results),
+                                                             "stand_in_for": list(args.stand_in_for)}, inputs=inputs)
     wide = frame[frame[SEED_SD] > 0]
     print(f"{len(frame)} rows of {frame[FILE].nunique()} record files in {args.out}; {len(wide)} vary across seeds "
           f"(median seed_sd {wide[SEED_SD].median() if len(wide) else 0:.2f})")

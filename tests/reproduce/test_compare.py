@@ -184,6 +184,44 @@ def test_spread_of_three_seed_runs_feeds_compare(tmp_path):
         seed_spread([roots[0] / "results" / PRESET] * 2)
 
 
+def _as_backbone(root, backbone):
+    """``root``'s CLS-IN1k evaluation records moved to ``backbone`` (file and cells), as another backbone's would be."""
+    res = root / "results" / PRESET / "evaluation"
+    frame = pd.read_csv(res / "cls_in1k.csv").assign(backbone=backbone)
+    _write(res / f"{backbone}.csv", frame.to_dict("records"))
+    return root
+
+
+def test_a_stand_in_spread_widens_another_backbones_rows_and_says_so(tmp_path):
+    """spot spread --stand-in-for: the one measured backbone's rows copied to another backbone's files, marked
+    measured_on; compare widens that backbone's rows with them and names the stand-in in tolerance_used."""
+    from spot.reproduce.spread import seed_spread, stand_in
+
+    roots = [make_root(tmp_path / f"seed{i}", acc={4: _flip(_outcomes(0), 60 * i, 0), 9: _outcomes(1)})
+             for i in range(3)]
+    frame, _ = seed_spread([r / "results" / PRESET for r in roots])
+    both = stand_in(frame, ["mae_in1k"])
+    copied = both[both["measured_on"] == "cls_in1k"]
+    assert len(both) == 2 * len(frame) and set(copied["file"]) == {"evaluation/mae_in1k.csv", "pruning/mae_in1k.csv"}
+    assert set(copied["backbone"]) == {"mae_in1k"} and (both.loc[both["measured_on"] == "", "file"].str
+                                                         .endswith("cls_in1k.csv").all())
+    assert copied["seed_sd"].tolist() == frame["seed_sd"].tolist()
+    with pytest.raises(ValueError, match="that is the backbone the spread measured"):
+        stand_in(frame, ["cls_in1k"])
+    with pytest.raises(ValueError, match="measured on one backbone"):
+        stand_in(both, ["cls_in21k"])
+    spread_csv = tmp_path / "spread.csv"
+    assert main(["spread", *(str(r / "results" / PRESET) for r in roots), "--stand-in-for", "mae_in1k",
+                 "--out", str(spread_csv)]) == 0
+    ref = _as_backbone(make_root(tmp_path / "ref"), "mae_in1k")
+    run = _as_backbone(make_root(tmp_path / "run", acc={4: _flip(_outcomes(0), 100, 0), 9: _outcomes(1)}), "mae_in1k")
+    c = compare(run, ref, PRESET, seed_spread=spread_csv)
+    rows = c.rows.set_index("file")
+    assert set(rows.loc["evaluation/mae_in1k.csv", "tolerance_used"]) >= {"paired outcomes + seed spread of cls_in1k"}
+    assert not rows.loc["evaluation/cls_in1k.csv", "tolerance_used"].str.contains(" of ").any()  # its own spread
+    assert c.exit_code() == 0
+
+
 def test_a_paper_preset_run_against_the_papers_published_numbers(tmp_path):
     """`spot compare RUN paper`: every published cell found in the run's table by its row keys and column; within the
     paper's tolerance, beyond it when moved by more; cells the run lacks are `not in run`, never a pass."""

@@ -160,7 +160,7 @@ shell.prefix(("set -euo pipefail; export " + " ".join(
     f"{k}={v if k == 'PATH' else shlex.quote(v)}" for k, v in _JOB_ENV.items()) + "; ").replace("{", "{{").replace("}", "}}"))
 
 PRESET = config["preset"]
-# `results_of: NAME` (an overlay that only adds to the `pruning:` section, e.g. config/pruning_ablations.yaml): the
+# `results_of: NAME` (an overlay on a finished run of preset NAME that only adds to its `pruning:` section): the
 # data, every trained model and the SPoT experiments are preset NAME's own files (results/NAME/…), reused, not
 # recomputed, and new fine-tunes join them there; this preset's pruning and throughput results, and the logs of its
 # tables and figures, are its own (OWN). Checked: the sections those shared files depend on equal NAME's.
