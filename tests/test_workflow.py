@@ -78,6 +78,8 @@ def test_pruning_ablations_preset_adds_the_seeds_ablations(workdir):
     assert "results/pruning_ablations/models/cls_in21k_prune_spot_ad_no_dynamics.safetensors" in done.stdout
     assert "results/pruning_ablations/pruning/cls_in21k.csv" in done.stdout
     assert "results/embedded" not in done.stdout and "cls_in1k" not in done.stdout
+    # transfer needs two backbones: no transfer job, and the tables reading it (Tables 1, 4, 5) are not built
+    assert "transfer" not in counts and "table5.csv" not in done.stdout and counts["table"] == 11
     from spot.train.recipes import load_config, load_recipe
 
     config = load_config(workdir / "config" / "pruning_ablations.yaml")

@@ -375,10 +375,12 @@ def _file_status(rel: str, run_files: set, ref_files: set) -> str:
     return "compared"
 
 
-def compare(run, reference, preset: str = "embedded", seed_spread=None) -> Comparison:
-    """Compare the records, findings and tables of ``run`` against ``reference`` (roots) for ``preset``."""
-    run, reference = Path(run), Path(reference)
-    a, b = results_dir(run, preset, "RUN"), results_dir(reference, preset, "REFERENCE")
+def compare(run, reference, preset: str = "embedded", seed_spread=None,
+            reference_preset: str | None = None) -> Comparison:
+    """Compare the records, findings and tables of ``run`` against ``reference`` (roots) for ``preset`` (the
+    reference's ``reference_preset`` when that differs: a one-backbone preset against the default's reference)."""
+    run, reference, ref_preset = Path(run), Path(reference), reference_preset or preset
+    a, b = results_dir(run, preset, "RUN"), results_dir(reference, ref_preset, "REFERENCE")
     spread = read_seed_spread(seed_spread) if seed_spread else None
     fa, fb = _record_files(a), _record_files(b)
     files, rows, unmatched = [], [], []
@@ -390,9 +392,10 @@ def compare(run, reference, preset: str = "embedded", seed_spread=None) -> Compa
             rows.append(r)
             unmatched.append(u)
         files.append({"file": rel, "status": status})
-    figures = [root / "paper_figures" / preset for root in (run, reference)]
+    figures = [run / "paper_figures" / preset, reference / "paper_figures" / ref_preset]
     status, flipped, one_side = compare_findings(figures[0] / "findings.csv", figures[1] / "findings.csv")
-    return Comparison(run, reference, preset, {"run": side_provenance(a), "reference": side_provenance(b)},
+    label = preset if ref_preset == preset else f"{preset} (reference: {ref_preset})"
+    return Comparison(run, reference, label, {"run": side_provenance(a), "reference": side_provenance(b)},
                       _concat(rows), _concat(unmatched), pd.DataFrame(files), status, flipped, one_side,
                       compare_tables(*figures))
 
@@ -541,6 +544,9 @@ def configure_parser(p) -> None:
     p.add_argument("reference", metavar="REFERENCE", help="root of the reference (e.g. reference/embedded), or `paper`: "
                                                           "the paper's published numbers (spot.paper.published)")
     p.add_argument("--preset", default="embedded", help="the preset compared (default: %(default)s)")
+    p.add_argument("--reference-preset", default=None, metavar="NAME",
+                   help="the reference's preset when it differs from the run's (default: --preset), e.g. "
+                        "pruning_ablations' CLS-IN21k records against reference/embedded's")
     p.add_argument("--seed-spread", default=None, metavar="CSV",
                    help="per-row training-seed standard deviations (key columns, optional `file`, `seed_sd`): widen "
                         "each row's tolerance by Z·√2·seed_sd in quadrature")
@@ -556,7 +562,7 @@ def run_from_args(args) -> int:
 
     if args.reference == PAPER:
         return _run_paper(args)
-    c = compare(args.run, args.reference, args.preset, args.seed_spread)
+    c = compare(args.run, args.reference, args.preset, args.seed_spread, args.reference_preset)
     text = render_markdown(c, args.max_rows)
     print(text)
     if args.out:

@@ -26,7 +26,7 @@ from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, SEED_SD, SPRE
 from ..provenance import sha256_file
 from ..results import write_table
 
-__all__ = ["seed_spread", "stand_in", "configure_parser", "run_from_args"]
+__all__ = ["seed_spread", "stand_in", "summary", "configure_parser", "run_from_args"]
 
 
 def _file_spread(paths: list[Path], rel: str) -> pd.DataFrame:
@@ -97,6 +97,18 @@ def stand_in(frame: pd.DataFrame, backbones: list[str]) -> pd.DataFrame:
     return out[[c for c in out.columns if c != MEASURED_ON] + [MEASURED_ON]]
 
 
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per record kind (the file's folder) and metric, of the measured rows (not the stand-ins): how many rows, and
+    the median, 90th percentile and largest ``seed_sd`` (in the units of ``value``)."""
+    own = frame[frame[MEASURED_ON] == ""] if MEASURED_ON in frame.columns else frame
+    kind = own[FILE].str.split("/").str[0].str.removesuffix(".csv")
+    metric = own["metric"] if "metric" in own.columns else pd.Series("", index=own.index)
+    sd = own[SEED_SD].map(_number)
+    groups = pd.DataFrame({"kind": kind, "metric": metric.fillna(""), "sd": sd}).groupby(["kind", "metric"])["sd"]
+    return pd.DataFrame({"rows": groups.size(), "median": groups.median(), "p90": groups.quantile(0.9),
+                         "max": groups.max()}).reset_index()
+
+
 def configure_parser(p) -> None:
     p.add_argument("results", nargs="+", help="the runs' results folders (results/embedded results/embedded_seed1 …)")
     p.add_argument("--out", required=True, help="the spread CSV to write (its provenance goes to the .json beside it)")
@@ -115,4 +127,5 @@ def run_from_args(args) -> int:
     wide = frame[frame[SEED_SD] > 0]
     print(f"{len(frame)} rows of {frame[FILE].nunique()} record files in {args.out}; {len(wide)} vary across seeds "
           f"(median seed_sd {wide[SEED_SD].median() if len(wide) else 0:.2f})")
+    print(summary(frame).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     return 0

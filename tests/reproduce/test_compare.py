@@ -206,6 +206,11 @@ def test_a_stand_in_spread_widens_another_backbones_rows_and_says_so(tmp_path):
     assert set(copied["backbone"]) == {"mae_in1k"} and (both.loc[both["measured_on"] == "", "file"].str
                                                          .endswith("cls_in1k.csv").all())
     assert copied["seed_sd"].tolist() == frame["seed_sd"].tolist()
+    from spot.reproduce.spread import summary
+
+    table = summary(both).set_index(["kind", "metric"])  # the measured rows alone
+    assert table.loc[("evaluation", "acc1"), "rows"] == 2 and table.loc[("evaluation", "acc1"), "max"] == pytest.approx(
+        frame.loc[frame.metric == "acc1", "seed_sd"].max())
     with pytest.raises(ValueError, match="that is the backbone the spread measured"):
         stand_in(frame, ["cls_in1k"])
     with pytest.raises(ValueError, match="measured on one backbone"):
@@ -220,6 +225,21 @@ def test_a_stand_in_spread_widens_another_backbones_rows_and_says_so(tmp_path):
     assert set(rows.loc["evaluation/mae_in1k.csv", "tolerance_used"]) >= {"paired outcomes + seed spread of cls_in1k"}
     assert not rows.loc["evaluation/cls_in1k.csv", "tolerance_used"].str.contains(" of ").any()  # its own spread
     assert c.exit_code() == 0
+
+
+def test_a_run_of_another_preset_against_a_reference(tmp_path):
+    """--reference-preset: a one-backbone preset's records against the default's reference, file by file; the
+    reference's other files are on one side only, never a failure."""
+    ref = make_root(tmp_path / "ref")
+    run = make_root(tmp_path / "run")
+    (run / "results" / PRESET).rename(run / "results" / "one_backbone")
+    (run / "paper_figures" / PRESET).rename(run / "paper_figures" / "one_backbone")
+    (run / "results" / "one_backbone" / "pruning" / "cls_in1k.csv").unlink()
+    c = compare(run, ref, "one_backbone", reference_preset=PRESET)
+    assert c.exit_code() == 0 and set(c.rows["verdict"]) == {"identical"} and "reference: " + PRESET in c.preset
+    assert "not compared: only in reference" in set(c.files["status"])
+    with pytest.raises(FileNotFoundError, match="no results/one_backbone/"):
+        compare(run, ref, "one_backbone")
 
 
 def test_a_paper_preset_run_against_the_papers_published_numbers(tmp_path):
