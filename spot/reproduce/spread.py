@@ -6,7 +6,8 @@ records and the default's match row for row on the key columns (:func:`spot.repr
 present in all of them this writes ``seed_sd`` — the standard deviation of ``value`` over the runs (ddof = 1) — in
 the format ``spot compare --seed-spread`` reads (``file``, the key columns, ``seed_sd``; plus ``seed_mean``,
 ``seed_min``, ``seed_max`` and ``n_runs`` for a reader), with a provenance sidecar naming every record it read with
-its sha256. Timing records (``throughput/``) are left out, as in the comparison.
+its sha256. Timing records (``throughput/``, a timing ``metric`` such as ``images_per_s``) are left out, as in the
+comparison.
 
     spot spread reference/embedded/results/embedded results/embedded_seed1 results/embedded_seed2 \
         --stand-in-for cls_in1k mae_in1k --out reference/embedded/seed_spread.csv
@@ -22,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number,
-                      _read_csv, _record_files, is_measured)
+                      _read_csv, _record_files, _timing_rows, is_measured)
 from ..provenance import sha256_file
 from ..results import write_table
 
@@ -31,7 +32,7 @@ __all__ = ["seed_spread", "stand_in", "summary", "configure_parser", "run_from_a
 
 def _file_spread(paths: list[Path], rel: str) -> pd.DataFrame:
     """The spread of one record file over the runs' copies of it: one row per key present in every run."""
-    frames = [_read_csv(p) for p in paths]
+    frames = [f[~_timing_rows(f)].reset_index(drop=True) for f in map(_read_csv, paths)]  # images/s: not compared
     keys = [c for c in frames[0].columns if not is_measured(c)]
     if any([c for c in f.columns if not is_measured(c)] != keys for f in frames[1:]):
         raise ValueError(f"{rel}: the runs' key columns differ ({', '.join(str(p) for p in paths)}); the spread needs "

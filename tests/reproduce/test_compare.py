@@ -168,8 +168,13 @@ def test_spread_of_three_seed_runs_feeds_compare(tmp_path):
 
     roots = [make_root(tmp_path / f"seed{i}", acc={4: _flip(_outcomes(0), 60 * i, 0), 9: _outcomes(1)})
              for i in range(3)]
+    for i, root in enumerate(roots):  # a timing row inside a record file (the learned placement's images/s)
+        path = root / "results" / PRESET / "evaluation" / "cls_in1k.csv"
+        pd.concat([pd.read_csv(path), pd.DataFrame([{"backbone": "cls_in1k", "budget": 4, "metric": "images_per_s",
+                                                     "value": 900.0 + 50 * i}])]).to_csv(path, index=False)
     frame, read = seed_spread([r / "results" / PRESET for r in roots])
     assert set(frame["file"]) == {"evaluation/cls_in1k.csv", "pruning/cls_in1k.csv"}  # throughput left out
+    assert "images_per_s" not in set(frame["metric"])  # and timing rows
     four = frame[(frame.metric == "acc1") & (frame.budget.astype(float) == 4)].iloc[0]
     values = [100 * _flip(_outcomes(0), 60 * i, 0).mean() for i in range(3)]
     assert four["seed_sd"] == pytest.approx(np.std(values, ddof=1)) and four["n_runs"] == 3
