@@ -205,7 +205,7 @@ EXAMPLES = {
     "audit": "spot audit paper_figures/embedded/table5.csv --row 1 --column '36 Tok. Acc@1 (%)'",
     "publish": "spot publish --preset embedded --to reference/embedded",
     "spread": "spot spread reference/embedded/results/embedded results/embedded_seed1 results/embedded_seed2 "
-              "--stand-in-for cls_in1k mae_in1k --out seed_spread.csv",
+              "--stand-in-for cls_in1k mae_in1k --out seed_spread.csv --findings-out seed_findings.csv",
     "compare": "spot compare . reference/embedded --preset embedded",
     "version": "spot version",
 }

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..findings.registry import NOT_MEASURED
 from ..stats import Z, Interval, decode_outcomes, paired_difference, unpaired_difference
 from ..paper.published import published_cells, tolerance
 from ..provenance import atomic_write_text
@@ -74,6 +75,7 @@ SEED_SD, FILE = "seed_sd", "file"  # the seed-spread CSV's columns besides the k
 SPREAD_INFO = ("seed_mean", "seed_min", "seed_max", "n_runs")  # written by spot spread for a reader; not keys
 MEASURED_ON = "measured_on"  # a stand-in spread row (spot spread --stand-in-for): the backbone its seeds measured
 FINDING_KEYS, VERDICT = ("Finding", "Scope"), "Verdict"
+OVERALL = "all"  # the Scope of a finding's overall verdict (spot.findings.measure.overall)
 OCCURRENCE = "_occurrence"  # pairs rows whose keys repeat, in order
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 IDENTICAL, WITHIN, BEYOND = "identical", "within", "beyond"
@@ -264,7 +266,9 @@ def _timing_rows(frame: pd.DataFrame) -> pd.Series:
 # ---------------------------------------------------------------------------------------------------- findings
 
 def compare_findings(run_csv: Path, ref_csv: Path) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """``(status, flipped, one_side)``: the findings × scopes whose verdict differs, and those on one side only."""
+    """``(status, flipped, one_side)``: the findings × scopes whose verdict differs, and those compared on one side
+    only: present on one side, "not measured" on one side, or the finding's overall verdict (scope ``all``) taken over
+    other scopes on the two sides (a one-backbone run against the default's reference)."""
     missing = [side for side, p in (("run", run_csv), ("reference", ref_csv)) if not p.is_file()]
     if missing:
         return f"not compared: no {run_csv.name} in {' and '.join(missing)}", pd.DataFrame(), pd.DataFrame()
@@ -275,10 +279,19 @@ def compare_findings(run_csv: Path, ref_csv: Path) -> tuple[str, pd.DataFrame, p
     if lacking:
         return f"not compared: {run_csv.name}: {', '.join(lacking)}", pd.DataFrame(), pd.DataFrame()
     merged = run.merge(ref, on=keys, how="outer", suffixes=(" (run)", " (reference)"), indicator=True)
+    merged["_merge"] = merged["_merge"].astype(str).map({"left_only": "run only", "right_only": "reference only",
+                                                         "both": "both"})
+    verdicts = merged[[f"{VERDICT} (run)", f"{VERDICT} (reference)"]]
+    measured = (verdicts != NOT_MEASURED).to_numpy()
+    merged.loc[(merged["_merge"] == "both") & ~measured[:, 0] & measured[:, 1], "_merge"] = "measured in reference only"
+    merged.loc[(merged["_merge"] == "both") & measured[:, 0] & ~measured[:, 1], "_merge"] = "measured in run only"
+    scopes = {side: f.groupby(keys[0])[keys[1]].agg(frozenset) for side, f in (("run", run), ("reference", ref))}
+    overall = (merged[keys[1]] == OVERALL) & (merged["_merge"] == "both")
+    differ = overall & merged[keys[0]].map(lambda n: scopes["run"].get(n) != scopes["reference"].get(n))
+    merged.loc[differ, "_merge"] = "over other scopes"  # the finding's overall verdict, over other scope sets
     both = merged[merged["_merge"] == "both"]
     flipped = both[both[f"{VERDICT} (run)"] != both[f"{VERDICT} (reference)"]]
     one_side = merged[merged["_merge"] != "both"].copy()
-    one_side["_merge"] = one_side["_merge"].astype(str).map({"left_only": "run only", "right_only": "reference only"})
     cols = keys + [f"{VERDICT} (run)", f"{VERDICT} (reference)"]
     return "compared", flipped[cols].reset_index(drop=True), one_side[keys + ["_merge"]].rename(
         columns={"_merge": "side"}).reset_index(drop=True)
@@ -505,7 +518,8 @@ def _sections(c: Comparison, max_rows: int) -> list[tuple[str, str, pd.DataFrame
          "", _listed(within, max_rows) if len(within) else None),
         (f"Rows on one side only ({min(len(c.unmatched), max_rows)} of {len(c.unmatched)})", "",
          c.unmatched.head(max_rows) if len(c.unmatched) else None),
-        ("Findings on one side only", "", c.findings_one_side if len(c.findings_one_side) else None),
+        ("Findings judged on one side only", "not measured there, absent, or an overall verdict over other scopes",
+         c.findings_one_side if len(c.findings_one_side) else None),
         ("Tables (informational)", "", c.tables if len(c.tables) else None),
     ]
 

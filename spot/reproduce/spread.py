@@ -24,10 +24,11 @@ import pandas as pd
 
 from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number,
                       _read_csv, _record_files, _timing_rows, is_measured)
+from ..findings.registry import NOT_MEASURED
 from ..provenance import sha256_file
 from ..results import write_table
 
-__all__ = ["seed_spread", "stand_in", "summary", "configure_parser", "run_from_args"]
+__all__ = ["seed_spread", "stand_in", "summary", "findings_across", "configure_parser", "run_from_args"]
 
 
 def _file_spread(paths: list[Path], rel: str) -> pd.DataFrame:
@@ -110,12 +111,31 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
                          "max": groups.max()}).reset_index()
 
 
+def findings_across(results_dirs: list) -> tuple[pd.DataFrame, dict]:
+    """Each finding × scope's verdict in every run (``paper_figures/<preset>/findings.csv`` beside each
+    ``results/<preset>/``), for the scopes every run measured, and whether the runs agree: a verdict that changes
+    with the training seed is not a property of the method. ``({path: sha256} read)`` beside it."""
+    keys, frames, read = ["Finding", "Scope"], [], {}
+    for i, d in enumerate(Path(d) for d in results_dirs):
+        path = d.parent.parent / "paper_figures" / d.name / "findings.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no findings table beside {d} (run the preset to its end)")
+        read[str(path)] = sha256_file(path)
+        frames.append(_read_csv(path)[keys + ["Verdict"]].rename(columns={"Verdict": f"run{i}"}).set_index(keys))
+    joined = pd.concat(frames, axis=1, join="inner")
+    measured = joined[(joined != NOT_MEASURED).all(axis=1)]
+    agree = measured.nunique(axis=1) == 1
+    return measured.assign(agreement=agree.map({True: "same in every run", False: "varies"})).reset_index(), read
+
+
 def configure_parser(p) -> None:
     p.add_argument("results", nargs="+", help="the runs' results folders (results/embedded results/embedded_seed1 …)")
     p.add_argument("--out", required=True, help="the spread CSV to write (its provenance goes to the .json beside it)")
     p.add_argument("--stand-in-for", nargs="+", default=[], metavar="BACKBONE",
                    help="apply the spread of the one backbone the runs trained to these backbones' records too, "
                         "marked as a stand-in (measured_on)")
+    p.add_argument("--findings-out", default=None, metavar="CSV",
+                   help="also write each finding × scope's verdict in every run and whether they agree")
 
 
 def run_from_args(args) -> int:
@@ -129,4 +149,11 @@ def run_from_args(args) -> int:
     print(f"{len(frame)} rows of {frame[FILE].nunique()} record files in {args.out}; {len(wide)} vary across seeds "
           f"(median seed_sd {wide[SEED_SD].median() if len(wide) else 0:.2f})")
     print(summary(frame).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    if args.findings_out:
+        verdicts, read = findings_across(args.results)
+        write_table(verdicts.to_dict("records"), args.findings_out, config={"runs": list(args.results)},
+                    inputs={f"findings:{p}": {"path": p, "sha256": sha} for p, sha in read.items()})
+        varies = verdicts[verdicts["agreement"] == "varies"]
+        print(f"{len(verdicts)} finding scopes measured in every run; {len(varies)} change verdict across them:")
+        print(varies.to_string(index=False) if len(varies) else "none")
     return 0

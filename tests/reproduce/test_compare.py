@@ -189,6 +189,27 @@ def test_spread_of_three_seed_runs_feeds_compare(tmp_path):
         seed_spread([roots[0] / "results" / PRESET] * 2)
 
 
+def test_findings_across_seed_runs_say_which_verdicts_vary(tmp_path, capsys):
+    """spot spread --findings-out: each finding scope's verdict in every run, and whether they agree; a scope one run
+    did not measure is left out."""
+    from spot.reproduce.spread import findings_across
+
+    roots = [make_root(tmp_path / f"seed{i}", findings="holds" if i < 2 else "inconclusive") for i in range(3)]
+    verdicts, read = findings_across([r / "results" / PRESET for r in roots])
+    assert verdicts.set_index("Scope")["agreement"].to_dict() == {"4 tokens": "varies",
+                                                                  "36 tokens": "same in every run"}
+    assert verdicts.set_index("Scope").loc["4 tokens", ["run0", "run1", "run2"]].tolist() == \
+        ["holds", "holds", "inconclusive"] and len(read) == 3
+    pd.DataFrame([{"Finding": "SPoT beats the grid", "Scope": "4 tokens", "Verdict": "inconclusive"},
+                  {"Finding": "SPoT beats the grid", "Scope": "36 tokens", "Verdict": "not measured"}]).to_csv(
+        roots[2] / "paper_figures" / PRESET / "findings.csv", index=False)
+    out = tmp_path / "findings_across.csv"
+    assert main(["spread", *(str(r / "results" / PRESET) for r in roots), "--out", str(tmp_path / "s.csv"),
+                 "--findings-out", str(out)]) == 0
+    assert pd.read_csv(out)["Scope"].tolist() == ["4 tokens"]
+    assert "1 finding scopes measured in every run; 1 change verdict" in capsys.readouterr().out
+
+
 def _as_backbone(root, backbone):
     """``root``'s CLS-IN1k evaluation records moved to ``backbone`` (file and cells), as another backbone's would be."""
     res = root / "results" / PRESET / "evaluation"
@@ -287,6 +308,25 @@ def test_a_finding_on_one_side_only_is_listed_not_an_error(tmp_path):
         findings, index=False)
     c = compare(tmp_path / "run", tmp_path / "ref", PRESET)
     assert c.findings_one_side.to_dict("records") == [{"Finding": "A new finding", "Scope": "all", "side": "run only"}]
+
+
+def test_a_verdict_not_measured_or_over_other_scopes_is_no_flip(tmp_path):
+    """A one-backbone run against the default's reference: a finding it cannot measure, and a finding's overall
+    verdict taken over fewer scopes, are listed as judged on one side, not as flipped; a real flip still is."""
+    def findings(root, rows):
+        pd.DataFrame([dict(zip(("Finding", "Scope", "Verdict"), r)) for r in rows]).to_csv(
+            root / "paper_figures" / PRESET / "findings.csv", index=False)
+
+    ref, run = make_root(tmp_path / "ref"), make_root(tmp_path / "run")
+    findings(ref, [("F", "A", "holds"), ("F", "B", "contradicted"), ("F", "all", "mixed"), ("G", "all", "holds"),
+                   ("H", "A", "holds"), ("H", "all", "holds")])
+    findings(run, [("F", "A", "holds"), ("F", "all", "holds"), ("G", "all", "not measured"),
+                   ("H", "A", "inconclusive"), ("H", "all", "inconclusive")])
+    c = compare(run, ref, PRESET)
+    assert c.flipped[["Finding", "Scope"]].values.tolist() == [["H", "A"], ["H", "all"]]
+    assert sorted(c.findings_one_side.values.tolist()) == [["F", "B", "reference only"],
+                                                           ["F", "all", "over other scopes"],
+                                                           ["G", "all", "measured in reference only"]]
 
 
 def test_timing_rows_of_a_mixed_record_file_are_not_compared(tmp_path):
