@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, SEED_SD, SPREAD_INFO, _keyed, _number,
+from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, OVERALL, SEED_SD, SPREAD_INFO, _keyed, _number,
                       _read_csv, _record_files, _timing_rows, is_measured)
 from ..findings.registry import NOT_MEASURED
 from ..provenance import sha256_file
@@ -113,8 +113,9 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def findings_across(results_dirs: list) -> tuple[pd.DataFrame, dict]:
     """Each finding × scope's verdict in every run (``paper_figures/<preset>/findings.csv`` beside each
-    ``results/<preset>/``), for the scopes every run measured, and whether the runs agree: a verdict that changes
-    with the training seed is not a property of the method. ``({path: sha256} read)`` beside it."""
+    ``results/<preset>/``), for the scopes every run measured (a finding's overall verdict only where the runs have
+    the same scopes), and whether the runs agree: a verdict that changes with the training seed is not a property of
+    the method. ``({path: sha256} read)`` beside it."""
     keys, frames, read = ["Finding", "Scope"], [], {}
     for i, d in enumerate(Path(d) for d in results_dirs):
         path = d.parent.parent / "paper_figures" / d.name / "findings.csv"
@@ -123,6 +124,10 @@ def findings_across(results_dirs: list) -> tuple[pd.DataFrame, dict]:
         read[str(path)] = sha256_file(path)
         frames.append(_read_csv(path)[keys + ["Verdict"]].rename(columns={"Verdict": f"run{i}"}).set_index(keys))
     joined = pd.concat(frames, axis=1, join="inner")
+    scopes = [frozenset(f.index) for f in frames]  # an overall verdict over other scopes is not compared
+    other = [name for name in joined.index.get_level_values(0).unique()
+             if len({frozenset(s for n, s in scope if n == name) for scope in scopes}) > 1]
+    joined = joined[~(joined.index.get_level_values(1) == OVERALL) | ~joined.index.get_level_values(0).isin(other)]
     measured = joined[(joined != NOT_MEASURED).all(axis=1)]
     agree = measured.nunique(axis=1) == 1
     return measured.assign(agreement=agree.map({True: "same in every run", False: "varies"})).reset_index(), read

@@ -207,6 +207,12 @@ def test_findings_across_seed_runs_say_which_verdicts_vary(tmp_path, capsys):
     assert main(["spread", *(str(r / "results" / PRESET) for r in roots), "--out", str(tmp_path / "s.csv"),
                  "--findings-out", str(out)]) == 0
     assert pd.read_csv(out)["Scope"].tolist() == ["4 tokens"]
+    pd.DataFrame([{"Finding": "F", "Scope": s, "Verdict": "holds"} for s in ("A", "B", "all")]).to_csv(
+        roots[0] / "paper_figures" / PRESET / "findings.csv", index=False)
+    for root in roots[1:]:  # one scope fewer: the overall verdict is over other scopes, not compared
+        pd.DataFrame([{"Finding": "F", "Scope": s, "Verdict": "holds"} for s in ("A", "all")]).to_csv(
+            root / "paper_figures" / PRESET / "findings.csv", index=False)
+    assert findings_across([r / "results" / PRESET for r in roots])[0]["Scope"].tolist() == ["A"]
     assert "1 finding scopes measured in every run; 1 change verdict" in capsys.readouterr().out
 
 
