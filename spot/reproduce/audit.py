@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..provenance import sha256_file
-from .publish import MARKER
+from .publish import MARKER, REFERENCE_DIR
 import pandas as pd
 
 __all__ = ["audit", "Link", "verdict", "format_links", "cell_rows"]
@@ -109,6 +109,11 @@ class _Walker:
     def output(self, path: Path, depth=0):
         path = Path(path).resolve()
         sidecar = path.parent / f"{path.stem}.provenance.json"
+        if not sidecar.is_file() and path.suffix == ".csv" and path.with_suffix(".json").is_file():
+            # a table written as a result (spot spread's seed_spread.csv): its sidecar names what it read
+            self.check(path, None, "output", depth, {"why": "a result table: what reads it records its checksum"})
+            self.result_sidecar(path.with_suffix(".json"), depth + 1)
+            return
         if not sidecar.is_file():
             self.check(path, None, "output", depth, {"why": "no provenance sidecar records its checksum"})
             self.links.append(Link(str(sidecar), "provenance", depth + 1, "missing"))
@@ -141,10 +146,34 @@ class _Walker:
         else:
             self.links.append(Link(str(sidecar), "provenance", depth, "root", detail))
 
+    def in_reference(self, path: Path) -> tuple["_Walker", Path]:
+        """(the walker, the path) for a recorded path: a path relative to the repository into a published reference
+        (``reference/<name>/…``: a file read from several references, spot spread's) is walked from that
+        reference's root, sharing this walker's links; any other path by this walker."""
+        if not (self.published and path.parts[:1] == (REFERENCE_DIR,)) or self.resolve(path).is_file():
+            return self, path
+        absolute = self.root.resolve().parent.parent / path
+        root, published = find_root(absolute)
+        if not published or root.resolve() == self.root.resolve():
+            return self, absolute
+        walker = _Walker(root, True)
+        walker.links, walker.seen = self.links, self.seen
+        return walker, absolute
+
     def input(self, path: Path, sha, depth, record_sha=None):
+        walker, path = self.in_reference(path)
+        if walker is not self:
+            return walker.input(path, sha, depth, record_sha)
         if path.suffix == ".csv":
             if self.check(path, sha, "result table", depth):
-                self.result_sidecar(path.with_suffix(".json"), depth + 1)
+                table = self.resolve(path)
+                if not table.with_suffix(".json").is_file() and \
+                        (table.parent / f"{table.stem}.provenance.json").is_file():
+                    sidecars = self.sidecars  # a table read as an input (spot spread --findings-out): its chain
+                    self.output(table, depth + 1)
+                    self.sidecars = sidecars
+                else:
+                    self.result_sidecar(path.with_suffix(".json"), depth + 1)
         elif path.suffix in _WEIGHTS:
             if self.published and not self.resolve(path).is_file():
                 self.unpublished_checkpoint(path, sha, depth, record_sha)
@@ -176,6 +205,8 @@ class _Walker:
             self.links.append(Link(str(sidecar), "result provenance", depth, "missing"))
             return
         sha = self.sidecars.get(sidecar)
+        if sha is None and self.published:  # nothing recorded it: the reference's PUBLISHED.json did
+            sha = self.published_files.get(str(sidecar.resolve().relative_to(self.root.resolve())))
         status = "unchecked" if sha is None else ("ok" if sha256_file(sidecar) == sha else "changed")
         meta = _load(sidecar)
         prov = meta.get("provenance", {})

@@ -148,3 +148,27 @@ def test_strict_fails_on_a_link_without_a_recorded_checksum(run, capsys):
     assert run_from_args(Args) == 0 and "1 unchecked" in capsys.readouterr().out
     Args.strict = True
     assert run_from_args(Args) == 1 and "--strict: 1 link(s) could not be checked" in capsys.readouterr().out
+
+
+def test_the_seed_spread_audits_across_the_three_references_it_read(tmp_path):
+    """spot spread read the records of three published references: its chain is walked into each from that
+    reference's own root (down to the seed runs' checkpoint records), and a changed record of one of them breaks it."""
+    import shutil
+
+    from spot.reproduce.audit import verdict
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("embedded", "embedded_seed1", "embedded_seed2"):
+        shutil.copytree(root / "reference" / name, tmp_path / "reference" / name)
+    spread = tmp_path / "reference" / "embedded" / "seed_spread.csv"
+    links, _ = audit(spread)
+    assert verdict(links)[0] == 0
+    for name in ("embedded", "embedded_seed1", "embedded_seed2"):
+        assert any(f"/reference/{name}/results/{name}/pruning/cls_in21k.csv" in link.path and link.status == "ok"
+                   for link in links), name
+    assert any(link.kind == "checkpoint record" and link.status == "ok" and "/embedded_seed2/models/" in link.path
+               for link in links)
+    record = tmp_path / "reference" / "embedded_seed2" / "results" / "embedded_seed2" / "pruning" / "cls_in21k.csv"
+    record.write_text(record.read_text().replace("cls_in21k", "cls_in21k ", 1))
+    links, _ = audit(spread)
+    assert verdict(links)[0] == 1 and any(link.status == "changed" and link.path == str(record) for link in links)
