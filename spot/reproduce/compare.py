@@ -58,7 +58,7 @@ from ..provenance import atomic_write_text
 from html import escape
 
 __all__ = ["MEASURED", "TIMING_WORDS", "NOT_COMPARED", "RELATIVE_EXACT", "MAX_ROWS", "is_measured", "compare",
-           "compare_records", "compare_findings", "compare_tables", "Comparison", "render_markdown", "render_html",
+           "compare_records", "compare_findings", "scopes_differ", "compare_tables", "Comparison", "render_markdown", "render_html",
            "configure_parser", "run_from_args"]
 
 # The measured columns: not keys. ``value`` is compared; the others describe its uncertainty (n_correct, the Wilson
@@ -265,6 +265,14 @@ def _timing_rows(frame: pd.DataFrame) -> pd.Series:
 
 # ---------------------------------------------------------------------------------------------------- findings
 
+def scopes_differ(tables: list[pd.DataFrame]) -> set:
+    """The findings whose scopes are not the same in every findings table: their overall verdicts (scope ``all``)
+    are taken over other scopes, so they are not compared."""
+    scopes = [t.groupby(FINDING_KEYS[0])[FINDING_KEYS[1]].agg(frozenset) for t in tables]
+    names = set().union(*(s.index for s in scopes))
+    return {n for n in names if len({s.get(n) for s in scopes}) > 1}
+
+
 def compare_findings(run_csv: Path, ref_csv: Path) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """``(status, flipped, one_side)``: the findings × scopes whose verdict differs, and those compared on one side
     only: present on one side, "not measured" on one side, or the finding's overall verdict (scope ``all``) taken over
@@ -285,9 +293,8 @@ def compare_findings(run_csv: Path, ref_csv: Path) -> tuple[str, pd.DataFrame, p
     measured = (verdicts != NOT_MEASURED).to_numpy()
     merged.loc[(merged["_merge"] == "both") & ~measured[:, 0] & measured[:, 1], "_merge"] = "measured in reference only"
     merged.loc[(merged["_merge"] == "both") & measured[:, 0] & ~measured[:, 1], "_merge"] = "measured in run only"
-    scopes = {side: f.groupby(keys[0])[keys[1]].agg(frozenset) for side, f in (("run", run), ("reference", ref))}
     overall = (merged[keys[1]] == OVERALL) & (merged["_merge"] == "both")
-    differ = overall & merged[keys[0]].map(lambda n: scopes["run"].get(n) != scopes["reference"].get(n))
+    differ = overall & merged[keys[0]].isin(scopes_differ([run, ref]))
     merged.loc[differ, "_merge"] = "over other scopes"  # the finding's overall verdict, over other scope sets
     both = merged[merged["_merge"] == "both"]
     flipped = both[both[f"{VERDICT} (run)"] != both[f"{VERDICT} (reference)"]]

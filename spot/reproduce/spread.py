@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import (FILE, MEASURED_ON, NOT_COMPARED, OCCURRENCE, OVERALL, SEED_SD, SPREAD_INFO, _keyed, _number,
-                      _read_csv, _record_files, _timing_rows, is_measured)
+from .compare import (FILE, FINDING_KEYS, MEASURED_ON, NOT_COMPARED, OCCURRENCE, OVERALL, SEED_SD, SPREAD_INFO,
+                      VERDICT, _keyed, _number, _read_csv, _record_files, _timing_rows, is_measured, scopes_differ)
 from ..findings.registry import NOT_MEASURED
 from ..provenance import sha256_file
 from ..results import write_table
@@ -116,17 +116,16 @@ def findings_across(results_dirs: list) -> tuple[pd.DataFrame, dict]:
     ``results/<preset>/``), for the scopes every run measured (a finding's overall verdict only where the runs have
     the same scopes), and whether the runs agree: a verdict that changes with the training seed is not a property of
     the method. ``({path: sha256} read)`` beside it."""
-    keys, frames, read = ["Finding", "Scope"], [], {}
-    for i, d in enumerate(Path(d) for d in results_dirs):
+    keys, tables, read = list(FINDING_KEYS), [], {}
+    for d in (Path(d) for d in results_dirs):
         path = d.parent.parent / "paper_figures" / d.name / "findings.csv"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no findings table beside {d} (run the preset to its end)")
         read[str(path)] = sha256_file(path)
-        frames.append(_read_csv(path)[keys + ["Verdict"]].rename(columns={"Verdict": f"run{i}"}).set_index(keys))
-    joined = pd.concat(frames, axis=1, join="inner")
-    scopes = [frozenset(f.index) for f in frames]  # an overall verdict over other scopes is not compared
-    other = [name for name in joined.index.get_level_values(0).unique()
-             if len({frozenset(s for n, s in scope if n == name) for scope in scopes}) > 1]
+        tables.append(_read_csv(path))
+    joined = pd.concat([t.set_index(keys)[VERDICT].rename(f"run{i}") for i, t in enumerate(tables)], axis=1,
+                       join="inner")
+    other = scopes_differ(tables)  # an overall verdict over other scopes is not compared
     joined = joined[~(joined.index.get_level_values(1) == OVERALL) | ~joined.index.get_level_values(0).isin(other)]
     measured = joined[(joined != NOT_MEASURED).all(axis=1)]
     agree = measured.nunique(axis=1) == 1
