@@ -58,8 +58,8 @@ from ..provenance import atomic_write_text
 from html import escape
 
 __all__ = ["MEASURED", "TIMING_WORDS", "NOT_COMPARED", "RELATIVE_EXACT", "MAX_ROWS", "is_measured", "compare",
-           "compare_records", "compare_findings", "scopes_differ", "compare_tables", "Comparison", "render_markdown", "render_html",
-           "configure_parser", "run_from_args"]
+           "compare_records", "compare_findings", "scopes_differ", "compare_tables", "Comparison", "render_markdown",
+           "render_html", "configure_parser", "run_from_args"]
 
 # The measured columns: not keys. ``value`` is compared; the others describe its uncertainty (n_correct, the Wilson
 # interval, the per-image outcomes) and must be bit-identical for a row to be `identical`.
