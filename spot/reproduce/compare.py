@@ -36,8 +36,12 @@ spread --stand-in-for``); the rows it widens say so (``+ seed spread of <backbon
 or not; if not, the number of cells whose numbers differ and the largest absolute difference (informational: the
 records carry the tolerances).
 
-Exit code (:meth:`Comparison.exit_code`): 0 when no row is beyond tolerance, no finding flipped and some row was
-compared; 1 otherwise; 2 for bad arguments (a root without ``results/<preset>/``).
+**Verdict** (:meth:`Comparison.verdict`): REPRODUCED when some row was compared, none is beyond its tolerance and
+no finding flipped; REPRODUCED WITHIN NOISE when rows are beyond or findings flipped no more than chance explains
+(:class:`Noise`: a 95 % tolerance puts 5 % of a reproduction's rows beyond it; none beyond the family-wise tolerance,
+no deterministic row differing, no finding reversed between holds and contradicted); else NOT REPRODUCED. Exit code
+(:meth:`Comparison.exit_code`): 1 for NOT REPRODUCED, else 0; 2 for bad arguments (a root without
+``results/<preset>/``).
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -59,7 +64,7 @@ from html import escape
 
 __all__ = ["MEASURED", "TIMING_WORDS", "NOT_COMPARED", "RELATIVE_EXACT", "MAX_ROWS", "is_measured", "compare",
            "compare_records", "compare_findings", "scopes_differ", "compare_tables", "Comparison", "render_markdown",
-           "render_html", "configure_parser", "run_from_args"]
+           "render_html", "configure_parser", "run_from_args", "Noise", "judge_noise", "familywise_ratio"]
 
 # The measured columns: not keys. ``value`` is compared; the others describe its uncertainty (n_correct, the Wilson
 # interval, the per-image outcomes) and must be bit-identical for a row to be `identical`.
@@ -79,6 +84,9 @@ OVERALL = "all"  # the Scope of a finding's overall verdict (spot.findings.measu
 OCCURRENCE = "_occurrence"  # pairs rows whose keys repeat, in order
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 IDENTICAL, WITHIN, BEYOND = "identical", "within", "beyond"
+ALPHA = 0.05  # each row's tolerance is the 95 % half-width (Z): a reproduction puts ALPHA of its sampled rows beyond
+REVERSED = frozenset({"holds", "contradicted"})  # a flip between these: the verdict reversed beyond both sides' noise
+REPRODUCED, WITHIN_NOISE, NOT_REPRODUCED = "REPRODUCED", "REPRODUCED WITHIN NOISE", "NOT REPRODUCED"
 
 
 def is_measured(column: str) -> bool:
@@ -365,8 +373,73 @@ class Comparison:
         b = self.rows[self.rows["verdict"] == BEYOND] if len(self.rows) else self.rows
         return b.sort_values("ratio", ascending=False, kind="stable") if len(b) else b
 
+    def noise(self) -> "Noise":
+        return judge_noise(self.rows, self.flipped)
+
+    def verdict(self) -> str:
+        """REPRODUCED (every row identical or within, no finding flipped), REPRODUCED WITHIN NOISE (see
+        :class:`Noise`) or NOT REPRODUCED."""
+        if not len(self.rows):
+            return NOT_REPRODUCED
+        if not len(self.beyond()) and not len(self.flipped):
+            return REPRODUCED
+        return WITHIN_NOISE if self.noise().within_noise() else NOT_REPRODUCED
+
     def exit_code(self) -> int:
-        return 0 if len(self.rows) and not len(self.beyond()) and not len(self.flipped) else 1
+        return 1 if self.verdict() == NOT_REPRODUCED else 0
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The rows beyond their 95 % tolerance against chance. Each row's tolerance is a 95 % interval, so a run that
+    reproduced within the stated noise still puts about ALPHA of its sampled rows beyond it — a few thousand rows give
+    a hundred or more. Within noise means: no deterministic row (``exact`` tolerance: FLOPs, token counts) differs, the
+    count beyond is at most the 95th percentile of Binomial(tested, ALPHA) (rows sharing a model are correlated: this
+    is a screen, not an exact test), no row is beyond the family-wise tolerance (Bonferroni over the tested rows), and
+    no finding reversed between holds and contradicted (a flip to or from inconclusive is one side's interval touching
+    its threshold: listed, not failed)."""
+
+    tested: int  # matched rows with a sampled tolerance (every tolerance but plain `exact`)
+    beyond: int  # of them beyond their 95 % tolerance
+    expected: float  # ALPHA · tested
+    allowed: int  # the 95th percentile of Binomial(tested, ALPHA)
+    familywise: float  # |difference| / tolerance above which a row is beyond at ALPHA over all tested rows
+    beyond_familywise: int
+    familywise_unspread: int  # of them judged on the images alone (no seed spread applies to them)
+    exact_beyond: int  # deterministic rows that differ
+    reversed: int  # flipped findings, holds ↔ contradicted
+
+    def within_noise(self) -> bool:
+        return (not self.exact_beyond and self.beyond <= self.allowed and not self.beyond_familywise
+                and not self.reversed)
+
+
+def familywise_ratio(tested: int) -> float:
+    """The factor on a 95 % tolerance that makes it a Bonferroni tolerance over ``tested`` rows."""
+    return NormalDist().inv_cdf(1 - ALPHA / (2 * max(tested, 1))) / Z
+
+
+def reversed_flips(flipped: pd.DataFrame) -> pd.Series:
+    """Which flipped findings reversed (holds ↔ contradicted)."""
+    if not len(flipped):
+        return pd.Series(dtype=bool)
+    verdicts = flipped[[f"{VERDICT} (run)", f"{VERDICT} (reference)"]]
+    return verdicts.isin(REVERSED).all(axis=1)
+
+
+def judge_noise(rows: pd.DataFrame, flipped: pd.DataFrame) -> Noise:
+    from scipy.stats import binom  # scipy only once rows are judged: `spot` commands import this module lightly
+
+    if not len(rows):
+        return Noise(0, 0, 0.0, 0, math.inf, 0, 0, 0, int(reversed_flips(flipped).sum()))
+    exact = rows["tolerance_used"] == "exact"
+    sampled, beyond = rows[~exact], rows["verdict"] == BEYOND
+    tested = len(sampled)
+    factor = familywise_ratio(tested)
+    far = sampled[sampled["ratio"] > factor]
+    return Noise(tested, int(beyond[~exact].sum()), ALPHA * tested, int(binom.ppf(0.95, tested, ALPHA)), factor,
+                 len(far), int((~far["tolerance_used"].str.contains("seed spread")).sum()),
+                 int((beyond & exact).sum()), int(reversed_flips(flipped).sum()))
 
 
 def _record_files(results: Path) -> set:
@@ -486,10 +559,14 @@ def file_summary(c: Comparison) -> pd.DataFrame:
 def _headline(c: Comparison) -> str:
     counts = c.rows["verdict"].value_counts() if len(c.rows) else pd.Series(dtype=int)
     verdicts = ", ".join(f"{v} {int(counts.get(v, 0))}" for v in (IDENTICAL, WITHIN, BEYOND))
-    result = "REPRODUCED" if c.exit_code() == 0 else "NOT REPRODUCED"
     nothing = " — no record row was compared" if not len(c.rows) else ""
-    return (f"**{result}** (exit {c.exit_code()}){nothing}: {len(c.flipped)} finding(s) flipped; record rows: "
-            f"{verdicts}; {len(c.unmatched)} on one side only")
+    n = c.noise()
+    chance = (f" Against chance: {n.beyond} of {n.tested} sampled rows beyond their 95 % tolerance (≈ {n.expected:.0f} "
+              f"expected if the run reproduced, at most {n.allowed}); {n.beyond_familywise} beyond the family-wise "
+              f"tolerance (× {n.familywise:.2f}; {n.familywise_unspread} of them without a seed spread); {n.exact_beyond} exact row(s) differ; {n.reversed} finding(s) "
+              f"reversed (holds ↔ contradicted).") if len(c.beyond()) or len(c.flipped) else ""
+    return (f"**{c.verdict()}** (exit {c.exit_code()}){nothing}: {len(c.flipped)} finding(s) flipped; record rows: "
+            f"{verdicts}; {len(c.unmatched)} on one side only.{chance}")
 
 
 def _sides(c: Comparison) -> pd.DataFrame:
@@ -515,11 +592,15 @@ def _sections(c: Comparison, max_rows: int) -> list[tuple[str, str, pd.DataFrame
     return [
         ("Sides", "", _sides(c)),
         (f"⚠ Flipped findings ({len(c.flipped)})" if len(c.flipped) else "Findings",
-         "" if len(c.flipped) else f"{c.findings_status}: no finding flipped", c.flipped if len(c.flipped) else None),
+         "reversed: holds ↔ contradicted; else one side is inconclusive (its interval touches the threshold)"
+         if len(c.flipped) else f"{c.findings_status}: no finding flipped",
+         c.flipped.assign(reversed=reversed_flips(c.flipped).to_numpy()) if len(c.flipped) else None),
         ("Records per file", f"Keys: every column but {', '.join(MEASURED)} and timing-like columns; "
                              f"tolerance: paired outcomes > unpaired CIs > exact (relative {RELATIVE_EXACT:g}) "
                              f"(+ seed spread).", file_summary(c)),
-        (f"Rows beyond tolerance ({min(n_beyond, max_rows)} of {n_beyond}, by abs difference / tolerance)", "",
+        (f"Rows beyond tolerance ({min(n_beyond, max_rows)} of {n_beyond}, by abs difference / tolerance)",
+         f"beyond the family-wise tolerance: abs difference / tolerance > {c.noise().familywise:.2f}" if n_beyond
+         else "",
          _listed(c.beyond(), max_rows) if n_beyond else None),
         (f"Rows within tolerance, not identical ({min(len(within), max_rows)} of {len(within)}, closest to it first)",
          "", _listed(within, max_rows) if len(within) else None),

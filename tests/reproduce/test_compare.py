@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from spot.app.cli import main
-from spot.reproduce.compare import RELATIVE_EXACT, compare, is_measured, render_markdown
-from spot.stats import outcome_columns
+from spot.reproduce.compare import (RELATIVE_EXACT, compare, familywise_ratio, is_measured, judge_noise,
+                                    render_markdown)
+from spot.stats import Z, outcome_columns
 
 N_IMAGES = 2000
 PRESET = "embedded"
@@ -122,10 +123,44 @@ def test_exact_row(tmp_path):
 
 
 def test_flipped_finding_first(tmp_path, capsys):
-    code, report = _compare(tmp_path, capsys, findings="fails")
-    assert code == 1
+    code, report = _compare(tmp_path, capsys, findings="contradicted")
+    assert code == 1 and "**NOT REPRODUCED**" in report and "1 finding(s) reversed" in report
     assert report.index("⚠ Flipped findings (1)") < report.index("## Records per file")
-    assert "| SPoT beats the grid | 4 tokens | fails |" in report and "36 tokens" not in report.split("## Records")[0]
+    assert "| SPoT beats the grid | 4 tokens | contradicted | holds | True |" in report
+    assert "36 tokens" not in report.split("## Records")[0]
+    # to inconclusive: one side's interval touches the threshold — listed first, but within the noise
+    code, report = _compare(tmp_path, capsys, findings="inconclusive")
+    assert code == 0 and "**REPRODUCED WITHIN NOISE**" in report
+    assert "| SPoT beats the grid | 4 tokens | inconclusive | holds | False |" in report
+
+
+def _rows(ratios, used="paired outcomes"):
+    return pd.DataFrame({"ratio": ratios, "verdict": ["beyond" if r > 1 else "within" for r in ratios],
+                         "tolerance_used": used})
+
+
+NO_FLIPS = pd.DataFrame(columns=["Finding", "Scope", "Verdict (run)", "Verdict (reference)"])
+
+
+def test_rows_beyond_by_chance_are_within_noise_but_not_too_many_or_too_far():
+    """A 95 % tolerance puts 5 % of a reproduction's rows beyond it: that is within the noise; twice as many, one row
+    beyond the Bonferroni tolerance, a deterministic row that differs or a reversed finding is not."""
+    chance = [0.5] * 950 + [1.5] * 50
+    n = judge_noise(_rows(chance), NO_FLIPS)
+    assert (n.tested, n.beyond, n.expected, n.beyond_familywise) == (1000, 50, pytest.approx(50), 0)
+    assert 50 <= n.allowed < 70 and n.within_noise()
+    assert n.familywise == pytest.approx(familywise_ratio(1000)) and familywise_ratio(1) == pytest.approx(1.0)
+    assert familywise_ratio(1000) * Z == pytest.approx(4.056, abs=1e-3)  # z of 1 − 0.05 / 2000
+    far = judge_noise(_rows([0.5] * 999 + [1.01 * n.familywise]), NO_FLIPS)
+    assert far.beyond_familywise == 1 == far.familywise_unspread and not far.within_noise()
+    spread = judge_noise(_rows([0.5] * 999 + [1.01 * n.familywise], "paired outcomes + seed spread"), NO_FLIPS)
+    assert spread.beyond_familywise == 1 and spread.familywise_unspread == 0
+    assert not judge_noise(_rows([0.5] * 900 + [1.5] * 100), NO_FLIPS).within_noise()
+    exact = judge_noise(pd.concat([_rows(chance), _rows([2.0], "exact")]), NO_FLIPS)
+    assert exact.tested == 1000 and exact.exact_beyond == 1 and not exact.within_noise()
+    flip = pd.DataFrame([{"Finding": "F", "Scope": "A", "Verdict (run)": "holds", "Verdict (reference)": "contradicted"}])
+    assert not judge_noise(_rows(chance), flip).within_noise()
+    assert judge_noise(_rows(chance), flip.assign(**{"Verdict (run)": "inconclusive"})).within_noise()
 
 
 def test_seed_spread_widens(tmp_path, capsys):
