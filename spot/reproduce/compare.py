@@ -50,6 +50,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from statistics import NormalDist
 
@@ -373,6 +374,7 @@ class Comparison:
         b = self.rows[self.rows["verdict"] == BEYOND] if len(self.rows) else self.rows
         return b.sort_values("ratio", ascending=False, kind="stable") if len(b) else b
 
+    @cached_property
     def noise(self) -> "Noise":
         return judge_noise(self.rows, self.flipped)
 
@@ -383,7 +385,7 @@ class Comparison:
             return NOT_REPRODUCED
         if not len(self.beyond()) and not len(self.flipped):
             return REPRODUCED
-        return WITHIN_NOISE if self.noise().within_noise() else NOT_REPRODUCED
+        return WITHIN_NOISE if self.noise.within_noise() else NOT_REPRODUCED
 
     def exit_code(self) -> int:
         return 1 if self.verdict() == NOT_REPRODUCED else 0
@@ -401,13 +403,21 @@ class Noise:
 
     tested: int  # matched rows with a sampled tolerance (every tolerance but plain `exact`)
     beyond: int  # of them beyond their 95 % tolerance
-    expected: float  # ALPHA · tested
     allowed: int  # the 95th percentile of Binomial(tested, ALPHA)
-    familywise: float  # |difference| / tolerance above which a row is beyond at ALPHA over all tested rows
-    beyond_familywise: int
+    beyond_familywise: int  # beyond ``familywise`` × their tolerance
     familywise_unspread: int  # of them judged on the images alone (no seed spread applies to them)
     exact_beyond: int  # deterministic rows that differ
     reversed: int  # flipped findings, holds ↔ contradicted
+
+    @property
+    def expected(self) -> float:
+        """Rows beyond their 95 % tolerance by chance alone if the run reproduced."""
+        return ALPHA * self.tested
+
+    @property
+    def familywise(self) -> float:
+        """|difference| / tolerance above which a row is beyond at ALPHA over all tested rows."""
+        return familywise_ratio(self.tested)
 
     def within_noise(self) -> bool:
         return (not self.exact_beyond and self.beyond <= self.allowed and not self.beyond_familywise
@@ -431,14 +441,12 @@ def judge_noise(rows: pd.DataFrame, flipped: pd.DataFrame) -> Noise:
     from scipy.stats import binom  # scipy only once rows are judged: `spot` commands import this module lightly
 
     if not len(rows):
-        return Noise(0, 0, 0.0, 0, math.inf, 0, 0, 0, int(reversed_flips(flipped).sum()))
+        return Noise(0, 0, 0, 0, 0, 0, int(reversed_flips(flipped).sum()))
     exact = rows["tolerance_used"] == "exact"
     sampled, beyond = rows[~exact], rows["verdict"] == BEYOND
     tested = len(sampled)
-    factor = familywise_ratio(tested)
-    far = sampled[sampled["ratio"] > factor]
-    return Noise(tested, int(beyond[~exact].sum()), ALPHA * tested, int(binom.ppf(0.95, tested, ALPHA)), factor,
-                 len(far), int((~far["tolerance_used"].str.contains("seed spread")).sum()),
+    far = sampled[sampled["ratio"] > familywise_ratio(tested)]
+    return Noise(tested, int(beyond[~exact].sum()), int(binom.ppf(0.95, tested, ALPHA)), len(far), int((~far["tolerance_used"].str.contains("seed spread")).sum()),
                  int((beyond & exact).sum()), int(reversed_flips(flipped).sum()))
 
 
@@ -560,11 +568,12 @@ def _headline(c: Comparison) -> str:
     counts = c.rows["verdict"].value_counts() if len(c.rows) else pd.Series(dtype=int)
     verdicts = ", ".join(f"{v} {int(counts.get(v, 0))}" for v in (IDENTICAL, WITHIN, BEYOND))
     nothing = " — no record row was compared" if not len(c.rows) else ""
-    n = c.noise()
+    n = c.noise
     chance = (f" Against chance: {n.beyond} of {n.tested} sampled rows beyond their 95 % tolerance (≈ {n.expected:.0f} "
               f"expected if the run reproduced, at most {n.allowed}); {n.beyond_familywise} beyond the family-wise "
-              f"tolerance (× {n.familywise:.2f}; {n.familywise_unspread} of them without a seed spread); {n.exact_beyond} exact row(s) differ; {n.reversed} finding(s) "
-              f"reversed (holds ↔ contradicted).") if len(c.beyond()) or len(c.flipped) else ""
+              f"tolerance (× {n.familywise:.2f}; {n.familywise_unspread} of them without a seed spread); "
+              f"{n.exact_beyond} exact row(s) differ; {n.reversed} finding(s) reversed (holds ↔ contradicted).")
+    chance = chance if len(c.beyond()) or len(c.flipped) else ""
     return (f"**{c.verdict()}** (exit {c.exit_code()}){nothing}: {len(c.flipped)} finding(s) flipped; record rows: "
             f"{verdicts}; {len(c.unmatched)} on one side only.{chance}")
 
@@ -599,7 +608,7 @@ def _sections(c: Comparison, max_rows: int) -> list[tuple[str, str, pd.DataFrame
                              f"tolerance: paired outcomes > unpaired CIs > exact (relative {RELATIVE_EXACT:g}) "
                              f"(+ seed spread).", file_summary(c)),
         (f"Rows beyond tolerance ({min(n_beyond, max_rows)} of {n_beyond}, by abs difference / tolerance)",
-         f"beyond the family-wise tolerance: abs difference / tolerance > {c.noise().familywise:.2f}" if n_beyond
+         f"beyond the family-wise tolerance: abs difference / tolerance > {c.noise.familywise:.2f}" if n_beyond
          else "",
          _listed(c.beyond(), max_rows) if n_beyond else None),
         (f"Rows within tolerance, not identical ({min(len(within), max_rows)} of {len(within)}, closest to it first)",
